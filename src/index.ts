@@ -1,0 +1,31 @@
+// Public surface: re-exports only.
+export {
+  PersistencyError,
+  type PersistencyErrorKind,
+  type PersistencyErrorOptions,
+} from './errors.js';
+export {
+  compareKeys,
+  type DecodedParts,
+  decodeKey,
+  type IntWidth,
+  i8,
+  i16,
+  i32,
+  i64,
+  Key,
+  type KeyPart,
+  type KeyRange,
+  key,
+  type PartType,
+  type PartTypeMap,
+  prefixRange,
+  rawKey,
+  SizedInt,
+  toKey,
+  u8,
+  u16,
+  u32,
+  u64,
+} from './keys.js';
+export { decodePayload, payload, toPayload } from './payload.js';

@@ -1,0 +1,52 @@
+/*
+ * Payload helpers: the key codec's byte format, used for values. A payload built here is
+ * a plain Uint8Array; nothing about its ordering matters, only that it reads back.
+ */
+
+import { invalidArgument } from './errors.js';
+import {
+  type DecodedParts,
+  decodeKey,
+  encodeParts,
+  type KeyPart,
+  type PartType,
+  type PartTypeMap,
+} from './keys.js';
+
+/**
+ * Encode parts with the key codec into a fresh `Uint8Array`.
+ * @example job.persistPut('meta', key('c1'), payload('general', 42, true));
+ */
+export function payload(...parts: KeyPart[]): Uint8Array {
+  return encodeParts(parts, 'payload');
+}
+
+/**
+ * Encode one value (a tuple, plain object or single part). Same as `payload(value)`.
+ * @example toPayload({ name: 'general', topic: 'chat', members: 42 })
+ */
+export function toPayload(value: KeyPart): Uint8Array {
+  return encodeParts([value], 'payload');
+}
+
+/**
+ * Read a payload back given its part types; trailing or missing bytes are
+ * `InvalidArgument`. A single type name returns the value itself.
+ * @example decodePayload(bytes, ['string', 'number', 'bool']); // ['general', 42, true]
+ */
+export function decodePayload<const S extends readonly PartType[]>(
+  bytes: Uint8Array,
+  spec: S,
+): DecodedParts<S>;
+export function decodePayload<T extends PartType>(bytes: Uint8Array, spec: T): PartTypeMap[T];
+export function decodePayload(bytes: Uint8Array, spec: PartType | readonly PartType[]): unknown {
+  if (!(bytes instanceof Uint8Array)) {
+    throw invalidArgument('decodePayload: expected a Uint8Array');
+  }
+  try {
+    return decodeKey(bytes, spec as readonly PartType[]);
+  } catch (e) {
+    if (e instanceof Error) e.message = e.message.replace(/^decodeKey/, 'decodePayload');
+    throw e;
+  }
+}

@@ -4,6 +4,7 @@ export {
   type PersistencyErrorKind,
   type PersistencyErrorOptions,
 } from './errors.js';
+export { Job } from './job.js';
 export {
   compareKeys,
   type DecodedParts,
@@ -29,3 +30,12 @@ export {
   u64,
 } from './keys.js';
 export { decodePayload, payload, toPayload } from './payload.js';
+export { Persistency } from './persistency.js';
+export type {
+  KvRow,
+  PersistencyEvents,
+  PersistencyOptions,
+  ScanOptions,
+  TxOp,
+  WriteFailureReason,
+} from './types.js';

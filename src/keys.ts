@@ -28,7 +28,7 @@
  * Consequences: strings sort by UTF-8 length first, then bytes ('b' < 'aa'); integers
  * sort numerically across the sign; a key sorts before every key that extends it.
  */
-import { inspect } from 'node:util';
+import { inspect, types } from 'node:util';
 import { invalidArgument, PersistencyError } from './errors.js';
 
 const MAX_LENGTH_PREFIXED = 0xffff;
@@ -44,6 +44,13 @@ const SIGN_FLIP = 2n ** 63n;
 
 let wrapKey: (bytes: Uint8Array) => Key;
 let unwrapKey: (k: Key) => Uint8Array;
+let isKey: (v: unknown) => v is Key;
+
+/** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
+const MINT: unique symbol = Symbol('Key.mint');
+
+/** Brand check: a real Uint8Array (also from another realm), not one that only inherits its prototype. */
+const isBytes: (v: unknown) => v is Uint8Array = types.isUint8Array;
 
 /**
  * An encoded key: immutable bytes whose byte order is the tuple order of the parts that
@@ -59,14 +66,18 @@ let unwrapKey: (k: Key) => Uint8Array;
 export class Key {
   readonly #bytes: Uint8Array;
 
-  private constructor(bytes: Uint8Array) {
+  private constructor(mint: typeof MINT, bytes: Uint8Array) {
+    if (mint !== MINT) {
+      throw invalidArgument('Key has no public constructor; use key(), toKey() or rawKey()');
+    }
     this.#bytes = bytes;
     Object.freeze(this);
   }
 
   static {
-    wrapKey = (bytes) => new Key(bytes);
+    wrapKey = (bytes) => new Key(MINT, bytes);
     unwrapKey = (k) => k.#bytes;
+    isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
   }
 
   /** A copy of the encoded bytes (the key itself never changes). */
@@ -81,8 +92,8 @@ export class Key {
 
   /** True when `other` holds exactly the same bytes. */
   equals(other: Key | Uint8Array): boolean {
-    const b = other instanceof Key ? other.#bytes : other;
-    return b instanceof Uint8Array && compareBytes(this.#bytes, b) === 0;
+    const b = isKey(other) ? other.#bytes : other;
+    return isBytes(b) && compareBytes(this.#bytes, b) === 0;
   }
 
   /** Lower-case hex of the bytes, e.g. `0002616280…`. */
@@ -286,14 +297,14 @@ class Writer {
 
   object(v: object | null, depth: number): void {
     if (v === null) throw new PartError('', 'null is not encodable');
-    if (v instanceof Key) {
+    if (isKey(v)) {
       const b = unwrapKey(v);
       this.reserve(b.length);
       this.buf.set(b, this.pos);
       this.pos += b.length;
       return;
     }
-    if (v instanceof Uint8Array) {
+    if (isBytes(v)) {
       if (v.length > MAX_LENGTH_PREFIXED) {
         throw new PartError('', `Uint8Array of ${v.length} bytes exceeds ${MAX_LENGTH_PREFIXED}`);
       }
@@ -327,27 +338,40 @@ class Writer {
     try {
       if (isArray) {
         const arr = v as readonly unknown[];
-        for (let i = 0; i < arr.length; i++) this.nested(arr[i], depth, `[${i}]`);
+        for (let i = 0; i < arr.length; i++) this.nested(arr[i], depth, i);
       } else {
         const rec = v as Record<string, unknown>;
-        for (const field of Object.keys(rec)) this.nested(rec[field], depth, `.${field}`);
+        for (const field of Object.keys(rec)) this.nested(rec[field], depth, field);
       }
     } finally {
       this.#ancestors.pop();
     }
   }
 
-  nested(v: unknown, depth: number, step: string): void {
+  nested(v: unknown, depth: number, at: number | string): void {
     try {
       this.part(v, depth + 1);
     } catch (e) {
-      if (e instanceof PartError) throw new PartError(step + e.path, e.reason);
+      if (e instanceof PartError) {
+        throw new PartError((typeof at === 'number' ? `[${at}]` : `.${at}`) + e.path, e.reason);
+      }
       throw e;
     }
   }
 
   sized(v: SizedInt): void {
     const { width, value } = v;
+    // SizedInt's constructor is private to TypeScript only: JavaScript can call it, or
+    // forge one with Object.create, so check again what the wrappers promise.
+    const spec = Object.hasOwn(WIDTHS, width) ? WIDTHS[width] : undefined;
+    const valid =
+      spec !== undefined &&
+      (typeof value === 'number'
+        ? Number.isSafeInteger(value) && value >= Number(spec.min) && value <= Number(spec.max)
+        : typeof value === 'bigint' && value >= spec.min && value <= spec.max);
+    if (!valid) {
+      throw new PartError('', `forged SizedInt (${describe(width)}, ${describe(value)}); use i64() … u8()`);
+    }
     if (width === 'u8') {
       this.reserve(1);
       this.buf[this.pos++] = Number(value);
@@ -473,7 +497,7 @@ export function encodeParts(parts: readonly unknown[], what: 'key' | 'payload'):
     }
     if (e instanceof PersistencyError) throw e;
     // User code (a getter, a proxy trap) threw while we read the value.
-    throw invalidArgument(`${what} part ${i}: reading the value threw: ${String(e)}`, e);
+    throw invalidArgument(`${what} part ${i}: reading the value threw: ${describeThrown(e)}`, e);
   } finally {
     w.busy = false;
   }
@@ -509,7 +533,7 @@ export function toKey(value: KeyPart): Key {
  * @example rawKey(new Uint8Array([0xa1, 0x61, 0x61, 0x01]))
  */
 export function rawKey(bytes: Uint8Array): Key {
-  if (!(bytes instanceof Uint8Array)) {
+  if (!isBytes(bytes)) {
     throw invalidArgument(`rawKey: expected a Uint8Array, got ${describe(bytes)}`);
   }
   return wrapKey(bytes.slice());
@@ -528,8 +552,8 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 }
 
 function bytesOf(k: Key | Uint8Array, what: string): Uint8Array {
-  if (k instanceof Key) return unwrapKey(k);
-  if (k instanceof Uint8Array) return k;
+  if (isKey(k)) return unwrapKey(k);
+  if (isBytes(k)) return k;
   throw invalidArgument(`${what}: expected a Key or Uint8Array, got ${describe(k)}`);
 }
 
@@ -558,7 +582,7 @@ export interface KeyRange {
  * @example job.scan('log', prefixRange(key('channel-42')))
  */
 export function prefixRange(prefix: Key): KeyRange {
-  if (!(prefix instanceof Key)) {
+  if (!isKey(prefix)) {
     throw invalidArgument(`prefixRange: expected a Key, got ${describe(prefix)}`);
   }
   const b = unwrapKey(prefix);
@@ -739,6 +763,15 @@ export function decodeKey(k: Key | Uint8Array, spec: PartType | readonly PartTyp
 
 // ---------------------------------------------------------------------------------------
 // Shared helpers
+
+/** What user code threw, as text; never throws (`String` can, e.g. on a null-prototype object). */
+function describeThrown(e: unknown): string {
+  try {
+    return String(e);
+  } catch {
+    return describe(e);
+  }
+}
 
 /** A short, safe description of any value for error messages (never throws). */
 export function describe(v: unknown): string {

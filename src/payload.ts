@@ -3,6 +3,7 @@
  * a plain Uint8Array; nothing about its ordering matters, only that it reads back.
  */
 
+import { types } from 'node:util';
 import { invalidArgument } from './errors.js';
 import {
   type DecodedParts,
@@ -40,7 +41,7 @@ export function decodePayload<const S extends readonly PartType[]>(
 ): DecodedParts<S>;
 export function decodePayload<T extends PartType>(bytes: Uint8Array, spec: T): PartTypeMap[T];
 export function decodePayload(bytes: Uint8Array, spec: PartType | readonly PartType[]): unknown {
-  if (!(bytes instanceof Uint8Array)) {
+  if (!types.isUint8Array(bytes)) {
     throw invalidArgument('decodePayload: expected a Uint8Array');
   }
   try {

@@ -1,0 +1,667 @@
+/*
+ * The Job handle: validates and normalises every call, packs the turn's work into one
+ * frame for the worker, and matches the worker's replies to the reads waiting for them.
+ */
+import type { Worker } from 'node:worker_threads';
+import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
+import { invalidArgument, PersistencyError } from './errors.js';
+import { adoptKey, describe, Key, type KeyRange, keyBytes, prefixRange } from './keys.js';
+import { toPayload } from './payload.js';
+import type { KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
+import {
+  type BatchFailure,
+  ByteReader,
+  ByteWriter,
+  type ErrorInfo,
+  type FromWorker,
+  OpKind,
+  Status,
+  Tag,
+  type ToWorker,
+} from './worker/protocol.js';
+
+/** Send a turn's frame early once it holds this much, so huge turns stream. */
+const FRAME_SEND_BYTES = 8 * 1024 * 1024;
+const MAX_CATEGORY_BYTES = 0xffff;
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+type Resolver = (r: Result<unknown, PersistencyError>) => void;
+
+/** What a Job needs from the Persistency that owns it. */
+export interface JobHost {
+  readonly maxPayloadBytes: number;
+  writeFailed(
+    jobId: string,
+    reason: WriteFailureReason,
+    ops: readonly TxOp[],
+    error: PersistencyError,
+  ): void;
+  jobDied(job: Job, error: PersistencyError): void;
+}
+
+/** The result of a job's close, for its owner. */
+export interface CloseOutcome {
+  readonly image: Uint8Array | undefined;
+  readonly error: PersistencyError | undefined;
+}
+
+export function fromErrorInfo(info: ErrorInfo): PersistencyError {
+  return new PersistencyError(
+    info.kind,
+    info.message,
+    info.code === undefined ? {} : { code: info.code },
+  );
+}
+
+/** Invalid input found while validating; carries the user-facing message. */
+class Refused extends Error {}
+
+let closeJob: (job: Job) => Promise<CloseOutcome>;
+let crashJob: (job: Job, how: 'throw' | 'exit') => void;
+
+/**
+ * One open tenant: its own SQLite file and its own worker thread. Get one from
+ * `p.openJob(id)`. Writes return nothing and are applied in order; reads return
+ * `ResultAsync` and observe every earlier write of this job.
+ *
+ * @example
+ * ```ts
+ * const job = (await p.openJob('tenant-1'))._unsafeUnwrap();
+ * job.persistPut('users', key('ada'), payload('Ada Lovelace'));
+ * const name = await job.get('users', key('ada')); // Ok(Uint8Array)
+ * ```
+ */
+export class Job {
+  /** The job id it was opened with. */
+  readonly id: string;
+  readonly #worker: Worker;
+  readonly #host: JobHost;
+  #state: 'open' | 'closing' | 'closed' | 'dead' = 'open';
+  #deathError: PersistencyError | undefined;
+
+  /** The frame of the current turn, sent at the end of the turn. */
+  #frame: ByteWriter | undefined;
+  #frameSends = 0;
+  /** Reads and flushes waiting for their reply, in issue order. */
+  #waiting: Resolver[] = [];
+  #waitingHead = 0;
+  #framesInFlight = 0;
+  #referenced = true;
+
+  #closed: Promise<CloseOutcome> | undefined;
+  #closeResolve: ((o: CloseOutcome) => void) | undefined;
+  #closeOutcome: CloseOutcome | undefined;
+  #categories = new Map<string, Uint8Array>();
+
+  static {
+    closeJob = (job) => job.#close();
+    crashJob = (job, how) => job.#post({ t: 'crash', how });
+  }
+
+  /** @internal Made by Persistency once the worker is ready. */
+  constructor(id: string, worker: Worker, host: JobHost) {
+    this.id = id;
+    this.#worker = worker;
+    this.#host = host;
+    worker.on('message', (m: FromWorker) => this.#onMessage(m));
+    worker.on('error', (e: unknown) => {
+      this.#deathError ??= new PersistencyError(
+        'Backend',
+        `job ${id}: worker failed: ${describe(e)} ${e instanceof Error ? e.message : ''}`,
+        { cause: e },
+      );
+    });
+    worker.on('exit', (code) => this.#onExit(code));
+    this.#updateRef();
+  }
+
+  /** True while the job is open: false once it is closed or its worker has died. */
+  get running(): boolean {
+    return this.#state === 'open';
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Writes
+
+  /**
+   * Apply `ops` as one atomic batch: all of them or none. Invalid ops refuse the whole
+   * batch (reported as a `writeFailed` event); nothing is queued.
+   * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
+   */
+  persist(ops: readonly TxOp[]): void {
+    if (!Array.isArray(ops)) {
+      this.#refuse([], `persist: ops must be an array, got ${describe(ops)}`);
+      return;
+    }
+    this.#batch(ops, (w) => {
+      for (let i = 0; i < ops.length; i++) this.#encodeOp(w, ops[i], `persist: ops[${i}]`);
+      return ops.length;
+    });
+  }
+
+  /**
+   * Insert or replace one row.
+   * @example job.persistPut('users', key('ada'), payload('Ada'))
+   */
+  persistPut(category: string, key: Key, payload: Uint8Array): void {
+    this.#single({ kind: 'put', category, key, payload });
+  }
+
+  /**
+   * Delete one row (no error if it is absent).
+   * @example job.persistDelete('users', key('ada'))
+   */
+  persistDelete(category: string, key: Key): void {
+    this.#single({ kind: 'delete', category, key });
+  }
+
+  /**
+   * Delete every row of `category` whose key starts with `prefix`.
+   * @example job.persistDeletePrefix('log', key('channel-42'))
+   */
+  persistDeletePrefix(category: string, prefix: Key): void {
+    this.#single({ kind: 'deletePrefix', category, prefix });
+  }
+
+  /**
+   * Put `toPayload(value)`; a value the codec refuses is reported as a `writeFailed` event.
+   * @example job.persistEncoded('meta', key('c1'), { name: 'general', members: 42 })
+   */
+  persistEncoded(category: string, key: Key, value: Parameters<typeof toPayload>[0]): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = toPayload(value);
+    } catch (e) {
+      const error = e instanceof PersistencyError ? e : invalidArgument(String(e), e);
+      this.#host.writeFailed(this.id, 'invalid', [], error);
+      return;
+    }
+    this.#single({ kind: 'put', category, key, payload: bytes });
+  }
+
+  #single(op: TxOp): void {
+    this.#batch([op], (w) => {
+      this.#encodeOp(
+        w,
+        op,
+        op.kind === 'put'
+          ? 'persistPut'
+          : op.kind === 'delete'
+            ? 'persistDelete'
+            : 'persistDeletePrefix',
+      );
+      return 1;
+    });
+  }
+
+  #batch(ops: readonly TxOp[], encode: (w: ByteWriter) => number): void {
+    if (this.#state !== 'open') {
+      this.#host.writeFailed(this.id, 'closed', ops, this.#notOpenError());
+      return;
+    }
+    const w = this.#turnFrame();
+    const start = w.pos;
+    w.u8(Tag.Batch);
+    const lenAt = w.pos;
+    w.u32(0);
+    w.u32(0);
+    let n: number;
+    try {
+      n = encode(w);
+    } catch (e) {
+      w.pos = start;
+      if (e instanceof Refused) {
+        this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(e.message));
+        return;
+      }
+      throw e;
+    }
+    if (n === 0) {
+      w.pos = start; // an empty batch is a no-op
+      return;
+    }
+    const end = w.pos;
+    w.pos = lenAt;
+    w.u32(end - lenAt - 4);
+    w.u32(n);
+    w.pos = end;
+    if (w.pos >= FRAME_SEND_BYTES) this.#send();
+  }
+
+  #encodeOp(w: ByteWriter, op: unknown, where: string): void {
+    if (op === null || typeof op !== 'object')
+      throw new Refused(`${where}: expected an op object, got ${describe(op)}`);
+    const o = op as Record<string, unknown>;
+    switch (o.kind) {
+      case 'put': {
+        const payload = o.payload;
+        if (!(payload instanceof Uint8Array)) {
+          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(payload)}`);
+        }
+        if (payload.length > this.#host.maxPayloadBytes) {
+          throw new Refused(
+            `${where}: payload of ${payload.length} bytes exceeds the limit of ${this.#host.maxPayloadBytes}`,
+          );
+        }
+        w.u8(OpKind.Put);
+        w.shortBlob(this.#category(o.category, where));
+        w.blob(this.#keyBytes(o.key, where, 'key'));
+        w.blob(payload);
+        return;
+      }
+      case 'delete':
+        w.u8(OpKind.Delete);
+        w.shortBlob(this.#category(o.category, where));
+        w.blob(this.#keyBytes(o.key, where, 'key'));
+        return;
+      case 'deletePrefix': {
+        w.u8(OpKind.DeletePrefix);
+        w.shortBlob(this.#category(o.category, where));
+        const prefix = o.prefix;
+        if (!(prefix instanceof Key))
+          throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
+        const range = prefixRange(prefix);
+        w.blob(keyBytes(range.start));
+        w.blob(range.stop === undefined ? EMPTY : keyBytes(range.stop));
+        return;
+      }
+      default:
+        throw new Refused(
+          `${where}: kind must be 'put', 'delete' or 'deletePrefix', got ${describe(o.kind)}`,
+        );
+    }
+  }
+
+  #category(category: unknown, where: string): Uint8Array {
+    if (typeof category !== 'string')
+      throw new Refused(`${where}: category must be a string, got ${describe(category)}`);
+    const cached = this.#categories.get(category);
+    if (cached !== undefined) return cached;
+    if (category.length === 0) throw new Refused(`${where}: category is empty`);
+    if (!category.isWellFormed()) throw new Refused(`${where}: category has a lone surrogate`);
+    if (category.length > MAX_CATEGORY_BYTES)
+      throw new Refused(`${where}: category exceeds ${MAX_CATEGORY_BYTES} bytes`);
+    const bytes = utf8.encode(category);
+    if (bytes.length > MAX_CATEGORY_BYTES) {
+      throw new Refused(
+        `${where}: category of ${bytes.length} UTF-8 bytes exceeds ${MAX_CATEGORY_BYTES}`,
+      );
+    }
+    if (this.#categories.size >= 1024) this.#categories.clear();
+    this.#categories.set(category, bytes);
+    return bytes;
+  }
+
+  #keyBytes(k: unknown, where: string, name: string): Uint8Array {
+    if (!(k instanceof Key))
+      throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
+    return keyBytes(k);
+  }
+
+  #refuse(ops: readonly TxOp[], message: string): void {
+    this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(message));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads
+
+  /**
+   * Resolve after every earlier write of this job is committed to disk (`synchronous=FULL`).
+   * `Err` if the commit failed, or if any write since the previous flush failed.
+   * @example (await job.flush()).isOk()
+   */
+  flush(): ResultAsync<void, PersistencyError> {
+    return this.#request<void>('flush', (w) => w.u8(Tag.Flush));
+  }
+
+  /**
+   * The payload stored under `key`, or `undefined`.
+   * @example const r = await job.get('users', key('ada')); if (r.isOk() && r.value) use(r.value);
+   */
+  get(category: string, key: Key): ResultAsync<Uint8Array | undefined, PersistencyError> {
+    return this.#request('get', (w) => this.#catKey(w, Tag.Get, category, key, 'get'));
+  }
+
+  /**
+   * Whether a row exists under `key`.
+   * @example await job.exists('users', key('ada')) // Ok(true)
+   */
+  exists(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
+    return this.#request('exists', (w) => this.#catKey(w, Tag.Exists, category, key, 'exists'));
+  }
+
+  /**
+   * Rows of `category` with `range.start <= key < range.stop`, in key order.
+   * @example await job.scan('log', { start: key('c1', 10), stop: key('c1', 20) }, { limit: 5 })
+   */
+  scan(
+    category: string,
+    range: KeyRange,
+    options?: ScanOptions,
+  ): ResultAsync<KvRow[], PersistencyError> {
+    return this.#request('scan', (w) => {
+      const { reverse, limit } = this.#scanOptions(options, 'scan');
+      const [start, stop] = this.#range(range, 'scan');
+      w.u8(Tag.Scan);
+      w.shortBlob(this.#category(category, 'scan'));
+      w.blob(start);
+      w.blob(stop);
+      w.u8(reverse ? 1 : 0);
+      w.f64(limit);
+    });
+  }
+
+  /**
+   * Rows of `category` whose key starts with `prefix`, in key order.
+   * @example await job.scanPrefix('log', key('c1'), { reverse: true, limit: 20 }) // newest 20
+   */
+  scanPrefix(
+    category: string,
+    prefix: Key,
+    options?: ScanOptions,
+  ): ResultAsync<KvRow[], PersistencyError> {
+    if (!(prefix instanceof Key)) {
+      return errAsync(invalidArgument(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`));
+    }
+    return this.scan(category, prefixRange(prefix), options);
+  }
+
+  /**
+   * Number of rows of `category` in `range`.
+   * @example await job.count('log', prefixRange(key('c1')))
+   */
+  count(category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
+    return this.#request('count', (w) => {
+      const [start, stop] = this.#range(range, 'count');
+      w.u8(Tag.Count);
+      w.shortBlob(this.#category(category, 'count'));
+      w.blob(start);
+      w.blob(stop);
+    });
+  }
+
+  /**
+   * Delete one row and report whether it existed, once the delete is committed.
+   * @example await job.deleteAcked('users', key('ada')) // Ok(true), then Ok(false)
+   */
+  deleteAcked(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
+    return this.#request('deleteAcked', (w) =>
+      this.#catKey(w, Tag.DeleteAcked, category, key, 'deleteAcked'),
+    );
+  }
+
+  #catKey(w: ByteWriter, tag: number, category: string, key: Key, where: string): void {
+    const cat = this.#category(category, where);
+    const k = this.#keyBytes(key, where, 'key');
+    w.u8(tag);
+    w.shortBlob(cat);
+    w.blob(k);
+  }
+
+  #range(range: unknown, where: string): [Uint8Array, Uint8Array] {
+    if (range === null || typeof range !== 'object') {
+      throw new Refused(
+        `${where}: range must be { start: Key, stop?: Key }, got ${describe(range)}`,
+      );
+    }
+    const { start, stop } = range as { start?: unknown; stop?: unknown };
+    const s = this.#keyBytes(start, where, 'range.start');
+    if (stop === undefined) return [s, EMPTY];
+    return [s, this.#keyBytes(stop, where, 'range.stop')];
+  }
+
+  #scanOptions(options: unknown, where: string): { reverse: boolean; limit: number } {
+    if (options === undefined) return { reverse: false, limit: -1 };
+    if (options === null || typeof options !== 'object') {
+      throw new Refused(`${where}: options must be an object, got ${describe(options)}`);
+    }
+    const { reverse, limit } = options as { reverse?: unknown; limit?: unknown };
+    if (reverse !== undefined && typeof reverse !== 'boolean') {
+      throw new Refused(`${where}: options.reverse must be a boolean, got ${describe(reverse)}`);
+    }
+    if (
+      limit !== undefined &&
+      !(typeof limit === 'number' && Number.isSafeInteger(limit) && limit >= 0)
+    ) {
+      throw new Refused(
+        `${where}: options.limit must be a non-negative integer, got ${describe(limit)}`,
+      );
+    }
+    return { reverse: reverse === true, limit: limit === undefined ? -1 : limit };
+  }
+
+  /** Queue a request record and a resolver for its reply. */
+  #request<T>(what: string, encode: (w: ByteWriter) => void): ResultAsync<T, PersistencyError> {
+    if (this.#state !== 'open') return errAsync(this.#notOpenError());
+    const w = this.#turnFrame();
+    const start = w.pos;
+    try {
+      encode(w);
+    } catch (e) {
+      w.pos = start;
+      if (e instanceof Refused) return errAsync(invalidArgument(e.message));
+      return errAsync(invalidArgument(`${what}: ${String(e)}`, e));
+    }
+    return new ResultAsync(
+      new Promise<Result<T, PersistencyError>>((resolve) => {
+        this.#waiting.push(resolve as Resolver);
+      }),
+    );
+  }
+
+  #notOpenError(): PersistencyError {
+    if (this.#state === 'dead') {
+      return new PersistencyError(
+        'Closed',
+        `job ${this.id}: its worker died (${this.#deathError?.message ?? 'unknown cause'}); open it again`,
+      );
+    }
+    return new PersistencyError('Closed', `job ${this.id} is closed`);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Transport
+
+  #turnFrame(): ByteWriter {
+    if (this.#frame !== undefined) return this.#frame;
+    const w = new ByteWriter(this.#frameSends === 0 ? 4096 : 64 * 1024);
+    this.#frame = w;
+    queueMicrotask(() => {
+      if (this.#frame === w) this.#send();
+    });
+    return w;
+  }
+
+  #send(): void {
+    const w = this.#frame;
+    if (w === undefined) return;
+    this.#frame = undefined;
+    if (w.pos === 0) return;
+    this.#frameSends++;
+    this.#framesInFlight++;
+    this.#post({ t: 'frame', buf: w.buf.buffer as ArrayBuffer, len: w.pos }, [
+      w.buf.buffer as ArrayBuffer,
+    ]);
+    this.#updateRef();
+  }
+
+  #post(msg: ToWorker, transfer: ArrayBuffer[] = []): void {
+    this.#worker.postMessage(msg, transfer);
+  }
+
+  /** Keep the process alive only while the worker has work we wait on. */
+  #updateRef(): void {
+    const busy =
+      this.#framesInFlight > 0 ||
+      this.#waitingHead < this.#waiting.length ||
+      this.#state === 'closing';
+    if (busy === this.#referenced) return;
+    this.#referenced = busy;
+    if (busy) this.#worker.ref();
+    else this.#worker.unref();
+  }
+
+  #onMessage(m: FromWorker): void {
+    switch (m.t) {
+      case 'replies':
+        this.#framesInFlight -= m.frames;
+        if (m.buf !== undefined) this.#resolveReplies(new Uint8Array(m.buf, 0, m.len), m.errors);
+        for (const f of m.failures) this.#reportFailure(f);
+        this.#updateRef();
+        return;
+      case 'closed':
+        this.#closeOutcome = {
+          image: m.image,
+          error: m.error === undefined ? undefined : fromErrorInfo(m.error),
+        };
+        return;
+      default:
+        return;
+    }
+  }
+
+  #nextWaiting(): Resolver | undefined {
+    const r = this.#waiting[this.#waitingHead];
+    if (r === undefined) return undefined;
+    this.#waitingHead++;
+    if (this.#waitingHead === this.#waiting.length) {
+      this.#waiting = [];
+      this.#waitingHead = 0;
+    } else if (this.#waitingHead > 1024 && this.#waitingHead * 2 > this.#waiting.length) {
+      this.#waiting = this.#waiting.slice(this.#waitingHead);
+      this.#waitingHead = 0;
+    }
+    return r;
+  }
+
+  #resolveReplies(buf: Uint8Array, errors: readonly ErrorInfo[]): void {
+    const r = new ByteReader(buf);
+    while (!r.done) {
+      const status = r.u8();
+      let value: Result<unknown, PersistencyError>;
+      switch (status) {
+        case Status.None:
+        case Status.Done:
+          value = ok(undefined);
+          break;
+        case Status.Bytes:
+          value = ok(r.blob().slice());
+          break;
+        case Status.True:
+          value = ok(true);
+          break;
+        case Status.False:
+          value = ok(false);
+          break;
+        case Status.Number:
+          value = ok(r.f64());
+          break;
+        case Status.Rows: {
+          const n = r.u32();
+          const rows: KvRow[] = new Array(n);
+          for (let i = 0; i < n; i++) {
+            const key = adoptKey(r.blob());
+            rows[i] = { key, payload: r.blob() };
+          }
+          value = ok(rows);
+          break;
+        }
+        case Status.Error: {
+          const info = errors[r.u32()];
+          value = err(
+            info === undefined
+              ? new PersistencyError('Backend', 'missing error detail')
+              : fromErrorInfo(info),
+          );
+          break;
+        }
+        default:
+          throw new Error(`persistency: unknown reply status ${status}`);
+      }
+      const resolve = this.#nextWaiting();
+      if (resolve === undefined)
+        throw new Error('persistency: a reply arrived with no request waiting');
+      resolve(value);
+    }
+  }
+
+  #reportFailure(f: BatchFailure): void {
+    const ops: TxOp[] = [];
+    try {
+      const r = new ByteReader(f.record);
+      const n = r.u32();
+      for (let i = 0; i < n; i++) {
+        const kind = r.u8();
+        const category = utf8Decoder.decode(r.shortBlob());
+        const key = adoptKey(r.blob().slice());
+        if (kind === OpKind.Put)
+          ops.push({ kind: 'put', category, key, payload: r.blob().slice() });
+        else if (kind === OpKind.Delete) ops.push({ kind: 'delete', category, key });
+        else {
+          r.skipBlob();
+          ops.push({ kind: 'deletePrefix', category, prefix: key });
+        }
+      }
+    } catch {
+      // The error below still reports the failure; the ops are a courtesy.
+    }
+    this.#host.writeFailed(this.id, 'backend', ops, fromErrorInfo(f.error));
+  }
+
+  #failWaiting(error: PersistencyError): void {
+    for (let r = this.#nextWaiting(); r !== undefined; r = this.#nextWaiting()) r(err(error));
+  }
+
+  #onExit(code: number): void {
+    const wasOpen = this.#state === 'open';
+    const closing = this.#state === 'closing';
+    this.#frame = undefined;
+    this.#framesInFlight = 0;
+    if (closing && this.#closeOutcome !== undefined) {
+      this.#state = 'closed';
+      this.#failWaiting(new PersistencyError('Closed', `job ${this.id} is closed`));
+    } else {
+      this.#state = 'dead';
+      const error =
+        this.#deathError ??
+        new PersistencyError(
+          'Backend',
+          `job ${this.id}: worker exited unexpectedly with code ${code}`,
+        );
+      this.#deathError = error;
+      this.#failWaiting(error);
+      if (closing) this.#closeOutcome = { image: undefined, error };
+      if (wasOpen || closing) this.#host.jobDied(this, error);
+    }
+    this.#closeResolve?.(this.#closeOutcome ?? { image: undefined, error: undefined });
+  }
+
+  /** Drain, commit, checkpoint, close the connection and let the worker exit. */
+  #close(): Promise<CloseOutcome> {
+    if (this.#closed !== undefined) return this.#closed;
+    if (this.#state !== 'open') {
+      this.#closed = Promise.resolve({ image: undefined, error: undefined });
+      return this.#closed;
+    }
+    this.#state = 'closing';
+    this.#send();
+    this.#post({ t: 'close' });
+    this.#updateRef();
+    this.#closed = new Promise((resolve) => {
+      this.#closeResolve = resolve;
+    });
+    return this.#closed;
+  }
+}
+
+/** @internal Close a job (Persistency.closeJob is the public way). */
+export function closeJobHandle(job: Job): Promise<CloseOutcome> {
+  return closeJob(job);
+}
+
+/** @internal Test hook: make the job's worker die (`throw` an uncaught error, or `exit`). */
+export function crashJobWorker(job: Job, how: 'throw' | 'exit' = 'throw'): void {
+  crashJob(job, how);
+}

@@ -1,0 +1,571 @@
+/*
+ * The process-wide singleton: validates the root, owns the registry of open jobs and the
+ * event emitter, and offers the string-id form of every job method.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import mittImport, { type Emitter } from 'mitt';
+import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
+import { invalidArgument, PersistencyError } from './errors.js';
+import { closeJobHandle, fromErrorInfo, Job, type JobHost } from './job.js';
+import { describe, type Key, type KeyRange } from './keys.js';
+import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
+import type { toPayload } from './payload.js';
+import type {
+  KvRow,
+  PersistencyEvents,
+  PersistencyOptions,
+  ScanOptions,
+  TxOp,
+  WriteFailureReason,
+} from './types.js';
+import type { FromWorker, OpenRequest } from './worker/protocol.js';
+import { spawnJobWorker } from './worker/spawn.js';
+
+// mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
+// namespace; the runtime default export is the factory itself.
+const mitt = mittImport as unknown as typeof mittImport.default;
+
+const MEMORY_ROOT = ':memory:';
+
+const DEFAULTS: Required<PersistencyOptions> = {
+  busyTimeoutMs: 5000,
+  journalSizeLimitBytes: 64 * 1024 * 1024,
+  openTimeoutMs: 30_000,
+  maxPayloadBytes: 1_000_000_000 - 1024,
+};
+
+interface Slot {
+  /** Resolves when the job is open (or failed to open). */
+  readonly ready: Promise<Result<Job, PersistencyError>>;
+  job: Job | undefined;
+  closing: Promise<Result<void, PersistencyError>> | undefined;
+}
+
+function checkOptions(options: unknown): Result<Required<PersistencyOptions>, PersistencyError> {
+  if (options === undefined) return ok(DEFAULTS);
+  if (options === null || typeof options !== 'object') {
+    return err(invalidArgument(`Persistency options must be an object, got ${describe(options)}`));
+  }
+  const out: Record<string, number> = { ...DEFAULTS };
+  for (const [name, value] of Object.entries(options)) {
+    if (!(name in DEFAULTS))
+      return err(invalidArgument(`unknown Persistency option ${JSON.stringify(name)}`));
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      return err(
+        invalidArgument(
+          `Persistency option ${name} must be a non-negative integer, got ${describe(value)}`,
+        ),
+      );
+    }
+    out[name] = value;
+  }
+  return ok(out as unknown as Required<PersistencyOptions>);
+}
+
+/** Validate a root without touching the disk beyond `stat`. */
+function checkRoot(rootDir: unknown): Result<string, PersistencyError> {
+  if (typeof rootDir !== 'string')
+    return err(invalidArgument(`rootDir must be a string, got ${describe(rootDir)}`));
+  if (rootDir.length === 0) return err(invalidArgument('rootDir is empty'));
+  if (rootDir === MEMORY_ROOT) return ok(MEMORY_ROOT);
+  if (rootDir.includes('\0')) return err(invalidArgument('rootDir contains a NUL byte'));
+  const abs = resolve(rootDir);
+  let probe = abs;
+  for (;;) {
+    let isDir: boolean | undefined;
+    try {
+      isDir = statSync(probe).isDirectory();
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code !== 'ENOENT') {
+        if (code === 'ENOTDIR')
+          return err(invalidArgument(`rootDir ${abs}: a parent of it is not a directory`));
+        return err(
+          invalidArgument(`rootDir ${abs}: cannot inspect ${probe} (${code ?? String(e)})`, e),
+        );
+      }
+    }
+    if (isDir === true) return ok(abs);
+    if (isDir === false) {
+      return err(
+        invalidArgument(
+          probe === abs
+            ? `rootDir ${abs} exists and is not a directory`
+            : `rootDir ${abs}: ${probe} is not a directory`,
+        ),
+      );
+    }
+    const parent = dirname(probe);
+    if (parent === probe) return ok(abs);
+    probe = parent;
+  }
+}
+
+/**
+ * The process-wide owner of one root directory and every job under it.
+ *
+ * @example
+ * ```ts
+ * const p = Persistency.instance('./data')._unsafeUnwrap();
+ * const job = (await p.openJob('tenant-1'))._unsafeUnwrap();
+ * job.persistPut('users', key('ada'), payload('Ada'));
+ * await p.close();
+ * ```
+ */
+export class Persistency {
+  static #current: Persistency | undefined;
+
+  /** The root directory (absolute), or `':memory:'`. */
+  readonly rootDir: string;
+  /**
+   * Typed `mitt` emitter: `jobOpened`, `jobClosed`, `jobFailed`, `writeFailed`.
+   * @example p.events.on('writeFailed', (e) => console.error(e.jobId, e.error.message));
+   */
+  readonly events: Emitter<PersistencyEvents> = mitt<PersistencyEvents>();
+  readonly #options: Required<PersistencyOptions>;
+  readonly #slots = new Map<string, Slot>();
+  /** In-memory jobs keep their database image here between close and reopen. */
+  readonly #images = new Map<string, Uint8Array>();
+  readonly #host: JobHost;
+  #rootReady: Promise<Result<void, PersistencyError>> | undefined;
+  #closing: Promise<Result<void, PersistencyError>> | undefined;
+
+  private constructor(rootDir: string, options: Required<PersistencyOptions>) {
+    this.rootDir = rootDir;
+    this.#options = options;
+    this.#host = {
+      maxPayloadBytes: options.maxPayloadBytes,
+      writeFailed: (jobId, reason, ops, error) => this.#writeFailed(jobId, reason, ops, error),
+      jobDied: (job, error) => {
+        const slot = this.#slots.get(job.id);
+        if (slot?.job === job && slot.closing === undefined) this.#slots.delete(job.id);
+        this.#emit('jobFailed', { jobId: job.id, error });
+      },
+    };
+  }
+
+  /**
+   * The singleton for `rootDir` (created on first call; the same object for the same
+   * root), or, without arguments, the current one. `Err(InvalidArgument)` for an invalid
+   * root, a different root while one is live, or no current instance.
+   * @example const p = Persistency.instance(':memory:')._unsafeUnwrap();
+   */
+  static instance(
+    rootDir?: string,
+    options?: PersistencyOptions,
+  ): Result<Persistency, PersistencyError> {
+    const current = Persistency.#current;
+    if (rootDir === undefined && options === undefined) {
+      return current !== undefined
+        ? ok(current)
+        : err(
+            invalidArgument(
+              'no Persistency instance is live; call Persistency.instance(rootDir) first',
+            ),
+          );
+    }
+    const root = checkRoot(rootDir);
+    if (root.isErr()) return err(root.error);
+    const opts = checkOptions(options);
+    if (opts.isErr()) return err(opts.error);
+    if (current !== undefined) {
+      if (current.rootDir === root.value) return ok(current);
+      return err(
+        invalidArgument(
+          `a Persistency for ${current.rootDir} is live; close it or call Persistency.reset() before using ${root.value}`,
+        ),
+      );
+    }
+    const p = new Persistency(root.value, opts.value);
+    Persistency.#current = p;
+    return ok(p);
+  }
+
+  /**
+   * Close every job of the current instance (committing their writes) and forget it.
+   * Never rejects; safe to call when there is no instance.
+   * @example afterEach(() => Persistency.reset());
+   */
+  static async reset(): Promise<void> {
+    const current = Persistency.#current;
+    Persistency.#current = undefined;
+    if (current !== undefined) await current.close();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /**
+   * Open (or create) job `id` and resolve when its worker is ready. Concurrent and repeated
+   * calls give the same `Job`. `Err(Busy)` when another process or instance owns the file.
+   * @example const job = (await p.openJob('tenant-1'))._unsafeUnwrap();
+   */
+  openJob(id: string): ResultAsync<Job, PersistencyError> {
+    if (this.#closing !== undefined) return errAsync(this.#closedError());
+    const file = jobFileStem(id);
+    if (!file.ok) return errAsync(file.error);
+    const slot = this.#slots.get(id);
+    if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
+    const previous = slot?.closing;
+    const next: Slot = {
+      ready: (previous ?? Promise.resolve()).then(() => this.#start(id, file.stem)),
+      job: undefined,
+      closing: undefined,
+    };
+    this.#slots.set(id, next);
+    void next.ready.then((r) => {
+      if (r.isOk()) next.job = r.value;
+      else if (this.#slots.get(id) === next) this.#slots.delete(id);
+    });
+    return new ResultAsync(next.ready);
+  }
+
+  /**
+   * Close job `id`: resolves after every earlier write is committed, the WAL is
+   * checkpointed and the worker has exited. A no-op for a job that is not open.
+   * @example await p.closeJob('tenant-1');
+   */
+  closeJob(id: string): ResultAsync<void, PersistencyError> {
+    const slot = this.#slots.get(id);
+    if (slot === undefined) return okAsync(undefined);
+    if (slot.closing !== undefined) return new ResultAsync(slot.closing);
+    const closing = slot.ready.then(async (opened): Promise<Result<void, PersistencyError>> => {
+      if (opened.isErr()) return ok(undefined);
+      const job = opened.value;
+      const outcome = await closeJobHandle(job);
+      if (outcome.image !== undefined) this.#images.set(id, outcome.image);
+      if (this.#slots.get(id) === slot) this.#slots.delete(id);
+      if (outcome.error !== undefined) return err(outcome.error);
+      this.#emit('jobClosed', { jobId: id, dropped: false });
+      return ok(undefined);
+    });
+    slot.closing = closing;
+    return new ResultAsync(closing);
+  }
+
+  /**
+   * Close job `id` if open, then delete its database and every sidecar file.
+   * `Err(Busy)` if another process owns it. Dropping a job that does not exist is a no-op.
+   * @example await p.dropJob('tenant-1');
+   */
+  dropJob(id: string): ResultAsync<void, PersistencyError> {
+    const file = jobFileStem(id);
+    if (!file.ok) return errAsync(file.error);
+    return this.closeJob(id).andThen(() => new ResultAsync(this.#drop(id, file.stem)));
+  }
+
+  /**
+   * Close every job and this instance (idempotent). Later calls on it return `Err(Closed)`,
+   * and `Persistency.instance(rootDir)` makes a new one.
+   * @example await p.close();
+   */
+  close(): ResultAsync<void, PersistencyError> {
+    if (this.#closing === undefined) {
+      if (Persistency.#current === this) Persistency.#current = undefined;
+      this.#closing = this.#closeAll();
+    }
+    return new ResultAsync(this.#closing);
+  }
+
+  /**
+   * The open job `id`, or `Err(JobNotFound)`.
+   * @example p.job('tenant-1').map((job) => job.persistPut('t', key(1), payload('x')));
+   */
+  job(id: string): Result<Job, PersistencyError> {
+    const job = this.#openJob(id);
+    return job !== undefined ? ok(job) : err(this.#notFound(id));
+  }
+
+  /**
+   * Whether job `id` is open.
+   * @example if (!p.hasJob('tenant-1')) await p.openJob('tenant-1');
+   */
+  hasJob(id: string): boolean {
+    return this.#openJob(id) !== undefined;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // String-id forms: a read on a job that is not open is Err(JobNotFound); a write is
+  // dropped with a `writeFailed` event.
+
+  /** `job(jobId).persist(ops)`. @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }]) */
+  persist(jobId: string, ops: readonly TxOp[]): void {
+    this.#write(jobId, ops, (j) => j.persist(ops));
+  }
+
+  /** `job(jobId).persistPut(...)`. @example p.persistPut('t1', 'users', key('ada'), payload('Ada')) */
+  persistPut(jobId: string, category: string, key: Key, payload: Uint8Array): void {
+    this.#write(jobId, [{ kind: 'put', category, key, payload }], (j) =>
+      j.persistPut(category, key, payload),
+    );
+  }
+
+  /** `job(jobId).persistDelete(...)`. @example p.persistDelete('t1', 'users', key('ada')) */
+  persistDelete(jobId: string, category: string, key: Key): void {
+    this.#write(jobId, [{ kind: 'delete', category, key }], (j) => j.persistDelete(category, key));
+  }
+
+  /** `job(jobId).persistDeletePrefix(...)`. @example p.persistDeletePrefix('t1', 'log', key('c1')) */
+  persistDeletePrefix(jobId: string, category: string, prefix: Key): void {
+    this.#write(jobId, [{ kind: 'deletePrefix', category, prefix }], (j) =>
+      j.persistDeletePrefix(category, prefix),
+    );
+  }
+
+  /** `job(jobId).persistEncoded(...)`. @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42]) */
+  persistEncoded(
+    jobId: string,
+    category: string,
+    key: Key,
+    value: Parameters<typeof toPayload>[0],
+  ): void {
+    this.#write(jobId, [], (j) => j.persistEncoded(category, key, value));
+  }
+
+  /** `job(jobId).flush()`. @example await p.flush('t1') */
+  flush(jobId: string): ResultAsync<void, PersistencyError> {
+    return this.#read(jobId, (j) => j.flush());
+  }
+
+  /** `job(jobId).get(...)`. @example await p.get('t1', 'users', key('ada')) */
+  get(
+    jobId: string,
+    category: string,
+    key: Key,
+  ): ResultAsync<Uint8Array | undefined, PersistencyError> {
+    return this.#read(jobId, (j) => j.get(category, key));
+  }
+
+  /** `job(jobId).exists(...)`. @example await p.exists('t1', 'users', key('ada')) */
+  exists(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
+    return this.#read(jobId, (j) => j.exists(category, key));
+  }
+
+  /** `job(jobId).scan(...)`. @example await p.scan('t1', 'log', prefixRange(key('c1'))) */
+  scan(
+    jobId: string,
+    category: string,
+    range: KeyRange,
+    options?: ScanOptions,
+  ): ResultAsync<KvRow[], PersistencyError> {
+    return this.#read(jobId, (j) => j.scan(category, range, options));
+  }
+
+  /** `job(jobId).scanPrefix(...)`. @example await p.scanPrefix('t1', 'log', key('c1'), { limit: 10 }) */
+  scanPrefix(
+    jobId: string,
+    category: string,
+    prefix: Key,
+    options?: ScanOptions,
+  ): ResultAsync<KvRow[], PersistencyError> {
+    return this.#read(jobId, (j) => j.scanPrefix(category, prefix, options));
+  }
+
+  /** `job(jobId).count(...)`. @example await p.count('t1', 'log', prefixRange(key('c1'))) */
+  count(jobId: string, category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
+    return this.#read(jobId, (j) => j.count(category, range));
+  }
+
+  /** `job(jobId).deleteAcked(...)`. @example await p.deleteAcked('t1', 'users', key('ada')) */
+  deleteAcked(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
+    return this.#read(jobId, (j) => j.deleteAcked(category, key));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Internals
+
+  #openJob(id: string): Job | undefined {
+    const slot = this.#slots.get(id);
+    return slot?.closing === undefined && slot?.job?.running === true ? slot.job : undefined;
+  }
+
+  #write(jobId: string, ops: readonly TxOp[], run: (job: Job) => void): void {
+    const job = this.#openJob(jobId);
+    if (job !== undefined) run(job);
+    else this.#writeFailed(String(jobId), 'notFound', ops, this.#notFound(jobId));
+  }
+
+  #read<T>(
+    jobId: string,
+    run: (job: Job) => ResultAsync<T, PersistencyError>,
+  ): ResultAsync<T, PersistencyError> {
+    const job = this.#openJob(jobId);
+    return job !== undefined ? run(job) : errAsync(this.#notFound(jobId));
+  }
+
+  #notFound(id: unknown): PersistencyError {
+    return this.#closing !== undefined
+      ? this.#closedError()
+      : new PersistencyError('JobNotFound', `job ${describe(id)} is not open`);
+  }
+
+  #closedError(): PersistencyError {
+    return new PersistencyError('Closed', `the Persistency for ${this.rootDir} is closed`);
+  }
+
+  #writeFailed(
+    jobId: string,
+    reason: WriteFailureReason,
+    ops: readonly TxOp[],
+    error: PersistencyError,
+  ): void {
+    this.#emit('writeFailed', { jobId, reason, ops, count: ops.length, error });
+  }
+
+  /** Emit without letting a throwing listener break our bookkeeping. */
+  #emit<K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]): void {
+    try {
+      this.events.emit(type, event);
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+
+  #ensureRoot(): Promise<Result<void, PersistencyError>> {
+    this.#rootReady ??= mkdir(this.rootDir, { recursive: true }).then(
+      () => ok(undefined),
+      (e: unknown) => {
+        this.#rootReady = undefined;
+        return err(
+          new PersistencyError(
+            'Backend',
+            `cannot create rootDir ${this.rootDir}: ${(e as Error).message}`,
+            {
+              code: (e as { code?: string }).code,
+              cause: e,
+            },
+          ),
+        );
+      },
+    );
+    return this.#rootReady;
+  }
+
+  async #start(id: string, stem: string): Promise<Result<Job, PersistencyError>> {
+    if (this.#closing !== undefined) return err(this.#closedError());
+    const memory = this.rootDir === MEMORY_ROOT;
+    if (!memory) {
+      const root = await this.#ensureRoot();
+      if (root.isErr()) return err(root.error);
+    }
+    const req: OpenRequest = {
+      dbPath: memory ? MEMORY_ROOT : jobDbPath(this.rootDir, stem),
+      image: memory ? this.#images.get(id) : undefined,
+      busyTimeoutMs: this.#options.busyTimeoutMs,
+      journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
+    };
+    const first = await this.#handshake(req);
+    if (first.isErr()) return err(first.error);
+    const { worker, file } = first.value;
+    const job = new Job(id, worker, this.#host);
+    this.#emit('jobOpened', { jobId: id, file });
+    return ok(job);
+  }
+
+  /** Start a worker and wait for its first word: ready, or why it could not open. */
+  #handshake(
+    req: OpenRequest,
+  ): Promise<
+    Result<
+      { worker: import('node:worker_threads').Worker; file: string | undefined },
+      PersistencyError
+    >
+  > {
+    let worker: import('node:worker_threads').Worker;
+    try {
+      worker = spawnJobWorker(req);
+    } catch (e) {
+      return Promise.resolve(
+        err(
+          new PersistencyError('Backend', `cannot start job worker: ${(e as Error).message}`, {
+            cause: e,
+          }),
+        ),
+      );
+    }
+    return new Promise((settle) => {
+      let failure: unknown;
+      const done = (
+        r: Result<{ worker: typeof worker; file: string | undefined }, PersistencyError>,
+      ) => {
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        settle(r);
+      };
+      const onMessage = (m: FromWorker) => {
+        if (m.t === 'ready') done(ok({ worker, file: m.file }));
+        else if (m.t === 'openFailed') done(err(fromErrorInfo(m.error)));
+      };
+      const onError = (e: unknown) => {
+        failure = e;
+      };
+      const onExit = (code: number) => {
+        done(
+          err(
+            new PersistencyError(
+              'Backend',
+              `job worker exited with code ${code} before it was ready${failure === undefined ? '' : `: ${(failure as Error).message ?? String(failure)}`}`,
+              { cause: failure },
+            ),
+          ),
+        );
+      };
+      const timer = setTimeout(() => {
+        worker.postMessage({ t: 'close' });
+        done(
+          err(
+            new PersistencyError(
+              'Timeout',
+              `job worker for ${req.dbPath} was not ready within ${this.#options.openTimeoutMs} ms`,
+            ),
+          ),
+        );
+      }, this.#options.openTimeoutMs);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+    });
+  }
+
+  async #drop(id: string, stem: string): Promise<Result<void, PersistencyError>> {
+    if (this.rootDir === MEMORY_ROOT) {
+      this.#images.delete(id);
+      this.#emit('jobClosed', { jobId: id, dropped: true });
+      return ok(undefined);
+    }
+    const dbPath = jobDbPath(this.rootDir, stem);
+    const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    if (existsSync(dbPath)) {
+      // Take the file's lock first: never delete a job another process is using.
+      const probe = await this.#handshake({
+        dbPath,
+        busyTimeoutMs: 0,
+        journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
+        drop: true,
+      });
+      if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);
+    }
+    try {
+      for (const f of files) await rm(f, { force: true });
+    } catch (e) {
+      return err(
+        new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, { cause: e }),
+      );
+    }
+    this.#emit('jobClosed', { jobId: id, dropped: true });
+    return ok(undefined);
+  }
+
+  async #closeAll(): Promise<Result<void, PersistencyError>> {
+    const results = await Promise.all([...this.#slots.keys()].map((id) => this.closeJob(id)));
+    const failed = results.find((r) => r.isErr());
+    return failed ?? ok(undefined);
+  }
+}

@@ -1,0 +1,103 @@
+/*
+ * The public value types of the job API, in one readable place.
+ */
+import type { PersistencyError } from './errors.js';
+import type { Key, KeyRange } from './keys.js';
+
+export type { Key, KeyRange };
+
+/**
+ * One row of a scan.
+ * @example
+ * ```ts
+ * for (const { key, payload } of rows) console.log(decodeKey(key, ['string', 'i64']), payload);
+ * ```
+ */
+export interface KvRow {
+  readonly key: Key;
+  readonly payload: Uint8Array;
+}
+
+/**
+ * One operation of an atomic batch given to `job.persist(ops)`.
+ * @example
+ * ```ts
+ * job.persist([
+ *   { kind: 'put', category: 'log', key: key('c1', 8), payload: payload('hi') },
+ *   { kind: 'delete', category: 'log', key: key('c1', 1) },
+ *   { kind: 'deletePrefix', category: 'log', prefix: key('c0') },
+ * ]);
+ * ```
+ */
+export type TxOp =
+  | {
+      readonly kind: 'put';
+      readonly category: string;
+      readonly key: Key;
+      readonly payload: Uint8Array;
+    }
+  | { readonly kind: 'delete'; readonly category: string; readonly key: Key }
+  | { readonly kind: 'deletePrefix'; readonly category: string; readonly prefix: Key };
+
+/**
+ * Options of `scan` and `scanPrefix`.
+ * @example job.scanPrefix('log', key('c1'), { reverse: true, limit: 20 })
+ */
+export interface ScanOptions {
+  /** Newest (highest key) first. (default: false) */
+  readonly reverse?: boolean;
+  /** At most this many rows; a non-negative integer. (default: no limit) */
+  readonly limit?: number;
+}
+
+/**
+ * Options of `Persistency.instance(rootDir, options)`. Every field is optional.
+ * @example Persistency.instance('./data', { busyTimeoutMs: 1000 })
+ */
+export interface PersistencyOptions {
+  /** How long SQLite waits on a lock held by another connection after open. (default: 5000) */
+  readonly busyTimeoutMs?: number;
+  /** WAL size SQLite truncates back to after a checkpoint, in bytes. (default: 64 MiB) */
+  readonly journalSizeLimitBytes?: number;
+  /** How long `openJob` waits for the worker to be ready before `Err(Timeout)`. (default: 30000) */
+  readonly openTimeoutMs?: number;
+  /** Largest payload accepted by writes, in bytes; SQLite's own limit is 1e9. (default: 1e9 - 1024) */
+  readonly maxPayloadBytes?: number;
+}
+
+/** Why a write did not reach the database. */
+export type WriteFailureReason =
+  /** The write's arguments were refused before it was queued. */
+  | 'invalid'
+  /** The job was closed (or its worker had died) when the write was issued. */
+  | 'closed'
+  /** A string-id write named a job that is not open. */
+  | 'notFound'
+  /** SQLite refused the batch, or the commit holding it failed. */
+  | 'backend';
+
+/**
+ * The events of `p.events` (a `mitt` emitter). Every payload carries `jobId`.
+ * @example
+ * ```ts
+ * p.events.on('writeFailed', (e) => log.error(e.jobId, e.count, e.error.message));
+ * p.events.on('*', (type, e) => metrics.count(type));
+ * ```
+ */
+export type PersistencyEvents = {
+  /** A job's worker is ready. */
+  jobOpened: { readonly jobId: string; readonly file: string | undefined };
+  /** A job was closed (every earlier write committed) or dropped. */
+  jobClosed: { readonly jobId: string; readonly dropped: boolean };
+  /** A job's worker died; its pending reads resolved `Err` and it is no longer open. */
+  jobFailed: { readonly jobId: string; readonly error: PersistencyError };
+  /** A write batch failed or was dropped; nothing of it was applied. */
+  writeFailed: {
+    readonly jobId: string;
+    readonly reason: WriteFailureReason;
+    /** The ops of the batch (as given, or as decoded from the database's view of them). */
+    readonly ops: readonly TxOp[];
+    readonly count: number;
+    readonly error: PersistencyError;
+  };
+};

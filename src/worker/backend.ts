@@ -1,0 +1,250 @@
+/*
+ * The only SQL of the library: schema, migrations, pragmas and statements of one job
+ * file. Runs inside the job's worker, which alone owns the connection.
+ *
+ * Locking: a file job runs in `locking_mode=EXCLUSIVE`, so the connection takes an
+ * exclusive POSIX lock on the database file on first access and holds it until it
+ * closes. Another process (or another connection in this process) is refused with
+ * SQLITE_BUSY, and the operating system drops the lock when the owner dies — no lock
+ * file can go stale. In exclusive mode SQLite keeps the WAL index in heap memory, so no
+ * `-shm` file is made.
+ */
+import Database from 'better-sqlite3';
+import type { ErrorInfo } from './protocol.js';
+
+/** The schema version this library writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 1;
+
+/**
+ * Ordered migrations; entry i takes a file from version i to i + 1. Each runs in its own
+ * transaction together with its version bump, so a crash leaves a file at one version.
+ * Version 1 is the Nim reference's schema, byte for byte.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS kv (
+     category BLOB NOT NULL,
+     key BLOB NOT NULL,
+     payload BLOB NOT NULL,
+     PRIMARY KEY (category, key)
+   ) WITHOUT ROWID`,
+];
+
+export interface BackendOptions {
+  readonly busyTimeoutMs: number;
+  readonly journalSizeLimitBytes: number;
+}
+
+type Bytes = Uint8Array;
+type Row = [Buffer, Buffer];
+
+/** Map a thrown value to the error shape that crosses the thread boundary. */
+export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
+  const code =
+    e !== null && typeof e === 'object' && typeof (e as { code?: unknown }).code === 'string'
+      ? (e as { code: string }).code
+      : undefined;
+  const message = e instanceof Error ? e.message : String(e);
+  const kind = code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' ? 'Busy' : 'Backend';
+  return { kind, message: context === undefined ? message : `${context}: ${message}`, code };
+}
+
+export class KvBackend {
+  readonly db: Database.Database;
+  readonly #put: Database.Statement<[Bytes, Bytes, Bytes]>;
+  readonly #delete: Database.Statement<[Bytes, Bytes]>;
+  readonly #deleteFrom: Database.Statement<[Bytes, Bytes]>;
+  readonly #deleteRange: Database.Statement<[Bytes, Bytes, Bytes]>;
+  readonly #get: Database.Statement<[Bytes, Bytes], Buffer>;
+  readonly #exists: Database.Statement<[Bytes, Bytes], number>;
+  readonly #scan: Record<
+    'asc' | 'desc',
+    Record<'open' | 'closed', Database.Statement<(Bytes | number)[], Row>>
+  >;
+  readonly #countFrom: Database.Statement<[Bytes, Bytes], number>;
+  readonly #countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
+  readonly #begin: Database.Statement;
+  readonly #commit: Database.Statement;
+  readonly #rollback: Database.Statement;
+  readonly #savepoint: Database.Statement;
+  readonly #release: Database.Statement;
+  readonly #rollbackTo: Database.Statement;
+
+  private constructor(db: Database.Database) {
+    this.db = db;
+    this.#put = db.prepare('INSERT OR REPLACE INTO kv (category, key, payload) VALUES (?, ?, ?)');
+    this.#delete = db.prepare('DELETE FROM kv WHERE category = ? AND key = ?');
+    this.#deleteFrom = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ?');
+    this.#deleteRange = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?');
+    this.#get = db
+      .prepare<[Bytes, Bytes], Buffer>('SELECT payload FROM kv WHERE category = ? AND key = ?')
+      .pluck();
+    this.#exists = db
+      .prepare<[Bytes, Bytes], number>('SELECT 1 FROM kv WHERE category = ? AND key = ?')
+      .pluck();
+    const scan = (dir: 'ASC' | 'DESC', closed: boolean) =>
+      db
+        .prepare<(Bytes | number)[], Row>(
+          `SELECT key, payload FROM kv WHERE category = ? AND key >= ?${closed ? ' AND key < ?' : ''} ORDER BY key ${dir} LIMIT ?`,
+        )
+        .raw();
+    this.#scan = {
+      asc: { open: scan('ASC', false), closed: scan('ASC', true) },
+      desc: { open: scan('DESC', false), closed: scan('DESC', true) },
+    };
+    this.#countFrom = db
+      .prepare<[Bytes, Bytes], number>('SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?')
+      .pluck();
+    this.#countRange = db
+      .prepare<[Bytes, Bytes, Bytes], number>(
+        'SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ? AND key < ?',
+      )
+      .pluck();
+    this.#begin = db.prepare('BEGIN IMMEDIATE');
+    this.#commit = db.prepare('COMMIT');
+    this.#rollback = db.prepare('ROLLBACK');
+    this.#savepoint = db.prepare('SAVEPOINT batch');
+    this.#release = db.prepare('RELEASE batch');
+    this.#rollbackTo = db.prepare('ROLLBACK TO batch');
+  }
+
+  /**
+   * Open (creating if needed) a job file: take the lock, refuse a newer schema without
+   * writing, set the pragmas, run pending migrations. `image` restores an in-memory job.
+   */
+  static open(path: string, options: BackendOptions, image?: Uint8Array): KvBackend {
+    const memory = path === ':memory:';
+    // Fail fast on a lock held elsewhere: waiting here would only delay the Busy error.
+    const db = image
+      ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
+      : new Database(path, { timeout: 0 });
+    try {
+      if (!memory) db.pragma('locking_mode = EXCLUSIVE');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        throw Object.assign(
+          new Error(
+            `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
+          ),
+          { code: 'SCHEMA_TOO_NEW' },
+        );
+      }
+      if (!memory) {
+        const mode = db.pragma('journal_mode = WAL', { simple: true });
+        if (mode !== 'wal')
+          throw new Error(`${path}: could not enable WAL (journal_mode is ${String(mode)})`);
+      }
+      db.pragma('synchronous = FULL');
+      db.pragma(`journal_size_limit = ${Math.floor(options.journalSizeLimitBytes)}`);
+      for (let v = version; v < MIGRATIONS.length; v++) {
+        db.transaction(() => {
+          db.exec(MIGRATIONS[v] as string);
+          db.pragma(`user_version = ${v + 1}`);
+        }).immediate();
+      }
+      db.pragma(`busy_timeout = ${Math.floor(options.busyTimeoutMs)}`);
+      return new KvBackend(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  /** Take the file's lock, then close: proves no one else owns it. */
+  static probeLock(path: string): void {
+    const db = new Database(path, { timeout: 0 });
+    try {
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.exec('BEGIN EXCLUSIVE; COMMIT');
+    } finally {
+      db.close();
+    }
+  }
+
+  get inTransaction(): boolean {
+    return this.db.inTransaction;
+  }
+
+  begin(): void {
+    this.#begin.run();
+  }
+
+  commit(): void {
+    this.#commit.run();
+  }
+
+  rollback(): void {
+    if (this.db.inTransaction) this.#rollback.run();
+  }
+
+  savepoint(): void {
+    this.#savepoint.run();
+  }
+
+  release(): void {
+    this.#release.run();
+  }
+
+  rollbackToSavepoint(): void {
+    this.#rollbackTo.run();
+    this.#release.run();
+  }
+
+  put(category: Bytes, key: Bytes, payload: Bytes): void {
+    this.#put.run(category, key, payload);
+  }
+
+  delete(category: Bytes, key: Bytes): number {
+    return this.#delete.run(category, key).changes;
+  }
+
+  /** Delete `[start, stop)`; an empty `stop` means no upper bound. */
+  deleteRange(category: Bytes, start: Bytes, stop: Bytes): number {
+    return stop.length === 0
+      ? this.#deleteFrom.run(category, start).changes
+      : this.#deleteRange.run(category, start, stop).changes;
+  }
+
+  get(category: Bytes, key: Bytes): Buffer | undefined {
+    return this.#get.get(category, key);
+  }
+
+  exists(category: Bytes, key: Bytes): boolean {
+    return this.#exists.get(category, key) !== undefined;
+  }
+
+  /** Rows of `[start, stop)` in key order; `limit` < 0 means all. */
+  scan(
+    category: Bytes,
+    start: Bytes,
+    stop: Bytes,
+    reverse: boolean,
+    limit: number,
+  ): IterableIterator<Row> {
+    const byDir = this.#scan[reverse ? 'desc' : 'asc'];
+    return stop.length === 0
+      ? byDir.open.iterate(category, start, limit)
+      : byDir.closed.iterate(category, start, stop, limit);
+  }
+
+  count(category: Bytes, start: Bytes, stop: Bytes): number {
+    return (
+      (stop.length === 0
+        ? this.#countFrom.get(category, start)
+        : this.#countRange.get(category, start, stop)) ?? 0
+    );
+  }
+
+  /** Checkpoint the WAL into the database and truncate it to zero bytes. */
+  checkpoint(): void {
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  /** The whole database as bytes (used to keep an in-memory job across close/reopen). */
+  serialize(): Uint8Array {
+    return this.db.serialize();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

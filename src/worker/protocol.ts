@@ -1,0 +1,223 @@
+/*
+ * The messages between a Job (main thread) and its worker.
+ *
+ * Everything a job issues in one event-loop turn — write batches, reads, flushes — is
+ * packed into one transferred ArrayBuffer (a "frame"), in issue order, so the worker sees
+ * reads and writes in the order they were made and can apply a turn's writes in one
+ * transaction. The worker answers each group of frames with one transferred reply buffer
+ * holding the results in request order.
+ *
+ * Frame records (all integers big-endian):
+ *   BATCH        u8 tag, u32 byteLength (of what follows), u32 opCount, then per op:
+ *                  u8 kind, u16 catLen, cat, u32 keyLen, key,
+ *                  put: u32 payloadLen, payload | deletePrefix: u32 stopLen, stop (0 = open)
+ *   GET/EXISTS/DELETE_ACKED   u8 tag, u16 catLen, cat, u32 keyLen, key
+ *   SCAN         u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop,
+ *                u8 reverse, f64 limit (-1 = none)
+ *   COUNT        u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop
+ *   FLUSH        u8 tag
+ *
+ * Reply records, one per read/flush in order:
+ *   u8 status, then: BYTES u32 len, bytes | NUMBER f64 | ROWS u32 n, (u32 klen, key,
+ *   u32 plen, payload)* | ERROR u32 index into the reply's `errors`.
+ */
+import type { PersistencyErrorKind } from '../errors.js';
+
+export const Tag = {
+  Batch: 1,
+  Get: 2,
+  Exists: 3,
+  Scan: 4,
+  Count: 5,
+  DeleteAcked: 6,
+  Flush: 7,
+} as const;
+
+export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
+
+export const Status = {
+  None: 0,
+  Bytes: 1,
+  False: 2,
+  True: 3,
+  Number: 4,
+  Rows: 5,
+  Error: 6,
+  Done: 7,
+} as const;
+
+/** A serialisable error crossing the thread boundary. */
+export interface ErrorInfo {
+  readonly kind: PersistencyErrorKind;
+  readonly message: string;
+  readonly code?: string | undefined;
+}
+
+/** A batch the worker could not apply, sent back so the job can report its ops. */
+export interface BatchFailure {
+  /** The batch's ops, copied out of its frame (starts at the op count). */
+  readonly record: Uint8Array;
+  readonly error: ErrorInfo;
+}
+
+export interface OpenRequest {
+  readonly dbPath: string;
+  /** A database image to start from (a `:memory:` job being reopened). */
+  readonly image?: Uint8Array | undefined;
+  readonly busyTimeoutMs: number;
+  readonly journalSizeLimitBytes: number;
+  /** Open only to take the lock, then close and delete the files. */
+  readonly drop?: boolean;
+}
+
+export type ToWorker =
+  | { readonly t: 'frame'; readonly buf: ArrayBuffer; readonly len: number }
+  | { readonly t: 'close' }
+  /** Test hook: make the worker die as if it crashed. */
+  | { readonly t: 'crash'; readonly how: 'throw' | 'exit' };
+
+export type FromWorker =
+  | { readonly t: 'ready'; readonly file: string | undefined }
+  | { readonly t: 'openFailed'; readonly error: ErrorInfo }
+  | {
+      readonly t: 'replies';
+      /** Frames fully applied and committed (or failed) by this group. */
+      readonly frames: number;
+      readonly buf: ArrayBuffer | undefined;
+      readonly len: number;
+      readonly errors: readonly ErrorInfo[];
+      readonly failures: readonly BatchFailure[];
+    }
+  | {
+      readonly t: 'closed';
+      readonly image: Uint8Array | undefined;
+      readonly error: ErrorInfo | undefined;
+    };
+
+/** A growable byte buffer with big-endian writers. */
+export class ByteWriter {
+  buf: Uint8Array;
+  pos = 0;
+  #view: DataView;
+
+  constructor(size = 4096) {
+    this.buf = new Uint8Array(size);
+    this.#view = new DataView(this.buf.buffer);
+  }
+
+  reserve(n: number): void {
+    const need = this.pos + n;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf[this.pos++] = v;
+  }
+
+  u16(v: number): void {
+    this.reserve(2);
+    this.buf[this.pos++] = v >>> 8;
+    this.buf[this.pos++] = v & 0xff;
+  }
+
+  u32(v: number): void {
+    this.reserve(4);
+    const b = this.buf;
+    let p = this.pos;
+    b[p++] = v >>> 24;
+    b[p++] = (v >>> 16) & 0xff;
+    b[p++] = (v >>> 8) & 0xff;
+    b[p++] = v & 0xff;
+    this.pos = p;
+  }
+
+  f64(v: number): void {
+    this.reserve(8);
+    this.#view.setFloat64(this.pos, v);
+    this.pos += 8;
+  }
+
+  bytes(v: Uint8Array): void {
+    this.reserve(v.length);
+    this.buf.set(v, this.pos);
+    this.pos += v.length;
+  }
+
+  /** u32 length, then the bytes. */
+  blob(v: Uint8Array): void {
+    this.u32(v.length);
+    this.bytes(v);
+  }
+
+  /** u16 length, then the bytes. */
+  shortBlob(v: Uint8Array): void {
+    this.u16(v.length);
+    this.bytes(v);
+  }
+}
+
+/** Reads what a ByteWriter wrote. Views returned by `blob` alias the frame. */
+export class ByteReader {
+  pos: number;
+  readonly #view: DataView;
+
+  constructor(
+    readonly buf: Uint8Array,
+    start = 0,
+  ) {
+    this.pos = start;
+    this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  get done(): boolean {
+    return this.pos >= this.buf.length;
+  }
+
+  u8(): number {
+    return this.buf[this.pos++] as number;
+  }
+
+  u16(): number {
+    const v = this.#view.getUint16(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  u32(): number {
+    const v = this.#view.getUint32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  f64(): number {
+    const v = this.#view.getFloat64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  blob(): Uint8Array {
+    const n = this.u32();
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  shortBlob(): Uint8Array {
+    const n = this.u16();
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  /** Skip a u32-length blob. */
+  skipBlob(): void {
+    this.pos += 4 + this.#view.getUint32(this.pos);
+  }
+}

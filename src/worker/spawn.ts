@@ -1,0 +1,56 @@
+/*
+ * Where the worker's code comes from. From the built package (`dist/`), the worker is
+ * the compiled `main.js` beside this file. From the TypeScript sources (vitest, tsx), a
+ * worker thread has no TypeScript loader, so `main.ts` is bundled once per process with
+ * esbuild (a dev dependency) into `node_modules/.cache/persistency/`, named by a hash of
+ * its content, and the worker runs that.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { OpenRequest } from './protocol.js';
+
+let compiledFromSource: string | undefined;
+
+function workerFromSource(): string {
+  if (compiledFromSource !== undefined) return compiledFromSource;
+  const entry = fileURLToPath(new URL('./main.ts', import.meta.url));
+  const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
+  const require = createRequire(import.meta.url);
+  const esbuild = require('esbuild') as typeof import('esbuild');
+  const out = esbuild.buildSync({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    write: false,
+    sourcemap: 'inline',
+    logLevel: 'silent',
+    outfile: 'worker.mjs',
+  });
+  const code = out.outputFiles[0]?.contents;
+  if (code === undefined) throw new Error('esbuild produced no worker bundle');
+  const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);
+  const dir = `${packageRoot}node_modules/.cache/persistency`;
+  const file = `${dir}/worker-${hash}.mjs`;
+  if (!existsSync(file)) {
+    mkdirSync(dir, { recursive: true });
+    // Parallel test processes may build the same file: write aside, then rename atomically.
+    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    writeFileSync(tmp, code);
+    renameSync(tmp, file);
+  }
+  compiledFromSource = file;
+  return file;
+}
+
+/** Start a job worker for `req`. */
+export function spawnJobWorker(req: OpenRequest): Worker {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const entry = fromSource ? workerFromSource() : new URL('./main.js', import.meta.url);
+  return new Worker(entry, { workerData: req, stdout: false, stderr: false });
+}

@@ -1,0 +1,47 @@
+/*
+ * Benchmark dispatcher.
+ *
+ *   npm run bench                     every benchmark
+ *   npm run bench -- --quick          every benchmark, small runs
+ *   npm run bench -- codec [--quick]  only the named benchmark(s)
+ *
+ * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
+ */
+import { runCodecBench } from './codec.js';
+
+export interface BenchOptions {
+  quick: boolean;
+}
+
+const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
+  codec: runCodecBench,
+};
+
+function usage(): string {
+  return `usage: npm run bench -- [--quick] [${Object.keys(BENCHES).join('|')} ...]`;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const options: BenchOptions = { quick: false };
+  const names: string[] = [];
+  for (const arg of argv) {
+    if (arg === '--quick') options.quick = true;
+    else if (arg === '--help' || arg === '-h') {
+      console.log(usage());
+      return 0;
+    } else if (arg.startsWith('-')) {
+      console.error(`unknown option ${arg}\n${usage()}`);
+      return 2;
+    } else if (Object.hasOwn(BENCHES, arg)) names.push(arg);
+    else {
+      console.error(`unknown benchmark ${arg}\n${usage()}`);
+      return 2;
+    }
+  }
+  for (const name of names.length > 0 ? names : Object.keys(BENCHES)) {
+    await BENCHES[name]?.(options);
+  }
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -232,16 +232,19 @@ export class Persistency {
     const slot = this.#slots.get(id);
     if (slot === undefined) return okAsync(undefined);
     if (slot.closing !== undefined) return new ResultAsync(slot.closing);
-    const closing = slot.ready.then(async (opened): Promise<Result<void, PersistencyError>> => {
-      if (opened.isErr()) return ok(undefined);
-      const job = opened.value;
+    const closeOpened = async (job: Job): Promise<Result<void, PersistencyError>> => {
       const outcome = await closeJobHandle(job);
       if (outcome.image !== undefined) this.#images.set(id, outcome.image);
       if (this.#slots.get(id) === slot) this.#slots.delete(id);
       if (outcome.error !== undefined) return err(outcome.error);
       this.#emit('jobClosed', { jobId: id, dropped: false });
       return ok(undefined);
-    });
+    };
+    // An open job stops taking work now, not a tick later.
+    const closing =
+      slot.job !== undefined
+        ? closeOpened(slot.job)
+        : slot.ready.then((opened) => (opened.isErr() ? ok(undefined) : closeOpened(opened.value)));
     slot.closing = closing;
     return new ResultAsync(closing);
   }

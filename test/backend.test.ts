@@ -1,0 +1,142 @@
+// The SQL layer on its own: schema, pragmas, versioning, and files written by the Nim reference.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { decodePayload, key, Persistency, payload, prefixRange } from '../src/index.js';
+import { KvBackend, SCHEMA_VERSION } from '../src/worker/backend.js';
+
+const root = mkdtempSync(join(tmpdir(), 'persistency-backend-'));
+let n = 0;
+const fresh = (): string => join(root, `db-${n++}.db`);
+const options = { busyTimeoutMs: 1234, journalSizeLimitBytes: 3 * 1024 * 1024 };
+const u8 = (...b: number[]) => new Uint8Array(b);
+const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/ /g, ''), 'hex'));
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+afterEach(() => Persistency.reset());
+
+describe('KvBackend.open', () => {
+  it('sets WAL, synchronous=FULL, limits, exclusive locking and schema version 1', () => {
+    const b = KvBackend.open(fresh(), options);
+    try {
+      const pragma = (name: string) => b.db.pragma(name, { simple: true });
+      expect(pragma('journal_mode')).toBe('wal');
+      expect(pragma('synchronous')).toBe(2); // FULL
+      expect(pragma('user_version')).toBe(SCHEMA_VERSION);
+      expect(SCHEMA_VERSION).toBe(1);
+      expect(pragma('journal_size_limit')).toBe(3 * 1024 * 1024);
+      expect(pragma('busy_timeout')).toBe(1234);
+      expect(pragma('locking_mode')).toBe('exclusive');
+    } finally {
+      b.close();
+    }
+  });
+
+  it('creates the reference schema: kv(category, key, payload) WITHOUT ROWID', () => {
+    const file = fresh();
+    KvBackend.open(file, options).close();
+    const db = new Database(file, { readonly: true });
+    try {
+      const cols = db.pragma('table_info(kv)') as {
+        name: string;
+        type: string;
+        notnull: number;
+        pk: number;
+      }[];
+      expect(cols.map((c) => [c.name, c.type, c.notnull, c.pk])).toEqual([
+        ['category', 'BLOB', 1, 1],
+        ['key', 'BLOB', 1, 2],
+        ['payload', 'BLOB', 1, 0],
+      ]);
+      const sql = db
+        .prepare("SELECT sql FROM sqlite_master WHERE name = 'kv'")
+        .pluck()
+        .get() as string;
+      expect(sql).toMatch(/WITHOUT ROWID/);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('refuses a newer schema version, naming both versions, and leaves the file untouched', () => {
+    const file = fresh();
+    const raw = new Database(file);
+    raw.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID',
+    );
+    raw.pragma('user_version = 7');
+    raw.close();
+    const before = sha(file);
+    expect(() => KvBackend.open(file, options)).toThrow(/schema version 7.*version 1/);
+    expect(sha(file)).toBe(before);
+    expect(existsSync(`${file}-wal`)).toBe(false);
+  });
+
+  it('migrates an empty version-0 file to version 1', () => {
+    const file = fresh();
+    new Database(file).close();
+    const b = KvBackend.open(file, options);
+    expect(b.db.pragma('user_version', { simple: true })).toBe(1);
+    b.close();
+  });
+
+  it('refuses a file that is not a SQLite database with SQLITE_NOTADB', () => {
+    const file = fresh();
+    writeFileSync(file, 'this is not a database, just text that is long enough '.repeat(100));
+    expect(() => KvBackend.open(file, options)).toThrow(
+      expect.objectContaining({ code: 'SQLITE_NOTADB' }),
+    );
+  });
+
+  it('half-open ranges, open-ended stop and limits in both directions', () => {
+    const b = KvBackend.open(fresh(), options);
+    try {
+      const cat = u8(0x61);
+      for (let i = 0; i < 5; i++) b.put(cat, u8(i), u8(i * 10));
+      const keys = (start: number, stop: number[] | undefined, reverse: boolean, limit: number) =>
+        [...b.scan(cat, u8(start), stop === undefined ? u8() : u8(...stop), reverse, limit)].map(
+          (r) => r[0][0],
+        );
+      expect(keys(1, [3], false, -1)).toEqual([1, 2]);
+      expect(keys(1, undefined, false, -1)).toEqual([1, 2, 3, 4]);
+      expect(keys(0, undefined, true, 2)).toEqual([4, 3]);
+      expect(b.count(cat, u8(1), u8(4))).toBe(3);
+      expect(b.deleteRange(cat, u8(3), u8())).toBe(2);
+      expect(b.count(cat, u8(0), u8())).toBe(3);
+    } finally {
+      b.close();
+    }
+  });
+});
+
+describe('files written by the Nim reference', () => {
+  it('open and read correctly: same schema, user_version 1, same key bytes', async () => {
+    const dir = mkdtempSync(join(root, 'nim-'));
+    // What waku/persistency writes: the reference schema, WAL, user_version 1, and keys
+    // in its encoding (here key('c1', 5) and key('c1', -1) as raw bytes).
+    const db = new Database(join(dir, 'nim-job.db'));
+    db.pragma('journal_mode = WAL');
+    db.exec(`CREATE TABLE IF NOT EXISTS kv (
+      category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL,
+      PRIMARY KEY (category, key)) WITHOUT ROWID`);
+    db.pragma('user_version = 1');
+    const put = db.prepare('INSERT INTO kv VALUES (?, ?, ?)');
+    const cat = Buffer.from('msgs', 'utf8');
+    put.run(cat, hex('0002 6331 8000000000000005'), hex('0005 68656c6c6f')); // "hello"
+    put.run(cat, hex('0002 6331 7fffffffffffffff'), hex('0003 627965')); // "bye"
+    db.close();
+
+    const p = Persistency.instance(dir)._unsafeUnwrap();
+    const job = (await p.openJob('nim-job'))._unsafeUnwrap();
+    const got = (await job.get('msgs', key('c1', 5)))._unsafeUnwrap();
+    expect(got && decodePayload(got, 'string')).toBe('hello');
+    const rows = (await job.scan('msgs', prefixRange(key('c1'))))._unsafeUnwrap();
+    expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual(['bye', 'hello']);
+    job.persistPut('msgs', key('c1', 6), payload('again'));
+    expect((await job.count('msgs', prefixRange(key('c1'))))._unsafeUnwrap()).toBe(3);
+  });
+});

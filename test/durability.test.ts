@@ -1,0 +1,116 @@
+// What close, drop and a dying worker leave behind, on disk and in the caller's hands.
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import {
+  type Job,
+  key,
+  Persistency,
+  type PersistencyEvents,
+  payload,
+  prefixRange,
+} from '../src/index.js';
+import { crashJobWorker } from '../src/job.js';
+
+const base = mkdtempSync(join(tmpdir(), 'persistency-durability-'));
+let n = 0;
+const freshRoot = () => join(base, `root-${n++}`, 'nested');
+
+afterEach(() => Persistency.reset());
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+async function openIn(root: string, id: string): Promise<{ p: Persistency; job: Job }> {
+  const p = Persistency.instance(root)._unsafeUnwrap();
+  const job = (await p.openJob(id))._unsafeUnwrap();
+  return { p, job };
+}
+
+const all = { start: key() };
+
+describe('close', () => {
+  it('commits every earlier write and checkpoints: no WAL content is left', async () => {
+    const root = freshRoot();
+    const { p, job } = await openIn(root, 'wal');
+    for (let i = 0; i < 5000; i++) job.persistPut('rows', key(i), payload('x'.repeat(100)));
+    const db = join(root, 'wal.db');
+    expect((await p.closeJob('wal')).isOk()).toBe(true);
+    const wal = `${db}-wal`;
+    expect(!existsSync(wal) || statSync(wal).size === 0).toBe(true);
+    expect(existsSync(`${db}-shm`)).toBe(false);
+    const again = (await p.openJob('wal'))._unsafeUnwrap();
+    expect((await again.count('rows', all))._unsafeUnwrap()).toBe(5000);
+  });
+
+  it('resolves only after the worker has exited, and reads made before it still answer', async () => {
+    const { p, job } = await openIn(freshRoot(), 'drain');
+    job.persistPut('c', key(1), payload('one'));
+    const pending = job.get('c', key(1));
+    const closed = p.closeJob('drain');
+    expect(job.running).toBe(false);
+    expect((await pending)._unsafeUnwrap()).toEqual(payload('one'));
+    expect((await closed).isOk()).toBe(true);
+    expect(p.hasJob('drain')).toBe(false);
+  });
+});
+
+describe('dropJob', () => {
+  it('removes the database and every sidecar file', async () => {
+    const root = freshRoot();
+    const { p, job } = await openIn(root, 'gone');
+    job.persistPut('c', key(1), payload('x'));
+    expect((await job.flush()).isOk()).toBe(true);
+    expect(readdirSync(root)).toEqual(expect.arrayContaining(['gone.db']));
+    expect((await p.dropJob('gone')).isOk()).toBe(true);
+    expect(readdirSync(root).filter((f) => f.startsWith('gone'))).toEqual([]);
+    const again = (await p.openJob('gone'))._unsafeUnwrap();
+    expect((await again.count('c', all))._unsafeUnwrap()).toBe(0);
+  });
+});
+
+describe(':memory:', () => {
+  it('touches no file, and keeps data across close and reopen until dropped', async () => {
+    const cwdBefore = readdirSync(process.cwd()).sort();
+    const { p, job } = await openIn(':memory:', 'mem');
+    job.persistPut('c', key(1), payload('kept'));
+    expect((await p.closeJob('mem')).isOk()).toBe(true);
+    const again = (await p.openJob('mem'))._unsafeUnwrap();
+    expect((await again.get('c', key(1)))._unsafeUnwrap()).toEqual(payload('kept'));
+    expect((await p.dropJob('mem')).isOk()).toBe(true);
+    const third = (await p.openJob('mem'))._unsafeUnwrap();
+    expect((await third.get('c', key(1)))._unsafeUnwrap()).toBeUndefined();
+    expect(readdirSync(process.cwd()).sort()).toEqual(cwdBefore);
+  });
+});
+
+describe('a dying worker', () => {
+  for (const how of ['throw', 'exit'] as const) {
+    it(`(${how}) fails every pending read at once, leaves other jobs alone, and can be reopened`, async () => {
+      const root = freshRoot();
+      const { p, job } = await openIn(root, 'victim');
+      const other = (await p.openJob('bystander'))._unsafeUnwrap();
+      const failed: PersistencyEvents['jobFailed'][] = [];
+      p.events.on('jobFailed', (e) => failed.push(e));
+
+      job.persistPut('c', key(1), payload('durable'));
+      expect((await job.flush()).isOk()).toBe(true);
+      other.persistPut('c', key(1), payload('other'));
+
+      crashJobWorker(job, how);
+      const reads = [job.get('c', key(1)), job.count('c', all), job.flush()];
+      const results = await Promise.all(reads);
+      for (const r of results) expect(r.isErr()).toBe(true);
+      expect(job.running).toBe(false);
+      expect(p.hasJob('victim')).toBe(false);
+      expect(failed.map((e) => e.jobId)).toEqual(['victim']);
+      const later = await job.get('c', key(1));
+      expect(later.isErr()).toBe(true);
+
+      expect((await other.get('c', key(1)))._unsafeUnwrap()).toEqual(payload('other'));
+      const reopened = (await p.openJob('victim'))._unsafeUnwrap();
+      expect(reopened).not.toBe(job);
+      expect((await reopened.get('c', key(1)))._unsafeUnwrap()).toEqual(payload('durable'));
+      expect((await reopened.count('c', prefixRange(key(1))))._unsafeUnwrap()).toBe(1);
+    });
+  }
+});

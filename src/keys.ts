@@ -341,6 +341,13 @@ class Writer {
         for (let i = 0; i < arr.length; i++) this.nested(arr[i], depth, i);
       } else {
         const rec = v as Record<string, unknown>;
+        if (Object.getOwnPropertySymbols(rec).length > 0) {
+          // Silently skipping them would make different objects the same key.
+          throw new PartError(
+            '',
+            'plain object has symbol-keyed properties, which are not encodable',
+          );
+        }
         for (const field of Object.keys(rec)) this.nested(rec[field], depth, field);
       }
     } finally {
@@ -370,7 +377,10 @@ class Writer {
         ? Number.isSafeInteger(value) && value >= Number(spec.min) && value <= Number(spec.max)
         : typeof value === 'bigint' && value >= spec.min && value <= spec.max);
     if (!valid) {
-      throw new PartError('', `forged SizedInt (${describe(width)}, ${describe(value)}); use i64() … u8()`);
+      throw new PartError(
+        '',
+        `forged SizedInt (${describe(width)}, ${describe(value)}); use i64() … u8()`,
+      );
     }
     if (width === 'u8') {
       this.reserve(1);

@@ -1,7 +1,16 @@
 // What close, drop and a dying worker leave behind, on disk and in the caller's hands.
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
   type Job,
@@ -65,6 +74,25 @@ describe('dropJob', () => {
     expect(readdirSync(root).filter((f) => f.startsWith('gone'))).toEqual([]);
     const again = (await p.openJob('gone'))._unsafeUnwrap();
     expect((await again.count('c', all))._unsafeUnwrap()).toBe(0);
+  });
+});
+
+describe('schema versions', () => {
+  it('openJob refuses a file of a newer version, naming both versions, and leaves it untouched', async () => {
+    const root = freshRoot();
+    mkdirSync(root, { recursive: true });
+    const file = join(root, 'future.db');
+    const raw = new Database(file);
+    raw.pragma('user_version = 2');
+    raw.close();
+    const before = readFileSync(file);
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    const r = await p.openJob('future');
+    expect(r.isErr()).toBe(true);
+    expect(r._unsafeUnwrapErr().message).toMatch(/schema version 2.*version 1/);
+    expect(readFileSync(file).equals(before)).toBe(true);
+    expect(readdirSync(root)).toEqual(['future.db']);
+    expect(p.hasJob('future')).toBe(false);
   });
 });
 

@@ -34,6 +34,7 @@ const DEFAULTS: Required<PersistencyOptions> = {
   journalSizeLimitBytes: 64 * 1024 * 1024,
   openTimeoutMs: 30_000,
   maxPayloadBytes: 1_000_000_000 - 1024,
+  maxJobBytes: 0,
 };
 
 interface Slot {
@@ -461,6 +462,7 @@ export class Persistency {
       image: memory ? this.#images.get(id) : undefined,
       busyTimeoutMs: this.#options.busyTimeoutMs,
       journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
+      maxJobBytes: this.#options.maxJobBytes,
     };
     const first = await this.#handshake(req);
     if (first.isErr()) return err(first.error);
@@ -551,6 +553,7 @@ export class Persistency {
         dbPath,
         busyTimeoutMs: 0,
         journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
+        maxJobBytes: 0,
         drop: true,
       });
       if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);

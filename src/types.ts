@@ -63,6 +63,12 @@ export interface PersistencyOptions {
   readonly openTimeoutMs?: number;
   /** Largest payload accepted by writes, in bytes; SQLite's own limit is 1e9. (default: 1e9 - 1024) */
   readonly maxPayloadBytes?: number;
+  /**
+   * Upper bound on each job file's size, in bytes (rounded down to whole pages; 0 means no
+   * bound). A write that would grow the file past it fails with `SQLITE_FULL`, as on a full
+   * disk: a per-tenant quota. (default: 0)
+   */
+  readonly maxJobBytes?: number;
 }
 
 /** Why a write did not reach the database. */

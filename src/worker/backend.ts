@@ -32,6 +32,8 @@ const MIGRATIONS: readonly string[] = [
 export interface BackendOptions {
   readonly busyTimeoutMs: number;
   readonly journalSizeLimitBytes: number;
+  /** Bound on the file size via max_page_count; 0 = none. */
+  readonly maxJobBytes?: number;
 }
 
 type Bytes = Uint8Array;
@@ -135,6 +137,10 @@ export class KvBackend {
       }
       db.pragma('synchronous = FULL');
       db.pragma(`journal_size_limit = ${Math.floor(options.journalSizeLimitBytes)}`);
+      if (options.maxJobBytes !== undefined && options.maxJobBytes > 0) {
+        const pageSize = db.pragma('page_size', { simple: true }) as number;
+        db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxJobBytes / pageSize))}`);
+      }
       for (let v = version; v < MIGRATIONS.length; v++) {
         db.transaction(() => {
           db.exec(MIGRATIONS[v] as string);

@@ -66,6 +66,8 @@ export interface OpenRequest {
   readonly image?: Uint8Array | undefined;
   readonly busyTimeoutMs: number;
   readonly journalSizeLimitBytes: number;
+  /** 0 = no bound. */
+  readonly maxJobBytes: number;
   /** Open only to take the lock, then close and delete the files. */
   readonly drop?: boolean;
 }

@@ -28,13 +28,16 @@ import { spawnJobWorker } from './worker/spawn.js';
 const mitt = mittImport as unknown as typeof mittImport.default;
 
 const MEMORY_ROOT = ':memory:';
+/** SQLite's default SQLITE_MAX_LENGTH: no string or BLOB may be longer. */
+const SQLITE_MAX_LENGTH = 1_000_000_000;
 
 const DEFAULTS: Required<PersistencyOptions> = {
   busyTimeoutMs: 5000,
   journalSizeLimitBytes: 64 * 1024 * 1024,
   openTimeoutMs: 30_000,
-  maxPayloadBytes: 1_000_000_000 - 1024,
+  maxPayloadBytes: SQLITE_MAX_LENGTH - 1024,
   maxJobBytes: 0,
+  verifyOnOpen: false,
 };
 
 interface Slot {
@@ -49,19 +52,29 @@ function checkOptions(options: unknown): Result<Required<PersistencyOptions>, Pe
   if (options === null || typeof options !== 'object') {
     return err(invalidArgument(`Persistency options must be an object, got ${describe(options)}`));
   }
-  const out: Record<string, number> = { ...DEFAULTS };
+  const out: Record<string, number | boolean> = { ...DEFAULTS };
   for (const [name, value] of Object.entries(options)) {
-    if (!(name in DEFAULTS))
+    if (!(name in DEFAULTS)) {
       return err(invalidArgument(`unknown Persistency option ${JSON.stringify(name)}`));
+    }
     if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    const expected = typeof DEFAULTS[name as keyof PersistencyOptions];
+    const valid =
+      expected === 'boolean'
+        ? typeof value === 'boolean'
+        : typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+    if (!valid) {
+      const what = expected === 'boolean' ? 'a boolean' : 'a non-negative integer';
       return err(
-        invalidArgument(
-          `Persistency option ${name} must be a non-negative integer, got ${describe(value)}`,
-        ),
+        invalidArgument(`Persistency option ${name} must be ${what}, got ${describe(value)}`),
       );
     }
     out[name] = value;
+  }
+  if ((out.maxPayloadBytes as number) > SQLITE_MAX_LENGTH) {
+    return err(
+      invalidArgument(`maxPayloadBytes cannot exceed SQLite's limit of ${SQLITE_MAX_LENGTH} bytes`),
+    );
   }
   return ok(out as unknown as Required<PersistencyOptions>);
 }
@@ -463,6 +476,7 @@ export class Persistency {
       busyTimeoutMs: this.#options.busyTimeoutMs,
       journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
       maxJobBytes: this.#options.maxJobBytes,
+      verifyOnOpen: this.#options.verifyOnOpen,
     };
     const first = await this.#handshake(req);
     if (first.isErr()) return err(first.error);
@@ -554,6 +568,7 @@ export class Persistency {
         busyTimeoutMs: 0,
         journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
         maxJobBytes: 0,
+        verifyOnOpen: false,
         drop: true,
       });
       if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);

@@ -69,6 +69,12 @@ export interface PersistencyOptions {
    * disk: a per-tenant quota. (default: 0)
    */
   readonly maxJobBytes?: number;
+  /**
+   * Run `PRAGMA quick_check` when a job opens and refuse a damaged file with
+   * `Err(Backend, code SQLITE_CORRUPT)`. Costs a read of the whole file per open; without
+   * it, damage shows up as `SQLITE_CORRUPT` errors from the reads that touch it. (default: false)
+   */
+  readonly verifyOnOpen?: boolean;
 }
 
 /** Why a write did not reach the database. */

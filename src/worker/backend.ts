@@ -34,6 +34,8 @@ export interface BackendOptions {
   readonly journalSizeLimitBytes: number;
   /** Bound on the file size via max_page_count; 0 = none. */
   readonly maxJobBytes?: number;
+  /** Run quick_check at open and refuse a damaged file. */
+  readonly verifyOnOpen?: boolean;
 }
 
 type Bytes = Uint8Array;
@@ -130,6 +132,21 @@ export class KvBackend {
           { code: 'SCHEMA_TOO_NEW' },
         );
       }
+      if (options.verifyOnOpen === true) {
+        let problems: { quick_check: string }[];
+        try {
+          problems = db.pragma('quick_check(5)') as { quick_check: string }[];
+        } catch (e) {
+          const code = (e as { code?: string }).code ?? 'SQLITE_CORRUPT';
+          throw Object.assign(new Error(`quick_check: ${(e as Error).message}`), { code });
+        }
+        if (problems[0]?.quick_check !== 'ok') {
+          throw Object.assign(
+            new Error(`quick_check found damage: ${problems.map((p) => p.quick_check).join('; ')}`),
+            { code: 'SQLITE_CORRUPT' },
+          );
+        }
+      }
       if (!memory) {
         const mode = db.pragma('journal_mode = WAL', { simple: true });
         if (mode !== 'wal')
@@ -147,6 +164,9 @@ export class KvBackend {
           db.pragma(`user_version = ${v + 1}`);
         }).immediate();
       }
+      // SQLite quietly opens a file it cannot write read-only; find out now, at open,
+      // rather than at the first write.
+      db.exec('BEGIN IMMEDIATE; COMMIT');
       db.pragma(`busy_timeout = ${Math.floor(options.busyTimeoutMs)}`);
       return new KvBackend(db);
     } catch (e) {

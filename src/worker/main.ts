@@ -7,6 +7,7 @@
  * transaction (so reads see earlier writes), commits once, and only then answers. A read
  * or flush is never answered with data that a failed commit later takes back.
  */
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { KvBackend, toErrorInfo } from './backend.js';
 import {
@@ -408,6 +409,26 @@ class JobWorker {
   }
 }
 
+/** Turn SQLite's terse open errors into ones that say what to do. */
+function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
+  const info = toErrorInfo(e, dbPath);
+  if (info.kind === 'Busy') {
+    return {
+      ...info,
+      message: `${dbPath} is open in another process or Persistency instance (${info.message})`,
+    };
+  }
+  const code = info.code ?? '';
+  if (dbPath !== ':memory:' && /^SQLITE_(READONLY|CANTOPEN|PERM|IOERR_LOCK|AUTH)/.test(code)) {
+    try {
+      accessSync(dbPath, fsConstants.W_OK);
+    } catch {
+      return { ...info, message: `${dbPath} is not writable by this process (${info.message})` };
+    }
+  }
+  return info;
+}
+
 function start(port: Port, req: OpenRequest): void {
   if (req.drop) {
     try {
@@ -424,16 +445,9 @@ function start(port: Port, req: OpenRequest): void {
   try {
     backend = KvBackend.open(req.dbPath, req, req.image);
   } catch (e) {
-    const info = toErrorInfo(e, req.dbPath);
-    const busy = info.kind === 'Busy';
     port.postMessage({
       t: 'openFailed',
-      error: busy
-        ? {
-            ...info,
-            message: `${req.dbPath} is open in another process or Persistency instance (${info.message})`,
-          }
-        : info,
+      error: explainOpenFailure(req.dbPath, e),
     } satisfies FromWorker);
     port.close();
     return;

@@ -68,6 +68,7 @@ export interface OpenRequest {
   readonly journalSizeLimitBytes: number;
   /** 0 = no bound. */
   readonly maxJobBytes: number;
+  readonly verifyOnOpen: boolean;
   /** Open only to take the lock, then close and delete the files. */
   readonly drop?: boolean;
 }

@@ -1,0 +1,343 @@
+// Fault injection: each fault gives a clear Err (or a writeFailed event for a write), never a
+// hang, a crash of the process, or damage to another job; acknowledged data survives.
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  decodePayload,
+  type Job,
+  key,
+  Persistency,
+  type PersistencyEvents,
+  payload,
+} from '../src/index.js';
+import { crashJobWorker } from '../src/job.js';
+
+const base = mkdtempSync(join(tmpdir(), 'persistency-faults-'));
+chmodSync(base, 0o777);
+let n = 0;
+const freshRoot = (): string => {
+  const root = join(base, `root-${n++}`);
+  mkdirSync(root, { recursive: true, mode: 0o777 });
+  chmodSync(root, 0o777);
+  return root;
+};
+const all = { start: key() };
+
+afterEach(() => Persistency.reset());
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+function collect(p: Persistency): PersistencyEvents['writeFailed'][] {
+  const seen: PersistencyEvents['writeFailed'][] = [];
+  p.events.on('writeFailed', (e) => seen.push(e));
+  return seen;
+}
+
+async function fill(job: Job, from: number, count: number, size = 200): Promise<void> {
+  for (let i = from; i < from + count; i++)
+    job.persistPut('c', key(i), payload('x'.repeat(size), i));
+  expect((await job.flush()).isOk()).toBe(true);
+}
+
+describe('disk full (maxJobBytes quota → SQLITE_FULL)', () => {
+  it('reports each refused batch, keeps acknowledged data and other jobs, and recovers', async () => {
+    const p = Persistency.instance(freshRoot(), { maxJobBytes: 256 * 1024 })._unsafeUnwrap();
+    const failed = collect(p);
+    const job = (await p.openJob('full'))._unsafeUnwrap();
+    const other = (await p.openJob('other'))._unsafeUnwrap();
+    await fill(job, 0, 50, 1000); // acknowledged
+    await fill(other, 0, 10, 100);
+
+    for (let i = 50; i < 1000; i++) job.persistPut('c', key(i), payload('x'.repeat(1000), i));
+    const flushed = await job.flush();
+    expect(flushed.isErr()).toBe(true);
+    expect(flushed._unsafeUnwrapErr().code).toBe('SQLITE_FULL');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(
+      failed.every(
+        (e) => e.jobId === 'full' && e.reason === 'backend' && e.error.code === 'SQLITE_FULL',
+      ),
+    ).toBe(true);
+
+    const rows = (await job.scan('c', { start: key(0), stop: key(50) }))._unsafeUnwrap();
+    expect(rows.map((r) => decodePayload(r.payload, ['string', 'number'])[1])).toEqual([
+      ...Array(50).keys(),
+    ]);
+    const stored = (await job.count('c', all))._unsafeUnwrap();
+    expect(stored + failed.length).toBe(1000); // every write is either stored or reported
+    expect((await other.count('c', all))._unsafeUnwrap()).toBe(10);
+
+    job.persistDeletePrefix('c', key());
+    job.persistPut('c', key(1), payload('after'));
+    expect((await job.flush()).isOk()).toBe(true);
+    expect((await job.get('c', key(1)))._unsafeUnwrap()).toEqual(payload('after'));
+    expect((await p.closeJob('full')).isOk()).toBe(true);
+  });
+});
+
+describe('corrupt files at open', () => {
+  async function damaged(damage: (file: string) => void, options = {}) {
+    const root = freshRoot();
+    let p = Persistency.instance(root)._unsafeUnwrap();
+    const job = (await p.openJob('victim'))._unsafeUnwrap();
+    const bystander = (await p.openJob('bystander'))._unsafeUnwrap();
+    await fill(job, 0, 3000);
+    await fill(bystander, 0, 10);
+    await Persistency.reset();
+    damage(join(root, 'victim.db'));
+    p = Persistency.instance(root, options)._unsafeUnwrap();
+    const opened = await p.openJob('victim');
+    const other = (await p.openJob('bystander'))._unsafeUnwrap();
+    expect((await other.count('c', all))._unsafeUnwrap()).toBe(10);
+    return { p, opened };
+  }
+
+  it('truncated: Err(Backend, SQLITE_CORRUPT) at open', async () => {
+    const { opened } = await damaged((f) => truncateSync(f, Math.floor(statSync(f).size / 2)));
+    expect(opened.isErr()).toBe(true);
+    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+  });
+
+  // Overwrite the b-tree page header and cell pointers at the start of page 10 (pages are
+  // 4 KiB), where SQLite's reads and quick_check are sure to look.
+  const flip = (f: string) => {
+    const fd = openSync(f, 'r+');
+    writeSync(fd, Buffer.alloc(64, 0xa5), 0, 64, 4096 * 9);
+    closeSync(fd);
+  };
+
+  it('bytes flipped in a page: reads that touch it give Err(SQLITE_CORRUPT), nothing throws', async () => {
+    const { p, opened } = await damaged(flip);
+    const job = opened._unsafeUnwrap();
+    const counted = await job.count('c', all);
+    expect(counted.isErr()).toBe(true);
+    expect(counted._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+    expect((await p.closeJob('victim')).isOk()).toBe(true);
+  });
+
+  it('bytes flipped in a page: refused at open with verifyOnOpen', async () => {
+    const { opened } = await damaged(flip, { verifyOnOpen: true });
+    expect(opened.isErr()).toBe(true);
+    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+    expect(opened._unsafeUnwrapErr().message).toMatch(/quick_check/);
+  });
+
+  it('a non-SQLite file with the job name: Err(Backend, SQLITE_NOTADB), file untouched', async () => {
+    const text = 'not a database\n'.repeat(500);
+    const { opened } = await damaged((f) => writeFileSync(f, text));
+    expect(opened.isErr()).toBe(true);
+    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_NOTADB' });
+  });
+
+  it('a damaged header: Err at open, never a hang', async () => {
+    const { opened } = await damaged((f) => {
+      const fd = openSync(f, 'r+');
+      writeSync(fd, Buffer.from('garbage!!'), 0, 9, 0);
+      closeSync(fd);
+    });
+    expect(opened.isErr()).toBe(true);
+    expect(opened._unsafeUnwrapErr().kind).toBe('Backend');
+  });
+});
+
+describe('another connection holding the lock', () => {
+  it('a write transaction elsewhere: openJob is Err(Busy) at once, then succeeds once it ends', async () => {
+    const root = freshRoot();
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    await fill((await p.openJob('locked'))._unsafeUnwrap(), 0, 5);
+    (await p.closeJob('locked'))._unsafeUnwrap();
+
+    const other = new Database(join(root, 'locked.db'));
+    other.exec('BEGIN IMMEDIATE');
+    other.prepare('DELETE FROM kv WHERE key = ?').run(Buffer.from(key(0).bytes));
+    const started = Date.now();
+    const refused = await p.openJob('locked');
+    expect(refused.isErr()).toBe(true);
+    expect(refused._unsafeUnwrapErr().kind).toBe('Busy');
+    expect(refused._unsafeUnwrapErr().message).toContain(join(root, 'locked.db'));
+    expect(Date.now() - started).toBeLessThan(3000);
+    other.exec('COMMIT');
+    other.close();
+
+    const job = (await p.openJob('locked'))._unsafeUnwrap();
+    expect((await job.count('c', all))._unsafeUnwrap()).toBe(4);
+  });
+});
+
+describe('the worker dying mid-request', () => {
+  it('fails the requests of the group it died in; acknowledged data survives; batches stay whole', async () => {
+    const root = freshRoot();
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    const died: PersistencyEvents['jobFailed'][] = [];
+    p.events.on('jobFailed', (e) => died.push(e));
+    const job = (await p.openJob('dies'))._unsafeUnwrap();
+    const other = (await p.openJob('lives'))._unsafeUnwrap();
+    await fill(job, 0, 100);
+
+    // One turn: writes, reads, then the crash; the worker takes them as one group and
+    // dies before its commit.
+    job.persist([
+      { kind: 'put', category: 'c', key: key(1000), payload: payload('a') },
+      { kind: 'put', category: 'c', key: key(1001), payload: payload('b') },
+    ]);
+    const pending = [job.get('c', key(1000)), job.count('c', all), job.flush()];
+    crashJobWorker(job, 'throw');
+    for (const r of await Promise.all(pending)) expect(r.isErr()).toBe(true);
+    expect(died).toHaveLength(1);
+    expect(died[0]?.error.message).toMatch(/crash requested by a test/);
+    expect((await other.count('c', all)).isOk()).toBe(true);
+
+    const again = (await p.openJob('dies'))._unsafeUnwrap();
+    const rows = (await again.scan('c', all))._unsafeUnwrap();
+    const keys = rows.map((r) => decodePayload(r.payload, ['string', 'number'])[1]);
+    expect(keys.slice(0, 100)).toEqual([...Array(100).keys()]);
+    const extra = (await again.count('c', { start: key(1000) }))._unsafeUnwrap();
+    expect([0, 2]).toContain(extra); // the unacknowledged batch is whole or absent
+  });
+});
+
+describe('a payload larger than SQLite allows', () => {
+  it('is refused before it is queued, with an InvalidArgument event', async () => {
+    const p = Persistency.instance(freshRoot())._unsafeUnwrap();
+    const failed = collect(p);
+    const job = (await p.openJob('big'))._unsafeUnwrap();
+    const huge = new Uint8Array(1_000_000_001);
+    job.persistPut('c', key(1), huge);
+    job.persistPut('c', key(2), payload('small'));
+    expect((await job.flush()).isOk()).toBe(true);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ reason: 'invalid', count: 1 });
+    expect(failed[0]?.error.kind).toBe('InvalidArgument');
+    expect((await job.count('c', all))._unsafeUnwrap()).toBe(1);
+  });
+
+  it('options cannot raise the limit past SQLite’s', () => {
+    const r = Persistency.instance(freshRoot(), { maxPayloadBytes: 2_000_000_000 });
+    expect(r.isErr()).toBe(true);
+    expect(r._unsafeUnwrapErr().kind).toBe('InvalidArgument');
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Read-only files. Root ignores file modes, so when the tests run as root the owner runs
+// as the unprivileged user 65534 (nobody).
+
+const owner = fileURLToPath(new URL('./fixtures/readonly-owner.ts', import.meta.url));
+const asRoot = process.getuid?.() === 0;
+
+class OwnerProcess {
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #lines: AsyncIterator<string>;
+
+  constructor(root: string) {
+    this.#child = spawn(process.execPath, ['--import', 'tsx', owner, root, 'ro'], {
+      ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      env: { ...process.env, HOME: tmpdir() },
+    });
+    this.#lines = createInterface({ input: this.#child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async send(
+    cmd: object,
+  ): Promise<{ ok: boolean; code?: string; message?: string; failures?: string[] }> {
+    this.#child.stdin.write(`${JSON.stringify(cmd)}\n`);
+    const next = await this.#lines.next();
+    if (next.done === true) throw new Error('owner exited');
+    return JSON.parse(next.value);
+  }
+
+  async stop(): Promise<number | null> {
+    this.#child.stdin.end();
+    if (this.#child.exitCode !== null) return this.#child.exitCode;
+    return new Promise((resolve) => this.#child.once('exit', (code) => resolve(code)));
+  }
+
+  kill(): void {
+    this.#child.kill('SIGKILL');
+  }
+}
+
+describe('a read-only file', () => {
+  beforeAll(async () => {
+    // Build the worker bundle as the test user, so the unprivileged owner only reads it.
+    const p = Persistency.instance(':memory:')._unsafeUnwrap();
+    (await p.openJob('warm'))._unsafeUnwrap();
+    await Persistency.reset();
+  });
+
+  it('at open: Err saying the file is not writable', async () => {
+    const root = freshRoot();
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    await fill((await p.openJob('ro'))._unsafeUnwrap(), 0, 20);
+    await Persistency.reset();
+    const file = join(root, 'ro.db');
+    chmodSync(file, 0o444);
+    const child = new OwnerProcess(root);
+    try {
+      const opened = await child.send({ op: 'open' });
+      expect(opened.ok).toBe(false);
+      expect(opened.message).toMatch(/not writable/);
+      expect(await child.stop()).toBe(0);
+    } finally {
+      child.kill();
+    }
+    chmodSync(file, 0o644);
+    const db = new Database(file, { readonly: true });
+    expect(db.prepare('SELECT COUNT(*) FROM kv').pluck().get()).toBe(20);
+    db.close();
+  });
+
+  it('under a running job: acknowledged data survives, and reopening is a clear Err', async () => {
+    const root = freshRoot();
+    const file = join(root, 'ro.db');
+    const child = new OwnerProcess(root);
+    try {
+      expect((await child.send({ op: 'open' })).ok).toBe(true);
+      await child.send({ op: 'write', from: 0, count: 100 });
+      expect((await child.send({ op: 'flush' })).ok).toBe(true); // 0..99 acknowledged
+
+      chmodSync(file, 0o444);
+      chmodSync(root, 0o555);
+      // The open file descriptor still writes; what matters is that nothing hangs or is lost.
+      await child.send({ op: 'write', from: 100, count: 100 });
+      const flushed = await child.send({ op: 'flush' });
+      const closed = await child.send({ op: 'close' });
+      expect(typeof flushed.ok).toBe('boolean');
+      expect(typeof closed.ok).toBe('boolean');
+      const reopened = await child.send({ op: 'open' });
+      expect(reopened.ok).toBe(false);
+      expect(reopened.message).toMatch(/not writable|readonly|read-only/i);
+      expect(await child.stop()).toBe(0);
+    } finally {
+      child.kill();
+      chmodSync(root, 0o777);
+    }
+    chmodSync(file, 0o644);
+    const db = new Database(file);
+    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+    const stored = db
+      .prepare('SELECT COUNT(*) FROM kv WHERE key < ?')
+      .pluck()
+      .get(Buffer.from(key(100).bytes));
+    expect(stored).toBe(100);
+    db.close();
+    expect(readFileSync(file).length).toBeGreaterThan(0);
+  });
+});

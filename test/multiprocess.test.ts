@@ -1,12 +1,11 @@
 /*
  * Multi-process and multi-thread behaviour of file jobs (CONTRACT.md §3 "A job file that
  * another process (or another Persistency in this process) has open is refused at openJob
- * with a clear error; a crashed owner leaves no stale lock", §4 "Durability").
+ * with a clear error; a crashed owner leaves no stale lock").
  *
- * Children run the fixtures in test/fixtures with `node --import tsx`; readiness and acks
- * come over their stdout, never from sleeps. The only timer used on purpose is the random
- * delay before the crash test's SIGKILL. PERSISTENCY_CRASH_ROUNDS sets the crash rounds
- * (default 4).
+ * Children run the fixtures in test/fixtures with `node --import tsx`; readiness and errors
+ * come over their stdout, never from sleeps. Crashes (SIGKILL of a writing process) are
+ * the crash loop's: test/crash-loop.test.ts.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,10 +15,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  decodeKey,
   decodePayload,
   type Job,
   key,
@@ -27,7 +24,6 @@ import {
   type PersistencyError,
   payload,
 } from '../src/index.js';
-import { batchSize, DATA, fillerLength, LAST_KEY, META } from './fixtures/batch-shape.js';
 import type { ThreadOwnerMessage } from './fixtures/thread-owner.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -35,7 +31,6 @@ const TSX_ESM_API = new URL('../node_modules/tsx/dist/esm/api/index.mjs', import
 const THREAD_OWNER = new URL('./fixtures/thread-owner.ts', import.meta.url);
 /** A guard against a hung child, not a synchronisation device. */
 const CHILD_TIMEOUT_MS = 20_000;
-const CRASH_ROUNDS = Number.parseInt(process.env.PERSISTENCY_CRASH_ROUNDS ?? '4', 10);
 
 // -----------------------------------------------------------------------------------------
 // Child processes
@@ -303,97 +298,5 @@ describe('a job owned by another Persistency in this process (worker thread)', (
     // Still ours and intact after the refusal.
     expect((await job.get('main', key(1)))._unsafeUnwrap()).toEqual(payload('main thread'));
     expect((await p.closeJob('shared')).isOk()).toBe(true);
-  });
-});
-
-// -----------------------------------------------------------------------------------------
-// Crash: SIGKILL a writer mid-stream, then check the file holds a whole-batch prefix.
-
-interface RoundResult {
-  acked: number;
-  present: number;
-  rows: number;
-}
-
-/** Batch numbers are dense from 0; -1 means "none". */
-async function crashRound(round: number): Promise<RoundResult> {
-  const root = await freshRoot();
-  const jobId = 'crash';
-  const dbPath = join(root, `${jobId}.db`);
-  const writer = new Child('crash-writer.ts', [root, jobId]);
-  let acked = -1;
-  const ackRe = /^ack (\d+) /;
-  const noteAcks = () => {
-    for (const l of writer.lines) {
-      const m = ackRe.exec(l);
-      if (m !== null) acked = Math.max(acked, Number(m[1]));
-    }
-  };
-  await writer.waitForLine((l) => ackRe.test(l) || l.startsWith('error'), 'first ack');
-  expect(writer.lines.find((l) => l.startsWith('error'))).toBeUndefined();
-
-  const delay = 150 + Math.floor(Math.random() * 751);
-  await new Promise((r) => setTimeout(r, delay)); // the deliberate random delay
-  const exit = await writer.kill(); // resolves after stdout is drained
-  expect(exit.signal, `writer died on its own: ${writer.stderr}`).toBe('SIGKILL');
-  expect(writer.lines.find((l) => l.startsWith('error'))).toBeUndefined();
-  noteAcks();
-  expect(acked).toBeGreaterThanOrEqual(0);
-
-  const p = instance(root);
-  const job = await openOk(p, jobId);
-  const rows = (await job.scanPrefix(DATA, key('b')))._unsafeUnwrap();
-  const last = (await job.get(META, LAST_KEY))._unsafeUnwrap();
-  expect((await p.closeJob(jobId)).isOk()).toBe(true);
-  await Persistency.reset();
-
-  // Group rows by batch; check each row's payload matches its key.
-  const byBatch = new Map<number, Set<number>>();
-  for (const row of rows) {
-    const [tag, nb, ib] = decodeKey(row.key, ['string', 'i64', 'i64']);
-    expect(tag).toBe('b');
-    const n = Number(nb);
-    const i = Number(ib);
-    const [pn, pi, filler] = decodePayload(row.payload, ['i64', 'i64', 'string']);
-    expect([pn, pi, filler.length]).toEqual([nb, ib, fillerLength(n, i)]);
-    let set = byBatch.get(n);
-    if (set === undefined) {
-      set = new Set();
-      byBatch.set(n, set);
-    }
-    set.add(i);
-  }
-  const present = [...byBatch.keys()].sort((a, b) => a - b);
-  const m = present.length - 1;
-  // A prefix 0..m with no gaps.
-  expect(present).toEqual(Array.from({ length: present.length }, (_, n) => n));
-  // Every batch whole.
-  const broken = present.filter((n) => byBatch.get(n)?.size !== batchSize(n));
-  expect(broken, `batches with missing rows in round ${round}`).toEqual([]);
-  // Every acknowledged batch present.
-  expect(m, `acked ${acked} but only batches 0..${m} survived`).toBeGreaterThanOrEqual(acked);
-  // 'meta' last is the last batch present.
-  expect(last === undefined ? -1 : Number(decodePayload(last, ['i64'])[0])).toBe(m);
-
-  // The job is closed: open the file directly.
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
-    expect(db.pragma('user_version', { simple: true })).toBe(1);
-  } finally {
-    db.close();
-  }
-  return { acked, present: present.length, rows: rows.length };
-}
-
-describe('crash durability (SIGKILL of a writing process)', () => {
-  it(`keeps every acked batch and a whole-batch prefix across ${CRASH_ROUNDS} rounds`, async () => {
-    expect(Number.isInteger(CRASH_ROUNDS) && CRASH_ROUNDS > 0).toBe(true);
-    for (let round = 1; round <= CRASH_ROUNDS; round++) {
-      const r = await crashRound(round);
-      console.log(
-        `crash round ${round}/${CRASH_ROUNDS}: acked 0..${r.acked}, present 0..${r.present - 1} (${r.present} batches, ${r.rows} rows)`,
-      );
-    }
   });
 });

@@ -2,10 +2,19 @@
  * The Job handle: validates and normalises every call, packs the turn's work into one
  * frame for the worker, and matches the worker's replies to the reads waiting for them.
  */
+import { types } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import { invalidArgument, PersistencyError } from './errors.js';
-import { adoptKey, describe, Key, type KeyRange, keyBytes, prefixRange } from './keys.js';
+import {
+  adoptKey,
+  describe,
+  isKeyValue,
+  type Key,
+  type KeyRange,
+  keyBytes,
+  prefixRange,
+} from './keys.js';
 import { toPayload } from './payload.js';
 import type { KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
 import {
@@ -14,14 +23,19 @@ import {
   ByteWriter,
   type ErrorInfo,
   type FromWorker,
+  type InjectedFault,
   OpKind,
   Status,
   Tag,
   type ToWorker,
 } from './worker/protocol.js';
 
-/** Send a turn's frame early once it holds this much, so huge turns stream. */
-const FRAME_SEND_BYTES = 8 * 1024 * 1024;
+/**
+ * Send a turn's frame early once it holds this much: a huge turn then streams to the
+ * worker, which starts applying it while the rest is still being encoded.
+ */
+const FRAME_SEND_BYTES = 1024 * 1024;
+const MIN_FRAME_BYTES = 256;
 const MAX_CATEGORY_BYTES = 0xffff;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
@@ -60,6 +74,7 @@ class Refused extends Error {}
 
 let closeJob: (job: Job) => Promise<CloseOutcome>;
 let crashJob: (job: Job, how: 'throw' | 'exit') => void;
+let injectJob: (job: Job, fault: InjectedFault, skipWrites: number) => void;
 
 /**
  * One open tenant: its own SQLite file and its own worker thread. Get one from
@@ -83,7 +98,7 @@ export class Job {
 
   /** The frame of the current turn, sent at the end of the turn. */
   #frame: ByteWriter | undefined;
-  #frameSends = 0;
+  #frameSizeHint = MIN_FRAME_BYTES;
   /** Reads and flushes waiting for their reply, in issue order. */
   #waiting: Resolver[] = [];
   #waitingHead = 0;
@@ -98,6 +113,10 @@ export class Job {
   static {
     closeJob = (job) => job.#close();
     crashJob = (job, how) => job.#post({ t: 'crash', how });
+    injectJob = (job, fault, skipWrites) => {
+      job.#send(); // the fault applies to what comes after the writes already issued
+      job.#post({ t: 'inject', fault, skipWrites });
+    };
   }
 
   /** @internal Made by Persistency once the worker is ready. */
@@ -146,7 +165,32 @@ export class Job {
    * @example job.persistPut('users', key('ada'), payload('Ada'))
    */
   persistPut(category: string, key: Key, payload: Uint8Array): void {
-    this.#single({ kind: 'put', category, key, payload });
+    // The hot path: a known category, a real Key and payload. Anything else goes through
+    // the general path, which validates and reports.
+    const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
+    if (
+      cat === undefined ||
+      this.#state !== 'open' ||
+      !isKeyValue(key) ||
+      !types.isUint8Array(payload) ||
+      payload.length > this.#host.maxPayloadBytes
+    ) {
+      this.#single({ kind: 'put', category, key, payload });
+      return;
+    }
+    const k = keyBytes(key);
+    const w = this.#turnFrame();
+    // tag, byteLength, opCount, kind, category, key, payload
+    const body = 4 + 1 + 2 + cat.length + 4 + k.length + 4 + payload.length;
+    w.reserve(5 + body);
+    w.u8(Tag.Batch);
+    w.u32(body);
+    w.u32(1);
+    w.u8(OpKind.Put);
+    w.shortBlob(cat);
+    w.blob(k);
+    w.blob(payload);
+    if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
 
   /**
@@ -237,7 +281,7 @@ export class Job {
     switch (o.kind) {
       case 'put': {
         const payload = o.payload;
-        if (!(payload instanceof Uint8Array)) {
+        if (!types.isUint8Array(payload)) {
           throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(payload)}`);
         }
         if (payload.length > this.#host.maxPayloadBytes) {
@@ -260,7 +304,7 @@ export class Job {
         w.u8(OpKind.DeletePrefix);
         w.shortBlob(this.#category(o.category, where));
         const prefix = o.prefix;
-        if (!(prefix instanceof Key))
+        if (!isKeyValue(prefix))
           throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
         const range = prefixRange(prefix);
         w.blob(keyBytes(range.start));
@@ -295,7 +339,7 @@ export class Job {
   }
 
   #keyBytes(k: unknown, where: string, name: string): Uint8Array {
-    if (!(k instanceof Key))
+    if (!isKeyValue(k))
       throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
     return keyBytes(k);
   }
@@ -362,7 +406,7 @@ export class Job {
     prefix: Key,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    if (!(prefix instanceof Key)) {
+    if (!isKeyValue(prefix)) {
       return errAsync(invalidArgument(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`));
     }
     return this.scan(category, prefixRange(prefix), options);
@@ -466,7 +510,7 @@ export class Job {
 
   #turnFrame(): ByteWriter {
     if (this.#frame !== undefined) return this.#frame;
-    const w = new ByteWriter(this.#frameSends === 0 ? 4096 : 64 * 1024);
+    const w = new ByteWriter(this.#frameSizeHint);
     this.#frame = w;
     queueMicrotask(() => {
       if (this.#frame === w) this.#send();
@@ -479,7 +523,8 @@ export class Job {
     if (w === undefined) return;
     this.#frame = undefined;
     if (w.pos === 0) return;
-    this.#frameSends++;
+    // Size the next frame like this one: small for a get, large for a bulk load.
+    this.#frameSizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
     this.#framesInFlight++;
     this.#post({ t: 'frame', buf: w.buf.buffer as ArrayBuffer, len: w.pos }, [
       w.buf.buffer as ArrayBuffer,
@@ -659,6 +704,11 @@ export class Job {
 /** @internal Close a job (Persistency.closeJob is the public way). */
 export function closeJobHandle(job: Job): Promise<CloseOutcome> {
   return closeJob(job);
+}
+
+/** @internal Test hook: make SQLite fail once in the job's worker (see `InjectedFault`). */
+export function injectFault(job: Job, fault: InjectedFault, skipWrites = 0): void {
+  injectJob(job, fault, skipWrites);
 }
 
 /** @internal Test hook: make the job's worker die (`throw` an uncaught error, or `exit`). */

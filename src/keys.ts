@@ -113,6 +113,11 @@ export function keyBytes(k: Key): Uint8Array {
   return unwrapKey(k);
 }
 
+/** Internal: whether `v` is a genuine Key (a brand check, unlike `instanceof`). */
+export function isKeyValue(v: unknown): v is Key {
+  return isKey(v);
+}
+
 /** Internal: wrap bytes the caller promises never to mutate again. */
 export function adoptKey(bytes: Uint8Array): Key {
   return wrapKey(bytes);

@@ -2,13 +2,14 @@
  * The Job handle: validates and normalises every call, packs the turn's work into one
  * frame for the worker, and matches the worker's replies to the reads waiting for them.
  */
-import { types } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
+import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import {
   adoptKey,
   describe,
+  describeThrown,
   isKeyValue,
   type Key,
   type KeyRange,
@@ -71,6 +72,16 @@ export function fromErrorInfo(info: ErrorInfo): PersistencyError {
 
 /** Invalid input found while validating; carries the user-facing message. */
 class Refused extends Error {}
+
+/**
+ * The InvalidArgument for anything thrown while reading a caller's arguments: our own
+ * refusal, or whatever a hostile getter, proxy or detached buffer threw.
+ */
+function refusal(e: unknown, where: string): PersistencyError {
+  if (e instanceof Refused) return invalidArgument(e.message);
+  if (e instanceof PersistencyError && e.kind === 'InvalidArgument') return e;
+  return invalidArgument(`${where}: reading an argument threw: ${describeThrown(e)}`, e);
+}
 
 let closeJob: (job: Job) => Promise<CloseOutcome>;
 let crashJob: (job: Job, how: 'throw' | 'exit') => void;
@@ -150,13 +161,19 @@ export class Job {
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
-    if (!Array.isArray(ops)) {
-      this.#refuse([], `persist: ops must be an array, got ${describe(ops)}`);
+    let list: readonly TxOp[];
+    try {
+      if (!Array.isArray(ops))
+        throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
+      // A snapshot: getters or proxies cannot change the batch while it is encoded.
+      list = Array.prototype.slice.call(ops) as TxOp[];
+    } catch (e) {
+      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;
     }
-    this.#batch(ops, (w) => {
-      for (let i = 0; i < ops.length; i++) this.#encodeOp(w, ops[i], `persist: ops[${i}]`);
-      return ops.length;
+    this.#batch(list, (w) => {
+      for (let i = 0; i < list.length; i++) this.#encodeOp(w, list[i], `persist: ops[${i}]`);
+      return list.length;
     });
   }
 
@@ -168,12 +185,13 @@ export class Job {
     // The hot path: a known category, a real Key and payload. Anything else goes through
     // the general path, which validates and reports.
     const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
+    const bytes = realBytes(payload);
     if (
       cat === undefined ||
+      bytes === undefined ||
       this.#state !== 'open' ||
       !isKeyValue(key) ||
-      !types.isUint8Array(payload) ||
-      payload.length > this.#host.maxPayloadBytes
+      bytes.length > this.#host.maxPayloadBytes
     ) {
       this.#single({ kind: 'put', category, key, payload });
       return;
@@ -181,7 +199,7 @@ export class Job {
     const k = keyBytes(key);
     const w = this.#turnFrame();
     // tag, byteLength, opCount, kind, category, key, payload
-    const body = 4 + 1 + 2 + cat.length + 4 + k.length + 4 + payload.length;
+    const body = 4 + 1 + 2 + cat.length + 4 + k.length + 4 + bytes.length;
     w.reserve(5 + body);
     w.u8(Tag.Batch);
     w.u32(body);
@@ -189,7 +207,7 @@ export class Job {
     w.u8(OpKind.Put);
     w.shortBlob(cat);
     w.blob(k);
-    w.blob(payload);
+    w.blob(bytes);
     if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
 
@@ -218,8 +236,7 @@ export class Job {
     try {
       bytes = toPayload(value);
     } catch (e) {
-      const error = e instanceof PersistencyError ? e : invalidArgument(String(e), e);
-      this.#host.writeFailed(this.id, 'invalid', [], error);
+      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persistEncoded'));
       return;
     }
     this.#single({ kind: 'put', category, key, payload: bytes });
@@ -256,11 +273,8 @@ export class Job {
       n = encode(w);
     } catch (e) {
       w.pos = start;
-      if (e instanceof Refused) {
-        this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(e.message));
-        return;
-      }
-      throw e;
+      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'write'));
+      return;
     }
     if (n === 0) {
       w.pos = start; // an empty batch is a no-op
@@ -280,9 +294,9 @@ export class Job {
     const o = op as Record<string, unknown>;
     switch (o.kind) {
       case 'put': {
-        const payload = o.payload;
-        if (!types.isUint8Array(payload)) {
-          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(payload)}`);
+        const payload = realBytes(o.payload);
+        if (payload === undefined) {
+          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(o.payload)}`);
         }
         if (payload.length > this.#host.maxPayloadBytes) {
           throw new Refused(
@@ -344,10 +358,6 @@ export class Job {
     return keyBytes(k);
   }
 
-  #refuse(ops: readonly TxOp[], message: string): void {
-    this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(message));
-  }
-
   // -------------------------------------------------------------------------------------
   // Reads
 
@@ -385,16 +395,9 @@ export class Job {
     range: KeyRange,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    return this.#request('scan', (w) => {
-      const { reverse, limit } = this.#scanOptions(options, 'scan');
-      const [start, stop] = this.#range(range, 'scan');
-      w.u8(Tag.Scan);
-      w.shortBlob(this.#category(category, 'scan'));
-      w.blob(start);
-      w.blob(stop);
-      w.u8(reverse ? 1 : 0);
-      w.f64(limit);
-    });
+    return this.#request('scan', (w) =>
+      this.#encodeScan(w, category, this.#range(range, 'scan'), options, 'scan'),
+    );
   }
 
   /**
@@ -406,10 +409,34 @@ export class Job {
     prefix: Key,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    if (!isKeyValue(prefix)) {
-      return errAsync(invalidArgument(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`));
-    }
-    return this.scan(category, prefixRange(prefix), options);
+    return this.#request('scanPrefix', (w) => {
+      if (!isKeyValue(prefix)) {
+        throw new Refused(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`);
+      }
+      const { start, stop } = prefixRange(prefix);
+      const bounds: [Uint8Array, Uint8Array] = [
+        keyBytes(start),
+        stop === undefined ? EMPTY : keyBytes(stop),
+      ];
+      this.#encodeScan(w, category, bounds, options, 'scanPrefix');
+    });
+  }
+
+  #encodeScan(
+    w: ByteWriter,
+    category: string,
+    [start, stop]: [Uint8Array, Uint8Array],
+    options: ScanOptions | undefined,
+    where: string,
+  ): void {
+    const { reverse, limit } = this.#scanOptions(options, where);
+    const cat = this.#category(category, where);
+    w.u8(Tag.Scan);
+    w.shortBlob(cat);
+    w.blob(start);
+    w.blob(stop);
+    w.u8(reverse ? 1 : 0);
+    w.f64(limit);
   }
 
   /**
@@ -485,8 +512,7 @@ export class Job {
       encode(w);
     } catch (e) {
       w.pos = start;
-      if (e instanceof Refused) return errAsync(invalidArgument(e.message));
-      return errAsync(invalidArgument(`${what}: ${String(e)}`, e));
+      return errAsync(refusal(e, what));
     }
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {

@@ -9,7 +9,7 @@ import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { closeJobHandle, fromErrorInfo, Job, type JobHost } from './job.js';
-import { describe, type Key, type KeyRange } from './keys.js';
+import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { toPayload } from './payload.js';
 import type {
@@ -183,7 +183,13 @@ export class Persistency {
     }
     const root = checkRoot(rootDir);
     if (root.isErr()) return err(root.error);
-    const opts = checkOptions(options);
+    let opts: Result<Required<PersistencyOptions>, PersistencyError>;
+    try {
+      opts = checkOptions(options);
+    } catch (e) {
+      // Options with throwing getters, or a revoked proxy.
+      opts = err(invalidArgument(`Persistency options could not be read: ${describeThrown(e)}`, e));
+    }
     if (opts.isErr()) return err(opts.error);
     if (current !== undefined) {
       if (current.rootDir === root.value) return ok(current);
@@ -402,7 +408,10 @@ export class Persistency {
   #write(jobId: string, ops: readonly TxOp[], run: (job: Job) => void): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) run(job);
-    else this.#writeFailed(String(jobId), 'notFound', ops, this.#notFound(jobId));
+    else {
+      const label = typeof jobId === 'string' ? jobId : describe(jobId);
+      this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId));
+    }
   }
 
   #read<T>(
@@ -429,7 +438,14 @@ export class Persistency {
     ops: readonly TxOp[],
     error: PersistencyError,
   ): void {
-    this.#emit('writeFailed', { jobId, reason, ops, count: ops.length, error });
+    let listed: readonly TxOp[] = [];
+    try {
+      // `ops` may be whatever a caller passed: a revoked proxy makes even isArray throw.
+      if (Array.isArray(ops)) listed = ops;
+    } catch {
+      // Report the failure without the ops.
+    }
+    this.#emit('writeFailed', { jobId, reason, ops: listed, count: listed.length, error });
   }
 
   /** Emit without letting a throwing listener break our bookkeeping. */

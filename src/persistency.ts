@@ -277,7 +277,24 @@ export class Persistency {
   dropJob(id: string): ResultAsync<void, PersistencyError> {
     const file = jobFileStem(id);
     if (!file.ok) return errAsync(file.error);
-    return this.closeJob(id).andThen(() => new ResultAsync(this.#drop(id, file.stem)));
+    // The drop occupies the id's slot until the files are gone, so an openJob issued
+    // meanwhile waits for it instead of opening a file about to be deleted.
+    const closed = this.closeJob(id);
+    const dropping = (async (): Promise<Result<void, PersistencyError>> => {
+      const close = await closed;
+      const drop = await this.#drop(id, file.stem);
+      return drop.isErr() ? drop : close;
+    })();
+    const slot: Slot = {
+      ready: dropping.then(() => err(this.#notFound(id))),
+      job: undefined,
+      closing: dropping,
+    };
+    this.#slots.set(id, slot);
+    void dropping.then(() => {
+      if (this.#slots.get(id) === slot) this.#slots.delete(id);
+    });
+    return new ResultAsync(dropping);
   }
 
   /**

@@ -4,8 +4,18 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
+import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
-import { adoptKey, describe, Key, type KeyRange, keyBytes, prefixRange } from './keys.js';
+import {
+  adoptKey,
+  describe,
+  describeThrown,
+  isKeyValue,
+  type Key,
+  type KeyRange,
+  keyBytes,
+  prefixRange,
+} from './keys.js';
 import { toPayload } from './payload.js';
 import type { KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
 import {
@@ -14,14 +24,19 @@ import {
   ByteWriter,
   type ErrorInfo,
   type FromWorker,
+  type InjectedFault,
   OpKind,
   Status,
   Tag,
   type ToWorker,
 } from './worker/protocol.js';
 
-/** Send a turn's frame early once it holds this much, so huge turns stream. */
-const FRAME_SEND_BYTES = 8 * 1024 * 1024;
+/**
+ * Send a turn's frame early once it holds this much: a huge turn then streams to the
+ * worker, which starts applying it while the rest is still being encoded.
+ */
+const FRAME_SEND_BYTES = 1024 * 1024;
+const MIN_FRAME_BYTES = 256;
 const MAX_CATEGORY_BYTES = 0xffff;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
@@ -58,8 +73,19 @@ export function fromErrorInfo(info: ErrorInfo): PersistencyError {
 /** Invalid input found while validating; carries the user-facing message. */
 class Refused extends Error {}
 
+/**
+ * The InvalidArgument for anything thrown while reading a caller's arguments: our own
+ * refusal, or whatever a hostile getter, proxy or detached buffer threw.
+ */
+function refusal(e: unknown, where: string): PersistencyError {
+  if (e instanceof Refused) return invalidArgument(e.message);
+  if (e instanceof PersistencyError && e.kind === 'InvalidArgument') return e;
+  return invalidArgument(`${where}: reading an argument threw: ${describeThrown(e)}`, e);
+}
+
 let closeJob: (job: Job) => Promise<CloseOutcome>;
 let crashJob: (job: Job, how: 'throw' | 'exit') => void;
+let injectJob: (job: Job, fault: InjectedFault, skipWrites: number) => void;
 
 /**
  * One open tenant: its own SQLite file and its own worker thread. Get one from
@@ -83,7 +109,7 @@ export class Job {
 
   /** The frame of the current turn, sent at the end of the turn. */
   #frame: ByteWriter | undefined;
-  #frameSends = 0;
+  #frameSizeHint = MIN_FRAME_BYTES;
   /** Reads and flushes waiting for their reply, in issue order. */
   #waiting: Resolver[] = [];
   #waitingHead = 0;
@@ -98,6 +124,10 @@ export class Job {
   static {
     closeJob = (job) => job.#close();
     crashJob = (job, how) => job.#post({ t: 'crash', how });
+    injectJob = (job, fault, skipWrites) => {
+      job.#send(); // the fault applies to what comes after the writes already issued
+      job.#post({ t: 'inject', fault, skipWrites });
+    };
   }
 
   /** @internal Made by Persistency once the worker is ready. */
@@ -131,13 +161,19 @@ export class Job {
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
-    if (!Array.isArray(ops)) {
-      this.#refuse([], `persist: ops must be an array, got ${describe(ops)}`);
+    let list: readonly TxOp[];
+    try {
+      if (!Array.isArray(ops))
+        throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
+      // A snapshot: getters or proxies cannot change the batch while it is encoded.
+      list = Array.prototype.slice.call(ops) as TxOp[];
+    } catch (e) {
+      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;
     }
-    this.#batch(ops, (w) => {
-      for (let i = 0; i < ops.length; i++) this.#encodeOp(w, ops[i], `persist: ops[${i}]`);
-      return ops.length;
+    this.#batch(list, (w) => {
+      for (let i = 0; i < list.length; i++) this.#encodeOp(w, list[i], `persist: ops[${i}]`);
+      return list.length;
     });
   }
 
@@ -146,7 +182,33 @@ export class Job {
    * @example job.persistPut('users', key('ada'), payload('Ada'))
    */
   persistPut(category: string, key: Key, payload: Uint8Array): void {
-    this.#single({ kind: 'put', category, key, payload });
+    // The hot path: a known category, a real Key and payload. Anything else goes through
+    // the general path, which validates and reports.
+    const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
+    const bytes = realBytes(payload);
+    if (
+      cat === undefined ||
+      bytes === undefined ||
+      this.#state !== 'open' ||
+      !isKeyValue(key) ||
+      bytes.length > this.#host.maxPayloadBytes
+    ) {
+      this.#single({ kind: 'put', category, key, payload });
+      return;
+    }
+    const k = keyBytes(key);
+    const w = this.#turnFrame();
+    // tag, byteLength, opCount, kind, category, key, payload
+    const body = 4 + 1 + 2 + cat.length + 4 + k.length + 4 + bytes.length;
+    w.reserve(5 + body);
+    w.u8(Tag.Batch);
+    w.u32(body);
+    w.u32(1);
+    w.u8(OpKind.Put);
+    w.shortBlob(cat);
+    w.blob(k);
+    w.blob(bytes);
+    if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
 
   /**
@@ -174,8 +236,7 @@ export class Job {
     try {
       bytes = toPayload(value);
     } catch (e) {
-      const error = e instanceof PersistencyError ? e : invalidArgument(String(e), e);
-      this.#host.writeFailed(this.id, 'invalid', [], error);
+      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persistEncoded'));
       return;
     }
     this.#single({ kind: 'put', category, key, payload: bytes });
@@ -212,11 +273,8 @@ export class Job {
       n = encode(w);
     } catch (e) {
       w.pos = start;
-      if (e instanceof Refused) {
-        this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(e.message));
-        return;
-      }
-      throw e;
+      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'write'));
+      return;
     }
     if (n === 0) {
       w.pos = start; // an empty batch is a no-op
@@ -236,9 +294,9 @@ export class Job {
     const o = op as Record<string, unknown>;
     switch (o.kind) {
       case 'put': {
-        const payload = o.payload;
-        if (!(payload instanceof Uint8Array)) {
-          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(payload)}`);
+        const payload = realBytes(o.payload);
+        if (payload === undefined) {
+          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(o.payload)}`);
         }
         if (payload.length > this.#host.maxPayloadBytes) {
           throw new Refused(
@@ -260,7 +318,7 @@ export class Job {
         w.u8(OpKind.DeletePrefix);
         w.shortBlob(this.#category(o.category, where));
         const prefix = o.prefix;
-        if (!(prefix instanceof Key))
+        if (!isKeyValue(prefix))
           throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
         const range = prefixRange(prefix);
         w.blob(keyBytes(range.start));
@@ -295,13 +353,9 @@ export class Job {
   }
 
   #keyBytes(k: unknown, where: string, name: string): Uint8Array {
-    if (!(k instanceof Key))
+    if (!isKeyValue(k))
       throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
     return keyBytes(k);
-  }
-
-  #refuse(ops: readonly TxOp[], message: string): void {
-    this.#host.writeFailed(this.id, 'invalid', ops, invalidArgument(message));
   }
 
   // -------------------------------------------------------------------------------------
@@ -341,16 +395,9 @@ export class Job {
     range: KeyRange,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    return this.#request('scan', (w) => {
-      const { reverse, limit } = this.#scanOptions(options, 'scan');
-      const [start, stop] = this.#range(range, 'scan');
-      w.u8(Tag.Scan);
-      w.shortBlob(this.#category(category, 'scan'));
-      w.blob(start);
-      w.blob(stop);
-      w.u8(reverse ? 1 : 0);
-      w.f64(limit);
-    });
+    return this.#request('scan', (w) =>
+      this.#encodeScan(w, category, this.#range(range, 'scan'), options, 'scan'),
+    );
   }
 
   /**
@@ -362,10 +409,34 @@ export class Job {
     prefix: Key,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    if (!(prefix instanceof Key)) {
-      return errAsync(invalidArgument(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`));
-    }
-    return this.scan(category, prefixRange(prefix), options);
+    return this.#request('scanPrefix', (w) => {
+      if (!isKeyValue(prefix)) {
+        throw new Refused(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`);
+      }
+      const { start, stop } = prefixRange(prefix);
+      const bounds: [Uint8Array, Uint8Array] = [
+        keyBytes(start),
+        stop === undefined ? EMPTY : keyBytes(stop),
+      ];
+      this.#encodeScan(w, category, bounds, options, 'scanPrefix');
+    });
+  }
+
+  #encodeScan(
+    w: ByteWriter,
+    category: string,
+    [start, stop]: [Uint8Array, Uint8Array],
+    options: ScanOptions | undefined,
+    where: string,
+  ): void {
+    const { reverse, limit } = this.#scanOptions(options, where);
+    const cat = this.#category(category, where);
+    w.u8(Tag.Scan);
+    w.shortBlob(cat);
+    w.blob(start);
+    w.blob(stop);
+    w.u8(reverse ? 1 : 0);
+    w.f64(limit);
   }
 
   /**
@@ -441,8 +512,7 @@ export class Job {
       encode(w);
     } catch (e) {
       w.pos = start;
-      if (e instanceof Refused) return errAsync(invalidArgument(e.message));
-      return errAsync(invalidArgument(`${what}: ${String(e)}`, e));
+      return errAsync(refusal(e, what));
     }
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
@@ -466,7 +536,7 @@ export class Job {
 
   #turnFrame(): ByteWriter {
     if (this.#frame !== undefined) return this.#frame;
-    const w = new ByteWriter(this.#frameSends === 0 ? 4096 : 64 * 1024);
+    const w = new ByteWriter(this.#frameSizeHint);
     this.#frame = w;
     queueMicrotask(() => {
       if (this.#frame === w) this.#send();
@@ -479,7 +549,8 @@ export class Job {
     if (w === undefined) return;
     this.#frame = undefined;
     if (w.pos === 0) return;
-    this.#frameSends++;
+    // Size the next frame like this one: small for a get, large for a bulk load.
+    this.#frameSizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
     this.#framesInFlight++;
     this.#post({ t: 'frame', buf: w.buf.buffer as ArrayBuffer, len: w.pos }, [
       w.buf.buffer as ArrayBuffer,
@@ -659,6 +730,11 @@ export class Job {
 /** @internal Close a job (Persistency.closeJob is the public way). */
 export function closeJobHandle(job: Job): Promise<CloseOutcome> {
   return closeJob(job);
+}
+
+/** @internal Test hook: make SQLite fail once in the job's worker (see `InjectedFault`). */
+export function injectFault(job: Job, fault: InjectedFault, skipWrites = 0): void {
+  injectJob(job, fault, skipWrites);
 }
 
 /** @internal Test hook: make the job's worker die (`throw` an uncaught error, or `exit`). */

@@ -28,7 +28,8 @@
  * Consequences: strings sort by UTF-8 length first, then bytes ('b' < 'aa'); integers
  * sort numerically across the sign; a key sorts before every key that extends it.
  */
-import { inspect, types } from 'node:util';
+import { inspect } from 'node:util';
+import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 
 const MAX_LENGTH_PREFIXED = 0xffff;
@@ -48,9 +49,6 @@ let isKey: (v: unknown) => v is Key;
 
 /** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
 const MINT: unique symbol = Symbol('Key.mint');
-
-/** Brand check: a real Uint8Array (also from another realm), not one that only inherits its prototype. */
-const isBytes: (v: unknown) => v is Uint8Array = types.isUint8Array;
 
 /**
  * An encoded key: immutable bytes whose byte order is the tuple order of the parts that
@@ -92,8 +90,8 @@ export class Key {
 
   /** True when `other` holds exactly the same bytes. */
   equals(other: Key | Uint8Array): boolean {
-    const b = isKey(other) ? other.#bytes : other;
-    return isBytes(b) && compareBytes(this.#bytes, b) === 0;
+    const b = isKey(other) ? other.#bytes : realBytes(other);
+    return b !== undefined && compareBytes(this.#bytes, b) === 0;
   }
 
   /** Lower-case hex of the bytes, e.g. `0002616280…`. */
@@ -111,6 +109,11 @@ export class Key {
 /** Internal: the key's own bytes, without the defensive copy of `Key#bytes`. */
 export function keyBytes(k: Key): Uint8Array {
   return unwrapKey(k);
+}
+
+/** Internal: whether `v` is a genuine Key (a brand check, unlike `instanceof`). */
+export function isKeyValue(v: unknown): v is Key {
+  return isKey(v);
 }
 
 /** Internal: wrap bytes the caller promises never to mutate again. */
@@ -304,15 +307,17 @@ class Writer {
       this.pos += b.length;
       return;
     }
-    if (isBytes(v)) {
-      if (v.length > MAX_LENGTH_PREFIXED) {
-        throw new PartError('', `Uint8Array of ${v.length} bytes exceeds ${MAX_LENGTH_PREFIXED}`);
+    const bytes = realBytes(v);
+    if (bytes !== undefined) {
+      const n = bytes.length;
+      if (n > MAX_LENGTH_PREFIXED) {
+        throw new PartError('', `Uint8Array of ${n} bytes exceeds ${MAX_LENGTH_PREFIXED}`);
       }
-      this.reserve(2 + v.length);
-      this.buf[this.pos] = v.length >>> 8;
-      this.buf[this.pos + 1] = v.length & 0xff;
-      this.buf.set(v, this.pos + 2);
-      this.pos += 2 + v.length;
+      this.reserve(2 + n);
+      this.buf[this.pos] = n >>> 8;
+      this.buf[this.pos + 1] = n & 0xff;
+      this.buf.set(bytes, this.pos + 2);
+      this.pos += 2 + n;
       return;
     }
     if (v instanceof SizedInt) {
@@ -543,10 +548,12 @@ export function toKey(value: KeyPart): Key {
  * @example rawKey(new Uint8Array([0xa1, 0x61, 0x61, 0x01]))
  */
 export function rawKey(bytes: Uint8Array): Key {
-  if (!isBytes(bytes)) {
+  const real = realBytes(bytes);
+  if (real === undefined) {
     throw invalidArgument(`rawKey: expected a Uint8Array, got ${describe(bytes)}`);
   }
-  return wrapKey(bytes.slice());
+  // The Uint8Array constructor copies; `slice()` would follow a subclass's Symbol.species.
+  return wrapKey(new Uint8Array(real));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -563,7 +570,8 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 
 function bytesOf(k: Key | Uint8Array, what: string): Uint8Array {
   if (isKey(k)) return unwrapKey(k);
-  if (isBytes(k)) return k;
+  const bytes = realBytes(k);
+  if (bytes !== undefined) return bytes;
   throw invalidArgument(`${what}: expected a Key or Uint8Array, got ${describe(k)}`);
 }
 
@@ -722,6 +730,16 @@ const PART_TYPES: ReadonlySet<string> = new Set<PartType>([
 ]);
 
 function decodeWith(bytes: Uint8Array, spec: unknown, what: string): unknown {
+  try {
+    return decodeParts(bytes, spec, what);
+  } catch (e) {
+    if (e instanceof PersistencyError && e.kind === 'InvalidArgument') throw e;
+    // A spec with throwing getters or a revoked proxy: still the caller's bad argument.
+    throw invalidArgument(`${what}: reading the spec threw: ${describeThrown(e)}`, e);
+  }
+}
+
+function decodeParts(bytes: Uint8Array, spec: unknown, what: string): unknown {
   const single = typeof spec === 'string';
   const types: readonly unknown[] = single ? [spec] : Array.isArray(spec) ? spec : [];
   if (!single && !Array.isArray(spec)) {
@@ -768,14 +786,19 @@ export function decodeKey<const S extends readonly PartType[]>(
 ): DecodedParts<S>;
 export function decodeKey<T extends PartType>(k: Key | Uint8Array, spec: T): PartTypeMap[T];
 export function decodeKey(k: Key | Uint8Array, spec: PartType | readonly PartType[]): unknown {
-  return decodeWith(bytesOf(k, 'decodeKey'), spec, 'decodeKey');
+  return decodeNamed(k, spec, 'decodeKey');
+}
+
+/** Internal: decode for `decodeKey` or `decodePayload`, named so in errors. */
+export function decodeNamed(input: unknown, spec: unknown, what: string): unknown {
+  return decodeWith(bytesOf(input as Uint8Array, what), spec, what);
 }
 
 // ---------------------------------------------------------------------------------------
 // Shared helpers
 
 /** What user code threw, as text; never throws (`String` can, e.g. on a null-prototype object). */
-function describeThrown(e: unknown): string {
+export function describeThrown(e: unknown): string {
   try {
     return String(e);
   } catch {

@@ -2,7 +2,8 @@
  * Job id → file name. Any well-formed string id maps to exactly one file name and back:
  * bytes outside [A-Za-z0-9_-] are written as %XX (UTF-8), so a name never holds a path
  * separator, a dot, NUL, ':' or '?', and can never be '.', '..', absolute, or read by
- * SQLite as a URI. Ids are case-sensitive.
+ * SQLite as a URI. Windows device names (CON, NUL, COM1, …) get their first letter escaped
+ * too. Ids are case-sensitive.
  */
 import { join } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
@@ -15,6 +16,7 @@ export const DB_SUFFIX = '.db';
 export const SIDECAR_SUFFIXES = ['-wal', '-shm', '-journal'] as const;
 
 const SAFE = /^[A-Za-z0-9_-]$/;
+const WINDOWS_DEVICE = /^(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])$/i;
 const utf8 = new TextEncoder();
 
 /** Validate a job id and return its file stem, or the reason it cannot be stored. */
@@ -44,6 +46,9 @@ export function jobFileStem(
       for (const b of utf8.encode(ch)) stem += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
     }
   }
+  // Windows reads these names (with any extension) as devices: escape their first letter.
+  if (WINDOWS_DEVICE.test(stem))
+    stem = `%${stem.charCodeAt(0).toString(16).toUpperCase()}${stem.slice(1)}`;
   if (stem.length > MAX_STEM_BYTES) {
     return {
       ok: false,

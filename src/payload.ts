@@ -2,12 +2,12 @@
  * Payload helpers: the key codec's byte format, used for values. A payload built here is
  * a plain Uint8Array; nothing about its ordering matters, only that it reads back.
  */
-
-import { types } from 'node:util';
+import { realBytes } from './bytes.js';
 import { invalidArgument } from './errors.js';
 import {
   type DecodedParts,
-  decodeKey,
+  decodeNamed,
+  describe,
   encodeParts,
   type KeyPart,
   type PartType,
@@ -41,13 +41,9 @@ export function decodePayload<const S extends readonly PartType[]>(
 ): DecodedParts<S>;
 export function decodePayload<T extends PartType>(bytes: Uint8Array, spec: T): PartTypeMap[T];
 export function decodePayload(bytes: Uint8Array, spec: PartType | readonly PartType[]): unknown {
-  if (!types.isUint8Array(bytes)) {
-    throw invalidArgument('decodePayload: expected a Uint8Array');
+  const real = realBytes(bytes);
+  if (real === undefined) {
+    throw invalidArgument(`decodePayload: expected a Uint8Array, got ${describe(bytes)}`);
   }
-  try {
-    return decodeKey(bytes, spec as readonly PartType[]);
-  } catch (e) {
-    if (e instanceof Error) e.message = e.message.replace(/^decodeKey/, 'decodePayload');
-    throw e;
-  }
+  return decodeNamed(real, spec, 'decodePayload');
 }

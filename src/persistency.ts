@@ -9,7 +9,7 @@ import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { closeJobHandle, fromErrorInfo, Job, type JobHost } from './job.js';
-import { describe, type Key, type KeyRange } from './keys.js';
+import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { toPayload } from './payload.js';
 import type {
@@ -183,7 +183,13 @@ export class Persistency {
     }
     const root = checkRoot(rootDir);
     if (root.isErr()) return err(root.error);
-    const opts = checkOptions(options);
+    let opts: Result<Required<PersistencyOptions>, PersistencyError>;
+    try {
+      opts = checkOptions(options);
+    } catch (e) {
+      // Options with throwing getters, or a revoked proxy.
+      opts = err(invalidArgument(`Persistency options could not be read: ${describeThrown(e)}`, e));
+    }
     if (opts.isErr()) return err(opts.error);
     if (current !== undefined) {
       if (current.rootDir === root.value) return ok(current);
@@ -271,7 +277,24 @@ export class Persistency {
   dropJob(id: string): ResultAsync<void, PersistencyError> {
     const file = jobFileStem(id);
     if (!file.ok) return errAsync(file.error);
-    return this.closeJob(id).andThen(() => new ResultAsync(this.#drop(id, file.stem)));
+    // The drop occupies the id's slot until the files are gone, so an openJob issued
+    // meanwhile waits for it instead of opening a file about to be deleted.
+    const closed = this.closeJob(id);
+    const dropping = (async (): Promise<Result<void, PersistencyError>> => {
+      const close = await closed;
+      const drop = await this.#drop(id, file.stem);
+      return drop.isErr() ? drop : close;
+    })();
+    const slot: Slot = {
+      ready: dropping.then(() => err(this.#notFound(id))),
+      job: undefined,
+      closing: dropping,
+    };
+    this.#slots.set(id, slot);
+    void dropping.then(() => {
+      if (this.#slots.get(id) === slot) this.#slots.delete(id);
+    });
+    return new ResultAsync(dropping);
   }
 
   /**
@@ -402,7 +425,10 @@ export class Persistency {
   #write(jobId: string, ops: readonly TxOp[], run: (job: Job) => void): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) run(job);
-    else this.#writeFailed(String(jobId), 'notFound', ops, this.#notFound(jobId));
+    else {
+      const label = typeof jobId === 'string' ? jobId : describe(jobId);
+      this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId));
+    }
   }
 
   #read<T>(
@@ -429,7 +455,14 @@ export class Persistency {
     ops: readonly TxOp[],
     error: PersistencyError,
   ): void {
-    this.#emit('writeFailed', { jobId, reason, ops, count: ops.length, error });
+    let listed: readonly TxOp[] = [];
+    try {
+      // `ops` may be whatever a caller passed: a revoked proxy makes even isArray throw.
+      if (Array.isArray(ops)) listed = ops;
+    } catch {
+      // Report the failure without the ops.
+    }
+    this.#emit('writeFailed', { jobId, reason, ops: listed, count: listed.length, error });
   }
 
   /** Emit without letting a throwing listener break our bookkeeping. */

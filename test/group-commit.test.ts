@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   decodePayload,
   type Job,
@@ -14,6 +14,7 @@ import {
   type PersistencyEvents,
   payload,
 } from '../src/index.js';
+import { injectFault } from '../src/job.js';
 
 const base = mkdtempSync(join(tmpdir(), 'persistency-group-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -87,4 +88,63 @@ it('a single op batch that fails leaves the transaction usable for later batches
   expect(failures).toHaveLength(10);
   expect((await job.flush()).isErr()).toBe(true);
   expect((await job.flush()).isOk()).toBe(true);
+});
+
+describe('injected faults (as from a full or failing disk)', () => {
+  it('SQLite dropping the whole transaction: earlier writes of the group are redone', async () => {
+    injectFault(job, 'rollback', 1); // the second write record below triggers it
+    job.persistPut('good', key(1), payload('one'));
+    job.persist([put('good', 2, 'two'), put('good', 3, 'three')]);
+    job.persistPut('good', key(4), payload('four'));
+    const counted = job.count('good', { start: key() });
+    const flushed = job.flush();
+    expect((await counted)._unsafeUnwrap()).toBe(2);
+    expect((await flushed).isErr()).toBe(true);
+    expect(failures.map((f) => [f.count, f.error.code])).toEqual([[2, 'SQLITE_FULL']]);
+    (await p.closeJob('g'))._unsafeUnwrap();
+    const again = (await p.openJob('g'))._unsafeUnwrap();
+    const rows = (await again.scan('good', { start: key() }))._unsafeUnwrap();
+    expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual(['one', 'four']);
+  });
+
+  it('a failed redo loses the group: every write in it is reported, later ones still apply', async () => {
+    injectFault(job, 'rollback-twice', 1);
+    job.persistPut('good', key(1), payload('one'));
+    job.persist([put('good', 2, 'two'), put('good', 3, 'three')]);
+    job.persistPut('good', key(4), payload('four'));
+    const counted = job.count('good', { start: key() });
+    const flushed = job.flush();
+    expect((await counted)._unsafeUnwrap()).toBe(1);
+    expect((await flushed).isErr()).toBe(true);
+    expect(failures.map((f) => f.count)).toEqual([1, 2]);
+    const lost = failures[0]?.ops[0];
+    expect(lost?.kind === 'put' && lost.key.equals(key(1))).toBe(true);
+    expect((await job.get('good', key(4)))._unsafeUnwrap()).toEqual(payload('four'));
+    expect((await job.flush()).isOk()).toBe(true);
+  });
+
+  it('a failed commit: replies that saw its writes are Err, earlier reads are not', async () => {
+    job.persistPut('good', key(9), payload('committed'));
+    expect((await job.flush()).isOk()).toBe(true);
+    injectFault(job, 'commit');
+    const before = job.get('good', key(9));
+    job.persistPut('good', key(1), payload('lost'));
+    const after = job.get('good', key(1));
+    const flushed = job.flush();
+    expect((await before)._unsafeUnwrap()).toEqual(payload('committed'));
+    expect((await after).isErr()).toBe(true);
+    expect((await flushed)._unsafeUnwrapErr().code).toBe('SQLITE_IOERR');
+    expect(failures.map((f) => [f.count, f.error.code])).toEqual([[1, 'SQLITE_IOERR']]);
+    expect((await job.get('good', key(1)))._unsafeUnwrap()).toBeUndefined();
+    // The failure was reported by the flush above; the next one is clean.
+    expect((await job.flush()).isOk()).toBe(true);
+  });
+
+  it('a failed commit with no flush in its group is reported by the next flush', async () => {
+    injectFault(job, 'commit');
+    job.persistPut('good', key(1), payload('lost'));
+    await job.get('good', key(1)); // same group: Err, and the group is over
+    expect((await job.flush())._unsafeUnwrapErr().code).toBe('SQLITE_IOERR');
+    expect((await job.flush()).isOk()).toBe(true);
+  });
 });

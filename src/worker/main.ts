@@ -16,22 +16,25 @@ import {
   ByteWriter,
   type ErrorInfo,
   type FromWorker,
+  type InjectedFault,
   type OpenRequest,
   OpKind,
   Status,
+  skipRecord,
   Tag,
   type ToWorker,
 } from './protocol.js';
 
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
+const EMPTY = new Uint8Array(0);
 
 type Port = NonNullable<typeof parentPort>;
 
-/** A write applied in the open transaction, kept until commit so it can be redone or reported. */
-interface AppliedWrite {
-  readonly redo: () => void;
-  readonly fail: (error: ErrorInfo) => void;
+/** A write record of the open transaction: the frame it is in and the offset of its tag. */
+interface RecordAt {
+  readonly buf: Uint8Array;
+  readonly at: number;
 }
 
 class JobWorker {
@@ -39,13 +42,19 @@ class JobWorker {
   readonly #backend: KvBackend;
   readonly #memory: boolean;
 
-  // The current group.
-  #replies = new ByteWriter(1024);
+  // The current group's answers.
+  #replies = new ByteWriter(256);
   #replyCount = 0;
   #errors: ErrorInfo[] = [];
   #failures: BatchFailure[] = [];
   #frames = 0;
-  #applied: AppliedWrite[] = [];
+
+  // The open transaction. Its writes are not copied anywhere: they are the write records of
+  // `#txFrames` (from offset `#txFrom` in the first), minus those in `#txFailed`, which
+  // failed alone and were already reported. That is enough to redo or report them all.
+  #txFrames: Uint8Array[] = [];
+  #txFrom = 0;
+  #txFailed: RecordAt[] = [];
   /** Replies from here on depend on the open transaction's writes. */
   #dirtyPos = -1;
   #dirtyCount = 0;
@@ -54,6 +63,10 @@ class JobWorker {
   /** Write failures not yet reported to a flush: the next flush returns Err. */
   #unflushedFailures = 0;
   #firstUnflushedFailure: ErrorInfo | undefined;
+  /** Test-injected faults still to fire, in order. */
+  #injected: { fault: InjectedFault; skip: number }[] = [];
+  /** Consecutive ops usually share a category: bind the same bytes object again. */
+  #lastCategory: Uint8Array = EMPTY;
 
   constructor(port: Port, backend: KvBackend, memory: boolean) {
     this.#port = port;
@@ -78,93 +91,74 @@ class JobWorker {
         case 'crash':
           this.#crash(msg.how);
           return;
+        case 'inject':
+          this.#injected.push({ fault: msg.fault, skip: msg.skipWrites });
+          break;
       }
       if (bytes >= MAX_GROUP_BYTES) break;
-      msg = (receiveMessageOnPort(this.#port)?.message as ToWorker | undefined) ?? undefined;
+      msg = receiveMessageOnPort(this.#port)?.message as ToWorker | undefined;
     }
     this.#endGroup();
   }
 
   #frame(buf: Uint8Array): void {
     this.#frames++;
+    if (this.#backend.inTransaction) this.#txFrames.push(buf);
     const r = new ByteReader(buf);
     while (!r.done) {
+      const at = r.pos;
       const tag = r.u8();
       switch (tag) {
         case Tag.Batch: {
-          const len = r.u32();
-          const start = r.pos;
-          r.pos += len;
-          this.#batch(buf, start, start + len);
+          const end = r.u32() + r.pos;
+          this.#batch(r, at, end);
+          r.pos = end;
           break;
         }
-        case Tag.Get: {
-          const cat = r.shortBlob();
-          const key = r.blob();
-          this.#read(() => {
-            const v = this.#backend.get(cat, key);
-            if (v === undefined) {
-              this.#replies.u8(Status.None);
-            } else {
-              this.#replies.u8(Status.Bytes);
-              this.#replies.blob(v);
-            }
-          });
+        case Tag.Get:
+          this.#get(this.#category(r), r.blob());
           break;
-        }
-        case Tag.Exists: {
-          const cat = r.shortBlob();
-          const key = r.blob();
-          this.#read(() =>
-            this.#replies.u8(this.#backend.exists(cat, key) ? Status.True : Status.False),
-          );
+        case Tag.Exists:
+          this.#exists(this.#category(r), r.blob());
           break;
-        }
-        case Tag.Scan: {
-          const cat = r.shortBlob();
-          const start = r.blob();
-          const stop = r.blob();
-          const reverse = r.u8() === 1;
-          const limit = r.f64();
-          this.#read(() => this.#scan(cat, start, stop, reverse, limit));
+        case Tag.Scan:
+          this.#scan(this.#category(r), r.blob(), r.blob(), r.u8() === 1, r.f64());
           break;
-        }
-        case Tag.Count: {
-          const cat = r.shortBlob();
-          const start = r.blob();
-          const stop = r.blob();
-          this.#read(() => {
-            const n = this.#backend.count(cat, start, stop);
-            this.#replies.u8(Status.Number);
-            this.#replies.f64(n);
-          });
+        case Tag.Count:
+          this.#count(this.#category(r), r.blob(), r.blob());
           break;
-        }
-        case Tag.DeleteAcked: {
-          const cat = r.shortBlob();
-          const key = r.blob();
-          this.#deleteAcked(cat, key);
+        case Tag.DeleteAcked:
+          this.#deleteAcked(buf, at, this.#category(r), r.blob());
           break;
-        }
         case Tag.Flush:
           this.#flush();
           break;
         default:
-          throw new Error(`persistency worker: unknown frame tag ${tag} at ${r.pos - 1}`);
+          throw new Error(`persistency worker: unknown frame tag ${tag} at ${at}`);
       }
     }
   }
 
-  /** Run a read and write its reply; a failure becomes an Err reply for that read only. */
-  #read(run: () => void): void {
-    const pos = this.#replies.pos;
-    try {
-      run();
-    } catch (e) {
-      this.#replies.pos = pos;
-      this.#replyError(toErrorInfo(e));
-      return;
+  #category(r: ByteReader): Uint8Array {
+    const n = r.u16();
+    const buf = r.buf;
+    const p = r.pos;
+    r.pos += n;
+    const last = this.#lastCategory;
+    if (last.length === n) {
+      let i = 0;
+      while (i < n && last[i] === buf[p + i]) i++;
+      if (i === n) return last;
     }
+    // A copy, so that remembering it does not keep a whole frame alive.
+    this.#lastCategory = buf.slice(p, p + n);
+    return this.#lastCategory;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads: each writes one reply; a failure becomes an Err reply for that read only.
+
+  #replyOk(): void {
     this.#replyCount++;
   }
 
@@ -175,6 +169,53 @@ class JobWorker {
     this.#replyCount++;
   }
 
+  #readFailed(pos: number, e: unknown): void {
+    this.#replies.pos = pos;
+    this.#replyError(toErrorInfo(e));
+  }
+
+  #get(cat: Uint8Array, key: Uint8Array): void {
+    const w = this.#replies;
+    const pos = w.pos;
+    try {
+      const v = this.#backend.get(cat, key);
+      if (v === undefined) {
+        w.u8(Status.None);
+      } else {
+        w.u8(Status.Bytes);
+        w.blob(v);
+      }
+    } catch (e) {
+      this.#readFailed(pos, e);
+      return;
+    }
+    this.#replyOk();
+  }
+
+  #exists(cat: Uint8Array, key: Uint8Array): void {
+    const pos = this.#replies.pos;
+    try {
+      this.#replies.u8(this.#backend.exists(cat, key) ? Status.True : Status.False);
+    } catch (e) {
+      this.#readFailed(pos, e);
+      return;
+    }
+    this.#replyOk();
+  }
+
+  #count(cat: Uint8Array, start: Uint8Array, stop: Uint8Array): void {
+    const pos = this.#replies.pos;
+    try {
+      const n = this.#backend.count(cat, start, stop);
+      this.#replies.u8(Status.Number);
+      this.#replies.f64(n);
+    } catch (e) {
+      this.#readFailed(pos, e);
+      return;
+    }
+    this.#replyOk();
+  }
+
   #scan(
     cat: Uint8Array,
     start: Uint8Array,
@@ -183,167 +224,33 @@ class JobWorker {
     limit: number,
   ): void {
     const w = this.#replies;
-    w.u8(Status.Rows);
-    const countAt = w.pos;
-    w.u32(0);
-    let n = 0;
-    for (const [k, p] of this.#backend.scan(cat, start, stop, reverse, limit)) {
-      w.blob(k);
-      w.blob(p);
-      n++;
-    }
-    const b = w.buf;
-    b[countAt] = n >>> 24;
-    b[countAt + 1] = (n >>> 16) & 0xff;
-    b[countAt + 2] = (n >>> 8) & 0xff;
-    b[countAt + 3] = n & 0xff;
-  }
-
-  #ensureTransaction(): void {
-    if (this.#backend.inTransaction) return;
-    this.#backend.begin();
-    if (this.#dirtyPos < 0) {
-      this.#dirtyPos = this.#replies.pos;
-      this.#dirtyCount = this.#replyCount;
-      this.#flushSinceDirty = false;
-    }
-  }
-
-  #applyBatch(buf: Uint8Array, start: number, end: number): void {
-    const b = this.#backend;
-    const r = new ByteReader(buf.subarray(0, end), start);
-    const n = r.u32();
-    for (let i = 0; i < n; i++) {
-      const kind = r.u8();
-      const cat = r.shortBlob();
-      const key = r.blob();
-      if (kind === OpKind.Put) b.put(cat, key, r.blob());
-      else if (kind === OpKind.Delete) b.delete(cat, key);
-      else b.deleteRange(cat, key, r.blob());
-    }
-  }
-
-  #batch(buf: Uint8Array, start: number, end: number): void {
-    const redo = () => this.#applyBatch(buf, start, end);
-    const fail = (error: ErrorInfo) => {
-      this.#failures.push({ record: buf.slice(start, end), error });
-      this.#noteFailure(error);
-    };
-    const opCount = new DataView(buf.buffer, buf.byteOffset + start, 4).getUint32(0);
-    // One statement is atomic by itself; only a multi-op batch needs a savepoint.
-    this.#write(redo, fail, opCount > 1);
-  }
-
-  #deleteAcked(cat: Uint8Array, key: Uint8Array): void {
-    let removed = false;
-    const redo = () => {
-      removed = this.#backend.delete(cat, key) > 0;
-    };
-    // If the group is lost later, this reply is rewritten with the others; nothing to report.
-    const ok = this.#write(
-      redo,
-      () => {},
-      false,
-      (error) => this.#replyError(error),
-    );
-    if (ok) {
-      this.#replies.u8(removed ? Status.True : Status.False);
-      this.#replyCount++;
-    }
-  }
-
-  /**
-   * Apply one write inside the group's transaction. On failure only this write is undone
-   * (savepoint or statement rollback); if SQLite dropped the whole transaction (it does on
-   * some I/O errors), the group's earlier writes are redone in a new one.
-   */
-  #write(
-    redo: () => void,
-    fail: (error: ErrorInfo) => void,
-    savepoint: boolean,
-    onOwnFailure?: (error: ErrorInfo) => void,
-  ): boolean {
-    const b = this.#backend;
+    const pos = w.pos;
     try {
-      this.#ensureTransaction();
-    } catch (e) {
-      const error = toErrorInfo(e, 'begin transaction');
-      (onOwnFailure ?? fail)(error);
-      return false;
-    }
-    try {
-      if (savepoint) b.savepoint();
-      redo();
-      if (savepoint) b.release();
-      this.#applied.push({ redo, fail });
-      return true;
-    } catch (e) {
-      const error = toErrorInfo(e);
-      if (b.inTransaction) {
-        if (savepoint) {
-          try {
-            b.rollbackToSavepoint();
-          } catch (e2) {
-            this.#loseGroup(toErrorInfo(e2, 'rollback to savepoint'));
-          }
-        }
-      } else {
-        this.#redoGroup(error);
+      w.u8(Status.Rows);
+      const countAt = w.pos;
+      w.u32(0);
+      let n = 0;
+      for (const [k, p] of this.#backend.scan(cat, start, stop, reverse, limit)) {
+        w.blob(k);
+        w.blob(p);
+        n++;
       }
-      (onOwnFailure ?? fail)(error);
-      return false;
-    }
-  }
-
-  /** SQLite rolled the transaction back: redo the group's applied writes, or fail them all. */
-  #redoGroup(cause: ErrorInfo): void {
-    const applied = this.#applied;
-    if (applied.length === 0) return;
-    try {
-      this.#backend.begin();
-      for (const w of applied) w.redo();
+      const end = w.pos;
+      w.pos = countAt;
+      w.u32(n);
+      w.pos = end;
     } catch (e) {
-      this.#backend.rollback();
-      this.#loseGroup(toErrorInfo(e, `redo after ${cause.message}`));
+      this.#readFailed(pos, e);
+      return;
     }
-  }
-
-  /** The open transaction is gone for good: every write in it failed. */
-  #loseGroup(error: ErrorInfo): void {
-    try {
-      this.#backend.rollback();
-    } catch {
-      // Already rolled back by SQLite.
-    }
-    for (const w of this.#applied) w.fail(error);
-    this.#applied = [];
-    if (this.#dirtyPos >= 0) {
-      // Replies computed from the lost writes must not reach the caller as Ok.
-      const n = this.#replyCount - this.#dirtyCount;
-      this.#replies.pos = this.#dirtyPos;
-      this.#replyCount = this.#dirtyCount;
-      for (let i = 0; i < n; i++) this.#replyError(error);
-      if (this.#flushSinceDirty) this.#clearFailures();
-      this.#dirtyPos = this.#replies.pos;
-      this.#dirtyCount = this.#replyCount;
-      this.#flushSinceDirty = false;
-    }
-  }
-
-  #noteFailure(error: ErrorInfo): void {
-    if (this.#unflushedFailures++ === 0) this.#firstUnflushedFailure = error;
-  }
-
-  #clearFailures(): void {
-    this.#unflushedFailures = 0;
-    this.#firstUnflushedFailure = undefined;
+    this.#replyOk();
   }
 
   #flush(): void {
     if (this.#dirtyPos >= 0) this.#flushSinceDirty = true;
     if (this.#unflushedFailures === 0) {
       this.#replies.u8(Status.Done);
-      this.#replyCount++;
+      this.#replyOk();
       return;
     }
     const first = this.#firstUnflushedFailure;
@@ -355,28 +262,218 @@ class JobWorker {
     this.#clearFailures();
   }
 
+  // -------------------------------------------------------------------------------------
+  // Writes
+
+  /** Fire an injected fault of one of these kinds, if one is due. */
+  #inject(kinds: readonly InjectedFault[]): void {
+    const next = this.#injected[0];
+    if (next === undefined || !kinds.includes(next.fault)) return;
+    if (next.skip > 0) {
+      next.skip--;
+      return;
+    }
+    if (next.fault === 'rollback-twice') next.fault = 'rollback';
+    else this.#injected.shift();
+    this.#backend.rollback();
+    const code = next.fault === 'commit' ? 'SQLITE_IOERR' : 'SQLITE_FULL';
+    throw Object.assign(new Error(`injected fault: ${next.fault}`), { code });
+  }
+
+  /** Apply a batch's ops; `r` is at its op count. */
+  #applyOps(r: ByteReader): void {
+    if (this.#injected.length > 0) this.#inject(['rollback', 'rollback-twice']);
+    const b = this.#backend;
+    const n = r.u32();
+    for (let i = 0; i < n; i++) {
+      const kind = r.u8();
+      const cat = this.#category(r);
+      const key = r.blob();
+      if (kind === OpKind.Put) b.put(cat, key, r.blob());
+      else if (kind === OpKind.Delete) b.delete(cat, key);
+      else b.deleteRange(cat, key, r.blob());
+    }
+  }
+
+  #batch(r: ByteReader, at: number, end: number): void {
+    const buf = r.buf;
+    const opsAt = r.pos;
+    const notBegun = this.#beginIfNeeded(buf, at);
+    if (notBegun !== undefined) {
+      this.#batchFailed(buf, opsAt, end, notBegun);
+      return;
+    }
+    const b = this.#backend;
+    // One statement is atomic by itself; only a multi-op batch needs a savepoint.
+    const multi =
+      buf[opsAt] !== 0 ||
+      buf[opsAt + 1] !== 0 ||
+      buf[opsAt + 2] !== 0 ||
+      (buf[opsAt + 3] as number) > 1;
+    try {
+      if (multi) b.savepoint();
+      this.#applyOps(r);
+      if (multi) b.release();
+    } catch (e) {
+      const error = toErrorInfo(e);
+      this.#undoFailedWrite(multi, buf, at, error);
+      this.#batchFailed(buf, opsAt, end, error);
+    }
+  }
+
+  #deleteAcked(buf: Uint8Array, at: number, cat: Uint8Array, key: Uint8Array): void {
+    const notBegun = this.#beginIfNeeded(buf, at);
+    if (notBegun !== undefined) {
+      this.#replyError(notBegun);
+      return;
+    }
+    let removed: boolean;
+    try {
+      removed = this.#backend.delete(cat, key) > 0;
+    } catch (e) {
+      const error = toErrorInfo(e);
+      this.#undoFailedWrite(false, buf, at, error);
+      this.#replyError(error);
+      return;
+    }
+    // If the group is lost later, this reply is rewritten with the other dirty ones.
+    this.#replies.u8(removed ? Status.True : Status.False);
+    this.#replyOk();
+  }
+
+  /** Open the group's transaction if it is not open; the error if it cannot be. */
+  #beginIfNeeded(buf: Uint8Array, at: number): ErrorInfo | undefined {
+    if (this.#backend.inTransaction) return undefined;
+    try {
+      this.#backend.begin();
+    } catch (e) {
+      return toErrorInfo(e, 'begin transaction');
+    }
+    this.#txFrames = [buf];
+    this.#txFrom = at;
+    this.#txFailed = [];
+    if (this.#dirtyPos < 0) {
+      this.#dirtyPos = this.#replies.pos;
+      this.#dirtyCount = this.#replyCount;
+      this.#flushSinceDirty = false;
+    }
+    return undefined;
+  }
+
+  /**
+   * Undo the write at `at`, which failed: its savepoint (or, for one statement, SQLite's
+   * statement rollback) takes it back alone. If SQLite dropped the whole transaction (it
+   * does on some I/O errors), the group's earlier writes are redone in a new one.
+   */
+  #undoFailedWrite(savepoint: boolean, buf: Uint8Array, at: number, error: ErrorInfo): void {
+    const b = this.#backend;
+    if (b.inTransaction) {
+      if (savepoint) {
+        try {
+          b.rollbackToSavepoint();
+        } catch (e) {
+          this.#loseGroup(toErrorInfo(e, 'rollback to savepoint'), { buf, at });
+          return;
+        }
+      }
+      this.#txFailed.push({ buf, at });
+      return;
+    }
+    try {
+      b.begin();
+      this.#eachTxWrite({ buf, at }, (r, tag) => {
+        if (tag === Tag.Batch) this.#applyOps(r);
+        else b.delete(this.#category(r), r.blob());
+      });
+      this.#txFailed.push({ buf, at });
+    } catch (e) {
+      this.#loseGroup(toErrorInfo(e, `redo after ${error.message}`), { buf, at });
+    }
+  }
+
+  /** Visit the open transaction's applied writes before `until`, reader at their body. */
+  #eachTxWrite(
+    until: RecordAt | undefined,
+    visit: (r: ByteReader, tag: number, at: number) => void,
+  ): void {
+    const frames = this.#txFrames;
+    for (let f = 0; f < frames.length; f++) {
+      const buf = frames[f] as Uint8Array;
+      const r = new ByteReader(buf, f === 0 ? this.#txFrom : 0);
+      while (!r.done) {
+        const at = r.pos;
+        if (until !== undefined && buf === until.buf && at >= until.at) return;
+        const tag = r.u8();
+        const end = skipRecord(tag, r);
+        const failed = this.#txFailed.some((x) => x.buf === buf && x.at === at);
+        if ((tag === Tag.Batch || tag === Tag.DeleteAcked) && !failed) {
+          r.pos = at + (tag === Tag.Batch ? 5 : 1);
+          visit(r, tag, at);
+        }
+        r.pos = end;
+      }
+      if (until !== undefined && buf === until.buf) return;
+    }
+  }
+
+  /** The open transaction is gone for good: every write in it failed. */
+  #loseGroup(error: ErrorInfo, until?: RecordAt): void {
+    this.#backend.rollback();
+    this.#eachTxWrite(until, (r, tag) => {
+      if (tag !== Tag.Batch) return;
+      const opsAt = r.pos;
+      const end = skipRecord(Tag.Batch, new ByteReader(r.buf, opsAt - 4));
+      this.#batchFailed(r.buf, opsAt, end, error);
+    });
+    this.#txFrames = [];
+    this.#txFailed = [];
+    if (this.#dirtyPos >= 0) {
+      // Replies computed from the lost writes must not reach the caller as Ok.
+      const n = this.#replyCount - this.#dirtyCount;
+      this.#replies.pos = this.#dirtyPos;
+      this.#replyCount = this.#dirtyCount;
+      for (let i = 0; i < n; i++) this.#replyError(error);
+      if (this.#flushSinceDirty) this.#clearFailures();
+      this.#dirtyPos = -1;
+    }
+  }
+
+  #batchFailed(buf: Uint8Array, opsAt: number, end: number, error: ErrorInfo): void {
+    this.#failures.push({ record: buf.slice(opsAt, end), error });
+    if (this.#unflushedFailures++ === 0) this.#firstUnflushedFailure = error;
+  }
+
+  #clearFailures(): void {
+    this.#unflushedFailures = 0;
+    this.#firstUnflushedFailure = undefined;
+  }
+
   /** Commit the group's transaction, then send every reply of the group. */
   #endGroup(): void {
     if (this.#backend.inTransaction) {
       try {
+        if (this.#injected.length > 0) this.#inject(['commit']);
         this.#backend.commit();
       } catch (e) {
         this.#loseGroup(toErrorInfo(e, 'commit'));
       }
     }
-    this.#applied = [];
+    this.#txFrames = [];
+    this.#txFailed = [];
     this.#dirtyPos = -1;
     const w = this.#replies;
+    const buf = this.#replyCount > 0 ? (w.buf.buffer as ArrayBuffer) : undefined;
     const msg: FromWorker = {
       t: 'replies',
       frames: this.#frames,
-      buf: this.#replyCount > 0 ? (w.buf.buffer as ArrayBuffer) : undefined,
+      buf,
       len: w.pos,
       errors: this.#errors,
       failures: this.#failures,
     };
-    this.#port.postMessage(msg, msg.buf === undefined ? [] : [msg.buf]);
-    if (this.#replyCount > 0) this.#replies = new ByteWriter(1024);
+    this.#port.postMessage(msg, buf === undefined ? [] : [buf]);
+    // Size the next reply buffer like this one.
+    if (buf !== undefined) this.#replies = new ByteWriter(Math.max(256, Math.min(w.pos, 1 << 20)));
     this.#replies.pos = 0;
     this.#replyCount = 0;
     this.#errors = [];

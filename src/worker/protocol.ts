@@ -77,7 +77,19 @@ export type ToWorker =
   | { readonly t: 'frame'; readonly buf: ArrayBuffer; readonly len: number }
   | { readonly t: 'close' }
   /** Test hook: make the worker die as if it crashed. */
-  | { readonly t: 'crash'; readonly how: 'throw' | 'exit' };
+  | { readonly t: 'crash'; readonly how: 'throw' | 'exit' }
+  /** Test hook: make SQLite fail once, the way a full or failing disk does. */
+  | { readonly t: 'inject'; readonly fault: InjectedFault; readonly skipWrites: number };
+
+/**
+ * Faults a test can inject (LevelDB-style fault injection); a write fault passes over the
+ * first `skipWrites` write records (batches or deleteAcked) that come after it:
+ * - `commit`: the next COMMIT fails (SQLITE_IOERR) and the transaction is rolled back;
+ * - `rollback`: the next write fails and SQLite drops the whole open transaction
+ *   (SQLITE_FULL), as it may on I/O errors; the group's earlier writes must be redone;
+ * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost.
+ */
+export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice';
 
 export type FromWorker =
   | { readonly t: 'ready'; readonly file: string | undefined }
@@ -223,4 +235,41 @@ export class ByteReader {
   skipBlob(): void {
     this.pos += 4 + this.#view.getUint32(this.pos);
   }
+}
+
+/** Move `r` (just past a record's tag) past the record; returns the record's end. */
+export function skipRecord(tag: number, r: ByteReader): number {
+  const skipShort = () => {
+    const n = r.u16();
+    r.pos += n;
+  };
+  switch (tag) {
+    case Tag.Batch: {
+      const n = r.u32();
+      r.pos += n;
+      break;
+    }
+    case Tag.Get:
+    case Tag.Exists:
+    case Tag.DeleteAcked:
+      skipShort();
+      r.skipBlob();
+      break;
+    case Tag.Scan:
+      skipShort();
+      r.skipBlob();
+      r.skipBlob();
+      r.pos += 9; // reverse flag, f64 limit
+      break;
+    case Tag.Count:
+      skipShort();
+      r.skipBlob();
+      r.skipBlob();
+      break;
+    case Tag.Flush:
+      break;
+    default:
+      throw new Error(`persistency: unknown frame tag ${tag}`);
+  }
+  return r.pos;
 }

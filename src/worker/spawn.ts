@@ -52,5 +52,7 @@ function workerFromSource(): string {
 export function spawnJobWorker(req: OpenRequest): Worker {
   const fromSource = import.meta.url.endsWith('.ts');
   const entry = fromSource ? workerFromSource() : new URL('./main.js', import.meta.url);
-  return new Worker(entry, { workerData: req, stdout: false, stderr: false });
+  // execArgv: [] — the worker's code needs no loader; inheriting one (tsx passes
+  // `--import tsx`) would make every worker start compile TypeScript again.
+  return new Worker(entry, { workerData: req, execArgv: [], stdout: false, stderr: false });
 }

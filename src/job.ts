@@ -22,6 +22,7 @@ import {
   type BatchFailure,
   ByteReader,
   ByteWriter,
+  COPY_LIMIT,
   type ErrorInfo,
   type FromWorker,
   type InjectedFault,
@@ -29,6 +30,7 @@ import {
   Status,
   Tag,
   type ToWorker,
+  takeBytes,
 } from './worker/protocol.js';
 
 /**
@@ -110,6 +112,8 @@ export class Job {
   /** The frame of the current turn, sent at the end of the turn. */
   #frame: ByteWriter | undefined;
   #frameSizeHint = MIN_FRAME_BYTES;
+  /** A writer whose bytes were copied out, ready for the next turn. */
+  #idleWriter: ByteWriter | undefined;
   /** Reads and flushes waiting for their reply, in issue order. */
   #waiting: Resolver[] = [];
   #waitingHead = 0;
@@ -536,7 +540,10 @@ export class Job {
 
   #turnFrame(): ByteWriter {
     if (this.#frame !== undefined) return this.#frame;
-    const w = new ByteWriter(this.#frameSizeHint);
+    // Reuse the last frame's writer when its bytes were copied out, not handed over.
+    const w = this.#idleWriter ?? new ByteWriter(this.#frameSizeHint);
+    this.#idleWriter = undefined;
+    w.pos = 0;
     this.#frame = w;
     queueMicrotask(() => {
       if (this.#frame === w) this.#send();
@@ -548,13 +555,16 @@ export class Job {
     const w = this.#frame;
     if (w === undefined) return;
     this.#frame = undefined;
-    if (w.pos === 0) return;
-    // Size the next frame like this one: small for a get, large for a bulk load.
+    if (w.pos === 0) {
+      this.#idleWriter = w;
+      return;
+    }
+    // Size a new frame like this one: small for a get, large for a bulk load.
     this.#frameSizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
     this.#framesInFlight++;
-    this.#post({ t: 'frame', buf: w.buf.buffer as ArrayBuffer, len: w.pos }, [
-      w.buf.buffer as ArrayBuffer,
-    ]);
+    const [bytes, transfer, handedOver] = takeBytes(w);
+    this.#post(bytes, transfer);
+    if (!handedOver && w.buf.length <= COPY_LIMIT * 2) this.#idleWriter = w;
     this.#updateRef();
   }
 
@@ -575,12 +585,14 @@ export class Job {
   }
 
   #onMessage(m: FromWorker): void {
+    if (m instanceof Uint8Array) {
+      this.#onReplies(m, []);
+      return;
+    }
     switch (m.t) {
       case 'replies':
-        this.#framesInFlight -= m.frames;
-        if (m.buf !== undefined) this.#resolveReplies(new Uint8Array(m.buf, 0, m.len), m.errors);
+        this.#onReplies(m.bytes, m.errors);
         for (const f of m.failures) this.#reportFailure(f);
-        this.#updateRef();
         return;
       case 'closed':
         this.#closeOutcome = {
@@ -591,6 +603,18 @@ export class Job {
       default:
         return;
     }
+  }
+
+  /** A group's replies: u32 frames finished, then one record per read or flush. */
+  #onReplies(bytes: Uint8Array, errors: readonly ErrorInfo[]): void {
+    const done =
+      ((bytes[0] as number) << 24) |
+      ((bytes[1] as number) << 16) |
+      ((bytes[2] as number) << 8) |
+      (bytes[3] as number);
+    this.#framesInFlight -= done;
+    if (bytes.length > 4) this.#resolveReplies(bytes.subarray(4), errors);
+    this.#updateRef();
   }
 
   #nextWaiting(): Resolver | undefined {

@@ -20,8 +20,8 @@ import type {
   TxOp,
   WriteFailureReason,
 } from './types.js';
-import type { FromWorker, OpenRequest } from './worker/protocol.js';
-import { spawnJobWorker } from './worker/spawn.js';
+import type { FromWorker, OpenRequest, ToWorker } from './worker/protocol.js';
+import { spawnWorker } from './worker/spawn.js';
 
 // mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
 // namespace; the runtime default export is the factory itself.
@@ -38,6 +38,7 @@ const DEFAULTS: Required<PersistencyOptions> = {
   maxPayloadBytes: SQLITE_MAX_LENGTH - 1024,
   maxJobBytes: 0,
   verifyOnOpen: false,
+  prestartWorker: true,
 };
 
 interface Slot {
@@ -145,6 +146,8 @@ export class Persistency {
   readonly #images = new Map<string, Uint8Array>();
   readonly #host: JobHost;
   #rootReady: Promise<Result<void, PersistencyError>> | undefined;
+  /** A worker started ahead of the next openJob (see `prestartWorker`). */
+  #spare: import('node:worker_threads').Worker | undefined;
   #closing: Promise<Result<void, PersistencyError>> | undefined;
 
   private constructor(rootDir: string, options: Required<PersistencyOptions>) {
@@ -457,10 +460,11 @@ export class Persistency {
   ): void {
     let listed: readonly TxOp[] = [];
     try {
-      // `ops` may be whatever a caller passed: a revoked proxy makes even isArray throw.
-      if (Array.isArray(ops)) listed = ops;
+      // `ops` may be whatever a caller passed (a proxy can make even isArray throw): report
+      // a plain copy of it, or no ops at all.
+      if (Array.isArray(ops)) listed = Array.prototype.slice.call(ops) as TxOp[];
     } catch {
-      // Report the failure without the ops.
+      listed = [];
     }
     this.#emit('writeFailed', { jobId, reason, ops: listed, count: listed.length, error });
   }
@@ -519,9 +523,50 @@ export class Persistency {
     return ok(job);
   }
 
+  /**
+   * A worker for a job about to open: the spare started in advance (its thread booted and
+   * its modules loaded: that is most of an open's cost), then a new spare for the next.
+   */
+  #takeWorker(): import('node:worker_threads').Worker {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    const worker = spare !== undefined && spare.threadId !== -1 ? spare : spawnWorker();
+    worker.ref(); // the open in progress must keep the process alive
+    this.#startSpare();
+    return worker;
+  }
+
+  #startSpare(): void {
+    if (!this.#options.prestartWorker || this.#closing !== undefined || this.#spare !== undefined)
+      return;
+    try {
+      const spare = spawnWorker();
+      spare.unref(); // an idle spare never keeps the process alive
+      spare.on('error', () => {}); // a spare that fails is replaced when it is needed
+      spare.once('exit', () => {
+        if (this.#spare === spare) this.#spare = undefined;
+      });
+      this.#spare = spare;
+    } catch {
+      // No spare: the next open starts its own worker.
+    }
+  }
+
+  /** Tell the spare to quit; resolves once its thread has exited. */
+  #stopSpare(): Promise<void> {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    if (spare === undefined || spare.threadId === -1) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => spare.once('exit', () => resolve()));
+    spare.postMessage({ t: 'quit' } satisfies ToWorker);
+    return exited;
+  }
+
   /** Start a worker and wait for its first word: ready, or why it could not open. */
   #handshake(
     req: OpenRequest,
+    /** Resolve on `ready` only once the worker has exited (a lock probe, which then ends). */
+    readyMeansDone = false,
   ): Promise<
     Result<
       { worker: import('node:worker_threads').Worker; file: string | undefined },
@@ -530,7 +575,8 @@ export class Persistency {
   > {
     let worker: import('node:worker_threads').Worker;
     try {
-      worker = spawnJobWorker(req);
+      worker = this.#takeWorker();
+      worker.postMessage({ t: 'open', req } satisfies ToWorker);
     } catch (e) {
       return Promise.resolve(
         err(
@@ -542,6 +588,10 @@ export class Persistency {
     }
     return new Promise((settle) => {
       let failure: unknown;
+      /** A final answer that waits for the worker's exit, so no thread outlives the call. */
+      let afterExit:
+        | Result<{ worker: typeof worker; file: string | undefined }, PersistencyError>
+        | undefined;
       const done = (
         r: Result<{ worker: typeof worker; file: string | undefined }, PersistencyError>,
       ) => {
@@ -552,13 +602,22 @@ export class Persistency {
         settle(r);
       };
       const onMessage = (m: FromWorker) => {
-        if (m.t === 'ready') done(ok({ worker, file: m.file }));
-        else if (m.t === 'openFailed') done(err(fromErrorInfo(m.error)));
+        if (m instanceof Uint8Array) return; // replies come only after ready
+        if (m.t === 'ready') {
+          if (readyMeansDone) afterExit = ok({ worker, file: m.file });
+          else done(ok({ worker, file: m.file }));
+        } else if (m.t === 'openFailed') {
+          afterExit = err(fromErrorInfo(m.error));
+        }
       };
       const onError = (e: unknown) => {
         failure = e;
       };
       const onExit = (code: number) => {
+        if (afterExit !== undefined) {
+          done(afterExit);
+          return;
+        }
         done(
           err(
             new PersistencyError(
@@ -596,14 +655,17 @@ export class Persistency {
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
     if (existsSync(dbPath)) {
       // Take the file's lock first: never delete a job another process is using.
-      const probe = await this.#handshake({
-        dbPath,
-        busyTimeoutMs: 0,
-        journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
-        maxJobBytes: 0,
-        verifyOnOpen: false,
-        drop: true,
-      });
+      const probe = await this.#handshake(
+        {
+          dbPath,
+          busyTimeoutMs: 0,
+          journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
+          maxJobBytes: 0,
+          verifyOnOpen: false,
+          drop: true,
+        },
+        true,
+      );
       if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);
     }
     try {
@@ -618,7 +680,10 @@ export class Persistency {
   }
 
   async #closeAll(): Promise<Result<void, PersistencyError>> {
-    const results = await Promise.all([...this.#slots.keys()].map((id) => this.closeJob(id)));
+    const [results] = await Promise.all([
+      Promise.all([...this.#slots.keys()].map((id) => this.closeJob(id))),
+      this.#stopSpare(),
+    ]);
     const failed = results.find((r) => r.isErr());
     return failed ?? ok(undefined);
   }

@@ -182,6 +182,24 @@ describe.runIf(process.platform === 'linux')('leaks and limits', () => {
     60_000 + (CYCLES + WARMUP_CYCLES) * 250,
   );
 
+  for (const prestartWorker of [false, true]) {
+    it(`close() leaves no thread behind (prestartWorker: ${prestartWorker})`, async () => {
+      const root = tempDir();
+      // Warm up: the first open starts threads the process keeps (libuv's pool and the like).
+      const warm = unwrap(Persistency.instance(root, { prestartWorker }));
+      unwrap(await warm.openJob('warm'));
+      await Persistency.reset();
+      const threadsBefore = threadCount();
+      const p = unwrap(Persistency.instance(root, { prestartWorker }));
+      const jobs = await Promise.all(['a', 'b', 'c'].map((id) => p.openJob(id)));
+      for (const job of jobs.map(unwrap)) job.persistPut('c', key(1), payload('x'));
+      // Opened jobs, plus the spare started ahead of the next open when asked for.
+      expect(threadCount()).toBeGreaterThanOrEqual(threadsBefore + 3 + (prestartWorker ? 1 : 0));
+      unwrap(await p.close());
+      expect(threadCount()).toBe(threadsBefore);
+    });
+  }
+
   it('1,000 jobs opened 50 at a time and closed leave no fd and no thread behind', async () => {
     const root = tempDir();
     const p = unwrap(Persistency.instance(root));

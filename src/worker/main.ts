@@ -8,7 +8,7 @@
  * or flush is never answered with data that a failed commit later takes back.
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
-import { isMainThread, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { KvBackend, toErrorInfo } from './backend.js';
 import {
   type BatchFailure,
@@ -23,7 +23,17 @@ import {
   skipRecord,
   Tag,
   type ToWorker,
+  takeBytes,
 } from './protocol.js';
+
+/** Replies start with a u32: how many frames the group finished. */
+const REPLY_HEADER = 4;
+
+function initialReplies(): ByteWriter {
+  const w = new ByteWriter(REPLY_HEADER + 256);
+  w.pos = REPLY_HEADER;
+  return w;
+}
 
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
@@ -43,7 +53,7 @@ class JobWorker {
   readonly #memory: boolean;
 
   // The current group's answers.
-  #replies = new ByteWriter(256);
+  #replies = initialReplies();
   #replyCount = 0;
   #errors: ErrorInfo[] = [];
   #failures: BatchFailure[] = [];
@@ -79,11 +89,14 @@ class JobWorker {
     let msg: ToWorker | undefined = first;
     let bytes = 0;
     while (msg !== undefined) {
+      if (msg instanceof Uint8Array) {
+        this.#frame(msg);
+        bytes += msg.length;
+        if (bytes >= MAX_GROUP_BYTES) break;
+        msg = receiveMessageOnPort(this.#port)?.message as ToWorker | undefined;
+        continue;
+      }
       switch (msg.t) {
-        case 'frame':
-          this.#frame(new Uint8Array(msg.buf, 0, msg.len));
-          bytes += msg.len;
-          break;
         case 'close':
           this.#endGroup();
           this.#close();
@@ -462,22 +475,23 @@ class JobWorker {
     this.#txFailed = [];
     this.#dirtyPos = -1;
     const w = this.#replies;
-    const buf = this.#replyCount > 0 ? (w.buf.buffer as ArrayBuffer) : undefined;
-    const msg: FromWorker = {
-      t: 'replies',
-      frames: this.#frames,
-      buf,
-      len: w.pos,
-      errors: this.#errors,
-      failures: this.#failures,
-    };
-    this.#port.postMessage(msg, buf === undefined ? [] : [buf]);
-    // Size the next reply buffer like this one.
-    if (buf !== undefined) this.#replies = new ByteWriter(Math.max(256, Math.min(w.pos, 1 << 20)));
-    this.#replies.pos = 0;
+    const end = w.pos;
+    w.pos = 0;
+    w.u32(this.#frames);
+    w.pos = end;
+    const [bytes, transfer, handedOver] = takeBytes(w);
+    const simple = this.#errors.length === 0 && this.#failures.length === 0;
+    const msg: FromWorker = simple
+      ? bytes
+      : { t: 'replies', bytes, errors: this.#errors, failures: this.#failures };
+    this.#port.postMessage(msg, transfer);
+    if (handedOver) this.#replies = new ByteWriter(REPLY_HEADER + 256);
+    this.#replies.pos = REPLY_HEADER;
     this.#replyCount = 0;
-    this.#errors = [];
-    this.#failures = [];
+    if (!simple) {
+      this.#errors = [];
+      this.#failures = [];
+    }
     this.#frames = 0;
   }
 
@@ -557,4 +571,15 @@ function start(port: Port, req: OpenRequest): void {
   } satisfies FromWorker);
 }
 
-if (!isMainThread && parentPort) start(parentPort, workerData as OpenRequest);
+// A worker is started ahead of need (its modules loaded, better-sqlite3 included) and
+// learns which job it serves from its first message.
+if (!isMainThread && parentPort) {
+  const port = parentPort;
+  port.once('message', (m: ToWorker) => {
+    if (m instanceof Uint8Array || m.t !== 'open') {
+      port.close();
+      return;
+    }
+    start(port, m.req);
+  });
+}

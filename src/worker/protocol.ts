@@ -73,8 +73,16 @@ export interface OpenRequest {
   readonly drop?: boolean;
 }
 
+/**
+ * A frame travels as a bare Uint8Array; control messages are objects. Small byte messages
+ * are copied (cheaper than a transfer, measured here), large ones transferred.
+ */
 export type ToWorker =
-  | { readonly t: 'frame'; readonly buf: ArrayBuffer; readonly len: number }
+  | Uint8Array
+  /** The first message a worker gets: which job to open. */
+  | { readonly t: 'open'; readonly req: OpenRequest }
+  /** To a worker that never opened a job: exit. */
+  | { readonly t: 'quit' }
   | { readonly t: 'close' }
   /** Test hook: make the worker die as if it crashed. */
   | { readonly t: 'crash'; readonly how: 'throw' | 'exit' }
@@ -91,15 +99,18 @@ export type ToWorker =
  */
 export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice';
 
+/**
+ * The worker's answers. A group's replies travel as a bare Uint8Array (u32 frames done,
+ * then the reply records) when nothing failed; otherwise as a `replies` object.
+ */
 export type FromWorker =
+  | Uint8Array
   | { readonly t: 'ready'; readonly file: string | undefined }
   | { readonly t: 'openFailed'; readonly error: ErrorInfo }
   | {
       readonly t: 'replies';
-      /** Frames fully applied and committed (or failed) by this group. */
-      readonly frames: number;
-      readonly buf: ArrayBuffer | undefined;
-      readonly len: number;
+      /** u32 frames done, then the reply records, as in the bare form. */
+      readonly bytes: Uint8Array;
       readonly errors: readonly ErrorInfo[];
       readonly failures: readonly BatchFailure[];
     }
@@ -108,6 +119,19 @@ export type FromWorker =
       readonly image: Uint8Array | undefined;
       readonly error: ErrorInfo | undefined;
     };
+
+/** Messages up to this size are copied; larger ones are transferred. */
+export const COPY_LIMIT = 64 * 1024;
+
+/**
+ * The bytes a writer holds, ready to post: `[message, transferList]`. A small message is
+ * an exact copy and the writer keeps its buffer; a large one hands the buffer over, and
+ * the writer must not be used again.
+ */
+export function takeBytes(w: ByteWriter): [Uint8Array, ArrayBuffer[], boolean] {
+  if (w.pos <= COPY_LIMIT) return [w.buf.slice(0, w.pos), [], false];
+  return [w.buf.subarray(0, w.pos), [w.buf.buffer as ArrayBuffer], true];
+}
 
 /** A growable byte buffer with big-endian writers. */
 export class ByteWriter {

@@ -10,7 +10,6 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { OpenRequest } from './protocol.js';
 
 let compiledFromSource: string | undefined;
 
@@ -48,11 +47,14 @@ function workerFromSource(): string {
   return file;
 }
 
-/** Start a job worker for `req`. */
-export function spawnJobWorker(req: OpenRequest): Worker {
+/**
+ * Start a worker thread. It loads its modules and then waits for an `open` message naming
+ * its job, so a worker can be started before it is needed.
+ */
+export function spawnWorker(): Worker {
   const fromSource = import.meta.url.endsWith('.ts');
   const entry = fromSource ? workerFromSource() : new URL('./main.js', import.meta.url);
   // execArgv: [] — the worker's code needs no loader; inheriting one (tsx passes
   // `--import tsx`) would make every worker start compile TypeScript again.
-  return new Worker(entry, { workerData: req, execArgv: [], stdout: false, stderr: false });
+  return new Worker(entry, { execArgv: [], stdout: false, stderr: false });
 }

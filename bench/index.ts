@@ -4,10 +4,12 @@
  *   npm run bench                     every benchmark
  *   npm run bench -- --quick          every benchmark, small runs
  *   npm run bench -- codec [--quick]  only the named benchmark(s)
+ *   npm run bench -- peers [--quick]  persistency vs raw better-sqlite3, Deno KV, lmdb, LevelDB
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
 import { runCodecBench } from './codec.js';
+import { runPeersBench } from './peers.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -15,6 +17,7 @@ export interface BenchOptions {
 
 const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   codec: runCodecBench,
+  peers: runPeersBench,
 };
 
 function usage(): string {

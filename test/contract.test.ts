@@ -5,11 +5,11 @@
  * test_lifecycle, test_encoding, test_string_lookup, test_singleton). No test polls or
  * sleeps: every read is issued after the writes it must observe.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Result } from 'neverthrow';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   compareKeys,
   decodeKey,
@@ -27,31 +27,12 @@ import {
   rawKey,
   type TxOp,
 } from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-const tempDirs: string[] = [];
-
-/** A fresh temporary directory, removed after the file's tests. */
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'persistency-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-afterEach(async () => {
-  await Persistency.reset();
-});
-
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function unwrap<T>(r: Result<T, PersistencyError>): T {
-  if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
-  return r.value;
-}
+const tempDir = useTempDirs('persistency-');
 
 function expectErr(r: Result<unknown, PersistencyError>, kind: PersistencyErrorKind): void {
   if (r.isOk()) throw new Error(`expected Err(${kind}), got Ok(${String(r.value)})`);

@@ -17,13 +17,12 @@
  * The second half holds minimal reproductions of what the fuzzer (and a look at how the
  * inputs are read) found, one test per problem.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect, types } from 'node:util';
 import fc from 'fast-check';
 import { type Result, ResultAsync } from 'neverthrow';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   compareKeys,
   decodeKey,
@@ -50,6 +49,7 @@ import {
   u32,
   u64,
 } from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
 // Settings and helpers
@@ -70,26 +70,7 @@ const MAIN_ID = 'fuzz-main';
 /** The category of the valid puts; no fuzzed call can name it. */
 const RESERVED = 'valid-puts\u{1F512}';
 
-const tempDirs: string[] = [];
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'persistency-fuzz-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-afterEach(async () => {
-  await Persistency.reset();
-});
-
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function unwrap<T>(r: Result<T, PersistencyError>): T {
-  if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
-  return r.value;
-}
+const tempDir = useTempDirs('persistency-fuzz-');
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 

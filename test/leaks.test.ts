@@ -11,25 +11,23 @@
  * 2000). Each cycle starts a worker thread: ~60 ms from plain node, 87-177 ms under vitest
  * on the 2-core CI machine (mostly worker start-up), so 2,000 cycles take 3-6 minutes.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import Database from 'better-sqlite3';
-import type { Result } from 'neverthrow';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   decodeKey,
   decodePayload,
   key,
   Persistency,
-  type PersistencyError,
   type PersistencyEvents,
   payload,
   prefixRange,
   type TxOp,
 } from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -46,26 +44,7 @@ const CYCLES = intEnv('PERSISTENCY_LEAK_CYCLES', 2000);
 const WARMUP_CYCLES = 100;
 const MiB = 1024 * 1024;
 
-const tempDirs: string[] = [];
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'persistency-leaks-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-afterEach(async () => {
-  await Persistency.reset();
-});
-
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function unwrap<T>(r: Result<T, PersistencyError>): T {
-  if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
-  return r.value;
-}
+const tempDir = useTempDirs('persistency-leaks-');
 
 /** Open file descriptors of this process (the listing's own descriptor is counted every time). */
 const fdCount = (): number => readdirSync('/proc/self/fd').length;

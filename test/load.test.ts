@@ -30,6 +30,7 @@ import {
   payload,
   type TxOp,
 } from '../src/index.js';
+import { unwrap } from './support/env.js';
 
 const LOAD_MS = (() => {
   const raw = process.env.PERSISTENCY_LOAD_MS;
@@ -56,11 +57,6 @@ afterEach(async () => {
 afterAll(() => {
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
-
-function unwrap<T>(r: Result<T, PersistencyError>): T {
-  if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
-  return r.value;
-}
 
 /** A small seeded generator (LCG), so a failing run can be replayed from its seed. */
 function rng(seed: number): (n: number) => number {

@@ -11,20 +11,12 @@
  * would land, os.tmpdir(), process.cwd(), /) are compared before and after.
  * Cross-process and cross-thread ownership is covered by test/multiprocess.test.ts.
  */
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Result } from 'neverthrow';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   decodePayload,
   key,
@@ -33,30 +25,12 @@ import {
   type PersistencyErrorKind,
   payload,
 } from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-const tempDirs: string[] = [];
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'persistency-security-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-afterEach(async () => {
-  await Persistency.reset();
-});
-
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function unwrap<T>(r: Result<T, PersistencyError>): T {
-  if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
-  return r.value;
-}
+const tempDir = useTempDirs('persistency-security-');
 
 function expectErr(r: Result<unknown, PersistencyError>, kind: PersistencyErrorKind): void {
   if (r.isOk()) throw new Error(`expected Err(${kind}), got Ok`);

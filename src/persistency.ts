@@ -558,6 +558,7 @@ export class Persistency {
     this.#spare = undefined;
     if (spare === undefined || spare.threadId === -1) return Promise.resolve();
     const exited = new Promise<void>((resolve) => spare.once('exit', () => resolve()));
+    spare.ref(); // until it has exited: close() waits for it
     spare.postMessage({ t: 'quit' } satisfies ToWorker);
     return exited;
   }

@@ -17,6 +17,11 @@ it('runs from the built package with the worker found in dist/', () => {
   expect(existsSync(join(dist, 'worker', 'main.js'))).toBe(true);
   const script = fileURLToPath(new URL('./fixtures/dist-smoke.mjs', import.meta.url));
   const out = execFileSync(process.execPath, [script, root], { encoding: 'utf8', timeout: 30_000 });
-  expect(JSON.parse(out.trim())).toEqual({ flushed: true, got: 'from dist', closed: true });
+  expect(JSON.parse(out.trim())).toEqual({
+    flushed: true,
+    got: 'from dist',
+    closed: true,
+    dropped: true,
+  });
   expect(readdirSync(root)).toContain('dist-job.db');
 });

@@ -336,26 +336,30 @@ export class Persistency {
 
   /** `job(jobId).persist(ops)`. @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }]) */
   persist(jobId: string, ops: readonly TxOp[]): void {
-    this.#write(jobId, ops, (j) => j.persist(ops));
+    const job = this.#openJob(jobId);
+    if (job !== undefined) job.persist(ops);
+    else this.#dropUnknown(jobId, ops);
   }
 
   /** `job(jobId).persistPut(...)`. @example p.persistPut('t1', 'users', key('ada'), payload('Ada')) */
   persistPut(jobId: string, category: string, key: Key, payload: Uint8Array): void {
-    this.#write(jobId, [{ kind: 'put', category, key, payload }], (j) =>
-      j.persistPut(category, key, payload),
-    );
+    const job = this.#openJob(jobId);
+    if (job !== undefined) job.persistPut(category, key, payload);
+    else this.#dropUnknown(jobId, [{ kind: 'put', category, key, payload }]);
   }
 
   /** `job(jobId).persistDelete(...)`. @example p.persistDelete('t1', 'users', key('ada')) */
   persistDelete(jobId: string, category: string, key: Key): void {
-    this.#write(jobId, [{ kind: 'delete', category, key }], (j) => j.persistDelete(category, key));
+    const job = this.#openJob(jobId);
+    if (job !== undefined) job.persistDelete(category, key);
+    else this.#dropUnknown(jobId, [{ kind: 'delete', category, key }]);
   }
 
   /** `job(jobId).persistDeletePrefix(...)`. @example p.persistDeletePrefix('t1', 'log', key('c1')) */
   persistDeletePrefix(jobId: string, category: string, prefix: Key): void {
-    this.#write(jobId, [{ kind: 'deletePrefix', category, prefix }], (j) =>
-      j.persistDeletePrefix(category, prefix),
-    );
+    const job = this.#openJob(jobId);
+    if (job !== undefined) job.persistDeletePrefix(category, prefix);
+    else this.#dropUnknown(jobId, [{ kind: 'deletePrefix', category, prefix }]);
   }
 
   /** `job(jobId).persistEncoded(...)`. @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42]) */
@@ -365,7 +369,9 @@ export class Persistency {
     key: Key,
     value: Parameters<typeof toPayload>[0],
   ): void {
-    this.#write(jobId, [], (j) => j.persistEncoded(category, key, value));
+    const job = this.#openJob(jobId);
+    if (job !== undefined) job.persistEncoded(category, key, value);
+    else this.#dropUnknown(jobId, []);
   }
 
   /** `job(jobId).flush()`. @example await p.flush('t1') */
@@ -425,13 +431,10 @@ export class Persistency {
     return slot?.closing === undefined && slot?.job?.running === true ? slot.job : undefined;
   }
 
-  #write(jobId: string, ops: readonly TxOp[], run: (job: Job) => void): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) run(job);
-    else {
-      const label = typeof jobId === 'string' ? jobId : describe(jobId);
-      this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId));
-    }
+  /** A string-id write naming a job that is not open: report it, queue nothing. */
+  #dropUnknown(jobId: unknown, ops: readonly TxOp[]): void {
+    const label = typeof jobId === 'string' ? jobId : describe(jobId);
+    this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId));
   }
 
   #read<T>(

@@ -58,7 +58,10 @@ const envInt = (name: string): number | undefined => {
   const v = process.env[name];
   return v === undefined || v === '' ? undefined : Number(v);
 };
-const SEED = (envInt('FC_SEED') ?? Math.floor(Math.random() * 2 ** 31)) | 0;
+// A fixed default seed keeps CI reproducible; FC_SEED=<n> explores others. The seed is
+// printed before the run, so a run that hangs still names it.
+const SEED = (envInt('FC_SEED') ?? 1) | 0;
+console.log(`fuzz seed ${SEED} (replay: FC_SEED=${SEED})`);
 const TARGET_CALLS = envInt('FUZZ_CALLS') ?? 120_000;
 /** Fuzzed calls issued in one turn before their reads are awaited together. */
 const GROUP = 1_000;

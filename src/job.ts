@@ -44,7 +44,17 @@ const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
+const writeFlush = (w: ByteWriter): void => w.u8(Tag.Flush);
+
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
+
+/** One checked op, ready to encode: for a put `last` is the payload, for a prefix the stop. */
+interface OpRecord {
+  readonly kind: number;
+  readonly category: Uint8Array;
+  readonly key: Uint8Array;
+  readonly last?: Uint8Array;
+}
 
 /** What a Job needs from the Persistency that owns it. */
 export interface JobHost {
@@ -166,6 +176,7 @@ export class Job {
    */
   persist(ops: readonly TxOp[]): void {
     let list: readonly TxOp[];
+    let records: OpRecord[];
     try {
       if (!Array.isArray(ops))
         throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
@@ -175,10 +186,14 @@ export class Job {
       this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;
     }
-    this.#batch(list, (w) => {
-      for (let i = 0; i < list.length; i++) this.#encodeOp(w, list[i], `persist: ops[${i}]`);
-      return list.length;
-    });
+    try {
+      records = new Array(list.length);
+      for (let i = 0; i < list.length; i++) records[i] = this.#readOp(list[i], `persist: ops[${i}]`);
+    } catch (e) {
+      this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'));
+      return;
+    }
+    this.#batch(list, records);
   }
 
   /**
@@ -247,9 +262,9 @@ export class Job {
   }
 
   #single(op: TxOp): void {
-    this.#batch([op], (w) => {
-      this.#encodeOp(
-        w,
+    let record: OpRecord;
+    try {
+      record = this.#readOp(
         op,
         op.kind === 'put'
           ? 'persistPut'
@@ -257,81 +272,87 @@ export class Job {
             ? 'persistDelete'
             : 'persistDeletePrefix',
       );
-      return 1;
-    });
+    } catch (e) {
+      this.#host.writeFailed(this.id, 'invalid', [op], refusal(e, 'write'));
+      return;
+    }
+    this.#batch([op], [record]);
   }
 
-  #batch(ops: readonly TxOp[], encode: (w: ByteWriter) => number): void {
+  /**
+   * Append one atomic batch of checked records to the turn's frame. No caller code runs
+   * here (it all ran in `#readOp`), so nothing can call back into the job mid-record.
+   */
+  #batch(ops: readonly TxOp[], records: readonly OpRecord[]): void {
     if (this.#state !== 'open') {
       this.#host.writeFailed(this.id, 'closed', ops, this.#notOpenError());
       return;
     }
+    if (records.length === 0) return; // an empty batch is a no-op
+    let body = 4;
+    for (const r of records) {
+      body += 1 + 2 + r.category.length + 4 + r.key.length;
+      if (r.last !== undefined) body += 4 + r.last.length;
+    }
     const w = this.#turnFrame();
-    const start = w.pos;
+    w.reserve(5 + body);
     w.u8(Tag.Batch);
-    const lenAt = w.pos;
-    w.u32(0);
-    w.u32(0);
-    let n: number;
-    try {
-      n = encode(w);
-    } catch (e) {
-      w.pos = start;
-      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'write'));
-      return;
+    w.u32(body);
+    w.u32(records.length);
+    for (const r of records) {
+      w.u8(r.kind);
+      w.shortBlob(r.category);
+      w.blob(r.key);
+      if (r.last !== undefined) w.blob(r.last);
     }
-    if (n === 0) {
-      w.pos = start; // an empty batch is a no-op
-      return;
-    }
-    const end = w.pos;
-    w.pos = lenAt;
-    w.u32(end - lenAt - 4);
-    w.u32(n);
-    w.pos = end;
     if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
 
-  #encodeOp(w: ByteWriter, op: unknown, where: string): void {
+  /**
+   * Read and check one op of a caller (this may run the caller's getters), without
+   * touching the frame.
+   */
+  #readOp(op: unknown, where: string): OpRecord {
     if (op === null || typeof op !== 'object')
       throw new Refused(`${where}: expected an op object, got ${describe(op)}`);
     const o = op as Record<string, unknown>;
-    switch (o.kind) {
+    const kind = o.kind;
+    switch (kind) {
       case 'put': {
-        const payload = realBytes(o.payload);
+        const category = this.#category(o.category, where);
+        const k = this.#keyBytes(o.key, where, 'key');
+        const given = o.payload;
+        const payload = realBytes(given);
         if (payload === undefined) {
-          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(o.payload)}`);
+          throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(given)}`);
         }
         if (payload.length > this.#host.maxPayloadBytes) {
           throw new Refused(
             `${where}: payload of ${payload.length} bytes exceeds the limit of ${this.#host.maxPayloadBytes}`,
           );
         }
-        w.u8(OpKind.Put);
-        w.shortBlob(this.#category(o.category, where));
-        w.blob(this.#keyBytes(o.key, where, 'key'));
-        w.blob(payload);
-        return;
+        return { kind: OpKind.Put, category, key: k, last: payload };
       }
-      case 'delete':
-        w.u8(OpKind.Delete);
-        w.shortBlob(this.#category(o.category, where));
-        w.blob(this.#keyBytes(o.key, where, 'key'));
-        return;
+      case 'delete': {
+        const category = this.#category(o.category, where);
+        return { kind: OpKind.Delete, category, key: this.#keyBytes(o.key, where, 'key') };
+      }
       case 'deletePrefix': {
-        w.u8(OpKind.DeletePrefix);
-        w.shortBlob(this.#category(o.category, where));
+        const category = this.#category(o.category, where);
         const prefix = o.prefix;
         if (!isKeyValue(prefix))
           throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
         const range = prefixRange(prefix);
-        w.blob(keyBytes(range.start));
-        w.blob(range.stop === undefined ? EMPTY : keyBytes(range.stop));
-        return;
+        return {
+          kind: OpKind.DeletePrefix,
+          category,
+          key: keyBytes(range.start),
+          last: range.stop === undefined ? EMPTY : keyBytes(range.stop),
+        };
       }
       default:
         throw new Refused(
-          `${where}: kind must be 'put', 'delete' or 'deletePrefix', got ${describe(o.kind)}`,
+          `${where}: kind must be 'put', 'delete' or 'deletePrefix', got ${describe(kind)}`,
         );
     }
   }
@@ -371,7 +392,7 @@ export class Job {
    * @example (await job.flush()).isOk()
    */
   flush(): ResultAsync<void, PersistencyError> {
-    return this.#request<void>('flush', (w) => w.u8(Tag.Flush));
+    return this.#request<void>('flush', () => writeFlush);
   }
 
   /**
@@ -379,7 +400,7 @@ export class Job {
    * @example const r = await job.get('users', key('ada')); if (r.isOk() && r.value) use(r.value);
    */
   get(category: string, key: Key): ResultAsync<Uint8Array | undefined, PersistencyError> {
-    return this.#request('get', (w) => this.#catKey(w, Tag.Get, category, key, 'get'));
+    return this.#request('get', () => this.#catKey(Tag.Get, category, key, 'get'));
   }
 
   /**
@@ -387,7 +408,7 @@ export class Job {
    * @example await job.exists('users', key('ada')) // Ok(true)
    */
   exists(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
-    return this.#request('exists', (w) => this.#catKey(w, Tag.Exists, category, key, 'exists'));
+    return this.#request('exists', () => this.#catKey(Tag.Exists, category, key, 'exists'));
   }
 
   /**
@@ -399,8 +420,8 @@ export class Job {
     range: KeyRange,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    return this.#request('scan', (w) =>
-      this.#encodeScan(w, category, this.#range(range, 'scan'), options, 'scan'),
+    return this.#request('scan', () =>
+      this.#scanRecord(category, this.#range(range, 'scan'), options, 'scan'),
     );
   }
 
@@ -413,7 +434,7 @@ export class Job {
     prefix: Key,
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
-    return this.#request('scanPrefix', (w) => {
+    return this.#request('scanPrefix', () => {
       if (!isKeyValue(prefix)) {
         throw new Refused(`scanPrefix: prefix must be a Key, got ${describe(prefix)}`);
       }
@@ -422,25 +443,26 @@ export class Job {
         keyBytes(start),
         stop === undefined ? EMPTY : keyBytes(stop),
       ];
-      this.#encodeScan(w, category, bounds, options, 'scanPrefix');
+      return this.#scanRecord(category, bounds, options, 'scanPrefix');
     });
   }
 
-  #encodeScan(
-    w: ByteWriter,
+  #scanRecord(
     category: string,
     [start, stop]: [Uint8Array, Uint8Array],
     options: ScanOptions | undefined,
     where: string,
-  ): void {
+  ): (w: ByteWriter) => void {
     const { reverse, limit } = this.#scanOptions(options, where);
     const cat = this.#category(category, where);
-    w.u8(Tag.Scan);
-    w.shortBlob(cat);
-    w.blob(start);
-    w.blob(stop);
-    w.u8(reverse ? 1 : 0);
-    w.f64(limit);
+    return (w) => {
+      w.u8(Tag.Scan);
+      w.shortBlob(cat);
+      w.blob(start);
+      w.blob(stop);
+      w.u8(reverse ? 1 : 0);
+      w.f64(limit);
+    };
   }
 
   /**
@@ -448,12 +470,15 @@ export class Job {
    * @example await job.count('log', prefixRange(key('c1')))
    */
   count(category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
-    return this.#request('count', (w) => {
+    return this.#request('count', () => {
       const [start, stop] = this.#range(range, 'count');
-      w.u8(Tag.Count);
-      w.shortBlob(this.#category(category, 'count'));
-      w.blob(start);
-      w.blob(stop);
+      const cat = this.#category(category, 'count');
+      return (w) => {
+        w.u8(Tag.Count);
+        w.shortBlob(cat);
+        w.blob(start);
+        w.blob(stop);
+      };
     });
   }
 
@@ -462,17 +487,19 @@ export class Job {
    * @example await job.deleteAcked('users', key('ada')) // Ok(true), then Ok(false)
    */
   deleteAcked(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
-    return this.#request('deleteAcked', (w) =>
-      this.#catKey(w, Tag.DeleteAcked, category, key, 'deleteAcked'),
+    return this.#request('deleteAcked', () =>
+      this.#catKey(Tag.DeleteAcked, category, key, 'deleteAcked'),
     );
   }
 
-  #catKey(w: ByteWriter, tag: number, category: string, key: Key, where: string): void {
+  #catKey(tag: number, category: string, key: Key, where: string): (w: ByteWriter) => void {
     const cat = this.#category(category, where);
     const k = this.#keyBytes(key, where, 'key');
-    w.u8(tag);
-    w.shortBlob(cat);
-    w.blob(k);
+    return (w) => {
+      w.u8(tag);
+      w.shortBlob(cat);
+      w.blob(k);
+    };
   }
 
   #range(range: unknown, where: string): [Uint8Array, Uint8Array] {
@@ -507,17 +534,25 @@ export class Job {
     return { reverse: reverse === true, limit: limit === undefined ? -1 : limit };
   }
 
-  /** Queue a request record and a resolver for its reply. */
-  #request<T>(what: string, encode: (w: ByteWriter) => void): ResultAsync<T, PersistencyError> {
+  /**
+   * Queue a request record and a resolver for its reply. `prepare` reads and checks the
+   * caller's arguments (which may run the caller's getters, even call back into this job)
+   * and returns the writer of the record; only that writer touches the turn's frame.
+   */
+  #request<T>(
+    what: string,
+    prepare: () => (w: ByteWriter) => void,
+  ): ResultAsync<T, PersistencyError> {
     if (this.#state !== 'open') return errAsync(this.#notOpenError());
-    const w = this.#turnFrame();
-    const start = w.pos;
+    let write: (w: ByteWriter) => void;
     try {
-      encode(w);
+      write = prepare();
     } catch (e) {
-      w.pos = start;
       return errAsync(refusal(e, what));
     }
+    // A getter may have closed the job meanwhile.
+    if (this.#state !== 'open') return errAsync(this.#notOpenError());
+    write(this.#turnFrame());
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         this.#waiting.push(resolve as Resolver);

@@ -44,6 +44,7 @@ import {
   SizedInt,
   toKey,
   toPayload,
+  type TxOp,
   u8,
   u16,
   u32,
@@ -704,6 +705,9 @@ class Fuzzer {
   readonly violations = new Map<string, Found>();
   readonly failures: WriteFailed[] = [];
   pending: Promise<void>[] = [];
+  /** Calls whose promise has not settled yet, by number: named if the watchdog trips. */
+  readonly unsettled = new Map<number, { where: string; args: readonly unknown[] }>();
+  #nextCall = 0;
   calls = 0;
   validPuts = 0;
 
@@ -895,7 +899,7 @@ class Fuzzer {
     }
     const ra = r.value as ResultAsync<unknown, unknown>;
     this.pending.push(
-      Promise.resolve(ra).then(
+      this.#watched(where, args, ra).then(
         (res) => {
           if (res.isOk()) {
             if (v === 'invalid') this.violation(where, 'Ok for invalid input', args);
@@ -914,6 +918,13 @@ class Fuzzer {
         (e: unknown) => this.violation(where, 'rejected', args, errMessage(e)),
       ),
     );
+  }
+
+  /** `p`, remembered as unsettled until it settles. */
+  #watched<T>(where: string, args: readonly unknown[], p: PromiseLike<T>): Promise<T> {
+    const n = this.#nextCall++;
+    this.unsettled.set(n, { where, args });
+    return Promise.resolve(p).finally(() => this.unsettled.delete(n));
   }
 
   codec(
@@ -1511,7 +1522,7 @@ class Fuzzer {
       // Read your writes, amid the fuzz.
       const want = hex(payload(n));
       this.pending.push(
-        Promise.resolve(this.job.get(RESERVED, key('v', n))).then((r) => {
+        this.#watched('get', [n], this.job.get(RESERVED, key('v', n))).then((r) => {
           const got = r.isOk() && r.value !== undefined ? hex(r.value) : show(r);
           if (got !== want) this.violation('valid put', 'not read back', [n], got);
         }),
@@ -1580,7 +1591,14 @@ describe('fuzz: every public method with hostile input', () => {
       const pending = f.pending;
       f.pending = [];
       if ((await within(Promise.all(pending), HANG_MS)) === 'timeout') {
-        f.violation('job', `reads of a turn did not settle within ${HANG_MS} ms`, []);
+        const stuck = [...f.unsettled.values()].map(
+          ({ where, args }) => `${where}(${args.map(show).join(', ').slice(0, 200)})`,
+        );
+        f.violation(
+          'job',
+          `reads of a turn did not settle within ${HANG_MS} ms: ${stuck.length} unsettled, first ${stuck.slice(0, 5).join('; ')}`,
+          [],
+        );
         hung = true;
       }
     }
@@ -1949,6 +1967,155 @@ describe('hostile input: minimal reproductions', () => {
         expect(hex(got)).toBe('070707');
         expect(failures).toEqual([]);
       }
+    },
+  );
+});
+
+// ---------------------------------------------------------------------------------------
+// A caller's getter that calls back into the job while its call is being encoded
+
+describe('hostile input: getters that call back into the job', () => {
+  type Nested = 'write' | 'read' | 'close';
+  /** A call whose argument has a getter; `hook` runs inside that getter. */
+  const calls: [string, (job: Job, hook: () => void) => unknown][] = [
+    [
+      'persist, op.kind',
+      (job, hook) =>
+        job.persist([
+          {
+            get kind() {
+              hook();
+              return 'put';
+            },
+            category: 'v',
+            key: key(2),
+            payload: payload('outer'),
+          } as TxOp,
+        ]),
+    ],
+    [
+      'persist, op.payload',
+      (job, hook) =>
+        job.persist([
+          { kind: 'put', category: 'v', key: key(0), payload: payload('first') },
+          {
+            kind: 'put',
+            category: 'v',
+            key: key(2),
+            get payload() {
+              hook();
+              return payload('outer');
+            },
+          } as TxOp,
+        ]),
+    ],
+    [
+      'scan, range.start',
+      (job, hook) =>
+        job.scan('v', {
+          get start() {
+            hook();
+            return key(0);
+          },
+        }),
+    ],
+    [
+      'scan, options.limit',
+      (job, hook) =>
+        job.scan(
+          'v',
+          { start: key(0) },
+          {
+            get limit() {
+              hook();
+              return 10;
+            },
+          },
+        ),
+    ],
+    [
+      'scanPrefix, options.reverse',
+      (job, hook) =>
+        job.scanPrefix('v', key(), {
+          get reverse() {
+            hook();
+            return true;
+          },
+        }),
+    ],
+    [
+      'count, range.stop',
+      (job, hook) =>
+        job.count('v', {
+          start: key(0),
+          get stop() {
+            hook();
+            return key(99);
+          },
+        }),
+    ],
+  ];
+  const cases = calls.flatMap(([name, call]) =>
+    (['write', 'read', 'close'] as Nested[]).map((nested) => [name, nested, call] as const),
+  );
+
+  it.each(cases)(
+    '%s calling back with a %s: every call settles, nothing is corrupted',
+    async (_name, nested, call) => {
+      const p = unwrap(Persistency.instance(':memory:'));
+      const job = unwrap(await p.openJob('reentrant'));
+      const failures: WriteFailed[] = [];
+      p.events.on('writeFailed', (e) => failures.push(e));
+      job.persistPut('v', key(1), payload('before'));
+      const inner: ReturnType<Job['get']>[] = [];
+      let closing: ReturnType<Persistency['closeJob']> | undefined;
+      const hook = (): void => {
+        if (nested === 'write') job.persistPut('v', key(3), payload('nested'));
+        else if (nested === 'read') inner.push(job.get('v', key(1)));
+        else closing ??= p.closeJob('reentrant');
+      };
+      const outer = call(job, hook);
+      const settled = await within(
+        Promise.all([outer, ...inner, closing, nested === 'close' ? undefined : job.flush()]),
+        5_000,
+      );
+      expect(settled, 'every call settles').not.toBe('timeout');
+      if (settled === 'timeout') return;
+      const [outerResult, ...rest] = settled as [unknown, ...unknown[]];
+      if (nested === 'close') {
+        // The job closed under the call: a read says Closed, a write is reported closed.
+        if (outerResult === undefined) {
+          expect(failures.map((f) => f.reason), 'the outer write').toEqual(['closed']);
+        } else {
+          const r = outerResult as Result<unknown, PersistencyError>;
+          expect(r.isErr() && r.error.kind, 'the outer read').toBe('Closed');
+        }
+        const again = unwrap(await p.openJob('reentrant'));
+        expect(hex(unwrap(await again.get('v', key(1))) as Uint8Array)).toBe(
+          hex(payload('before')),
+        );
+        await p.close();
+        return;
+      }
+      expect(job.running, 'the worker is alive').toBe(true);
+      expect(failures, 'no write was refused').toEqual([]);
+      if (nested === 'read') {
+        expect(hex(unwrap(rest[0] as Result<Uint8Array, PersistencyError>) as Uint8Array)).toBe(
+          hex(payload('before')),
+        );
+      }
+      if (nested === 'write') {
+        expect(hex(unwrap(await job.get('v', key(3))) as Uint8Array)).toBe(hex(payload('nested')));
+      }
+      if (outerResult === undefined) {
+        expect(hex(unwrap(await job.get('v', key(2))) as Uint8Array)).toBe(hex(payload('outer')));
+      } else {
+        expect((outerResult as Result<unknown, PersistencyError>).isOk(), 'the outer read').toBe(
+          true,
+        );
+      }
+      expect(unwrap(await job.count('v', { start: key(0) }))).toBeGreaterThanOrEqual(1);
+      await p.close();
     },
   );
 });

@@ -188,7 +188,8 @@ export class Job {
     }
     try {
       records = new Array(list.length);
-      for (let i = 0; i < list.length; i++) records[i] = this.#readOp(list[i], `persist: ops[${i}]`);
+      for (let i = 0; i < list.length; i++)
+        records[i] = this.#readOp(list[i], `persist: ops[${i}]`);
     } catch (e) {
       this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'));
       return;

@@ -42,9 +42,9 @@ import {
   prefixRange,
   rawKey,
   SizedInt,
+  type TxOp,
   toKey,
   toPayload,
-  type TxOp,
   u8,
   u16,
   u32,
@@ -2085,7 +2085,10 @@ describe('hostile input: getters that call back into the job', () => {
       if (nested === 'close') {
         // The job closed under the call: a read says Closed, a write is reported closed.
         if (outerResult === undefined) {
-          expect(failures.map((f) => f.reason), 'the outer write').toEqual(['closed']);
+          expect(
+            failures.map((f) => f.reason),
+            'the outer write',
+          ).toEqual(['closed']);
         } else {
           const r = outerResult as Result<unknown, PersistencyError>;
           expect(r.isErr() && r.error.kind, 'the outer read').toBe('Closed');

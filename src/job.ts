@@ -39,6 +39,10 @@ import {
  */
 const FRAME_SEND_BYTES = 1024 * 1024;
 const MIN_FRAME_BYTES = 256;
+/** The most ops one atomic batch may hold. */
+export const MAX_BATCH_OPS = 1 << 22;
+/** A batch's encoded size is a u32 in the frame. */
+const MAX_BATCH_BYTES = 0xffff_fff0;
 const MAX_CATEGORY_BYTES = 0xffff;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
@@ -175,23 +179,31 @@ export class Job {
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
-    let list: readonly TxOp[];
-    let records: OpRecord[];
+    let n: number;
     try {
       if (!Array.isArray(ops))
         throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
-      // A snapshot: getters or proxies cannot change the batch while it is encoded.
-      list = Array.prototype.slice.call(ops) as TxOp[];
+      n = ops.length; // read once: a proxy's length cannot change under the loop
+      if (n > MAX_BATCH_OPS) {
+        throw new Refused(`persist: a batch holds at most ${MAX_BATCH_OPS} ops, got ${n}`);
+      }
     } catch (e) {
       this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;
     }
+    // A snapshot, each element read once: getters or proxies cannot change the batch
+    // while it is encoded. The first invalid op refuses the batch (a sparse array of
+    // length 2^32-1 stops at its first hole instead of being copied).
+    const list: TxOp[] = new Array(n);
+    const records: OpRecord[] = new Array(n);
     try {
-      records = new Array(list.length);
-      for (let i = 0; i < list.length; i++)
-        records[i] = this.#readOp(list[i], `persist: ops[${i}]`);
+      for (let i = 0; i < n; i++) {
+        const op = ops[i] as TxOp;
+        list[i] = op;
+        records[i] = this.#readOp(op, `persist: ops[${i}]`);
+      }
     } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'));
+      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
       return;
     }
     this.#batch(list, records);
@@ -294,6 +306,17 @@ export class Job {
     for (const r of records) {
       body += 1 + 2 + r.category.length + 4 + r.key.length;
       if (r.last !== undefined) body += 4 + r.last.length;
+    }
+    if (body > MAX_BATCH_BYTES) {
+      this.#host.writeFailed(
+        this.id,
+        'invalid',
+        ops,
+        invalidArgument(
+          `persist: a batch encodes to at most ${MAX_BATCH_BYTES} bytes, got ${body}`,
+        ),
+      );
+      return;
     }
     const w = this.#turnFrame();
     w.reserve(5 + body);

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { invalidArgument, PersistencyError } from './errors.js';
-import { closeJobHandle, fromErrorInfo, Job, type JobHost } from './job.js';
+import { closeJobHandle, fromErrorInfo, Job, type JobHost, MAX_BATCH_OPS } from './job.js';
 import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { toPayload } from './payload.js';
@@ -465,7 +465,14 @@ export class Persistency {
     try {
       // `ops` may be whatever a caller passed (a proxy can make even isArray throw): report
       // a plain copy of it, or no ops at all.
-      if (Array.isArray(ops)) listed = Array.prototype.slice.call(ops) as TxOp[];
+      // Copied element by element, and only up to a batch's limit: `slice` on a sparse
+      // array of length 2^32-1 would stall the event loop for a minute.
+      if (Array.isArray(ops) && ops.length <= MAX_BATCH_OPS) {
+        const n = ops.length;
+        const copy: TxOp[] = new Array(n);
+        for (let i = 0; i < n; i++) copy[i] = ops[i] as TxOp;
+        listed = copy;
+      }
     } catch {
       listed = [];
     }

@@ -50,6 +50,7 @@ import {
   u32,
   u64,
 } from '../src/index.js';
+import { MAX_BATCH_OPS } from '../src/job.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
@@ -2121,4 +2122,59 @@ describe('hostile input: getters that call back into the job', () => {
       await p.close();
     },
   );
+});
+
+// ---------------------------------------------------------------------------------------
+// Huge and sparse batches: refused at once, never copied hole by hole
+
+describe('hostile input: batches of absurd length', () => {
+  const valid: TxOp = { kind: 'put', category: 'v', key: key(1), payload: payload('x') };
+  const sparse = (): TxOp[] => {
+    const a: TxOp[] = [];
+    a[0] = valid;
+    a.length = 2 ** 32 - 1;
+    return a;
+  };
+  const lyingProxy = (): TxOp[] =>
+    new Proxy([valid], {
+      get: (t, k) => (k === 'length' ? 2 ** 32 - 1 : k in t ? Reflect.get(t, k) : valid),
+    });
+  const cases: [string, () => TxOp[], 'job' | 'p' | 'p, job not open'][] = [
+    ['job.persist, a sparse array of length 2^32-1', sparse, 'job'],
+    ['p.persist, a sparse array of length 2^32-1', sparse, 'p'],
+    [
+      'p.persist on a job that is not open, a sparse array of length 2^32-1',
+      sparse,
+      'p, job not open',
+    ],
+    ['job.persist, a Proxy claiming 2^32-1 valid ops', lyingProxy, 'job'],
+    [
+      `job.persist, a sparse array of length ${MAX_BATCH_OPS} with a hole at 1`,
+      () => {
+        const a = [valid];
+        a.length = MAX_BATCH_OPS;
+        return a;
+      },
+      'job',
+    ],
+  ];
+
+  it.each(cases)('%s: refused at once with one event, nothing stored', async (_n, make, via) => {
+    const p = unwrap(Persistency.instance(':memory:'));
+    const job = unwrap(await p.openJob('huge'));
+    const failures: WriteFailed[] = [];
+    p.events.on('writeFailed', (e) => failures.push(e));
+    const ops = make();
+    const started = performance.now();
+    if (via === 'job') job.persist(ops);
+    else p.persist(via === 'p' ? 'huge' : 'not-open', ops);
+    // The stall this guards against lasted a minute or more; a refusal takes microseconds.
+    expect(performance.now() - started, 'ms spent refusing').toBeLessThan(2_000);
+    expect(failures.map((f) => f.reason)).toEqual([
+      via === 'p, job not open' ? 'notFound' : 'invalid',
+    ]);
+    expect(unwrap(await job.count('v', { start: key() }))).toBe(0);
+    expect(unwrap(await job.flush())).toBeUndefined();
+    await p.close();
+  });
 });

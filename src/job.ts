@@ -39,6 +39,11 @@ import {
  */
 const FRAME_SEND_BYTES = 1024 * 1024;
 const MIN_FRAME_BYTES = 256;
+/**
+ * Send a turn's frame early once it holds this many reads, so the worker starts on them
+ * while the rest of the turn is still being issued.
+ */
+const FRAME_SEND_READS = 64;
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
 /** A batch's encoded size is a u32 in the frame. */
@@ -70,6 +75,15 @@ export interface JobHost {
     error: PersistencyError,
   ): void;
   jobDied(job: Job, error: PersistencyError): void;
+}
+
+/** Read a rows record's count and rows, appending them to `rows`. */
+function readRows(r: ByteReader, rows: KvRow[]): void {
+  const n = r.u32();
+  for (let i = 0; i < n; i++) {
+    const key = adoptKey(r.blob());
+    rows.push({ key, payload: r.blob() });
+  }
 }
 
 /** The result of a job's close, for its owner. */
@@ -126,6 +140,8 @@ export class Job {
   /** The frame of the current turn, sent at the end of the turn. */
   #frame: ByteWriter | undefined;
   #frameSizeHint = MIN_FRAME_BYTES;
+  /** Reads in the current frame. */
+  #frameReads = 0;
   /** A writer whose bytes were copied out, ready for the next turn. */
   #idleWriter: ByteWriter | undefined;
   /** Reads and flushes waiting for their reply, in issue order. */
@@ -133,6 +149,8 @@ export class Job {
   #waitingHead = 0;
   #framesInFlight = 0;
   #referenced = true;
+  /** The rows received so far of a scan whose reply comes in parts. */
+  #partialRows: KvRow[] | undefined;
 
   #closed: Promise<CloseOutcome> | undefined;
   #closeResolve: ((o: CloseOutcome) => void) | undefined;
@@ -577,6 +595,7 @@ export class Job {
     // A getter may have closed the job meanwhile.
     if (this.#state !== 'open') return errAsync(this.#notOpenError());
     write(this.#turnFrame());
+    if (++this.#frameReads >= FRAME_SEND_READS) this.#send();
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         this.#waiting.push(resolve as Resolver);
@@ -604,6 +623,7 @@ export class Job {
     this.#idleWriter = undefined;
     w.pos = 0;
     this.#frame = w;
+    this.#frameReads = 0;
     queueMicrotask(() => {
       if (this.#frame === w) this.#send();
     });
@@ -712,13 +732,15 @@ export class Job {
         case Status.Number:
           value = ok(r.f64());
           break;
+        case Status.RowsPart:
+          // Part of a long scan, sent while it runs: gather until its final record.
+          this.#partialRows ??= [];
+          readRows(r, this.#partialRows);
+          continue;
         case Status.Rows: {
-          const n = r.u32();
-          const rows: KvRow[] = new Array(n);
-          for (let i = 0; i < n; i++) {
-            const key = adoptKey(r.blob());
-            rows[i] = { key, payload: r.blob() };
-          }
+          const rows = this.#partialRows ?? [];
+          this.#partialRows = undefined;
+          readRows(r, rows);
           value = ok(rows);
           break;
         }
@@ -734,6 +756,7 @@ export class Job {
         default:
           throw new Error(`persistency: unknown reply status ${status}`);
       }
+      this.#partialRows = undefined; // a scan that failed after sending parts
       const resolve = this.#nextWaiting();
       if (resolve === undefined)
         throw new Error('persistency: a reply arrived with no request waiting');
@@ -773,6 +796,7 @@ export class Job {
     const closing = this.#state === 'closing';
     this.#frame = undefined;
     this.#framesInFlight = 0;
+    this.#partialRows = undefined;
     if (closing && this.#closeOutcome !== undefined) {
       this.#state = 'closed';
       this.#failWaiting(new PersistencyError('Closed', `job ${this.id} is closed`));

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  decodeKey,
   decodePayload,
   type Job,
   key,
@@ -146,5 +147,139 @@ describe('injected faults (as from a full or failing disk)', () => {
     await job.get('good', key(1)); // same group: Err, and the group is over
     expect((await job.flush())._unsafeUnwrapErr().code).toBe('SQLITE_IOERR');
     expect((await job.flush()).isOk()).toBe(true);
+  });
+});
+
+describe('replies sent before their group ends (reads before any write of the group)', () => {
+  const rowsOf = (n: number) =>
+    Array.from({ length: n }, (_, i) => [key(i), payload(`row ${i} ${'x'.repeat(90)}`)] as const);
+
+  it('a scan of 3 MB arrives whole and in order, both directions and with limits', async () => {
+    const rows = rowsOf(25_000);
+    for (const [k, v] of rows) job.persistPut('big', k, v);
+    expect((await job.flush()).isOk()).toBe(true);
+    const asc = (await job.scan('big', { start: key() }))._unsafeUnwrap();
+    expect(asc.length).toBe(rows.length);
+    expect(asc.every((r, i) => r.key.equals(rows[i]?.[0] as never))).toBe(true);
+    expect(
+      asc.every((r, i) => decodePayload(r.payload, 'string') === `row ${i} ${'x'.repeat(90)}`),
+    ).toBe(true);
+    const desc = (await job.scan('big', { start: key() }, { reverse: true }))._unsafeUnwrap();
+    expect(desc.map((r) => r.key.toString())).toEqual(asc.map((r) => r.key.toString()).reverse());
+    const limited = (await job.scan('big', { start: key(100) }, { limit: 10_000 }))._unsafeUnwrap();
+    expect(limited.length).toBe(10_000);
+    expect(limited[0]?.key.equals(key(100))).toBe(true);
+    expect(limited[9_999]?.key.equals(key(10_099))).toBe(true);
+  });
+
+  it('many scans and gets in one turn resolve in issue order with the right values', async () => {
+    const rows = rowsOf(5_000);
+    for (const [k, v] of rows) job.persistPut('big', k, v);
+    expect((await job.flush()).isOk()).toBe(true);
+    const scans = Array.from({ length: 4 }, () => job.scan('big', { start: key() }));
+    const gets = Array.from({ length: 300 }, (_, i) => job.get('big', key(i * 7)));
+    const counts = Array.from({ length: 4 }, () => job.count('big', { start: key() }));
+    for (const s of await Promise.all(scans)) expect(s._unsafeUnwrap().length).toBe(5_000);
+    const got = await Promise.all(gets);
+    got.forEach((g, i) => {
+      expect(g._unsafeUnwrap()).toEqual(rows[i * 7]?.[1]);
+    });
+    for (const c of await Promise.all(counts)) expect(c._unsafeUnwrap()).toBe(5_000);
+  });
+
+  it('a failed commit: the early replies before the write stay Ok, the scan after it is Err', async () => {
+    const rows = rowsOf(10_000);
+    for (const [k, v] of rows) job.persistPut('big', k, v);
+    expect((await job.flush()).isOk()).toBe(true);
+    injectFault(job, 'commit');
+    // One turn, one group: 64 gets and a multi-part scan, then a write, then a scan.
+    const early = Array.from({ length: 64 }, (_, i) => job.get('big', key(i)));
+    const cleanScan = job.scan('big', { start: key() });
+    job.persistPut('big', key(99_999), payload('lost'));
+    const dirtyScan = job.scan('big', { start: key() });
+    const flushed = job.flush();
+    for (const [i, g] of (await Promise.all(early)).entries()) {
+      expect(g._unsafeUnwrap()).toEqual(rows[i]?.[1]);
+    }
+    expect((await cleanScan)._unsafeUnwrap().length).toBe(10_000);
+    expect((await dirtyScan).isErr()).toBe(true);
+    expect((await flushed)._unsafeUnwrapErr().code).toBe('SQLITE_IOERR');
+    expect((await job.get('big', key(99_999)))._unsafeUnwrap()).toBeUndefined();
+    expect((await job.count('big', { start: key() }))._unsafeUnwrap()).toBe(10_000);
+  });
+
+  it('a scan after a write in the same group sees that write', async () => {
+    for (const [k, v] of rowsOf(5_000)) job.persistPut('big', k, v);
+    expect((await job.flush()).isOk()).toBe(true);
+    const before = job.scan('big', { start: key() });
+    job.persistPut('big', key(5_000), payload('new'));
+    const after = job.scan('big', { start: key() });
+    expect((await before)._unsafeUnwrap().length).toBe(5_000);
+    const rows = (await after)._unsafeUnwrap();
+    expect(rows.length).toBe(5_001);
+    expect(rows[5_000]?.payload).toEqual(payload('new'));
+  });
+});
+
+describe('runs of single puts (inserted many rows per statement)', () => {
+  it('a refused put inside a run of 100 fails alone; the other 99 are stored', async () => {
+    for (let i = 0; i < 100; i++) {
+      if (i === 50) job.persistPut('bad', key(i), payload('refused'));
+      else job.persistPut('good', key(i), payload(`v${i}`));
+    }
+    const flushed = await job.flush();
+    expect(flushed.isErr()).toBe(true);
+    expect(failures.map((f) => [f.reason, f.count, f.ops[0]?.category])).toEqual([
+      ['backend', 1, 'bad'],
+    ]);
+    const rows = (await job.scan('good', { start: key() }))._unsafeUnwrap();
+    expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual(
+      Array.from({ length: 100 }, (_, i) => `v${i}`).filter((_, i) => i !== 50),
+    );
+    expect((await job.count('bad', { start: key() }))._unsafeUnwrap()).toBe(0);
+  });
+
+  it('the same key twice in a run: the later put wins, as with one statement per row', async () => {
+    for (let i = 0; i < 64; i++) job.persistPut('good', key(i % 5), payload(`v${i}`));
+    expect((await job.flush()).isOk()).toBe(true);
+    const rows = (await job.scan('good', { start: key() }))._unsafeUnwrap();
+    expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual([
+      'v60',
+      'v61',
+      'v62',
+      'v63',
+      'v59',
+    ]);
+  });
+
+  it('runs mixed with deletes, multi-op batches and reads keep issue order', async () => {
+    const model = new Map<number, string>();
+    const reads: [number, ReturnType<Job['get']>, string | undefined][] = [];
+    for (let i = 0; i < 2_000; i++) {
+      const k = (i * 7919) % 300;
+      if (i % 97 === 0) {
+        job.persistDelete('good', key(k));
+        model.delete(k);
+      } else if (i % 101 === 0) {
+        job.persist([put('good', k, `b${i}`), put('good', k + 1, `c${i}`)]);
+        model.set(k, `b${i}`);
+        model.set(k + 1, `c${i}`);
+      } else {
+        job.persistPut('good', key(k), payload(`v${i}`));
+        model.set(k, `v${i}`);
+      }
+      if (i % 150 === 0) reads.push([k, job.get('good', key(k)), model.get(k)]);
+    }
+    for (const [, got, want] of reads) {
+      const v = (await got)._unsafeUnwrap();
+      expect(v === undefined ? undefined : decodePayload(v, 'string')).toBe(want);
+    }
+    expect((await job.flush()).isOk()).toBe(true);
+    const rows = (await job.scan('good', { start: key() }))._unsafeUnwrap();
+    expect(rows.length).toBe(model.size);
+    for (const r of rows) {
+      const [k] = decodeKey(r.key, ['number']);
+      expect(decodePayload(r.payload, 'string')).toBe(model.get(k));
+    }
   });
 });

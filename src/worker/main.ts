@@ -9,7 +9,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import { KvBackend, toErrorInfo } from './backend.js';
+import { KvBackend, PUT_RUN, toErrorInfo } from './backend.js';
 import {
   type BatchFailure,
   ByteReader,
@@ -34,6 +34,16 @@ function initialReplies(): ByteWriter {
   w.pos = REPLY_HEADER;
   return w;
 }
+
+/**
+ * Replies that depend on no uncommitted write are sent before the group ends once this
+ * many have gathered (or this many bytes), so the main thread works on them while the
+ * worker goes on: reads pipeline instead of waiting for the whole group.
+ */
+const EARLY_REPLIES = 32;
+const EARLY_REPLY_BYTES = 64 * 1024;
+/** A long scan is sent in parts of about this size while it runs (clean groups only). */
+const SCAN_PART_BYTES = 256 * 1024;
 
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
@@ -75,6 +85,8 @@ class JobWorker {
   #firstUnflushedFailure: ErrorInfo | undefined;
   /** Test-injected faults still to fire, in order. */
   #injected: { fault: InjectedFault; skip: number }[] = [];
+  /** The bound values of a run of single puts. */
+  readonly #runArgs: Uint8Array[] = new Array(PUT_RUN * 3);
   /** Consecutive ops usually share a category: bind the same bytes object again. */
   #lastCategory: Uint8Array = EMPTY;
 
@@ -124,6 +136,8 @@ class JobWorker {
       switch (tag) {
         case Tag.Batch: {
           const end = r.u32() + r.pos;
+          if (this.#injected.length === 0 && this.#putRun(r, at)) break; // r is past the run
+          r.pos = at + 5;
           this.#batch(r, at, end);
           r.pos = end;
           break;
@@ -148,6 +162,12 @@ class JobWorker {
           break;
         default:
           throw new Error(`persistency worker: unknown frame tag ${tag} at ${at}`);
+      }
+      if (
+        this.#dirtyPos < 0 &&
+        (this.#replyCount >= EARLY_REPLIES || this.#replies.pos >= EARLY_REPLY_BYTES)
+      ) {
+        this.#sendReplies(0);
       }
     }
   }
@@ -236,24 +256,33 @@ class JobWorker {
     reverse: boolean,
     limit: number,
   ): void {
-    const w = this.#replies;
-    const pos = w.pos;
+    let w = this.#replies;
+    let at = w.pos;
+    // Rows read before any write of this group are committed data: they may leave in
+    // parts while the scan goes on. After a write they wait for the commit like the rest.
+    const stream = this.#dirtyPos < 0;
     try {
       w.u8(Status.Rows);
-      const countAt = w.pos;
       w.u32(0);
       let n = 0;
       for (const [k, p] of this.#backend.scan(cat, start, stop, reverse, limit)) {
         w.blob(k);
         w.blob(p);
         n++;
+        if (stream && w.pos - at >= SCAN_PART_BYTES) {
+          w.buf[at] = Status.RowsPart;
+          patchU32(w, at + 1, n);
+          this.#sendReplies(0);
+          w = this.#replies;
+          at = w.pos;
+          w.u8(Status.Rows);
+          w.u32(0);
+          n = 0;
+        }
       }
-      const end = w.pos;
-      w.pos = countAt;
-      w.u32(n);
-      w.pos = end;
+      patchU32(w, at + 1, n);
     } catch (e) {
-      this.#readFailed(pos, e);
+      this.#readFailed(at, e);
       return;
     }
     this.#replyOk();
@@ -291,6 +320,57 @@ class JobWorker {
     this.#backend.rollback();
     const code = next.fault === 'commit' ? 'SQLITE_IOERR' : 'SQLITE_FULL';
     throw Object.assign(new Error(`injected fault: ${next.fault}`), { code });
+  }
+
+  /**
+   * If the frame holds `PUT_RUN` single-put batches in a row from `at`, insert them with
+   * one statement and set `#runEnd` past them. Each batch stays atomic on its own: if the
+   * statement fails (SQLite undoes all of it), they are applied one by one instead, so
+   * only the failing one fails. Returns false when there is no such run, or on failure.
+   */
+  #putRun(r: ByteReader, at: number): boolean {
+    const buf = r.buf;
+    // First look, without decoding: PUT_RUN records, each a batch of one put.
+    let p = at;
+    for (let i = 0; i < PUT_RUN; i++) {
+      if (p + 10 > buf.length || buf[p] !== Tag.Batch) return false;
+      const body =
+        (((buf[p + 1] as number) << 24) |
+          ((buf[p + 2] as number) << 16) |
+          ((buf[p + 3] as number) << 8) |
+          (buf[p + 4] as number)) >>>
+        0;
+      // count 0,0,0,1 then the kind
+      if (
+        buf[p + 5] !== 0 ||
+        buf[p + 6] !== 0 ||
+        buf[p + 7] !== 0 ||
+        buf[p + 8] !== 1 ||
+        buf[p + 9] !== OpKind.Put
+      ) {
+        return false;
+      }
+      p += 5 + body;
+    }
+    const args = this.#runArgs;
+    r.pos = at;
+    for (let i = 0; i < PUT_RUN; i++) {
+      r.pos += 10; // tag, body length, op count, kind
+      args[i * 3] = this.#category(r);
+      args[i * 3 + 1] = r.blob();
+      args[i * 3 + 2] = r.blob();
+    }
+    const notBegun = this.#beginIfNeeded(buf, at);
+    if (notBegun !== undefined) return false; // each batch then reports it
+    try {
+      this.#backend.putRun(args);
+    } catch {
+      // The statement undid itself; redo the group's earlier writes if SQLite dropped the
+      // transaction, then let each batch of the run go alone and fail alone.
+      if (!this.#backend.inTransaction) this.#redoBefore({ buf, at });
+      return false;
+    }
+    return true;
   }
 
   /** Apply a batch's ops; `r` is at its op count. */
@@ -392,15 +472,26 @@ class JobWorker {
       this.#txFailed.push({ buf, at });
       return;
     }
+    if (this.#redoBefore({ buf, at }, error)) this.#txFailed.push({ buf, at });
+  }
+
+  /**
+   * SQLite dropped the transaction: begin a new one and redo the group's writes before
+   * `until`. If that fails too, the group is lost. Returns whether the redo succeeded.
+   */
+  #redoBefore(until: RecordAt, cause?: ErrorInfo): boolean {
+    const b = this.#backend;
     try {
       b.begin();
-      this.#eachTxWrite({ buf, at }, (r, tag) => {
+      this.#eachTxWrite(until, (r, tag) => {
         if (tag === Tag.Batch) this.#applyOps(r);
         else b.delete(this.#category(r), r.blob());
       });
-      this.#txFailed.push({ buf, at });
+      return true;
     } catch (e) {
-      this.#loseGroup(toErrorInfo(e, `redo after ${error.message}`), { buf, at });
+      const info = toErrorInfo(e, cause === undefined ? 'redo' : `redo after ${cause.message}`);
+      this.#loseGroup(info, until);
+      return false;
     }
   }
 
@@ -474,25 +565,31 @@ class JobWorker {
     this.#txFrames = [];
     this.#txFailed = [];
     this.#dirtyPos = -1;
+    this.#sendReplies(this.#frames);
+    this.#frames = 0;
+  }
+
+  /**
+   * Send the replies gathered so far, headed by how many frames are finished (0 for
+   * replies sent before their group ends), with the errors they refer to; a group's batch
+   * failures go with its last message.
+   */
+  #sendReplies(framesDone: number): void {
     const w = this.#replies;
-    const end = w.pos;
-    w.pos = 0;
-    w.u32(this.#frames);
-    w.pos = end;
+    if (framesDone === 0 && this.#replyCount === 0 && w.pos === REPLY_HEADER) return;
+    patchU32(w, 0, framesDone);
     const [bytes, transfer, handedOver] = takeBytes(w);
-    const simple = this.#errors.length === 0 && this.#failures.length === 0;
+    const failures = framesDone === 0 ? [] : this.#failures;
+    const simple = this.#errors.length === 0 && failures.length === 0;
     const msg: FromWorker = simple
       ? bytes
-      : { t: 'replies', bytes, errors: this.#errors, failures: this.#failures };
+      : { t: 'replies', bytes, errors: this.#errors, failures };
     this.#port.postMessage(msg, transfer);
     if (handedOver) this.#replies = new ByteWriter(REPLY_HEADER + 256);
     this.#replies.pos = REPLY_HEADER;
     this.#replyCount = 0;
-    if (!simple) {
-      this.#errors = [];
-      this.#failures = [];
-    }
-    this.#frames = 0;
+    if (this.#errors.length > 0) this.#errors = [];
+    if (failures.length > 0) this.#failures = [];
   }
 
   #close(): void {
@@ -518,6 +615,14 @@ class JobWorker {
     if (how === 'exit') process.exit(70);
     throw new Error('persistency worker: crash requested by a test');
   }
+}
+
+/** Write a u32 at `at` without moving the writer. */
+function patchU32(w: ByteWriter, at: number, v: number): void {
+  const end = w.pos;
+  w.pos = at;
+  w.u32(v);
+  w.pos = end;
 }
 
 /** Turn SQLite's terse open errors into ones that say what to do. */

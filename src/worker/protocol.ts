@@ -44,6 +44,8 @@ export const Status = {
   Rows: 5,
   Error: 6,
   Done: 7,
+  /** Some rows of a scan; more follow, then its final `Rows` (or `Error`) record. */
+  RowsPart: 8,
 } as const;
 
 /** A serialisable error crossing the thread boundary. */

@@ -142,6 +142,18 @@ describe('npm pack', () => {
     });
     expect(readdirSync(root)).toContain('packed-job.db');
   });
+
+  it('installs the persistency bin, which runs as a command and reads what the program wrote', () => {
+    const root = join(work, 'data-bin');
+    execFileSync(process.execPath, ['main.mjs', root], { cwd: app, timeout: 30_000 });
+    // Run through npm's link, as a user's shell would: it must be executable, shebang and all.
+    const bin = join(app, 'node_modules', '.bin', 'persistency');
+    const out = execFileSync(bin, ['ls', root], { encoding: 'utf8', timeout: 30_000 });
+    expect(out.trim()).toMatch(/^packed-job\t\d+\t3$/);
+    expect(
+      execFileSync(bin, ['count', root, 'packed-job', 'msg'], { encoding: 'utf8' }).trim(),
+    ).toBe('3');
+  });
 });
 
 describe('the published types', () => {

@@ -28,7 +28,6 @@
  * Consequences: strings sort by UTF-8 length first, then bytes ('b' < 'aa'); integers
  * sort numerically across the sign; a key sorts before every key that extends it.
  */
-import { inspect } from 'node:util';
 import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 
@@ -49,6 +48,9 @@ let isKey: (v: unknown) => v is Key;
 
 /** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
 const MINT: unique symbol = Symbol('Key.mint');
+
+/** Node's `util.inspect.custom`, without importing `node:util` into the public types. */
+const inspectCustom: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 /**
  * An encoded key: immutable bytes whose byte order is the tuple order of the parts that
@@ -101,7 +103,7 @@ export class Key {
     );
   }
 
-  [inspect.custom](): string {
+  [inspectCustom](): string {
     return `Key<${this.toString()}>`;
   }
 }

@@ -99,10 +99,13 @@ beforeAll(() => {
 }, 180_000);
 
 describe('npm pack', () => {
-  it('ships dist/ (the worker included), README.md and package.json, and no sources or tests', () => {
+  it('ships dist/ (the worker included), README.md, LICENSE and package.json, and no sources, tests or source maps', () => {
     const paths = packed.files.map((f) => f.path).sort();
-    expect(paths.filter((p) => !/^(README\.md|package\.json|dist\/.+)$/.test(p))).toEqual([]);
-    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/worker/main.js']) {
+    expect(paths.filter((p) => !/^(README\.md|LICENSE|package\.json|dist\/.+)$/.test(p))).toEqual(
+      [],
+    );
+    expect(paths.filter((p) => p.endsWith('.map'))).toEqual([]);
+    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/worker/main.js', 'LICENSE']) {
       expect(paths).toContain(needed);
     }
   });
@@ -200,9 +203,8 @@ describe('the published types', () => {
       module: ts.ModuleKind.NodeNext,
       moduleResolution: ts.ModuleResolutionKind.NodeNext,
       lib: ['lib.es2022.d.ts'],
-      // The package's declarations use node:util and node:worker_threads types.
-      typeRoots: [join(repo, 'node_modules', '@types')],
-      types: ['node'],
+      // No @types/node: a consumer of the declarations must not need Node's types.
+      types: [],
       // Type-check the installed declarations as a consumer's compiler sees them.
       skipLibCheck: false,
     });

@@ -68,11 +68,13 @@ interface OpRecord {
 /** What a Job needs from the Persistency that owns it. */
 export interface JobHost {
   readonly maxPayloadBytes: number;
+  /** `count` defaults to the number of `ops` (pass it when the ops cannot be listed). */
   writeFailed(
     jobId: string,
     reason: WriteFailureReason,
     ops: readonly TxOp[],
     error: PersistencyError,
+    count?: number,
   ): void;
   jobDied(job: Job, error: PersistencyError): void;
 }
@@ -202,11 +204,15 @@ export class Job {
       if (!Array.isArray(ops))
         throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
       n = ops.length; // read once: a proxy's length cannot change under the loop
-      if (n > MAX_BATCH_OPS) {
-        throw new Refused(`persist: a batch holds at most ${MAX_BATCH_OPS} ops, got ${n}`);
-      }
     } catch (e) {
       this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
+      return;
+    }
+    if (n > MAX_BATCH_OPS) {
+      const error = invalidArgument(
+        `persist: a batch holds at most ${MAX_BATCH_OPS} ops, got ${n}`,
+      );
+      this.#host.writeFailed(this.id, 'invalid', [], error, n);
       return;
     }
     // A snapshot, each element read once: getters or proxies cannot change the batch
@@ -286,7 +292,7 @@ export class Job {
     try {
       bytes = toPayload(value);
     } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persistEncoded'));
+      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persistEncoded'), 1);
       return;
     }
     this.#single({ kind: 'put', category, key, payload: bytes });
@@ -766,9 +772,10 @@ export class Job {
 
   #reportFailure(f: BatchFailure): void {
     const ops: TxOp[] = [];
+    let n = 0;
     try {
       const r = new ByteReader(f.record);
-      const n = r.u32();
+      n = r.u32();
       for (let i = 0; i < n; i++) {
         const kind = r.u8();
         const category = utf8Decoder.decode(r.shortBlob());
@@ -784,7 +791,13 @@ export class Job {
     } catch {
       // The error below still reports the failure; the ops are a courtesy.
     }
-    this.#host.writeFailed(this.id, 'backend', ops, fromErrorInfo(f.error));
+    this.#host.writeFailed(
+      this.id,
+      'backend',
+      ops,
+      fromErrorInfo(f.error),
+      Math.max(n, ops.length),
+    );
   }
 
   #failWaiting(error: PersistencyError): void {

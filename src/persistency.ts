@@ -155,7 +155,8 @@ export class Persistency {
     this.#options = options;
     this.#host = {
       maxPayloadBytes: options.maxPayloadBytes,
-      writeFailed: (jobId, reason, ops, error) => this.#writeFailed(jobId, reason, ops, error),
+      writeFailed: (jobId, reason, ops, error, count) =>
+        this.#writeFailed(jobId, reason, ops, error, count),
       jobDied: (job, error) => {
         const slot = this.#slots.get(job.id);
         if (slot?.job === job && slot.closing === undefined) this.#slots.delete(job.id);
@@ -371,7 +372,7 @@ export class Persistency {
   ): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) job.persistEncoded(category, key, value);
-    else this.#dropUnknown(jobId, []);
+    else this.#dropUnknown(jobId, [], 1); // one write, not listed: its value is not encoded
   }
 
   /** `job(jobId).flush()`. @example await p.flush('t1') */
@@ -432,9 +433,9 @@ export class Persistency {
   }
 
   /** A string-id write naming a job that is not open: report it, queue nothing. */
-  #dropUnknown(jobId: unknown, ops: readonly TxOp[]): void {
+  #dropUnknown(jobId: unknown, ops: readonly TxOp[], count?: number): void {
     const label = typeof jobId === 'string' ? jobId : describe(jobId);
-    this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId));
+    this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId), count);
   }
 
   #read<T>(
@@ -460,23 +461,28 @@ export class Persistency {
     reason: WriteFailureReason,
     ops: readonly TxOp[],
     error: PersistencyError,
+    count?: number,
   ): void {
     let listed: readonly TxOp[] = [];
+    let n = count;
     try {
       // `ops` may be whatever a caller passed (a proxy can make even isArray throw): report
-      // a plain copy of it, or no ops at all.
-      // Copied element by element, and only up to a batch's limit: `slice` on a sparse
-      // array of length 2^32-1 would stall the event loop for a minute.
-      if (Array.isArray(ops) && ops.length <= MAX_BATCH_OPS) {
-        const n = ops.length;
-        const copy: TxOp[] = new Array(n);
-        for (let i = 0; i < n; i++) copy[i] = ops[i] as TxOp;
-        listed = copy;
+      // a plain copy of it, or no ops at all. Copied element by element, and only up to a
+      // batch's limit: `slice` on a sparse array of length 2^32-1 would stall the event
+      // loop for a minute.
+      if (Array.isArray(ops)) {
+        const length = ops.length;
+        if (length <= MAX_BATCH_OPS) {
+          const copy: TxOp[] = new Array(length);
+          for (let i = 0; i < length; i++) copy[i] = ops[i] as TxOp;
+          listed = copy;
+        }
+        n ??= length;
       }
     } catch {
       listed = [];
     }
-    this.#emit('writeFailed', { jobId, reason, ops: listed, count: listed.length, error });
+    this.#emit('writeFailed', { jobId, reason, ops: listed, count: n ?? listed.length, error });
   }
 
   /** Emit without letting a throwing listener break our bookkeeping. */

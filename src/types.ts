@@ -113,8 +113,13 @@ export type PersistencyEvents = {
   writeFailed: {
     readonly jobId: string;
     readonly reason: WriteFailureReason;
-    /** The ops of the batch (as given, or as decoded from the database's view of them). */
+    /**
+     * The ops of the batch (as given, or as decoded from the database's view of them);
+     * empty when they cannot be listed (a value `persistEncoded` could not encode, a
+     * batch over the op limit, something that is not an array).
+     */
     readonly ops: readonly TxOp[];
+    /** How many ops were dropped: `ops.length` when they are listed, else as far as known. */
     readonly count: number;
     readonly error: PersistencyError;
   };

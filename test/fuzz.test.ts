@@ -2173,8 +2173,29 @@ describe('hostile input: batches of absurd length', () => {
     expect(failures.map((f) => f.reason)).toEqual([
       via === 'p, job not open' ? 'notFound' : 'invalid',
     ]);
+    // The event counts the ops dropped even when it cannot list them.
+    expect(failures[0]?.count).toBe(ops.length);
     expect(unwrap(await job.count('v', { start: key() }))).toBe(0);
     expect(unwrap(await job.flush())).toBeUndefined();
+    await p.close();
+  });
+});
+
+describe('writeFailed counts what it cannot list', () => {
+  it('persistEncoded with a value the codec refuses: ops [], count 1 (job and string-id forms)', async () => {
+    const p = unwrap(Persistency.instance(':memory:'));
+    const job = unwrap(await p.openJob('enc'));
+    const failures: WriteFailed[] = [];
+    p.events.on('writeFailed', (e) => failures.push(e));
+    job.persistEncoded('c', key(1), Symbol('no') as never);
+    p.persistEncoded('enc', 'c', key(2), (() => 1) as never);
+    p.persistEncoded('not-open', 'c', key(3), 'fine');
+    expect(failures.map((f) => [f.reason, f.ops.length, f.count])).toEqual([
+      ['invalid', 0, 1],
+      ['invalid', 0, 1],
+      ['notFound', 0, 1],
+    ]);
+    expect(unwrap(await job.count('c', { start: key() }))).toBe(0);
     await p.close();
   });
 });

@@ -4,12 +4,12 @@
  *
  * | kind | when |
  * |---|---|
- * | `InvalidArgument` | an argument cannot be encoded or stored (bad key part, empty category, bad job id, bad limit) |
- * | `Backend` | SQLite reported an error (see `code`, e.g. `SQLITE_FULL`, `SQLITE_CORRUPT`), or a worker died |
- * | `Closed` | the job or the `Persistency` was closed before or while the call ran |
- * | `Timeout` | an operation did not finish within its time limit |
- * | `JobNotFound` | a string-id call named a job that is not open |
- * | `Busy` | the job's file is owned by another process or another `Persistency` in this process |
+ * | `InvalidArgument` | an argument cannot be encoded or stored (bad key part, empty category, bad job id, bad limit, bad root or option), or a second root while one is live |
+ * | `Backend` | SQLite reported an error (see `code`, e.g. `SQLITE_FULL`, `SQLITE_CORRUPT`), a commit failed, or a worker died |
+ * | `Closed` | the job or the `Persistency` was closed before or while the call ran, or the job's worker had died |
+ * | `Timeout` | a job's worker was not ready within `openTimeoutMs` |
+ * | `JobNotFound` | a string-id call (or `p.job(id)`) named a job that is not open |
+ * | `Busy` | the job's file is owned by another process or another `Persistency` (`SQLITE_BUSY`, `SQLITE_LOCKED`) |
  *
  * @example
  * ```ts
@@ -25,7 +25,15 @@ export type PersistencyErrorKind =
   | 'JobNotFound'
   | 'Busy';
 
-/** Extra detail attached to a {@link PersistencyError}. */
+/**
+ * Extra detail attached to a {@link PersistencyError}: the third argument of its
+ * constructor.
+ *
+ * @example
+ * ```ts
+ * new PersistencyError('Backend', 'disk full', { code: 'SQLITE_FULL', cause: sqliteError });
+ * ```
+ */
 export interface PersistencyErrorOptions {
   /** SQLite's error code where there is one, e.g. `SQLITE_BUSY`. */
   readonly code?: string;
@@ -34,7 +42,8 @@ export interface PersistencyErrorOptions {
 }
 
 /**
- * The single error class of the library.
+ * The single error class of the library: every `Err` a read returns, every `error` of an
+ * event, and every exception the codec throws is one.
  *
  * @example
  * ```ts
@@ -46,11 +55,29 @@ export interface PersistencyErrorOptions {
  * ```
  */
 export class PersistencyError extends Error {
-  /** What went wrong, as a stable machine-readable kind. */
+  /**
+   * What went wrong, as a stable machine-readable kind: branch on this, not on `message`.
+   * @example if (r.isErr() && r.error.kind === 'JobNotFound') await p.openJob(id);
+   */
   readonly kind: PersistencyErrorKind;
-  /** SQLite's error code (`SQLITE_FULL`, `SQLITE_CORRUPT`, …) where there is one. */
+  /**
+   * SQLite's error code (`SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_BUSY`, …) where there is
+   * one, `SCHEMA_TOO_NEW` for a file of a newer schema version, a Node `fs` code (`EACCES`)
+   * when the root cannot be created; otherwise `undefined`.
+   * @example
+   * ```ts
+   * p.events.on('writeFailed', (e) => {
+   *   if (e.error.code === 'SQLITE_FULL') alertQuota(e.jobId);
+   * });
+   * ```
+   */
   readonly code: string | undefined;
 
+  /**
+   * Made by the library; construct one yourself only to return a matching `Err`, e.g. from
+   * a test double.
+   * @example new PersistencyError('Closed', 'job tenant-1 is closed')
+   */
   constructor(kind: PersistencyErrorKind, message: string, options: PersistencyErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PersistencyError';

@@ -132,7 +132,10 @@ let injectJob: (job: Job, fault: InjectedFault, skipWrites: number) => void;
  * ```
  */
 export class Job {
-  /** The job id it was opened with. */
+  /**
+   * The job id it was opened with.
+   * @example (await p.openJob('tenant-1'))._unsafeUnwrap().id // 'tenant-1'
+   */
   readonly id: string;
   readonly #worker: Worker;
   readonly #host: JobHost;
@@ -185,7 +188,10 @@ export class Job {
     this.#updateRef();
   }
 
-  /** True while the job is open: false once it is closed or its worker has died. */
+  /**
+   * True while the job is open: false once it is closed (or closing) or its worker has died.
+   * @example await p.closeJob(job.id); job.running // false
+   */
   get running(): boolean {
     return this.#state === 'open';
   }
@@ -194,8 +200,9 @@ export class Job {
   // Writes
 
   /**
-   * Apply `ops` as one atomic batch: all of them or none. Invalid ops refuse the whole
-   * batch (reported as a `writeFailed` event); nothing is queued.
+   * Apply `ops` as one atomic batch: all of them or none. Invalid ops, or more than
+   * 4,194,304 of them, refuse the whole batch (reported as a `writeFailed` event with
+   * reason `'invalid'`); nothing is queued. An empty batch is a no-op.
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
@@ -234,7 +241,8 @@ export class Job {
   }
 
   /**
-   * Insert or replace one row.
+   * Insert or replace one row. A bad category, key or payload (not a `Uint8Array`, or over
+   * `maxPayloadBytes`) is reported as a `writeFailed` event and not queued.
    * @example job.persistPut('users', key('ada'), payload('Ada'))
    */
   persistPut(category: string, key: Key, payload: Uint8Array): void {
@@ -460,7 +468,8 @@ export class Job {
   }
 
   /**
-   * Rows of `category` with `range.start <= key < range.stop`, in key order.
+   * Rows of `category` with `range.start <= key < range.stop` (no upper bound without
+   * `stop`), in key order, or reversed with `reverse: true`.
    * @example await job.scan('log', { start: key('c1', 10), stop: key('c1', 20) }, { limit: 5 })
    */
   scan(

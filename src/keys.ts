@@ -80,29 +80,45 @@ export class Key {
     isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
   }
 
-  /** A copy of the encoded bytes (the key itself never changes). */
+  /**
+   * A copy of the encoded bytes (the key itself never changes).
+   * @example key('ab').bytes // Uint8Array(4) [0, 2, 97, 98]
+   */
   get bytes(): Uint8Array {
     return this.#bytes.slice();
   }
 
-  /** Number of encoded bytes. */
+  /**
+   * Number of encoded bytes, without copying them.
+   * @example key('ab', 1).byteLength // 12: 2 + 2 for the string, 8 for the integer
+   */
   get byteLength(): number {
     return this.#bytes.length;
   }
 
-  /** True when `other` holds exactly the same bytes. */
+  /**
+   * True when `other` (a Key or plain bytes) holds exactly the same bytes.
+   * @example key('c1', 3).equals(toKey(['c1', 3])) // true
+   */
   equals(other: Key | Uint8Array): boolean {
     const b = isKey(other) ? other.#bytes : realBytes(other);
     return b !== undefined && compareBytes(this.#bytes, b) === 0;
   }
 
-  /** Lower-case hex of the bytes, e.g. `0002616280…`. */
+  /**
+   * Lower-case hex of the bytes.
+   * @example String(key('ab', 0)) // '000261628000000000000000'
+   */
   toString(): string {
     return Buffer.from(this.#bytes.buffer, this.#bytes.byteOffset, this.#bytes.length).toString(
       'hex',
     );
   }
 
+  /**
+   * How `console.log` and `util.inspect` show a key: its hex in `Key<…>`.
+   * @example console.log(key('ab')) // Key<00026162>
+   */
   [inspectCustom](): string {
     return `Key<${this.toString()}>`;
   }
@@ -126,7 +142,10 @@ export function adoptKey(bytes: Uint8Array): Key {
 // ---------------------------------------------------------------------------------------
 // Fixed-width integer wrappers
 
-/** The integer widths of the wrappers `i64 … u8`. */
+/**
+ * The integer widths of the wrappers `i64 … u8`: a {@link SizedInt}'s `width`.
+ * @example const w: IntWidth = u16(7).width; // 'u16'
+ */
 export type IntWidth = 'i64' | 'i32' | 'i16' | 'i8' | 'u64' | 'u32' | 'u16' | 'u8';
 
 interface WidthSpec {
@@ -150,12 +169,24 @@ let makeSized: (width: IntWidth, x: unknown) => SizedInt;
 
 /**
  * An integer tagged with the width it is encoded at. Made by {@link i64}, {@link u64}
- * and their siblings; the value is range-checked when the wrapper is made.
+ * and their siblings (it has no public constructor); the value is range-checked when the
+ * wrapper is made. Immutable.
+ * @example
+ * ```ts
+ * const n = u64(2n ** 64n - 1n);
+ * key('counter', n);  // encodes 8 bytes, all 0xFF
+ * ```
  */
 export class SizedInt {
-  /** The declared width. */
+  /**
+   * The declared width.
+   * @example i32(-5).width // 'i32'
+   */
   readonly width: IntWidth;
-  /** The value: a `number` when it is a safe integer, otherwise a `bigint`. */
+  /**
+   * The value: a `number` when it is a safe integer, otherwise a `bigint`.
+   * @example [u64(7).value, u64(2n ** 63n).value] // [7, 9223372036854775808n]
+   */
   readonly value: number | bigint;
 
   private constructor(width: IntWidth, value: number | bigint) {
@@ -218,6 +249,11 @@ export const u8 = (x: number | bigint): SizedInt => makeSized('u8', x);
  * A value `key()` and `payload()` accept. Anything else (a non-integer or unsafe number,
  * NaN, an out-of-range bigint, `null`, `undefined`, a function, a symbol, a class
  * instance, a cyclic object) throws `InvalidArgument`.
+ * @example
+ * ```ts
+ * const parts: KeyPart[] = ['c1', 42, 7n, true, u8(3), new Uint8Array([1]), ['c', 1], { a: 'b' }];
+ * key(...parts);
+ * ```
  */
 export type KeyPart =
   | string
@@ -618,9 +654,11 @@ export function prefixRange(prefix: Key): KeyRange {
 // Decoder
 
 /**
- * Part types `decodeKey`/`decodePayload` read back. `i64`/`u64` give `bigint`; `number`
- * reads a signed 8-byte integer into a `number` (refusing unsafe values); the narrower
- * integer names read the same 8 bytes and check the range (`u8` reads one byte).
+ * Part types `decodeKey`/`decodePayload` read back, each mapped to the value it gives.
+ * `i64`/`u64` give `bigint`; `number` reads a signed 8-byte integer into a `number`
+ * (refusing unsafe values); the narrower integer names read the same 8 bytes and check the
+ * range (`u8` reads one byte).
+ * @example const seq: PartTypeMap['i64'] = decodeKey(key(5), 'i64'); // 5n
  */
 export interface PartTypeMap {
   string: string;
@@ -637,10 +675,17 @@ export interface PartTypeMap {
   u16: number;
 }
 
-/** A part type name for {@link decodeKey} and {@link decodePayload}. */
+/**
+ * A part type name for {@link decodeKey} and {@link decodePayload}: `'string' 'bytes'
+ * 'bool' 'u8' 'i64' 'u64' 'number' 'i32' 'i16' 'i8' 'u32' 'u16'`.
+ * @example const spec = ['string', 'i64'] as const satisfies readonly PartType[];
+ */
 export type PartType = keyof PartTypeMap;
 
-/** The tuple a spec decodes to, e.g. `['string', 'i64']` → `[string, bigint]`. */
+/**
+ * The tuple a spec decodes to, e.g. `['string', 'i64']` → `[string, bigint]`.
+ * @example const [channel, seq]: DecodedParts<['string', 'i64']> = decodeKey(k, ['string', 'i64']);
+ */
 export type DecodedParts<S extends readonly PartType[]> = {
   -readonly [I in keyof S]: S[I] extends PartType ? PartTypeMap[S[I]] : never;
 };
@@ -786,6 +831,11 @@ export function decodeKey<const S extends readonly PartType[]>(
   k: Key | Uint8Array,
   spec: S,
 ): DecodedParts<S>;
+/**
+ * Read a key of a single part back: the spec is that part's type name, the result its
+ * value. Missing or trailing bytes are `InvalidArgument`.
+ * @example decodeKey(key(u64(9)), 'u64') // 9n
+ */
 export function decodeKey<T extends PartType>(k: Key | Uint8Array, spec: T): PartTypeMap[T];
 export function decodeKey(k: Key | Uint8Array, spec: PartType | readonly PartType[]): unknown {
   return decodeNamed(k, spec, 'decodeKey');

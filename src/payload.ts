@@ -33,12 +33,17 @@ export function toPayload(value: KeyPart): Uint8Array {
 /**
  * Read a payload back given its part types; trailing or missing bytes are
  * `InvalidArgument`. A single type name returns the value itself.
- * @example decodePayload(bytes, ['string', 'number', 'bool']); // ['general', 42, true]
+ * @example decodePayload(payload('general', 42, true), ['string', 'number', 'bool']); // ['general', 42, true]
  */
 export function decodePayload<const S extends readonly PartType[]>(
   bytes: Uint8Array,
   spec: S,
 ): DecodedParts<S>;
+/**
+ * Read a payload of a single part back: the spec is that part's type name, the result its
+ * value. Missing or trailing bytes are `InvalidArgument`.
+ * @example decodePayload(payload('Ada Lovelace'), 'string') // 'Ada Lovelace'
+ */
 export function decodePayload<T extends PartType>(bytes: Uint8Array, spec: T): PartTypeMap[T];
 export function decodePayload(bytes: Uint8Array, spec: PartType | readonly PartType[]): unknown {
   const real = realBytes(bytes);

@@ -133,10 +133,15 @@ function checkRoot(rootDir: unknown): Result<string, PersistencyError> {
 export class Persistency {
   static #current: Persistency | undefined;
 
-  /** The root directory (absolute), or `':memory:'`. */
+  /**
+   * The root directory, resolved to an absolute path, or `':memory:'`.
+   * @example Persistency.instance('./data')._unsafeUnwrap().rootDir // '/srv/app/data' when run in /srv/app
+   */
   readonly rootDir: string;
   /**
-   * Typed `mitt` emitter: `jobOpened`, `jobClosed`, `jobFailed`, `writeFailed`.
+   * Typed `mitt` emitter: `jobOpened`, `jobClosed`, `jobFailed`, `writeFailed` (see
+   * {@link PersistencyEvents}). A listener that throws does not disturb the library; its
+   * error is rethrown in a microtask.
    * @example p.events.on('writeFailed', (e) => console.error(e.jobId, e.error.message));
    */
   readonly events: Emitter<PersistencyEvents> = mitt<PersistencyEvents>();
@@ -168,7 +173,9 @@ export class Persistency {
   /**
    * The singleton for `rootDir` (created on first call; the same object for the same
    * root), or, without arguments, the current one. `Err(InvalidArgument)` for an invalid
-   * root, a different root while one is live, or no current instance.
+   * root or option, a different root while one is live, or no current instance. Checks
+   * the root with `stat` only: the directory is created by the first `openJob`.
+   * `':memory:'` keeps every job in memory.
    * @example const p = Persistency.instance(':memory:')._unsafeUnwrap();
    */
   static instance(
@@ -249,7 +256,8 @@ export class Persistency {
 
   /**
    * Close job `id`: resolves after every earlier write is committed, the WAL is
-   * checkpointed and the worker has exited. A no-op for a job that is not open.
+   * checkpointed and the worker has exited. A no-op for a job that is not open. `Err` if
+   * the checkpoint or the close failed, or the worker died (commits made before stand).
    * @example await p.closeJob('tenant-1');
    */
   closeJob(id: string): ResultAsync<void, PersistencyError> {
@@ -302,8 +310,9 @@ export class Persistency {
   }
 
   /**
-   * Close every job and this instance (idempotent). Later calls on it return `Err(Closed)`,
-   * and `Persistency.instance(rootDir)` makes a new one.
+   * Close every job and this instance (idempotent); resolves once every worker thread, the
+   * prestarted one included, has exited. `Err` with the first job close that failed. Later
+   * calls on it return `Err(Closed)`, and `Persistency.instance(rootDir)` makes a new one.
    * @example await p.close();
    */
   close(): ResultAsync<void, PersistencyError> {
@@ -335,35 +344,55 @@ export class Persistency {
   // String-id forms: a read on a job that is not open is Err(JobNotFound); a write is
   // dropped with a `writeFailed` event.
 
-  /** `job(jobId).persist(ops)`. @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }]) */
+  /**
+   * `job(jobId).persist(ops)` on the open job `jobId`. When it is not open, the write
+   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
+   * @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }])
+   */
   persist(jobId: string, ops: readonly TxOp[]): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) job.persist(ops);
     else this.#dropUnknown(jobId, ops);
   }
 
-  /** `job(jobId).persistPut(...)`. @example p.persistPut('t1', 'users', key('ada'), payload('Ada')) */
+  /**
+   * `job(jobId).persistPut(...)` on the open job `jobId`. When it is not open, the write
+   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
+   * @example p.persistPut('t1', 'users', key('ada'), payload('Ada'))
+   */
   persistPut(jobId: string, category: string, key: Key, payload: Uint8Array): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) job.persistPut(category, key, payload);
     else this.#dropUnknown(jobId, [{ kind: 'put', category, key, payload }]);
   }
 
-  /** `job(jobId).persistDelete(...)`. @example p.persistDelete('t1', 'users', key('ada')) */
+  /**
+   * `job(jobId).persistDelete(...)` on the open job `jobId`. When it is not open, the write
+   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
+   * @example p.persistDelete('t1', 'users', key('ada'))
+   */
   persistDelete(jobId: string, category: string, key: Key): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) job.persistDelete(category, key);
     else this.#dropUnknown(jobId, [{ kind: 'delete', category, key }]);
   }
 
-  /** `job(jobId).persistDeletePrefix(...)`. @example p.persistDeletePrefix('t1', 'log', key('c1')) */
+  /**
+   * `job(jobId).persistDeletePrefix(...)` on the open job `jobId`. When it is not open, the write
+   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
+   * @example p.persistDeletePrefix('t1', 'log', key('c1'))
+   */
   persistDeletePrefix(jobId: string, category: string, prefix: Key): void {
     const job = this.#openJob(jobId);
     if (job !== undefined) job.persistDeletePrefix(category, prefix);
     else this.#dropUnknown(jobId, [{ kind: 'deletePrefix', category, prefix }]);
   }
 
-  /** `job(jobId).persistEncoded(...)`. @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42]) */
+  /**
+   * `job(jobId).persistEncoded(...)` on the open job `jobId`. When it is not open, the write
+   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
+   * @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42])
+   */
   persistEncoded(
     jobId: string,
     category: string,
@@ -375,12 +404,18 @@ export class Persistency {
     else this.#dropUnknown(jobId, [], 1); // one write, not listed: its value is not encoded
   }
 
-  /** `job(jobId).flush()`. @example await p.flush('t1') */
+  /**
+   * `job(jobId).flush()` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.flush('t1')
+   */
   flush(jobId: string): ResultAsync<void, PersistencyError> {
     return this.#read(jobId, (j) => j.flush());
   }
 
-  /** `job(jobId).get(...)`. @example await p.get('t1', 'users', key('ada')) */
+  /**
+   * `job(jobId).get(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.get('t1', 'users', key('ada'))
+   */
   get(
     jobId: string,
     category: string,
@@ -389,12 +424,18 @@ export class Persistency {
     return this.#read(jobId, (j) => j.get(category, key));
   }
 
-  /** `job(jobId).exists(...)`. @example await p.exists('t1', 'users', key('ada')) */
+  /**
+   * `job(jobId).exists(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.exists('t1', 'users', key('ada'))
+   */
   exists(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#read(jobId, (j) => j.exists(category, key));
   }
 
-  /** `job(jobId).scan(...)`. @example await p.scan('t1', 'log', prefixRange(key('c1'))) */
+  /**
+   * `job(jobId).scan(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.scan('t1', 'log', prefixRange(key('c1')))
+   */
   scan(
     jobId: string,
     category: string,
@@ -404,7 +445,10 @@ export class Persistency {
     return this.#read(jobId, (j) => j.scan(category, range, options));
   }
 
-  /** `job(jobId).scanPrefix(...)`. @example await p.scanPrefix('t1', 'log', key('c1'), { limit: 10 }) */
+  /**
+   * `job(jobId).scanPrefix(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.scanPrefix('t1', 'log', key('c1'), { limit: 10 })
+   */
   scanPrefix(
     jobId: string,
     category: string,
@@ -414,12 +458,18 @@ export class Persistency {
     return this.#read(jobId, (j) => j.scanPrefix(category, prefix, options));
   }
 
-  /** `job(jobId).count(...)`. @example await p.count('t1', 'log', prefixRange(key('c1'))) */
+  /**
+   * `job(jobId).count(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.count('t1', 'log', prefixRange(key('c1')))
+   */
   count(jobId: string, category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
     return this.#read(jobId, (j) => j.count(category, range));
   }
 
-  /** `job(jobId).deleteAcked(...)`. @example await p.deleteAcked('t1', 'users', key('ada')) */
+  /**
+   * `job(jobId).deleteAcked(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
+   * @example await p.deleteAcked('t1', 'users', key('ada'))
+   */
   deleteAcked(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#read(jobId, (j) => j.deleteAcked(category, key));
   }

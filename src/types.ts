@@ -7,7 +7,8 @@ import type { Key, KeyRange } from './keys.js';
 export type { Key, KeyRange };
 
 /**
- * One row of a scan.
+ * One row of a scan, in key order. The rows of one scan share one buffer: each `payload`
+ * is a view into it (copy one with `slice()` to keep it apart from the rest).
  * @example
  * ```ts
  * for (const { key, payload } of rows) console.log(decodeKey(key, ['string', 'i64']), payload);
@@ -51,8 +52,11 @@ export interface ScanOptions {
 }
 
 /**
- * Options of `Persistency.instance(rootDir, options)`. Every field is optional.
- * @example Persistency.instance('./data', { busyTimeoutMs: 1000 })
+ * Options of `Persistency.instance(rootDir, options)`. Every field is optional; numbers are
+ * non-negative integers. An unknown name or a value of the wrong type is
+ * `Err(InvalidArgument)`. Options of a later `instance` call for the live root are checked,
+ * then ignored.
+ * @example Persistency.instance('./data', { busyTimeoutMs: 1000, maxJobBytes: 256 * 1024 * 1024 })
  */
 export interface PersistencyOptions {
   /** How long SQLite waits on a lock held by another connection after open. (default: 5000) */
@@ -83,7 +87,16 @@ export interface PersistencyOptions {
   readonly prestartWorker?: boolean;
 }
 
-/** Why a write did not reach the database. */
+/**
+ * Why a write did not reach the database: the `reason` of a `writeFailed` event.
+ * @example
+ * ```ts
+ * p.events.on('writeFailed', (e) => {
+ *   if (e.reason === 'backend') retryLater(e.jobId, e.ops); // SQLite refused it
+ *   else log.warn(e.reason, e.error.message);               // a caller's mistake
+ * });
+ * ```
+ */
 export type WriteFailureReason =
   /** The write's arguments were refused before it was queued. */
   | 'invalid'

@@ -1,6 +1,7 @@
 /**
  * Every failure the library reports is a {@link PersistencyError}. Its `kind` is API and
- * stable across versions; its `message` is for people and may change.
+ * stable across versions (kinds may be added, never removed or renamed: keep a default
+ * branch); its `message` is for people and may change.
  *
  * | kind | when |
  * |---|---|

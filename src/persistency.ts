@@ -283,7 +283,8 @@ export class Persistency {
 
   /**
    * Close job `id` if open, then delete its database and every sidecar file.
-   * `Err(Busy)` if another process owns it. Dropping a job that does not exist is a no-op.
+   * `Err(Busy)` if another process owns it. Dropping a job that has no file is `Ok`
+   * (and still emits `jobClosed` with `dropped: true`).
    * @example await p.dropJob('tenant-1');
    */
   dropJob(id: string): ResultAsync<void, PersistencyError> {

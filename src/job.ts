@@ -39,6 +39,11 @@ import {
  */
 const FRAME_SEND_BYTES = 1024 * 1024;
 const MIN_FRAME_BYTES = 256;
+/**
+ * Send a turn's frame early once it holds this many reads, so the worker starts on them
+ * while the rest of the turn is still being issued.
+ */
+const FRAME_SEND_READS = 64;
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
 /** A batch's encoded size is a u32 in the frame. */
@@ -140,6 +145,8 @@ export class Job {
   /** The frame of the current turn, sent at the end of the turn. */
   #frame: ByteWriter | undefined;
   #frameSizeHint = MIN_FRAME_BYTES;
+  /** Reads in the current frame. */
+  #frameReads = 0;
   /** A writer whose bytes were copied out, ready for the next turn. */
   #idleWriter: ByteWriter | undefined;
   /** Reads and flushes waiting for their reply, in issue order. */
@@ -603,6 +610,7 @@ export class Job {
     // A getter may have closed the job meanwhile.
     if (this.#state !== 'open') return errAsync(this.#notOpenError());
     write(this.#turnFrame());
+    if (++this.#frameReads >= FRAME_SEND_READS) this.#send();
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         this.#waiting.push(resolve as Resolver);
@@ -630,6 +638,7 @@ export class Job {
     this.#idleWriter = undefined;
     w.pos = 0;
     this.#frame = w;
+    this.#frameReads = 0;
     queueMicrotask(() => {
       if (this.#frame === w) this.#send();
     });

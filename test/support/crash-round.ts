@@ -35,13 +35,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { decodeKey, decodePayload, key, Persistency, payload } from '../../src/index.js';
+import { decodeKey, decodePayload, type Key, key, Persistency, payload } from '../../src/index.js';
 import {
   batchSize,
   DATA,
   fillerLength,
   LAST_KEY,
   META,
+  SINGLE,
+  SINGLES,
+  singlePayload,
   type WriterMessage,
 } from '../fixtures/batch-shape.js';
 
@@ -292,6 +295,9 @@ async function checkJob(
     fail(`acknowledged or verified up to batch ${required}, but only 0..${last} survived`);
   const meta = lastRow.value === undefined ? -1 : Number(decodePayload(lastRow.value, ['i64'])[0]);
   if (meta !== last) fail(`('meta', last) says ${meta}, the data says ${last}`);
+  const singles = await guard(job.scanPrefix(SINGLE, key()), `scan of ${id}'s single puts`);
+  if (singles.isErr()) fail(`read of the single puts: ${singles.error.message}`);
+  else checkSingles(singles.value, last, required, fail);
 
   // It accepts a write + flush and reads it back.
   job.persistPut('probe', key(round), payload(round));
@@ -309,6 +315,62 @@ async function checkJob(
   if (closed.isErr())
     fail(`closeJob after the crash: ${closed.error.kind}: ${closed.error.message}`);
   return { last, rows: rows.length };
+}
+
+/**
+ * The single puts issued after each batch: with the batches, a prefix of the issue order.
+ * Every batch before the last present one has all of its singles, the last one a prefix
+ * of them (all of them if it was acknowledged), none after it; each payload matches.
+ */
+function checkSingles(
+  rows: readonly { key: Key; payload: Uint8Array }[],
+  last: number,
+  required: number,
+  fail: (what: string) => void,
+): void {
+  const count = new Map<number, number>();
+  let bad = 0;
+  for (const row of rows) {
+    const [n, j] = decodeKey(row.key, ['number', 'number']);
+    if (!Buffer.from(row.payload).equals(singlePayload(n, j)) || j >= SINGLES) {
+      if (bad++ < 3) fail(`single put ${row.key.toString()} does not match its key`);
+      continue;
+    }
+    count.set(n, (count.get(n) ?? 0) + 1);
+  }
+  let reported = 0;
+  for (const [n, c] of count) {
+    if (reported >= 3) break;
+    if (n > last) {
+      fail(`single puts of batch ${n} present, but batches end at ${last}`);
+      reported++;
+    } else if (n < last && c !== SINGLES) {
+      fail(`batch ${n}: ${c}/${SINGLES} single puts, though batch ${last} survived`);
+      reported++;
+    }
+  }
+  for (let n = 0; n < last; n++) {
+    if (!count.has(n)) {
+      fail(`batch ${n}: no single puts, though batch ${last} survived`);
+      break;
+    }
+  }
+  if (last >= 0 && last <= required && (count.get(last) ?? 0) !== SINGLES)
+    fail(`batch ${last} acknowledged with ${count.get(last) ?? 0}/${SINGLES} single puts`);
+  // Within one batch the singles are a prefix: rows come in key order (n, j).
+  let expectedJ = 0;
+  let prevN = -1;
+  for (const row of rows) {
+    const [n, j] = decodeKey(row.key, ['number', 'number']);
+    if (n !== prevN) {
+      prevN = n;
+      expectedJ = 0;
+    }
+    if (j !== expectedJ++) {
+      fail(`batch ${n}: single puts not a prefix (found ${j}, expected ${expectedJ - 1})`);
+      return;
+    }
+  }
 }
 
 /** `integrity_check` and `user_version` of a closed job file, opened directly. */

@@ -43,7 +43,7 @@ const MIN_FRAME_BYTES = 256;
  * Send a turn's frame early once it holds this many reads, so the worker starts on them
  * while the rest of the turn is still being issued.
  */
-const FRAME_SEND_READS = 64;
+const FRAME_SEND_READS = 32;
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
 /** A batch's encoded size is a u32 in the frame. */

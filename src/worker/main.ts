@@ -38,9 +38,11 @@ function initialReplies(): ByteWriter {
 /**
  * Replies that depend on no uncommitted write are sent before the group ends once this
  * many have gathered (or this many bytes), so the main thread works on them while the
- * worker goes on: reads pipeline instead of waiting for the whole group.
+ * worker goes on: reads pipeline instead of waiting for the whole group. Chosen by an
+ * interleaved A/B of 256 gets in flight (two jobs in one process): every 64 with frames of
+ * 32 reads was 1.07x every 32 with frames of 64, and 1.14x no early replies at all.
  */
-const EARLY_REPLIES = 32;
+const EARLY_REPLIES = 64;
 const EARLY_REPLY_BYTES = 64 * 1024;
 /** A long scan is sent in parts of about this size while it runs (clean groups only). */
 const SCAN_PART_BYTES = 256 * 1024;

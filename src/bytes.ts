@@ -33,3 +33,8 @@ export function realBytes(v: unknown): Uint8Array | undefined {
   }
   return new Uint8Array(bufferOf.call(v), byteOffsetOf.call(v), n);
 }
+
+/** The current length of a genuine Uint8Array, from the intrinsic getter (0 when detached). */
+export function lengthNow(v: Uint8Array): number {
+  return lengthOf.call(v);
+}

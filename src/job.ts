@@ -4,7 +4,7 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
-import { realBytes } from './bytes.js';
+import { lengthNow, realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import {
   adoptKey,
@@ -57,12 +57,16 @@ const writeFlush = (w: ByteWriter): void => w.u8(Tag.Flush);
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
 
-/** One checked op, ready to encode: for a put `last` is the payload, for a prefix the stop. */
+/**
+ * One checked op, ready to encode: for a put `last` is the payload, for a prefix the stop;
+ * `lastLength` is its length when it was checked.
+ */
 interface OpRecord {
   readonly kind: number;
   readonly category: Uint8Array;
   readonly key: Uint8Array;
   readonly last?: Uint8Array;
+  readonly lastLength: number;
 }
 
 /** What a Job needs from the Persistency that owns it. */
@@ -210,7 +214,13 @@ export class Job {
     try {
       if (!Array.isArray(ops))
         throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
-      n = ops.length; // read once: a proxy's length cannot change under the loop
+      const length: unknown = ops.length; // read once: a proxy cannot change it under the loop
+      if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) {
+        throw new Refused(
+          `persist: ops.length must be a non-negative integer, got ${describe(length)}`,
+        );
+      }
+      n = length;
     } catch (e) {
       this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;
@@ -225,16 +235,17 @@ export class Job {
     // A snapshot, each element read once: getters or proxies cannot change the batch
     // while it is encoded. The first invalid op refuses the batch (a sparse array of
     // length 2^32-1 stops at its first hole instead of being copied).
-    const list: TxOp[] = new Array(n);
+    const list: TxOp[] = [];
     const records: OpRecord[] = new Array(n);
     try {
       for (let i = 0; i < n; i++) {
         const op = ops[i] as TxOp;
-        list[i] = op;
+        list.push(op);
         records[i] = this.#readOp(op, `persist: ops[${i}]`);
       }
     } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
+      // The ops read so far (the caller's array is not read again), and how many there were.
+      this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'), n);
       return;
     }
     this.#batch(list, records);
@@ -337,7 +348,20 @@ export class Job {
     let body = 4;
     for (const r of records) {
       body += 1 + 2 + r.category.length + 4 + r.key.length;
-      if (r.last !== undefined) body += 4 + r.last.length;
+      if (r.last === undefined) continue;
+      // A getter run after this op was read may have detached or resized its payload.
+      if (lengthNow(r.last) !== r.lastLength) {
+        this.#host.writeFailed(
+          this.id,
+          'invalid',
+          ops,
+          invalidArgument(
+            `persist: a payload of ${r.lastLength} bytes was detached or resized while the batch was read`,
+          ),
+        );
+        return;
+      }
+      body += 4 + r.lastLength;
     }
     if (body > MAX_BATCH_BYTES) {
       this.#host.writeFailed(
@@ -350,16 +374,24 @@ export class Job {
       );
       return;
     }
+    // From here on no caller code runs: the records are checked bytes.
     const w = this.#turnFrame();
-    w.reserve(5 + body);
-    w.u8(Tag.Batch);
-    w.u32(body);
-    w.u32(records.length);
-    for (const r of records) {
-      w.u8(r.kind);
-      w.shortBlob(r.category);
-      w.blob(r.key);
-      if (r.last !== undefined) w.blob(r.last);
+    const start = w.pos;
+    try {
+      w.reserve(5 + body);
+      w.u8(Tag.Batch);
+      w.u32(body);
+      w.u32(records.length);
+      for (const r of records) {
+        w.u8(r.kind);
+        w.shortBlob(r.category);
+        w.blob(r.key);
+        if (r.last !== undefined) w.blob(r.last);
+      }
+    } catch (e) {
+      w.pos = start; // never leave half a batch in the frame
+      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
+      return;
     }
     if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
@@ -387,11 +419,16 @@ export class Job {
             `${where}: payload of ${payload.length} bytes exceeds the limit of ${this.#host.maxPayloadBytes}`,
           );
         }
-        return { kind: OpKind.Put, category, key: k, last: payload };
+        return { kind: OpKind.Put, category, key: k, last: payload, lastLength: payload.length };
       }
       case 'delete': {
         const category = this.#category(o.category, where);
-        return { kind: OpKind.Delete, category, key: this.#keyBytes(o.key, where, 'key') };
+        return {
+          kind: OpKind.Delete,
+          category,
+          key: this.#keyBytes(o.key, where, 'key'),
+          lastLength: 0,
+        };
       }
       case 'deletePrefix': {
         const category = this.#category(o.category, where);
@@ -399,11 +436,13 @@ export class Job {
         if (!isKeyValue(prefix))
           throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
         const range = prefixRange(prefix);
+        const stop = range.stop === undefined ? EMPTY : keyBytes(range.stop);
         return {
           kind: OpKind.DeletePrefix,
           category,
           key: keyBytes(range.start),
-          last: range.stop === undefined ? EMPTY : keyBytes(range.stop),
+          last: stop,
+          lastLength: stop.length,
         };
       }
       default:

@@ -521,14 +521,14 @@ export class Persistency {
       // a plain copy of it, or no ops at all. Copied element by element, and only up to a
       // batch's limit: `slice` on a sparse array of length 2^32-1 would stall the event
       // loop for a minute.
-      if (Array.isArray(ops)) {
-        const length = ops.length;
+      const length: unknown = Array.isArray(ops) ? ops.length : undefined;
+      if (typeof length === 'number' && Number.isSafeInteger(length) && length >= 0) {
+        n ??= length;
         if (length <= MAX_BATCH_OPS) {
           const copy: TxOp[] = new Array(length);
           for (let i = 0; i < length; i++) copy[i] = ops[i] as TxOp;
           listed = copy;
         }
-        n ??= length;
       }
     } catch {
       listed = [];

@@ -2199,3 +2199,90 @@ describe('writeFailed counts what it cannot list', () => {
     await p.close();
   });
 });
+
+describe('hostile input: a batch changed by its own getters', () => {
+  async function open(
+    options = {},
+  ): Promise<{ p: Persistency; job: Job; failures: WriteFailed[] }> {
+    const p = unwrap(Persistency.instance(':memory:', options));
+    const job = unwrap(await p.openJob('changing'));
+    const failures: WriteFailed[] = [];
+    p.events.on('writeFailed', (e) => failures.push(e));
+    return { p, job, failures };
+  }
+
+  it('a later getter detaches an earlier payload: refused whole, the frame stays intact', async () => {
+    const { p, job, failures } = await open();
+    job.persistPut('c', key(0), payload('before'));
+    const early = new Uint8Array([1, 2, 3, 4]);
+    expect(() =>
+      job.persist([
+        { kind: 'put', category: 'c', key: key(1), payload: early },
+        {
+          kind: 'put',
+          category: 'c',
+          get key() {
+            structuredClone(early.buffer, { transfer: [early.buffer] });
+            return key(2);
+          },
+          payload: payload('x'),
+        } as TxOp,
+      ]),
+    ).not.toThrow();
+    job.persistPut('c', key(3), payload('after'));
+    const [flushed, rows] = await Promise.all([job.flush(), job.scan('c', { start: key() })]);
+    expect(flushed.isOk()).toBe(true);
+    expect(failures.map((f) => [f.reason, f.count])).toEqual([['invalid', 2]]);
+    expect(unwrap(rows).map((r) => decodePayload(r.payload, 'string'))).toEqual([
+      'before',
+      'after',
+    ]);
+    expect(job.running).toBe(true);
+    await p.close();
+  });
+
+  it('a later getter grows an earlier payload past maxPayloadBytes: refused, nothing stored', async () => {
+    const { p, job, failures } = await open({ maxPayloadBytes: 16 });
+    // A resizable ArrayBuffer (ES2024; this project's lib is older).
+    type Resizable = ArrayBuffer & { resize(n: number): void };
+    const Resizable = ArrayBuffer as unknown as new (
+      n: number,
+      o: { maxByteLength: number },
+    ) => Resizable;
+    const buffer = new Resizable(4, { maxByteLength: 100_000 });
+    const growing = new Uint8Array(buffer); // length-tracking
+    job.persist([
+      { kind: 'put', category: 'c', key: key(1), payload: growing },
+      {
+        kind: 'put',
+        category: 'c',
+        get key() {
+          buffer.resize(100_000);
+          return key(2);
+        },
+        payload: payload('x'),
+      } as TxOp,
+    ]);
+    expect(unwrap(await job.flush())).toBeUndefined();
+    expect(failures.map((f) => f.reason)).toEqual(['invalid']);
+    expect(unwrap(await job.count('c', { start: key() }))).toBe(0);
+    await p.close();
+  });
+
+  it.each([-1, 1.5, Number.NaN, 'abc', undefined, 2 ** 53])(
+    'a Proxy of an array whose length is %s: no throw, one invalid event',
+    async (length) => {
+      const { p, job, failures } = await open();
+      const op: TxOp = { kind: 'put', category: 'c', key: key(1), payload: payload('x') };
+      const ops = new Proxy([op], {
+        get: (t, k) => (k === 'length' ? length : Reflect.get(t, k)),
+      });
+      expect(() => job.persist(ops)).not.toThrow();
+      expect(() => p.persist('not-open', ops)).not.toThrow();
+      expect(failures.map((f) => f.reason)).toEqual(['invalid', 'notFound']);
+      for (const f of failures) expect(Number.isSafeInteger(f.count)).toBe(true);
+      expect(unwrap(await job.count('c', { start: key() }))).toBe(0);
+      await p.close();
+    },
+  );
+});

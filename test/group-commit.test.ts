@@ -283,3 +283,23 @@ describe('runs of single puts (inserted many rows per statement)', () => {
     }
   });
 });
+
+describe('writeFailed events arrive before the replies that count them', () => {
+  it('a flush answered early (a large clean reply in its group) with Err: its events are already out', async () => {
+    job.persistPut('good', key(0), new Uint8Array(70_000));
+    expect((await job.flush()).isOk()).toBe(true);
+    injectFault(job, 'rollback-twice', 1); // SQLite drops the transaction; the redo fails too
+    job.persistPut('good', key(1), payload('one'));
+    job.persist([put('good', 2, 'two')]);
+    const flushed = job.flush();
+    const big = job.get('good', key(0)); // 70 KB after a lost group: sent before the group ends
+    const result = await flushed;
+    const seen = failures.map((f) => [f.reason, f.count, f.error.code]);
+    expect(result.isErr()).toBe(true);
+    expect(seen).toEqual([
+      ['backend', 1, 'SQLITE_FULL'],
+      ['backend', 1, 'SQLITE_FULL'],
+    ]);
+    expect((await big)._unsafeUnwrap()?.length).toBe(70_000);
+  });
+});

@@ -573,15 +573,16 @@ class JobWorker {
 
   /**
    * Send the replies gathered so far, headed by how many frames are finished (0 for
-   * replies sent before their group ends), with the errors they refer to; a group's batch
-   * failures go with its last message.
+   * replies sent before their group ends), with the errors they refer to and the batch
+   * failures found so far: a flush answered early with Err must not arrive before the
+   * writeFailed events it counts.
    */
   #sendReplies(framesDone: number): void {
     const w = this.#replies;
     if (framesDone === 0 && this.#replyCount === 0 && w.pos === REPLY_HEADER) return;
     patchU32(w, 0, framesDone);
     const [bytes, transfer, handedOver] = takeBytes(w);
-    const failures = framesDone === 0 ? [] : this.#failures;
+    const failures = this.#failures;
     const simple = this.#errors.length === 0 && failures.length === 0;
     const msg: FromWorker = simple
       ? bytes

@@ -232,19 +232,15 @@ export class Job {
       this.#host.writeFailed(this.id, 'invalid', [], error, n);
       return;
     }
-    // A snapshot, each element read once: getters or proxies cannot change the batch
-    // while it is encoded. The first invalid op refuses the batch (a sparse array of
-    // length 2^32-1 stops at its first hole instead of being copied).
-    const list: TxOp[] = [];
+    // A snapshot, each element read once (at most MAX_BATCH_OPS of them): getters or
+    // proxies cannot change the batch while it is checked and encoded, and the event for a
+    // refused batch lists it whole without reading the caller's array again.
+    const list: TxOp[] = new Array(n);
     const records: OpRecord[] = new Array(n);
     try {
-      for (let i = 0; i < n; i++) {
-        const op = ops[i] as TxOp;
-        list.push(op);
-        records[i] = this.#readOp(op, `persist: ops[${i}]`);
-      }
+      for (let i = 0; i < n; i++) list[i] = ops[i] as TxOp;
+      for (let i = 0; i < n; i++) records[i] = this.#readOp(list[i], `persist: ops[${i}]`);
     } catch (e) {
-      // The ops read so far (the caller's array is not read again), and how many there were.
       this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'), n);
       return;
     }

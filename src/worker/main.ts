@@ -4,8 +4,10 @@
  * Group commit: when a frame arrives, the worker also drains every frame already queued
  * behind it, applies all their writes in one transaction (each batch under its own
  * savepoint, so a failing batch rolls back alone), runs their reads in order inside that
- * transaction (so reads see earlier writes), commits once, and only then answers. A read
- * or flush is never answered with data that a failed commit later takes back.
+ * transaction (so reads see earlier writes), commits once, and answers. A read or flush
+ * is never answered with data that a failed commit later takes back: replies that depend
+ * on a write of the group wait for its commit; those before the group's first write see
+ * only committed data and leave early, as they gather (see EARLY_REPLIES).
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';

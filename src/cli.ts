@@ -39,6 +39,7 @@ import {
   type Key,
   type KeyPart,
   key,
+  PART_TYPE_NAMES,
   type PartType,
   prefixRange,
   rawKey,
@@ -81,22 +82,6 @@ class CliError extends Error {
 }
 
 const usage = (message: string) => new CliError(EXIT.usage, message);
-
-/** Every part type of the codec; `satisfies` keeps this list equal to `PartType`. */
-const PART_TYPE_NAMES = Object.keys({
-  string: true,
-  bytes: true,
-  bool: true,
-  u8: true,
-  i64: true,
-  u64: true,
-  number: true,
-  i32: true,
-  i16: true,
-  i8: true,
-  u32: true,
-  u16: true,
-} satisfies Record<PartType, true>) as PartType[];
 
 // ---------------------------------------------------------------------------------------
 // Help
@@ -680,7 +665,7 @@ function partsView(
   if (typeof spec !== 'string') return undefined;
   const types = spec.split(',').map((t) => t.trim());
   for (const t of types) {
-    if (!(PART_TYPE_NAMES as string[]).includes(t))
+    if (!(PART_TYPE_NAMES as readonly string[]).includes(t))
       throw usage(
         `${option}: ${JSON.stringify(t)} is not ${option === '--payload' ? 'auto, utf8, hex or a part type' : 'a part type'} (part types: ${PART_TYPE_NAMES.join(', ')})`,
       );

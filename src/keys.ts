@@ -761,20 +761,26 @@ function readWord(buf: Uint8Array, p: number): number {
   );
 }
 
-const PART_TYPES: ReadonlySet<string> = new Set<PartType>([
-  'string',
-  'bytes',
-  'bool',
-  'u8',
-  'i64',
-  'u64',
-  'number',
-  'i32',
-  'i16',
-  'i8',
-  'u32',
-  'u16',
-]);
+/**
+ * Every part type of the codec, in the order help texts list them (internal: not part of
+ * the public surface). `satisfies` keeps it equal to `PartType`.
+ */
+export const PART_TYPE_NAMES = Object.keys({
+  string: true,
+  bytes: true,
+  bool: true,
+  u8: true,
+  i64: true,
+  u64: true,
+  number: true,
+  i32: true,
+  i16: true,
+  i8: true,
+  u32: true,
+  u16: true,
+} satisfies Record<PartType, true>) as readonly PartType[];
+
+const PART_TYPES: ReadonlySet<string> = new Set<string>(PART_TYPE_NAMES);
 
 function decodeWith(bytes: Uint8Array, spec: unknown, what: string): unknown {
   try {

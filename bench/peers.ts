@@ -101,7 +101,7 @@ const OURS: EngineName = 'persistency';
 // ---------------------------------------------------------------------------------------
 // Samples and metrics
 
-type Sampled = EngineName | 'ping';
+type Sampled = EngineName | 'ping' | 'pingPoll';
 
 interface Metric {
   readonly label: string;
@@ -384,7 +384,8 @@ class Bench {
       }
     }
 
-    const ping = await Ping.start();
+    const ping = await Ping.start(false);
+    const pingPoll = await Ping.start(true);
     const each = async (
       ms: readonly Metric[],
       what: string,
@@ -402,8 +403,10 @@ class Bench {
     };
     try {
       await ping.roundTrips(Math.min(2000, gets));
+      await pingPoll.roundTrips(Math.min(2000, gets));
       for (let rep = 0; rep < reps; rep++) {
         record(get1, 'ping', gets / (await ping.roundTrips(gets)));
+        record(get1, 'pingPoll', gets / (await pingPoll.roundTrips(gets)));
         await each([get1], 'get', async (name, store) => {
           record(get1, name, gets / (await getSerial(store, order)));
         });
@@ -442,6 +445,7 @@ class Bench {
       }
     } finally {
       await ping.stop();
+      await pingPoll.stop();
       for (const [name, store] of stores) {
         if (this.#hung.has(name)) continue;
         await store.close();
@@ -563,10 +567,25 @@ class Ping {
     worker.on('message', (v) => this.#reply?.(v));
   }
 
-  static async start(): Promise<Ping> {
+  /**
+   * `polling`: after each echo the worker polls its port for 100 µs before sleeping, the way
+   * a job's worker does with the default `pollMicros` (a reference, not a target).
+   */
+  static async start(polling: boolean): Promise<Ping> {
+    const plain = 'parentPort.on("message", (m) => parentPort.postMessage(m));';
+    const poll = `parentPort.on("message", (m) => {
+      for (;;) {
+        parentPort.postMessage(m);
+        const until = performance.now() + 0.1;
+        let got = receiveMessageOnPort(parentPort);
+        while (got === undefined && performance.now() < until) got = receiveMessageOnPort(parentPort);
+        if (got === undefined) return;
+        m = got.message;
+      }
+    });`;
     const worker = new Worker(
-      "const { parentPort } = require('node:worker_threads');\n" +
-        'parentPort.on("message", (m) => parentPort.postMessage(m));',
+      "const { parentPort, receiveMessageOnPort } = require('node:worker_threads');\n" +
+        (polling ? poll : plain),
       { eval: true },
     );
     await new Promise((resolve) => worker.once('online', resolve));
@@ -780,6 +799,8 @@ export async function runPeersBench(options: PeersBenchOptions): Promise<void> {
       [
         `ping (bare worker_threads echo, one round trip at a time): ${fmtValue(med(get1, 'ping'), 'gets/s')} round trips/s = ${(1e6 / med(get1, 'ping')).toFixed(1)} µs; ` +
           `ours ${(1e6 / med(get1, OURS)).toFixed(1)} µs per get = ${fmtRatio(med(get1, 'ping') / med(get1, OURS))} the ping latency.`,
+        `ping to an echo worker that polls 100 µs after each answer, as ours does by default (pollMicros): ${(1e6 / med(get1, 'pingPoll')).toFixed(1)} µs; ` +
+          `ours = ${fmtRatio(med(get1, 'pingPoll') / med(get1, OURS))} that (what a get costs beyond the round trip, polling aside).`,
         'raw and lmdb read synchronously in the main thread (a plain loop, no await).',
       ],
       seconds(t),

@@ -27,6 +27,7 @@ import {
   type FromWorker,
   type InjectedFault,
   OpKind,
+  type PollStats,
   Status,
   Tag,
   type ToWorker,
@@ -96,6 +97,8 @@ function readRows(r: ByteReader, rows: KvRow[]): void {
 export interface CloseOutcome {
   readonly image: Uint8Array | undefined;
   readonly error: PersistencyError | undefined;
+  /** What the worker's polling did (absent when the worker did not close normally). */
+  readonly polls?: PollStats | undefined;
 }
 
 export function fromErrorInfo(info: ErrorInfo): PersistencyError {
@@ -727,6 +730,7 @@ export class Job {
         this.#closeOutcome = {
           image: m.image,
           error: m.error === undefined ? undefined : fromErrorInfo(m.error),
+          polls: m.polls,
         };
         return;
       default:

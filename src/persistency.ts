@@ -21,7 +21,7 @@ import type {
   WriteFailureReason,
 } from './types.js';
 import type { FromWorker, OpenRequest, ToWorker } from './worker/protocol.js';
-import { spawnWorker } from './worker/spawn.js';
+import { pollSettings, spawnWorker } from './worker/spawn.js';
 
 // mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
 // namespace; the runtime default export is the factory itself.
@@ -39,7 +39,10 @@ const DEFAULTS: Required<PersistencyOptions> = {
   maxJobBytes: 0,
   verifyOnOpen: false,
   prestartWorker: true,
+  pollMicros: 100,
 };
+/** The largest `pollMicros` accepted (one second). */
+const MAX_POLL_MICROS = 1_000_000;
 
 interface Slot {
   /** Resolves when the job is open (or failed to open). */
@@ -71,6 +74,9 @@ function checkOptions(options: unknown): Result<Required<PersistencyOptions>, Pe
       );
     }
     out[name] = value;
+  }
+  if ((out.pollMicros as number) > MAX_POLL_MICROS) {
+    return err(invalidArgument(`pollMicros cannot exceed ${MAX_POLL_MICROS} (one second)`));
   }
   if ((out.maxPayloadBytes as number) > SQLITE_MAX_LENGTH) {
     return err(
@@ -581,6 +587,7 @@ export class Persistency {
       journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
       maxJobBytes: this.#options.maxJobBytes,
       verifyOnOpen: this.#options.verifyOnOpen,
+      poll: pollSettings(this.#options.pollMicros),
     };
     const first = await this.#handshake(req);
     if (first.isErr()) return err(first.error);

@@ -8,6 +8,10 @@
  * is never answered with data that a failed commit later takes back: replies that depend
  * on a write of the group wait for its commit; those before the group's first write see
  * only committed data and leave early, as they gather (see EARLY_REPLIES).
+ *
+ * After a group that answered a read or flush, the worker polls its port for a short while
+ * before sleeping (see PollSettings): a caller awaiting one answer at a time is then served
+ * without a thread wake-up per request.
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
@@ -21,6 +25,7 @@ import {
   type InjectedFault,
   type OpenRequest,
   OpKind,
+  type PollSettings,
   Status,
   skipRecord,
   Tag,
@@ -48,6 +53,9 @@ const EARLY_REPLIES = 64;
 const EARLY_REPLY_BYTES = 64 * 1024;
 /** A long scan is sent in parts of about this size while it runs (clean groups only). */
 const SCAN_PART_BYTES = 256 * 1024;
+
+/** A poll that found nothing makes the worker skip up to this many of its next polls. */
+const MAX_POLL_BACKOFF = 64;
 
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
@@ -94,14 +102,39 @@ class JobWorker {
   /** Consecutive ops usually share a category: bind the same bytes object again. */
   #lastCategory: Uint8Array = EMPTY;
 
-  constructor(port: Port, backend: KvBackend, memory: boolean) {
+  // Polling for the next request (see PollSettings).
+  readonly #poll: PollSettings | undefined;
+  readonly #pollSlots: Int32Array | undefined;
+  /** The current group answered a read or flush. */
+  #answered = false;
+  #pollSkip = 0;
+  #pollBackoff = 0;
+  readonly #pollStats = { tried: 0, caught: 0, busy: 0 };
+
+  constructor(port: Port, backend: KvBackend, memory: boolean, poll: PollSettings | undefined) {
     this.#port = port;
     this.#backend = backend;
     this.#memory = memory;
+    const usable = poll !== undefined && poll.micros > 0 && poll.max > 0;
+    this.#poll = usable ? poll : undefined;
+    this.#pollSlots = usable ? new Int32Array(poll.slots, 0, 1) : undefined;
   }
 
-  /** Handle one message and everything queued behind it, then commit and answer. */
+  /**
+   * Handle one message and everything queued behind it, then commit and answer; while the
+   * next message arrives within the poll window, go on with it without sleeping.
+   */
   onMessage(first: ToWorker): void {
+    let msg: ToWorker | undefined = first;
+    while (msg !== undefined) {
+      this.#answered = false;
+      if (this.#group(msg)) return;
+      msg = this.#pollNext();
+    }
+  }
+
+  /** One group: `first` and everything queued behind it. True when the worker is done. */
+  #group(first: ToWorker): boolean {
     let msg: ToWorker | undefined = first;
     let bytes = 0;
     while (msg !== undefined) {
@@ -116,10 +149,10 @@ class JobWorker {
         case 'close':
           this.#endGroup();
           this.#close();
-          return;
+          return true;
         case 'crash':
           this.#crash(msg.how);
-          return;
+          return true;
         case 'inject':
           this.#injected.push({ fault: msg.fault, skip: msg.skipWrites });
           break;
@@ -128,6 +161,39 @@ class JobWorker {
       msg = receiveMessageOnPort(this.#port)?.message as ToWorker | undefined;
     }
     this.#endGroup();
+    return false;
+  }
+
+  /**
+   * After a group that answered someone, the next message if it arrives within the poll
+   * window (see `PollSettings`); undefined to go to sleep.
+   */
+  #pollNext(): ToWorker | undefined {
+    const poll = this.#poll;
+    if (poll === undefined || !this.#answered) return undefined;
+    if (this.#pollSkip > 0) {
+      this.#pollSkip--;
+      return undefined;
+    }
+    const slots = this.#pollSlots as Int32Array;
+    if (Atomics.add(slots, 0, 1) >= poll.max) {
+      Atomics.sub(slots, 0, 1);
+      this.#pollStats.busy++;
+      return undefined;
+    }
+    this.#pollStats.tried++;
+    const until = performance.now() + poll.micros / 1000;
+    let got = receiveMessageOnPort(this.#port);
+    while (got === undefined && performance.now() < until) got = receiveMessageOnPort(this.#port);
+    Atomics.sub(slots, 0, 1);
+    if (got === undefined) {
+      this.#pollBackoff = Math.min(this.#pollBackoff * 2 || 1, MAX_POLL_BACKOFF);
+      this.#pollSkip = this.#pollBackoff;
+      return undefined;
+    }
+    this.#pollStats.caught++;
+    this.#pollBackoff = 0;
+    return got.message as ToWorker;
   }
 
   #frame(buf: Uint8Array): void {
@@ -197,6 +263,7 @@ class JobWorker {
 
   #replyOk(): void {
     this.#replyCount++;
+    this.#answered = true;
   }
 
   #replyError(error: ErrorInfo): void {
@@ -204,6 +271,7 @@ class JobWorker {
     this.#replies.u32(this.#errors.length);
     this.#errors.push(error);
     this.#replyCount++;
+    this.#answered = true;
   }
 
   #readFailed(pos: number, e: unknown): void {
@@ -611,7 +679,7 @@ class JobWorker {
     } catch (e) {
       error ??= toErrorInfo(e, 'close');
     }
-    const msg: FromWorker = { t: 'closed', image, error };
+    const msg: FromWorker = { t: 'closed', image, error, polls: { ...this.#pollStats } };
     this.#port.postMessage(msg, image === undefined ? [] : [image.buffer as ArrayBuffer]);
     this.#port.close();
   }
@@ -673,7 +741,7 @@ function start(port: Port, req: OpenRequest): void {
     port.close();
     return;
   }
-  const worker = new JobWorker(port, backend, req.dbPath === ':memory:');
+  const worker = new JobWorker(port, backend, req.dbPath === ':memory:', req.poll);
   port.on('message', (m: ToWorker) => worker.onMessage(m));
   port.postMessage({
     t: 'ready',

@@ -8,8 +8,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { PollSettings } from './protocol.js';
 
 let compiledFromSource: string | undefined;
 
@@ -57,4 +59,19 @@ export function spawnWorker(): Worker {
   // execArgv: [] — the worker's code needs no loader; inheriting one (tsx passes
   // `--import tsx`) would make every worker start compile TypeScript again.
   return new Worker(entry, { execArgv: [], stdout: false, stderr: false });
+}
+
+/** How many workers of this process are polling now (see `PollSettings`). */
+let pollSlots: SharedArrayBuffer | undefined;
+
+/**
+ * Poll settings for a new worker: `micros` from the options, shared by every worker of the
+ * process. At most one fewer worker than there are cores polls at once, so a core is left for
+ * the main thread; with one core, none does.
+ */
+export function pollSettings(micros: number): PollSettings | undefined {
+  const max = availableParallelism() - 1;
+  if (micros <= 0 || max <= 0) return undefined;
+  pollSlots ??= new SharedArrayBuffer(4);
+  return { micros, slots: pollSlots, max };
 }

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { decodePayload, key, Persistency, payload, prefixRange } from '../src/index.js';
-import { KvBackend, SCHEMA_VERSION } from '../src/worker/backend.js';
+import { decodeKey, decodePayload, key, Persistency, payload, prefixRange } from '../src/index.js';
+import { KvBackend, SCAN_PAGE_ROWS, SCHEMA_VERSION } from '../src/worker/backend.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persistency-backend-'));
 let n = 0;
@@ -138,5 +138,82 @@ describe('files written by the Nim reference', () => {
     expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual(['bye', 'hello']);
     job.persistPut('msgs', key('c1', 6), payload('again'));
     expect((await job.count('msgs', prefixRange(key('c1'))))._unsafeUnwrap()).toBe(3);
+  });
+});
+
+describe('scans read page by page', () => {
+  // Rows 0..ROWS-1 under key('s', i); the expected rows of every case are computed here.
+  const ROWS = 2 * SCAN_PAGE_ROWS + 300;
+  const limits = [
+    -1,
+    0,
+    1,
+    SCAN_PAGE_ROWS - 1,
+    SCAN_PAGE_ROWS,
+    SCAN_PAGE_ROWS + 1,
+    2 * SCAN_PAGE_ROWS,
+    2 * SCAN_PAGE_ROWS + 1,
+    ROWS,
+    ROWS + 1,
+  ];
+  // [from, to): an open end (to undefined), a closed one, a range ending on a page edge.
+  const ranges: [number, number | undefined][] = [
+    [0, undefined],
+    [5, ROWS - 7],
+    [0, SCAN_PAGE_ROWS],
+    [SCAN_PAGE_ROWS - 1, 2 * SCAN_PAGE_ROWS + 1],
+  ];
+  const expected = (from: number, to: number | undefined, reverse: boolean, limit: number) => {
+    const all = Array.from({ length: (to ?? ROWS) - from }, (_, i) => from + i);
+    if (reverse) all.reverse();
+    return limit < 0 ? all : all.slice(0, limit);
+  };
+
+  it('in the backend: every limit around the page size, both directions, open and closed', () => {
+    const b = KvBackend.open(fresh(), options);
+    try {
+      const cat = u8(0x73);
+      const k = (i: number) => u8(i >> 8, i & 0xff);
+      for (let i = 0; i < ROWS; i++) b.put(cat, k(i), u8(i & 0xff));
+      for (const [from, to] of ranges) {
+        for (const reverse of [false, true]) {
+          for (const limit of limits) {
+            const stop = to === undefined ? u8() : k(to);
+            const got = [...b.scan(cat, k(from), stop, reverse, limit)].map(
+              ([key]) => ((key[0] as number) << 8) | (key[1] as number),
+            );
+            expect(got, `[${from}, ${to}) reverse ${reverse} limit ${limit}`).toEqual(
+              expected(from, to, reverse, limit),
+            );
+          }
+        }
+      }
+    } finally {
+      b.close();
+    }
+  });
+
+  it('through a job: the same cases, rows whole and in order', async () => {
+    const p = Persistency.instance(mkdtempSync(join(root, 'pages-')))._unsafeUnwrap();
+    const job = (await p.openJob('pages'))._unsafeUnwrap();
+    for (let i = 0; i < ROWS; i++) job.persistPut('s', key(i), payload(i));
+    for (const [from, to] of ranges) {
+      for (const reverse of [false, true]) {
+        for (const limit of limits) {
+          const range = { start: key(from), stop: to === undefined ? undefined : key(to) };
+          const options = limit < 0 ? { reverse } : { reverse, limit };
+          const rows = (await job.scan('s', range, options))._unsafeUnwrap();
+          const want = expected(from, to, reverse, limit);
+          const what = `[${from}, ${to}) reverse ${reverse} limit ${limit}`;
+          expect(rows.map((r) => decodeKey(r.key, ['i64'])[0]), what).toEqual(
+            want.map((i) => BigInt(i)),
+          );
+          expect(
+            rows.every((r, j) => decodePayload(r.payload, 'i64') === BigInt(want[j] as number)),
+            what,
+          ).toBe(true);
+        }
+      }
+    }
   });
 });

@@ -15,7 +15,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import { KvBackend, PUT_RUN, toErrorInfo } from './backend.js';
+import { KvBackend, PUT_RUN, SCAN_PAGE_ROWS, toErrorInfo } from './backend.js';
 import {
   type BatchFailure,
   ByteReader,
@@ -337,20 +337,30 @@ class JobWorker {
       w.u8(Status.Rows);
       w.u32(0);
       let n = 0;
-      for (const [k, p] of this.#backend.scan(cat, start, stop, reverse, limit)) {
-        w.blob(k);
-        w.blob(p);
-        n++;
-        if (stream && w.pos - at >= SCAN_PART_BYTES) {
-          w.buf[at] = Status.RowsPart;
-          patchU32(w, at + 1, n);
-          this.#sendReplies(0);
-          w = this.#replies;
-          at = w.pos;
-          w.u8(Status.Rows);
-          w.u32(0);
-          n = 0;
+      let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
+      let after: Uint8Array | undefined;
+      while (left > 0) {
+        const want = Math.min(SCAN_PAGE_ROWS, left);
+        const rows = this.#backend.scanPage(cat, start, stop, reverse, after, want);
+        for (let i = 0; i < rows.length; i++) {
+          const [k, p] = rows[i] as [Uint8Array, Uint8Array];
+          w.blob(k);
+          w.blob(p);
+          n++;
+          if (stream && w.pos - at >= SCAN_PART_BYTES) {
+            w.buf[at] = Status.RowsPart;
+            patchU32(w, at + 1, n);
+            this.#sendReplies(0);
+            w = this.#replies;
+            at = w.pos;
+            w.u8(Status.Rows);
+            w.u32(0);
+            n = 0;
+          }
         }
+        if (rows.length < want) break;
+        left -= want;
+        after = (rows[want - 1] as [Uint8Array, Uint8Array])[0];
       }
       patchU32(w, at + 1, n);
     } catch (e) {

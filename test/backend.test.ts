@@ -205,9 +205,10 @@ describe('scans read page by page', () => {
           const rows = (await job.scan('s', range, options))._unsafeUnwrap();
           const want = expected(from, to, reverse, limit);
           const what = `[${from}, ${to}) reverse ${reverse} limit ${limit}`;
-          expect(rows.map((r) => decodeKey(r.key, ['i64'])[0]), what).toEqual(
-            want.map((i) => BigInt(i)),
-          );
+          expect(
+            rows.map((r) => decodeKey(r.key, ['i64'])[0]),
+            what,
+          ).toEqual(want.map((i) => BigInt(i)));
           expect(
             rows.every((r, j) => decodePayload(r.payload, 'i64') === BigInt(want[j] as number)),
             what,

@@ -662,11 +662,14 @@ function printTargets(r: Results): void {
   target(ffRaw >= 0.9, 'fire-and-forget >= 0.9x raw', fmtRatio(ffRaw));
   const ffDeno = better(r.w1, OURS, 'deno-kv');
   target(ffDeno >= 8, 'fire-and-forget >= 8x deno-kv', fmtRatio(ffDeno));
-  const inFlightRaw = med(r.get256, OURS) / med(r.get1, 'raw');
+  // Raw's serial loop is measured twice, in (2) and (3); on a noisy machine the two differ,
+  // so ours is held to the faster of them.
+  const rawSerial = Math.max(med(r.get1, 'raw'), med(r.get256, 'raw'));
+  const inFlightRaw = med(r.get256, OURS) / rawSerial;
   target(
     inFlightRaw >= 0.75,
-    '256 in flight >= 0.75x raw serial gets',
-    `${fmtRatio(inFlightRaw)} (${fmtValue(med(r.get256, OURS), 'gets/s')}/s vs ${fmtValue(med(r.get1, 'raw'), 'gets/s')}/s)`,
+    '256 in flight >= 0.75x raw serial gets (the faster of its runs in (2) and (3))',
+    `${fmtRatio(inFlightRaw)} (${fmtValue(med(r.get256, OURS), 'gets/s')}/s vs ${fmtValue(rawSerial, 'gets/s')}/s)`,
   );
   const inFlightLevel = better(r.get256, OURS, 'classic-level');
   target(inFlightLevel > 1, '256 in flight ahead of classic-level', fmtRatio(inFlightLevel));

@@ -50,6 +50,20 @@ describe.skipIf(MAX_POLLERS === 0)('polling after an answer', () => {
     expect(polls.busy).toBe(0);
   });
 
+  it('never polls after fire-and-forget writes alone; does after an awaited deleteAcked', async () => {
+    const [writer, acker] = await openWith({ pollMicros: 50_000 }, 'w', 'd');
+    for (let turn = 0; turn < 20; turn++) {
+      for (let i = 0; i < 10; i++) (writer as Job).persistPut('c', key(turn, i), PAYLOAD);
+      await new Promise((resolve) => setImmediate(resolve)); // a turn's writes go as one frame
+    }
+    for (let i = 0; i < 20; i++) {
+      (acker as Job).persistPut('c', key(i), PAYLOAD);
+      expect(unwrap(await (acker as Job).deleteAcked('c', key(i)))).toBe(true);
+    }
+    expect((await pollsOnClose(writer as Job)).tried).toBe(0);
+    expect((await pollsOnClose(acker as Job)).caught).toBeGreaterThanOrEqual(15);
+  });
+
   it('backs off when the next request does not come within the window', async () => {
     const [job] = await openWith({ pollMicros: 2_000 }, 'a');
     for (let i = 0; i < 20; i++) {

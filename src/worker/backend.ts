@@ -271,51 +271,45 @@ export class KvBackend {
     return this.#exists.get(category, key) !== undefined;
   }
 
-  /** Rows of `[start, stop)` in key order; `limit` < 0 means all. */
   /**
-   * Up to `limit` (> 0) rows of `[start, stop)` (an empty `stop`: no upper bound) in key
-   * order, or reversed; `after` is the last key of the previous page (undefined for the
-   * first). A page is one `all()`: on this machine pages of 1,024 rows read a 200,000-row
-   * range ~20% faster than one `iterate()` over it, and ~35% faster than one `all()`.
+   * The rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or reversed,
+   * at most `limit` of them (-1: no limit), handed to `visit` a page at a time. A page is one
+   * `all()` of up to SCAN_PAGE_ROWS rows, going on after the last key of the page before (or
+   * below it, reversed): on this machine pages of 1,024 rows read a 200,000-row range ~20%
+   * faster than one `iterate()` over it, and ~35% faster than one `all()`.
    */
-  scanPage(
+  scanPages(
     category: Bytes,
     start: Bytes,
     stop: Bytes,
     reverse: boolean,
-    after: Bytes | undefined,
     limit: number,
-  ): Row[] {
+    visit: (rows: readonly Row[]) => void,
+  ): void {
     const [first, next] =
       this.#scan[reverse ? 'desc' : 'asc'][stop.length === 0 ? 'open' : 'closed'];
-    if (after === undefined) {
-      return stop.length === 0
-        ? first.all(category, start, limit)
-        : first.all(category, start, stop, limit);
-    }
-    if (reverse) return next.all(category, start, after, limit);
-    return stop.length === 0
-      ? next.all(category, after, limit)
-      : next.all(category, after, stop, limit);
-  }
-
-  /** Every row of `[start, stop)`, at most `limit` (-1: no limit), page by page. */
-  *scan(
-    category: Bytes,
-    start: Bytes,
-    stop: Bytes,
-    reverse: boolean,
-    limit: number,
-  ): IterableIterator<Row> {
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     let after: Bytes | undefined;
     while (left > 0) {
       const want = Math.min(SCAN_PAGE_ROWS, left);
-      const rows = this.scanPage(category, start, stop, reverse, after, want);
-      yield* rows;
+      let rows: Row[];
+      if (after === undefined) {
+        rows =
+          stop.length === 0
+            ? first.all(category, start, want)
+            : first.all(category, start, stop, want);
+      } else if (reverse) {
+        rows = next.all(category, start, after, want);
+      } else {
+        rows =
+          stop.length === 0
+            ? next.all(category, after, want)
+            : next.all(category, after, stop, want);
+      }
+      visit(rows);
       if (rows.length < want) return;
-      left -= rows.length;
-      after = (rows[rows.length - 1] as Row)[0];
+      left -= want;
+      after = (rows[want - 1] as Row)[0];
     }
   }
 

@@ -9,13 +9,13 @@
  * on a write of the group wait for its commit; those before the group's first write see
  * only committed data and leave early, as they gather (see EARLY_REPLIES).
  *
- * After a group that answered a read or flush, the worker polls its port for a short while
+ * After a group that answered a read, flush or deleteAcked, the worker polls its port for a short while
  * before sleeping (see PollSettings): a caller awaiting one answer at a time is then served
  * without a thread wake-up per request.
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import { KvBackend, PUT_RUN, SCAN_PAGE_ROWS, toErrorInfo } from './backend.js';
+import { KvBackend, PUT_RUN, toErrorInfo } from './backend.js';
 import {
   type BatchFailure,
   ByteReader,
@@ -105,7 +105,7 @@ class JobWorker {
   // Polling for the next request (see PollSettings).
   readonly #poll: PollSettings | undefined;
   readonly #pollSlots: Int32Array | undefined;
-  /** The current group answered a read or flush. */
+  /** The current group answered a request (read, flush, deleteAcked): someone awaits it. */
   #answered = false;
   #pollSkip = 0;
   #pollBackoff = 0;
@@ -337,11 +337,7 @@ class JobWorker {
       w.u8(Status.Rows);
       w.u32(0);
       let n = 0;
-      let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
-      let after: Uint8Array | undefined;
-      while (left > 0) {
-        const want = Math.min(SCAN_PAGE_ROWS, left);
-        const rows = this.#backend.scanPage(cat, start, stop, reverse, after, want);
+      this.#backend.scanPages(cat, start, stop, reverse, limit, (rows) => {
         for (let i = 0; i < rows.length; i++) {
           const [k, p] = rows[i] as [Uint8Array, Uint8Array];
           w.blob(k);
@@ -358,10 +354,7 @@ class JobWorker {
             n = 0;
           }
         }
-        if (rows.length < want) break;
-        left -= want;
-        after = (rows[want - 1] as [Uint8Array, Uint8Array])[0];
-      }
+      });
       patchU32(w, at + 1, n);
     } catch (e) {
       this.#readFailed(at, e);

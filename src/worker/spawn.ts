@@ -61,12 +61,16 @@ export function spawnWorker(): Worker {
   return new Worker(entry, { execArgv: [], stdout: false, stderr: false });
 }
 
-/** How many workers of this process are polling now (see `PollSettings`). */
+/**
+ * How many workers started by this copy of the module are polling now (see `PollSettings`).
+ * Another thread that loads the library has its own count: isolates share no memory that
+ * was not handed to them.
+ */
 let pollSlots: SharedArrayBuffer | undefined;
 
 /**
- * Poll settings for a new worker: `micros` from the options, shared by every worker of the
- * process. At most one fewer worker than there are cores polls at once, so a core is left for
+ * Poll settings for a new worker: `micros` from the options, the count shared by every worker
+ * this module starts. At most one fewer worker than there are cores polls at once, so a core is left for
  * the main thread; with one core, none does.
  */
 export function pollSettings(micros: number): PollSettings | undefined {

@@ -9,9 +9,9 @@
  * on a write of the group wait for its commit; those before the group's first write see
  * only committed data and leave early, as they gather (see EARLY_REPLIES).
  *
- * After a group that answered a read, flush or deleteAcked, the worker polls its port for a short while
- * before sleeping (see PollSettings): a caller awaiting one answer at a time is then served
- * without a thread wake-up per request.
+ * After a group that answered a read, flush or deleteAcked, the worker polls its port for a
+ * short while before sleeping (see PollSettings): a caller awaiting one answer at a time is
+ * then served without a thread wake-up per request.
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
@@ -115,9 +115,9 @@ class JobWorker {
     this.#port = port;
     this.#backend = backend;
     this.#memory = memory;
-    const usable = poll !== undefined && poll.micros > 0 && poll.max > 0;
-    this.#poll = usable ? poll : undefined;
-    this.#pollSlots = usable ? new Int32Array(poll.slots, 0, 1) : undefined;
+    // `pollSettings` gives none when polling is off (pollMicros 0, or one core).
+    this.#poll = poll;
+    this.#pollSlots = poll === undefined ? undefined : new Int32Array(poll.slots, 0, 1);
   }
 
   /**

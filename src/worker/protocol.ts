@@ -78,12 +78,13 @@ export interface OpenRequest {
 }
 
 /**
- * After a group that answered a read, flush or deleteAcked, the worker keeps asking its port for the
- * next message for up to `micros` before its thread goes to sleep: a caller that awaits one
- * answer and then asks again is served without waking a sleeping thread (on this machine a
- * wake-up costs 20-90 µs, more than the rest of a get). At most `max` workers poll at once
- * (counted in `slots`, an Int32 shared by every worker this copy of the library starts), and a worker whose poll
- * found nothing skips its next 1, 2, 4, ... up to 64 polls until one finds a message again.
+ * After a group that answered a read, flush or deleteAcked, the worker keeps asking its port
+ * for the next message for up to `micros` before its thread goes to sleep: a caller that
+ * awaits one answer and then asks again is served without waking a sleeping thread (on this
+ * machine a wake-up costs 20-90 µs, more than the rest of a get). At most `max` workers poll
+ * at once (counted in `slots`, an Int32 shared by every worker this copy of the library
+ * starts), and a worker whose poll found nothing skips its next 1, 2, 4, ... up to 64 polls
+ * until one finds a message again. Absent (undefined) when polling is off.
  */
 export interface PollSettings {
   readonly micros: number;

@@ -70,8 +70,8 @@ let pollSlots: SharedArrayBuffer | undefined;
 
 /**
  * Poll settings for a new worker: `micros` from the options, the count shared by every worker
- * this module starts. At most one fewer worker than there are cores polls at once, so a core is left for
- * the main thread; with one core, none does.
+ * this module starts. At most one fewer worker than there are cores polls at once, so a core
+ * is left for the main thread; with one core, none does (undefined: polling off).
  */
 export function pollSettings(micros: number): PollSettings | undefined {
   const max = availableParallelism() - 1;

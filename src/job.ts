@@ -28,6 +28,7 @@ import {
   type InjectedFault,
   OpKind,
   type PollStats,
+  type ReadStats,
   Status,
   Tag,
   type ToWorker,
@@ -99,6 +100,8 @@ export interface CloseOutcome {
   readonly error: PersistencyError | undefined;
   /** What the worker's polling did (absent when the worker did not close normally). */
   readonly polls?: PollStats | undefined;
+  /** How its gets were answered (absent if the worker died). */
+  readonly reads?: ReadStats | undefined;
 }
 
 export function fromErrorInfo(info: ErrorInfo): PersistencyError {
@@ -731,6 +734,7 @@ export class Job {
           image: m.image,
           error: m.error === undefined ? undefined : fromErrorInfo(m.error),
           polls: m.polls,
+          reads: m.reads,
         };
         return;
       default:

@@ -10,7 +10,7 @@
  * `-shm` file is made.
  */
 import Database from 'better-sqlite3';
-import type { ErrorInfo } from './protocol.js';
+import { type ErrorInfo, Status } from './protocol.js';
 
 /** The schema version this library writes (`PRAGMA user_version`). */
 export const SCHEMA_VERSION = 1;
@@ -48,6 +48,21 @@ export const PUT_RUN = 32;
 type Row = [Buffer, Buffer];
 type ScanStatement = Database.Statement<(Bytes | number)[], Row>;
 
+/** At most this many keys are read by one `getMany` statement. */
+export const GET_RUN_MAX = 64;
+
+/**
+ * A payload longer than this is not copied into `getMany`'s result; its record is
+ * `GET_MANY_LARGE` instead and the caller reads it alone. Gathering payloads into one value
+ * pays for itself only while they are small: measured in-thread, 32 keys per statement read
+ * 1.06x the rate of single gets with 1 KiB payloads, 0.93x with 4 KiB, 0.84x with 60 KiB.
+ */
+export const GET_MANY_INLINE_BYTES = 1024;
+/** The record `getMany` gives for a row too long to inline (not a reply status). */
+export const GET_MANY_LARGE = 0xff;
+
+const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
+
 /** Rows per page of a scan (see `scanPage`). */
 export const SCAN_PAGE_ROWS = 1024;
 
@@ -71,6 +86,8 @@ export class KvBackend {
   readonly #putRun: Database.Statement<[readonly Bytes[]]>;
   readonly #get: Database.Statement<[Bytes, Bytes], Buffer>;
   readonly #exists: Database.Statement<[Bytes, Bytes], number>;
+  /** `getMany` statements by key count, prepared when first needed. */
+  readonly #getMany = new Map<number, Database.Statement<[readonly Bytes[]], Buffer>>();
   /** Scan pages: [first page, later pages] per direction and stop (see `scanPage`). */
   readonly #scan: Record<
     'asc' | 'desc',
@@ -265,6 +282,45 @@ export class KvBackend {
 
   get(category: Bytes, key: Bytes): Buffer | undefined {
     return this.#get.get(category, key);
+  }
+
+  /**
+   * Read several keys of one category with one statement. The result holds a reply record
+   * per key, in order, as the worker sends them: `Status.None` (absent), or `Status.Bytes`,
+   * a u32 big-endian length and the payload — or, for a payload over
+   * `GET_MANY_INLINE_BYTES`, the one byte `GET_MANY_LARGE`, to be read with `get`.
+   * `args` is the keys, then the category; 2 to `GET_RUN_MAX` keys.
+   *
+   * One statement instead of one per key: better-sqlite3's per-call work (the call, the read
+   * transaction, a Buffer per payload) is paid once. Measured in-thread on 200,000 random
+   * rows with 100-byte payloads, against one `get` per key: 0.74x with 2 keys, 0.95x with 3,
+   * 1.04x with 4, 1.13x with 6, 1.17x with 8, 1.31x with 16, 1.21x with 32.
+   */
+  getMany(args: readonly Bytes[]): Buffer {
+    const n = args.length - 1;
+    let statement = this.#getMany.get(n);
+    if (statement === undefined) {
+      if (n < 2 || n > GET_RUN_MAX) throw new RangeError(`getMany takes 2 to ${GET_RUN_MAX} keys`);
+      // The VALUES rows number the keys; the aggregate concatenates one record per key in
+      // that order (`||` and group_concat copy blob bytes as they are; the CAST keeps them
+      // a blob). A LEFT JOIN miss has a NULL payload; stored payloads are never NULL.
+      const keys = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
+      statement = this.db
+        .prepare<[readonly Bytes[]], Buffer>(
+          `WITH q(i, k) AS (VALUES ${keys})
+           SELECT CAST(group_concat(
+             CASE WHEN kv.payload IS NULL THEN x'${hexByte(Status.None)}'
+                  WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(GET_MANY_LARGE)}'
+                  ELSE x'${hexByte(Status.Bytes)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
+             END, x'' ORDER BY q.i) AS BLOB)
+           FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k`,
+        )
+        .pluck();
+      this.#getMany.set(n, statement);
+    }
+    const found = statement.get(args);
+    if (found === undefined) throw new Error('getMany: no result row');
+    return found;
   }
 
   exists(category: Bytes, key: Bytes): boolean {

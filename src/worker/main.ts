@@ -15,7 +15,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import { KvBackend, PUT_RUN, toErrorInfo } from './backend.js';
+import { GET_MANY_LARGE, GET_RUN_MAX, KvBackend, PUT_RUN, toErrorInfo } from './backend.js';
 import {
   type BatchFailure,
   ByteReader,
@@ -56,6 +56,19 @@ const SCAN_PART_BYTES = 256 * 1024;
 
 /** A poll that found nothing makes the worker skip up to this many of its next polls. */
 const MAX_POLL_BACKOFF = 64;
+
+/**
+ * Runs of at least this many gets of one category are read with one statement
+ * (`KvBackend.getMany`, which measures where that starts to pay).
+ */
+const GET_RUN_MIN = 6;
+/**
+ * When half or more of a run's payloads were too long to inline, the next this many gets
+ * (doubling while it repeats, up to GET_MANY_MAX_BACKOFF) are read one by one: large rows
+ * would otherwise be looked up twice.
+ */
+const GET_MANY_BACKOFF = 64;
+const GET_MANY_MAX_BACKOFF = 4096;
 
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
@@ -110,6 +123,11 @@ class JobWorker {
   #pollSkip = 0;
   #pollBackoff = 0;
   readonly #pollStats = { tried: 0, caught: 0, busy: 0 };
+  /** Gets answered by a `getMany` statement (tests and diagnostics). */
+  readonly #readStats = { batched: 0 };
+  /** Gets still to read one by one after runs of large payloads (see GET_MANY_BACKOFF). */
+  #getManySkip = 0;
+  #getManyBackoff = 0;
 
   constructor(port: Port, backend: KvBackend, memory: boolean, poll: PollSettings | undefined) {
     this.#port = port;
@@ -212,9 +230,12 @@ class JobWorker {
           r.pos = end;
           break;
         }
-        case Tag.Get:
-          this.#get(this.#category(r), r.blob());
+        case Tag.Get: {
+          const cat = this.#category(r);
+          const key = r.blob();
+          if (!this.#getRun(r, cat, key)) this.#get(cat, key);
           break;
+        }
         case Tag.Exists:
           this.#exists(this.#category(r), r.blob());
           break;
@@ -295,6 +316,85 @@ class JobWorker {
       return;
     }
     this.#replyOk();
+  }
+
+  /**
+   * If at least GET_RUN_MIN - 1 Get records of the same category follow the one just read
+   * (`cat`, `key`), read them all, up to GET_RUN_MAX, with one statement and move `r` past
+   * them. False otherwise (`r` is left where it was).
+   */
+  #getRun(r: ByteReader, cat: Uint8Array, key: Uint8Array): boolean {
+    if (this.#getManySkip > 0) {
+      this.#getManySkip--;
+      return false;
+    }
+    const args = [key];
+    const start = r.pos;
+    while (args.length < GET_RUN_MAX && !r.done) {
+      const at = r.pos;
+      // #category hands back the same bytes object for the same category.
+      if (r.u8() !== Tag.Get || this.#category(r) !== cat) {
+        r.pos = at;
+        break;
+      }
+      args.push(r.blob());
+    }
+    const keys = args.length;
+    if (keys < GET_RUN_MIN) {
+      r.pos = start;
+      return false;
+    }
+    args.push(cat);
+    this.#getMany(args, keys);
+    return true;
+  }
+
+  /** Reply to `keys` gets: `args` is the keys, then their category. */
+  #getMany(args: Uint8Array[], keys: number): void {
+    const cat = args[keys] as Uint8Array;
+    let found: Buffer;
+    try {
+      const next = this.#injected[0];
+      if (next?.fault === 'getMany') {
+        this.#injected.shift();
+        throw new Error('injected fault: getMany');
+      }
+      found = this.#backend.getMany(args);
+      if (!wellFormed(found, keys)) throw new Error('getMany: malformed result');
+    } catch {
+      // Each read then goes alone, and fails alone if it fails again.
+      for (let i = 0; i < keys; i++) this.#get(cat, args[i] as Uint8Array);
+      return;
+    }
+    // The records are reply records already, but for large payloads, read alone.
+    const w = this.#replies;
+    let from = 0;
+    let p = 0;
+    let large = 0;
+    for (let i = 0; i < keys; i++) {
+      const status = found[p] as number;
+      if (status === GET_MANY_LARGE) {
+        w.bytes(found.subarray(from, p));
+        this.#get(cat, args[i] as Uint8Array);
+        p += 1;
+        from = p;
+        large++;
+        continue;
+      }
+      p += status === Status.None ? 1 : 5 + found.readUInt32BE(p + 1);
+      this.#replyOk();
+    }
+    w.bytes(found.subarray(from, p));
+    this.#readStats.batched += keys - large;
+    if (large * 2 >= keys) {
+      this.#getManyBackoff = Math.min(
+        Math.max(this.#getManyBackoff * 2, GET_MANY_BACKOFF),
+        GET_MANY_MAX_BACKOFF,
+      );
+      this.#getManySkip = this.#getManyBackoff;
+    } else if (large === 0) {
+      this.#getManyBackoff = 0;
+    }
   }
 
   #exists(cat: Uint8Array, key: Uint8Array): void {
@@ -682,7 +782,13 @@ class JobWorker {
     } catch (e) {
       error ??= toErrorInfo(e, 'close');
     }
-    const msg: FromWorker = { t: 'closed', image, error, polls: { ...this.#pollStats } };
+    const msg: FromWorker = {
+      t: 'closed',
+      image,
+      error,
+      polls: { ...this.#pollStats },
+      reads: { ...this.#readStats },
+    };
     this.#port.postMessage(msg, image === undefined ? [] : [image.buffer as ArrayBuffer]);
     this.#port.close();
   }
@@ -691,6 +797,18 @@ class JobWorker {
     if (how === 'exit') process.exit(70);
     throw new Error('persistency worker: crash requested by a test');
   }
+}
+
+/** Whether `found` is exactly `keys` records of `KvBackend.getMany`'s result. */
+function wellFormed(found: Buffer, keys: number): boolean {
+  let p = 0;
+  for (let i = 0; i < keys; i++) {
+    const status = found[p];
+    if (status === Status.None || status === GET_MANY_LARGE) p += 1;
+    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + found.readUInt32BE(p + 1);
+    else return false;
+  }
+  return p === found.length;
 }
 
 /** Write a u32 at `at` without moving the writer. */

@@ -103,6 +103,12 @@ export interface PollStats {
   readonly busy: number;
 }
 
+/** How the worker answered gets, reported when it closes (tests and diagnostics). */
+export interface ReadStats {
+  /** Gets answered by a statement that read several keys (`KvBackend.getMany`). */
+  readonly batched: number;
+}
+
 /**
  * A frame travels as a bare Uint8Array; control messages are objects. Small byte messages
  * are copied (cheaper than a transfer, measured here), large ones transferred.
@@ -125,9 +131,10 @@ export type ToWorker =
  * - `commit`: the next COMMIT fails (SQLITE_IOERR) and the transaction is rolled back;
  * - `rollback`: the next write fails and SQLite drops the whole open transaction
  *   (SQLITE_FULL), as it may on I/O errors; the group's earlier writes must be redone;
- * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost.
+ * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost;
+ * - `getMany`: the next statement reading several keys fails (`skipWrites` is ignored).
  */
-export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice';
+export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany';
 
 /**
  * The worker's answers. A group's replies travel as a bare Uint8Array (u32 frames done,
@@ -149,6 +156,7 @@ export type FromWorker =
       readonly image: Uint8Array | undefined;
       readonly error: ErrorInfo | undefined;
       readonly polls: PollStats;
+      readonly reads: ReadStats;
     };
 
 /** Messages up to this size are copied; larger ones are transferred. */

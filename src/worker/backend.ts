@@ -48,8 +48,11 @@ export const PUT_RUN = 32;
 type Row = [Buffer, Buffer];
 type ScanStatement = Database.Statement<(Bytes | number)[], Row>;
 
-/** At most this many keys are read by one `getMany` statement. */
-export const GET_RUN_MAX = 64;
+/**
+ * At most this many keys are read by one `getMany` statement: the most reads a frame holds
+ * (runs do not cross frames).
+ */
+export const GET_RUN_MAX = 32;
 
 /**
  * A payload longer than this is not copied into `getMany`'s result; its record is

@@ -52,6 +52,7 @@ import {
 } from '../src/index.js';
 import { MAX_BATCH_OPS } from '../src/job.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { mulberry32 } from './support/random.js';
 
 // ---------------------------------------------------------------------------------------
 // Settings and helpers
@@ -95,18 +96,6 @@ function within<T>(p: PromiseLike<T>, ms: number): Promise<T | 'timeout'> {
     timer = setTimeout(() => resolve('timeout'), ms);
   });
   return Promise.race([Promise.resolve(p), timeout]).finally(() => clearTimeout(timer));
-}
-
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A short description of any value; never throws (a forged Key's own inspector does). */
@@ -728,7 +717,7 @@ class Fuzzer {
     readonly root: string,
     seed: number,
   ) {
-    this.rand = prng(seed);
+    this.rand = mulberry32(seed);
     this.hostile = hostileValues(seed);
     this.keys = validKeys(seed);
     this.cats = validCategories(seed);

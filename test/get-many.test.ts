@@ -17,18 +17,7 @@ import {
 } from '../src/worker/backend.js';
 import { Status } from '../src/worker/protocol.js';
 import { unwrap, useTempDirs } from './support/env.js';
-
-/** A small deterministic generator (mulberry32), so a failure can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from './support/random.js';
 
 function randomBytes(next: () => number, length: number): Uint8Array {
   const b = new Uint8Array(length);
@@ -51,7 +40,7 @@ describe('KvBackend.getMany', () => {
 
   it('gives the records of one get per key, in order, for random runs of 2 to 64 keys', () => {
     const seed = 20261121;
-    const next = random(seed);
+    const next = mulberry32(seed);
     const b = KvBackend.open(join(root, 'random.db'), options);
     try {
       // Two categories, one a byte-prefix of the other, holding the same keys.
@@ -161,7 +150,7 @@ describe('gets through a job', () => {
       job.persistPut('d', key(i), small(i + 1));
     }
     unwrap(await job.flush());
-    const next = random(7);
+    const next = mulberry32(7);
     for (let round = 0; round < 8; round++) {
       const ids = Array.from({ length: 256 }, () => Math.floor(next() * 320));
       // Every 10th get goes to the other category: runs break there and start again.

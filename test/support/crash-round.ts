@@ -47,6 +47,7 @@ import {
   singlePayload,
   type WriterMessage,
 } from '../fixtures/batch-shape.js';
+import { mulberry32 } from './random.js';
 
 export const PHASES = ['writes', 'flush', 'close', 'open'] as const;
 export type Phase = (typeof PHASES)[number];
@@ -92,18 +93,6 @@ export interface CrashLoopOptions {
   readonly seed?: number;
   /** Rounds per root (default 5). */
   readonly chainLength?: number;
-}
-
-/** mulberry32: small, seedable, good enough for delays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function sleep(ms: number): Promise<void> {
@@ -426,7 +415,7 @@ export class CrashLoop {
   async round(round: number): Promise<RoundResult> {
     const started = performance.now();
     const phase = PHASES[(round - 1) % PHASES.length] as Phase;
-    const random = rng(this.seed ^ Math.imul(round, 0x9e3779b9));
+    const random = mulberry32(this.seed ^ Math.imul(round, 0x9e3779b9));
     if (this.#root === undefined || this.#chainPos >= this.chainLength) {
       if (this.#root !== undefined) await rm(this.#root, { recursive: true, force: true });
       this.#root = await mkdtemp(join(this.#scratch, 'root-'));

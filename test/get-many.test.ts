@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Job, key, Persistency } from '../src/index.js';
 import { closeJobHandle, injectFault } from '../src/job.js';
@@ -105,6 +106,26 @@ describe('KvBackend.getMany', () => {
     }
   });
 
+  it('works only where text keeps bytes as they are: not in a UTF-16 file', () => {
+    const file = join(root, 'utf16.db');
+    const db = new Database(file);
+    db.pragma("encoding = 'UTF-16be'");
+    db.exec('CREATE TABLE t (x)');
+    db.close();
+    const utf16 = KvBackend.open(file, options);
+    const utf8 = KvBackend.open(join(root, 'utf8.db'), options);
+    try {
+      expect(utf16.canGetMany).toBe(false);
+      const args = [new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([9])];
+      expect(() => utf16.getMany(args)).toThrow(/does not work/);
+      expect(utf8.canGetMany).toBe(true);
+      expect([...utf8.getMany(args)]).toEqual([Status.None, Status.None]);
+    } finally {
+      utf16.close();
+      utf8.close();
+    }
+  });
+
   it('refuses fewer than 2 or more than GET_RUN_MAX keys', () => {
     const b = KvBackend.open(join(root, 'bounds.db'), options);
     try {
@@ -170,8 +191,9 @@ describe('gets through a job', () => {
         expect(unwrap(r), `round ${round} get ${j} of key ${i}`).toEqual(want);
       });
     }
-    // Runs of 9 gets of one category (between the other category's) are long enough.
-    expect(await batchedOnClose(job)).toBeGreaterThan(8 * 256 * 0.5);
+    // Runs of 9 gets of one category (between the other category's) are long enough; a
+    // large payload (1 key in 11) stops its run and makes the next 64 or more gets go alone.
+    expect(await batchedOnClose(job)).toBeGreaterThan(100);
   });
 
   it('sees the writes issued before it in the same turn, and not those after', async () => {
@@ -192,31 +214,64 @@ describe('gets through a job', () => {
     expect(await batchedOnClose(job)).toBe(40);
   });
 
-  it('reads one by one for a while after a run of large payloads, then batches again', async () => {
+  it('stops a run at a large payload, then reads one by one for a while', async () => {
     const job = await open();
     for (let i = 0; i < 64; i++) job.persistPut('big', key(i), large(i));
     for (let i = 0; i < 128; i++) job.persistPut('c', key(i), small(i));
     unwrap(await job.flush());
     const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-    // One frame of 32 large gets: the run inlines none of them.
+    // One frame of 32 large gets: the run stops at the first, which is read alone, and so
+    // are the 31 after it and the next 33 (64 in all after the run stopped).
     expect(await getAll(job, 'big', range(32))).toEqual(range(32).map(large));
-    // The next 64 gets are read alone, the 32 after them in one run again.
-    expect(await getAll(job, 'c', range(64))).toEqual(range(64).map(small));
+    expect(await getAll(job, 'c', range(33))).toEqual(range(33).map(small));
+    // Then one run again.
     expect(await getAll(job, 'c', range(32))).toEqual(range(32).map(small));
     expect(await batchedOnClose(job)).toBe(32);
   });
 
-  it('falls back to one get per key when the statement fails, with the same answers', async () => {
+  it('answers the gets before a large payload from the run and the rest one by one', async () => {
+    const job = await open();
+    for (let i = 0; i < 32; i++) job.persistPut('c', key(i), i === 10 ? large(i) : small(i));
+    unwrap(await job.flush());
+    const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+    expect(await getAll(job, 'c', range(32))).toEqual(
+      range(32).map((i) => (i === 10 ? large(i) : small(i))),
+    );
+    expect(await batchedOnClose(job)).toBe(10);
+  });
+
+  it('reads one by one when the statement fails, with the same answers', async () => {
     const job = await open();
     for (let i = 0; i < 40; i++) if (i % 3 !== 0) job.persistPut('c', key(i), small(i));
     unwrap(await job.flush());
     const ids = Array.from({ length: 32 }, (_, i) => i + 4);
     const want = ids.map((i) => (i % 3 === 0 ? undefined : small(i)));
     injectFault(job, 'getMany');
+    // The failed run's first get is read alone, then the next 64 gets (31 + 33).
     expect(await getAll(job, 'c', ids)).toEqual(want);
+    expect(await getAll(job, 'c', [...ids, 3])).toEqual([...want, undefined]);
     expect(await getAll(job, 'c', ids)).toEqual(want);
-    // Only the second turn was batched.
+    // Only the last turn was batched.
     expect(await batchedOnClose(job)).toBe(32);
+  });
+
+  it('reads one by one, with exact bytes, in a job file whose text is UTF-16', async () => {
+    // A file made by another tool: the statement's text would change the bytes there.
+    const root = tempDir();
+    const db = new Database(join(root, 'g.db'));
+    db.pragma("encoding = 'UTF-16le'");
+    db.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID',
+    );
+    db.pragma('user_version = 1');
+    db.close();
+    const job = unwrap(await unwrap(Persistency.instance(root)).openJob('g'));
+    const stored = (i: number) => new Uint8Array([3, 0x41, 0x42, 0x43, 0, 0xff, i]);
+    for (let i = 0; i < 40; i++) job.persistPut('c', key(i), stored(i));
+    unwrap(await job.flush());
+    const ids = Array.from({ length: 32 }, (_, i) => i);
+    expect(await getAll(job, 'c', ids)).toEqual(ids.map(stored));
+    expect(await batchedOnClose(job)).toBe(0);
   });
 
   it('leaves runs shorter than the minimum to single gets', async () => {

@@ -91,6 +91,8 @@ export class KvBackend {
   readonly #exists: Database.Statement<[Bytes, Bytes], number>;
   /** `getMany` statements by key count, prepared when first needed. */
   readonly #getMany = new Map<number, Database.Statement<[readonly Bytes[]], Buffer>>();
+  /** Whether `getMany` works on this connection; undefined until first asked. */
+  #getManyWorks: boolean | undefined;
   /** Scan pages: [first page, later pages] per direction and stop (see `scanPage`). */
   readonly #scan: Record<
     'asc' | 'desc',
@@ -304,26 +306,61 @@ export class KvBackend {
     let statement = this.#getMany.get(n);
     if (statement === undefined) {
       if (n < 2 || n > GET_RUN_MAX) throw new RangeError(`getMany takes 2 to ${GET_RUN_MAX} keys`);
+      if (!this.canGetMany) throw new Error('getMany does not work on this connection');
       // The VALUES rows number the keys; the aggregate concatenates one record per key in
-      // that order (`||` and group_concat copy blob bytes as they are; the CAST keeps them
-      // a blob). A LEFT JOIN miss has a NULL payload; stored payloads are never NULL.
+      // that order (`||` and group_concat copy the bytes of a UTF-8 database's text as they
+      // are, see canGetMany; the CAST makes the whole a blob again). A LEFT JOIN miss has a
+      // NULL payload; stored payloads are never NULL.
       const keys = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
-      statement = this.db
-        .prepare<[readonly Bytes[]], Buffer>(
-          `WITH q(i, k) AS (VALUES ${keys})
-           SELECT CAST(group_concat(
-             CASE WHEN kv.payload IS NULL THEN x'${hexByte(Status.None)}'
-                  WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(GET_MANY_LARGE)}'
-                  ELSE x'${hexByte(Status.Bytes)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
-             END, x'' ORDER BY q.i) AS BLOB)
-           FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k`,
-        )
-        .pluck();
+      try {
+        statement = this.db
+          .prepare<[readonly Bytes[]], Buffer>(
+            `WITH q(i, k) AS (VALUES ${keys})
+             SELECT CAST(group_concat(
+               CASE WHEN kv.payload IS NULL THEN x'${hexByte(Status.None)}'
+                    WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(GET_MANY_LARGE)}'
+                    ELSE x'${hexByte(Status.Bytes)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
+               END, x'' ORDER BY q.i) AS BLOB)
+             FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k`,
+          )
+          .pluck();
+      } catch (e) {
+        this.#getManyWorks = false; // an SQLite without what it needs: do not try again
+        throw e;
+      }
       this.#getMany.set(n, statement);
     }
     const found = statement.get(args);
     if (found === undefined) throw new Error('getMany: no result row');
     return found;
+  }
+
+  /**
+   * Whether `getMany` gives exact bytes here, found out once per connection. Its statement
+   * builds text (`||`, group_concat) and casts it back to a blob, which keeps bytes as they
+   * are only in a UTF-8 database (a file made elsewhere may be UTF-16), and needs SQLite
+   * 3.44 (ORDER BY inside an aggregate); a self-test on bytes that are not UTF-8 checks both.
+   */
+  get canGetMany(): boolean {
+    if (this.#getManyWorks === undefined) {
+      try {
+        const encoding = this.db.pragma('encoding', { simple: true });
+        const sample = this.db
+          .prepare<[], Buffer>(
+            `SELECT CAST(group_concat(x'01' || v, x'' ORDER BY i) AS BLOB)
+             FROM (SELECT 1 AS i, x'00ff80c3' AS v UNION ALL SELECT 0, x'' UNION ALL SELECT 2, x'c328')`,
+          )
+          .pluck()
+          .get();
+        this.#getManyWorks =
+          encoding === 'UTF-8' &&
+          sample !== undefined &&
+          Buffer.compare(sample, Buffer.from('0101' + '00ff80c3' + '01c328', 'hex')) === 0;
+      } catch {
+        this.#getManyWorks = false;
+      }
+    }
+    return this.#getManyWorks;
   }
 
   exists(category: Bytes, key: Bytes): boolean {

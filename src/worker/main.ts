@@ -63,9 +63,9 @@ const MAX_POLL_BACKOFF = 64;
  */
 const GET_RUN_MIN = 6;
 /**
- * When half or more of a run's payloads were too long to inline, the next this many gets
- * (doubling while it repeats, up to GET_MANY_MAX_BACKOFF) are read one by one: large rows
- * would otherwise be looked up twice.
+ * After a run meets a payload too long to inline (or its statement fails), the next this
+ * many gets (doubling while it repeats, up to GET_MANY_MAX_BACKOFF) are read one by one:
+ * large rows would otherwise be looked up twice.
  */
 const GET_MANY_BACKOFF = 64;
 const GET_MANY_MAX_BACKOFF = 4096;
@@ -125,9 +125,12 @@ class JobWorker {
   readonly #pollStats = { tried: 0, caught: 0, busy: 0 };
   /** Gets answered by a `getMany` statement (tests and diagnostics). */
   readonly #readStats = { batched: 0 };
-  /** Gets still to read one by one after runs of large payloads (see GET_MANY_BACKOFF). */
+  /** Gets still to read one by one after a run met a large payload (see GET_MANY_BACKOFF). */
   #getManySkip = 0;
   #getManyBackoff = 0;
+  /** A stretch of gets in this frame, up to this offset, too short to make a run. */
+  #shortRunFrame: Uint8Array | undefined;
+  #shortRunEnd = 0;
 
   constructor(port: Port, backend: KvBackend, memory: boolean, poll: PollSettings | undefined) {
     this.#port = port;
@@ -320,39 +323,50 @@ class JobWorker {
 
   /**
    * If at least GET_RUN_MIN - 1 Get records of the same category follow the one just read
-   * (`cat`, `key`), read them all, up to GET_RUN_MAX, with one statement and move `r` past
-   * them. False otherwise (`r` is left where it was).
+   * (`cat`, `key`; `r` is past it), read them with one statement, up to GET_RUN_MAX, and
+   * move `r` past those answered. False when there is no such run (`r` is left as it was).
    */
   #getRun(r: ByteReader, cat: Uint8Array, key: Uint8Array): boolean {
     if (this.#getManySkip > 0) {
       this.#getManySkip--;
       return false;
     }
+    const buf = r.buf;
+    // Inside a stretch of gets that a look-ahead already found too short.
+    if (buf === this.#shortRunFrame && r.pos < this.#shortRunEnd) return false;
+    if (!this.#backend.canGetMany) return false;
     const args = [key];
-    const start = r.pos;
-    while (args.length < GET_RUN_MAX && !r.done) {
-      const at = r.pos;
-      // #category hands back the same bytes object for the same category.
-      if (r.u8() !== Tag.Get || this.#category(r) !== cat) {
-        r.pos = at;
-        break;
-      }
-      args.push(r.blob());
+    /** Where each get's record ends. */
+    const ends = [r.pos];
+    let p = r.pos;
+    while (args.length < GET_RUN_MAX && isGetOf(buf, p, cat)) {
+      const keyAt = p + 3 + cat.length;
+      const end = keyAt + 4 + readU32(buf, keyAt);
+      args.push(buf.subarray(keyAt + 4, end));
+      ends.push(end);
+      p = end;
     }
     const keys = args.length;
     if (keys < GET_RUN_MIN) {
-      r.pos = start;
+      this.#shortRunFrame = buf;
+      this.#shortRunEnd = p;
       return false;
     }
     args.push(cat);
-    this.#getMany(args, keys);
+    r.pos = this.#getMany(args, keys, ends);
     return true;
   }
 
-  /** Reply to `keys` gets: `args` is the keys, then their category. */
-  #getMany(args: Uint8Array[], keys: number): void {
+  /**
+   * Answer the run's gets (`args`: the keys, then their category); returns where the frame
+   * goes on. The run stops at the first payload too long to inline (and if the statement
+   * fails, at its first get): that get is read alone, the frame goes on after it — so replies
+   * may leave early between large payloads — and the next GET_MANY_BACKOFF gets (doubling
+   * while it repeats) are read one by one: large rows would otherwise be looked up twice.
+   */
+  #getMany(args: Uint8Array[], keys: number, ends: readonly number[]): number {
     const cat = args[keys] as Uint8Array;
-    let found: Buffer;
+    let found: Buffer | undefined;
     try {
       const next = this.#injected[0];
       if (next?.fault === 'getMany') {
@@ -360,41 +374,35 @@ class JobWorker {
         throw new Error('injected fault: getMany');
       }
       found = this.#backend.getMany(args);
-      if (!wellFormed(found, keys)) throw new Error('getMany: malformed result');
+      if (!wellFormed(found, keys)) found = undefined;
     } catch {
-      // Each read then goes alone, and fails alone if it fails again.
-      for (let i = 0; i < keys; i++) this.#get(cat, args[i] as Uint8Array);
-      return;
+      found = undefined;
     }
-    // The records are reply records already, but for large payloads, read alone.
     const w = this.#replies;
-    let from = 0;
     let p = 0;
-    let large = 0;
-    for (let i = 0; i < keys; i++) {
-      const status = found[p] as number;
-      if (status === GET_MANY_LARGE) {
-        w.bytes(found.subarray(from, p));
-        this.#get(cat, args[i] as Uint8Array);
-        p += 1;
-        from = p;
-        large++;
-        continue;
+    let i = 0;
+    if (found !== undefined) {
+      for (; i < keys; i++) {
+        const status = found[p] as number;
+        if (status === GET_MANY_LARGE) break;
+        p += status === Status.None ? 1 : 5 + found.readUInt32BE(p + 1);
+        this.#replyOk();
       }
-      p += status === Status.None ? 1 : 5 + found.readUInt32BE(p + 1);
-      this.#replyOk();
+      // The records are reply records already.
+      w.bytes(found.subarray(0, p));
+      this.#readStats.batched += i;
+      if (i === keys) {
+        this.#getManyBackoff = 0;
+        return ends[keys - 1] as number;
+      }
     }
-    w.bytes(found.subarray(from, p));
-    this.#readStats.batched += keys - large;
-    if (large * 2 >= keys) {
-      this.#getManyBackoff = Math.min(
-        Math.max(this.#getManyBackoff * 2, GET_MANY_BACKOFF),
-        GET_MANY_MAX_BACKOFF,
-      );
-      this.#getManySkip = this.#getManyBackoff;
-    } else if (large === 0) {
-      this.#getManyBackoff = 0;
-    }
+    this.#get(cat, args[i] as Uint8Array);
+    this.#getManyBackoff = Math.min(
+      Math.max(this.#getManyBackoff * 2, GET_MANY_BACKOFF),
+      GET_MANY_MAX_BACKOFF,
+    );
+    this.#getManySkip = this.#getManyBackoff;
+    return ends[i] as number;
   }
 
   #exists(cat: Uint8Array, key: Uint8Array): void {
@@ -740,6 +748,7 @@ class JobWorker {
     this.#txFrames = [];
     this.#txFailed = [];
     this.#dirtyPos = -1;
+    this.#shortRunFrame = undefined; // not to keep a frame alive
     this.#sendReplies(this.#frames);
     this.#frames = 0;
   }
@@ -797,6 +806,26 @@ class JobWorker {
     if (how === 'exit') process.exit(70);
     throw new Error('persistency worker: crash requested by a test');
   }
+}
+
+/** Whether a Get record of category `cat` starts at `p` (a frame is whole: no bounds to check). */
+function isGetOf(buf: Uint8Array, p: number, cat: Uint8Array): boolean {
+  if (p >= buf.length || buf[p] !== Tag.Get) return false;
+  const n = cat.length;
+  if (((buf[p + 1] as number) << 8) + (buf[p + 2] as number) !== n) return false;
+  if (n > 64) return Buffer.from(buf.buffer, buf.byteOffset + p + 3, n).equals(cat);
+  for (let i = 0; i < n; i++) if (buf[p + 3 + i] !== cat[i]) return false;
+  return true;
+}
+
+function readU32(buf: Uint8Array, p: number): number {
+  return (
+    (((buf[p] as number) << 24) |
+      ((buf[p + 1] as number) << 16) |
+      ((buf[p + 2] as number) << 8) |
+      (buf[p + 3] as number)) >>>
+    0
+  );
 }
 
 /** Whether `found` is exactly `keys` records of `KvBackend.getMany`'s result. */

@@ -285,8 +285,8 @@ class JobWorker {
   // -------------------------------------------------------------------------------------
   // Reads: each writes one reply; a failure becomes an Err reply for that read only.
 
-  #replyOk(): void {
-    this.#replyCount++;
+  #replyOk(n = 1): void {
+    this.#replyCount += n;
     this.#answered = true;
   }
 
@@ -366,30 +366,23 @@ class JobWorker {
    */
   #getMany(args: Uint8Array[], keys: number, ends: readonly number[]): number {
     const cat = args[keys] as Uint8Array;
-    let found: Buffer | undefined;
+    let inline: Inline | undefined;
     try {
       const next = this.#injected[0];
       if (next?.fault === 'getMany') {
         this.#injected.shift();
         throw new Error('injected fault: getMany');
       }
-      found = this.#backend.getMany(args);
-      if (!wellFormed(found, keys)) found = undefined;
+      inline = inlineRecords(this.#backend.getMany(args), keys);
     } catch {
-      found = undefined;
+      inline = undefined;
     }
-    const w = this.#replies;
-    let p = 0;
     let i = 0;
-    if (found !== undefined) {
-      for (; i < keys; i++) {
-        const status = found[p] as number;
-        if (status === GET_MANY_LARGE) break;
-        p += status === Status.None ? 1 : 5 + found.readUInt32BE(p + 1);
-        this.#replyOk();
-      }
+    if (inline !== undefined) {
       // The records are reply records already.
-      w.bytes(found.subarray(0, p));
+      i = inline.count;
+      this.#replies.bytes(inline.records);
+      this.#replyOk(i);
       this.#readStats.batched += i;
       if (i === keys) {
         this.#getManyBackoff = 0;
@@ -517,12 +510,7 @@ class JobWorker {
     let p = at;
     for (let i = 0; i < PUT_RUN; i++) {
       if (p + 10 > buf.length || buf[p] !== Tag.Batch) return false;
-      const body =
-        (((buf[p + 1] as number) << 24) |
-          ((buf[p + 2] as number) << 16) |
-          ((buf[p + 3] as number) << 8) |
-          (buf[p + 4] as number)) >>>
-        0;
+      const body = readU32(buf, p + 1);
       // count 0,0,0,1 then the kind
       if (
         buf[p + 5] !== 0 ||
@@ -828,16 +816,32 @@ function readU32(buf: Uint8Array, p: number): number {
   );
 }
 
-/** Whether `found` is exactly `keys` records of `KvBackend.getMany`'s result. */
-function wellFormed(found: Buffer, keys: number): boolean {
+/** The reply records that lead a `getMany` result, before its first large payload. */
+interface Inline {
+  readonly records: Uint8Array;
+  readonly count: number;
+}
+
+/**
+ * The leading inline records of `found`, which must be exactly `keys` records of
+ * `KvBackend.getMany`'s result; undefined when it is not.
+ */
+function inlineRecords(found: Buffer, keys: number): Inline | undefined {
   let p = 0;
+  let count = -1; // records before the first large one, once one is met
+  let end = 0;
   for (let i = 0; i < keys; i++) {
     const status = found[p];
+    if (status === GET_MANY_LARGE && count < 0) {
+      count = i;
+      end = p;
+    }
     if (status === Status.None || status === GET_MANY_LARGE) p += 1;
-    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + found.readUInt32BE(p + 1);
-    else return false;
+    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + readU32(found, p + 1);
+    else return undefined;
   }
-  return p === found.length;
+  if (p !== found.length) return undefined;
+  return count < 0 ? { records: found, count: keys } : { records: found.subarray(0, end), count };
 }
 
 /** Write a u32 at `at` without moving the writer. */

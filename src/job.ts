@@ -100,7 +100,7 @@ export interface CloseOutcome {
   readonly error: PersistencyError | undefined;
   /** What the worker's polling did (absent when the worker did not close normally). */
   readonly polls?: PollStats | undefined;
-  /** How its gets were answered (absent if the worker died). */
+  /** How its gets were answered (absent when the worker did not close normally). */
   readonly reads?: ReadStats | undefined;
 }
 

@@ -87,9 +87,9 @@ export interface PersistencyOptions {
   readonly prestartWorker?: boolean;
   /**
    * After a job's worker answers a request its caller awaits (a read, a flush or
-   * `deleteAcked`), it keeps polling for the next request for
-   * this many microseconds before its thread sleeps, so that a caller awaiting one answer at a
-   * time is not slowed by a thread wake-up per request. A poll ends as soon as a request
+   * `deleteAcked`), it keeps polling for the next request for this many microseconds before
+   * its thread sleeps, so that a caller awaiting one answer at a time is not slowed by a
+   * thread wake-up per request. A poll ends as soon as a request
    * arrives; one that finds none makes the worker skip its next 1, 2, 4 … 64 polls; at most
    * (cores - 1) workers poll at once, none on one core (counted per copy of the library: a
    * process that loads it in several threads has a cap per thread). 0 turns polling off,

@@ -35,6 +35,7 @@ export type {
   KvRow,
   PersistencyEvents,
   PersistencyOptions,
+  PersistencyStats,
   ScanOptions,
   TxOp,
   WriteFailureReason,

@@ -1,48 +1,36 @@
 /*
- * The process-wide singleton: validates the root, owns the registry of open jobs and the
- * event emitter, and offers the string-id form of every job method.
+ * A Persistency owns one root directory: it validates it, keeps the registry of open jobs
+ * and their life (open, idle release, close, drop), the event emitter, the worker threads,
+ * and the string-id form of every job method.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
 import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
+import { checkOptions, checkRoot, MEMORY_ROOT } from './checks.js';
 import { invalidArgument, PersistencyError } from './errors.js';
-import { closeJobHandle, fromErrorInfo, Job, type JobHost, MAX_BATCH_OPS } from './job.js';
+import { closeJobHandle, Job, type JobHost, jobClient, MAX_BATCH_OPS } from './job.js';
+import { type ClientHost, JobClient } from './job-client.js';
 import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { toPayload } from './payload.js';
+import { fromErrorInfo, type OpenRequest, toErrorInfo } from './protocol/messages.js';
+import { WorkerThreads } from './threads.js';
 import type {
   KvRow,
   PersistencyEvents,
   PersistencyOptions,
+  PersistencyStats,
   ScanOptions,
   TxOp,
   WriteFailureReason,
 } from './types.js';
-import type { FromWorker, OpenRequest, ToWorker } from './worker/protocol.js';
-import { pollSettings, spawnWorker } from './worker/spawn.js';
+import { KvBackend } from './worker/backend.js';
+import { pollSettings } from './worker/spawn.js';
 
 // mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
 // namespace; the runtime default export is the factory itself.
 const mitt = mittImport as unknown as typeof mittImport.default;
-
-const MEMORY_ROOT = ':memory:';
-/** SQLite's default SQLITE_MAX_LENGTH: no string or BLOB may be longer. */
-const SQLITE_MAX_LENGTH = 1_000_000_000;
-
-const DEFAULTS: Required<PersistencyOptions> = {
-  busyTimeoutMs: 5000,
-  journalSizeLimitBytes: 64 * 1024 * 1024,
-  openTimeoutMs: 30_000,
-  maxPayloadBytes: SQLITE_MAX_LENGTH - 1024,
-  maxJobBytes: 0,
-  verifyOnOpen: false,
-  prestartWorker: true,
-  pollMicros: 100,
-};
-/** The largest `pollMicros` accepted (one second). */
-const MAX_POLL_MICROS = 1_000_000;
 
 interface Slot {
   /** Resolves when the job is open (or failed to open). */
@@ -51,82 +39,10 @@ interface Slot {
   closing: Promise<Result<void, PersistencyError>> | undefined;
 }
 
-function checkOptions(options: unknown): Result<Required<PersistencyOptions>, PersistencyError> {
-  if (options === undefined) return ok(DEFAULTS);
-  if (options === null || typeof options !== 'object') {
-    return err(invalidArgument(`Persistency options must be an object, got ${describe(options)}`));
-  }
-  const out: Record<string, number | boolean> = { ...DEFAULTS };
-  for (const [name, value] of Object.entries(options)) {
-    if (!(name in DEFAULTS)) {
-      return err(invalidArgument(`unknown Persistency option ${JSON.stringify(name)}`));
-    }
-    if (value === undefined) continue;
-    const expected = typeof DEFAULTS[name as keyof PersistencyOptions];
-    const valid =
-      expected === 'boolean'
-        ? typeof value === 'boolean'
-        : typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-    if (!valid) {
-      const what = expected === 'boolean' ? 'a boolean' : 'a non-negative integer';
-      return err(
-        invalidArgument(`Persistency option ${name} must be ${what}, got ${describe(value)}`),
-      );
-    }
-    out[name] = value;
-  }
-  if ((out.pollMicros as number) > MAX_POLL_MICROS) {
-    return err(invalidArgument(`pollMicros cannot exceed ${MAX_POLL_MICROS} (one second)`));
-  }
-  if ((out.maxPayloadBytes as number) > SQLITE_MAX_LENGTH) {
-    return err(
-      invalidArgument(`maxPayloadBytes cannot exceed SQLite's limit of ${SQLITE_MAX_LENGTH} bytes`),
-    );
-  }
-  return ok(out as unknown as Required<PersistencyOptions>);
-}
-
-/** Validate a root without touching the disk beyond `stat`. */
-function checkRoot(rootDir: unknown): Result<string, PersistencyError> {
-  if (typeof rootDir !== 'string')
-    return err(invalidArgument(`rootDir must be a string, got ${describe(rootDir)}`));
-  if (rootDir.length === 0) return err(invalidArgument('rootDir is empty'));
-  if (rootDir === MEMORY_ROOT) return ok(MEMORY_ROOT);
-  if (rootDir.includes('\0')) return err(invalidArgument('rootDir contains a NUL byte'));
-  const abs = resolve(rootDir);
-  let probe = abs;
-  for (;;) {
-    let isDir: boolean | undefined;
-    try {
-      isDir = statSync(probe).isDirectory();
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code !== 'ENOENT') {
-        if (code === 'ENOTDIR')
-          return err(invalidArgument(`rootDir ${abs}: a parent of it is not a directory`));
-        return err(
-          invalidArgument(`rootDir ${abs}: cannot inspect ${probe} (${code ?? String(e)})`, e),
-        );
-      }
-    }
-    if (isDir === true) return ok(abs);
-    if (isDir === false) {
-      return err(
-        invalidArgument(
-          probe === abs
-            ? `rootDir ${abs} exists and is not a directory`
-            : `rootDir ${abs}: ${probe} is not a directory`,
-        ),
-      );
-    }
-    const parent = dirname(probe);
-    if (parent === probe) return ok(abs);
-    probe = parent;
-  }
-}
+let releaseIdle: (p: Persistency, idleForMs: number) => Promise<number>;
 
 /**
- * The process-wide owner of one root directory and every job under it.
+ * The owner of one root directory and every job under it.
  *
  * @example
  * ```ts
@@ -155,23 +71,50 @@ export class Persistency {
   readonly #slots = new Map<string, Slot>();
   /** In-memory jobs keep their database image here between close and reopen. */
   readonly #images = new Map<string, Uint8Array>();
-  readonly #host: JobHost;
+  readonly #jobHost: JobHost;
+  readonly #clientHost: ClientHost;
+  readonly #threads: WorkerThreads;
+  /** Jobs holding a connection now: the ones idle release looks at. */
+  readonly #resident = new Set<JobClient>();
+  /** Jobs open now (released or not), and opens in progress. */
+  #openJobs = 0;
+  #opening = 0;
+  #reopened = 0;
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
   #rootReady: Promise<Result<void, PersistencyError>> | undefined;
-  /** A worker started ahead of the next openJob (see `prestartWorker`). */
-  #spare: import('node:worker_threads').Worker | undefined;
   #closing: Promise<Result<void, PersistencyError>> | undefined;
+
+  static {
+    releaseIdle = (p, idleForMs) => p.#releaseIdle(idleForMs);
+  }
 
   private constructor(rootDir: string, options: Required<PersistencyOptions>) {
     this.rootDir = rootDir;
     this.#options = options;
-    this.#host = {
-      maxPayloadBytes: options.maxPayloadBytes,
-      writeFailed: (jobId, reason, ops, error, count) =>
-        this.#writeFailed(jobId, reason, ops, error, count),
-      jobDied: (job, error) => {
-        const slot = this.#slots.get(job.id);
-        if (slot?.job === job && slot.closing === undefined) this.#slots.delete(job.id);
-        this.#emit('jobFailed', { jobId: job.id, error });
+    this.#threads = new WorkerThreads(
+      options.workerThreads,
+      options.prestartWorker,
+      options.openTimeoutMs,
+    );
+    const writeFailed = this.#writeFailed.bind(this);
+    this.#jobHost = { maxPayloadBytes: options.maxPayloadBytes, writeFailed };
+    this.#clientHost = {
+      writeFailed,
+      attach: (jobId, pin, image, died) =>
+        this.#threads.attach(this.#openRequest(jobId, image), pin, died),
+      resident: (client, resident) => {
+        if (resident) this.#resident.add(client);
+        else this.#resident.delete(client);
+      },
+      reopened: () => {
+        this.#reopened++;
+      },
+      died: (client, error) => {
+        for (const [id, slot] of this.#slots) {
+          if (slot.job === undefined || jobClient(slot.job) !== client) continue;
+          if (slot.closing === undefined) this.#forget(id, slot, client);
+          this.#emit('jobFailed', { jobId: id, error });
+        }
       },
     };
   }
@@ -248,7 +191,7 @@ export class Persistency {
     if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
     const previous = slot?.closing;
     const next: Slot = {
-      ready: (previous ?? Promise.resolve()).then(() => this.#start(id, file.stem)),
+      ready: (previous ?? Promise.resolve()).then(() => this.#start(id)),
       job: undefined,
       closing: undefined,
     };
@@ -262,8 +205,9 @@ export class Persistency {
 
   /**
    * Close job `id`: resolves after every earlier write is committed, the WAL is
-   * checkpointed and the worker has exited. A no-op for a job that is not open. `Err` if
-   * the checkpoint or the close failed, or the worker died (commits made before stand).
+   * checkpointed and its worker has let go of the file (under `'per-job'`, its thread has
+   * exited). A no-op for a job that is not open. `Err` if the checkpoint or the close
+   * failed, or the worker died (commits made before stand).
    * @example await p.closeJob('tenant-1');
    */
   closeJob(id: string): ResultAsync<void, PersistencyError> {
@@ -273,7 +217,7 @@ export class Persistency {
     const closeOpened = async (job: Job): Promise<Result<void, PersistencyError>> => {
       const outcome = await closeJobHandle(job);
       if (outcome.image !== undefined) this.#images.set(id, outcome.image);
-      if (this.#slots.get(id) === slot) this.#slots.delete(id);
+      this.#forget(id, slot, jobClient(job));
       if (outcome.error !== undefined) return err(outcome.error);
       this.#emit('jobClosed', { jobId: id, dropped: false });
       return ok(undefined);
@@ -340,89 +284,76 @@ export class Persistency {
   }
 
   /**
-   * Whether job `id` is open.
+   * Whether job `id` is open (an idle job that released its connection is still open).
    * @example if (!p.hasJob('tenant-1')) await p.openJob('tenant-1');
    */
   hasJob(id: string): boolean {
     return this.#openJob(id) !== undefined;
   }
 
+  /**
+   * What this instance holds now: jobs open, resident (holding a connection) and released,
+   * and worker threads running. Counters only: cheap to call often.
+   * @example const { openJobs, residentJobs, workerThreads } = p.stats();
+   */
+  stats(): PersistencyStats {
+    const resident = this.#resident.size;
+    return {
+      openJobs: this.#openJobs + this.#opening,
+      residentJobs: resident,
+      releasedJobs: Math.max(0, this.#openJobs - resident),
+      reopened: this.#reopened,
+      workerThreads: this.#threads.running,
+      mode: this.#options.workerThreads,
+    };
+  }
+
   // -------------------------------------------------------------------------------------
-  // String-id forms: a read on a job that is not open is Err(JobNotFound); a write is
-  // dropped with a `writeFailed` event.
+  // String-id forms: `p.method(jobId, ...)` is `job(jobId).method(...)` on the open job
+  // `jobId`. On a job that is not open a read is Err(JobNotFound), and a write is dropped
+  // and reported as a `writeFailed` event with reason 'notFound'.
 
-  /**
-   * `job(jobId).persist(ops)` on the open job `jobId`. When it is not open, the write
-   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
-   * @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }])
-   */
+  /** @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }]) */
   persist(jobId: string, ops: readonly TxOp[]): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) job.persist(ops);
-    else this.#dropUnknown(jobId, ops);
+    this.#write(jobId, ops, (j) => j.persist(ops));
   }
 
-  /**
-   * `job(jobId).persistPut(...)` on the open job `jobId`. When it is not open, the write
-   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
-   * @example p.persistPut('t1', 'users', key('ada'), payload('Ada'))
-   */
+  /** @example p.persistPut('t1', 'users', key('ada'), payload('Ada')) */
   persistPut(jobId: string, category: string, key: Key, payload: Uint8Array): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) job.persistPut(category, key, payload);
-    else this.#dropUnknown(jobId, [{ kind: 'put', category, key, payload }]);
+    this.#write(jobId, [{ kind: 'put', category, key, payload }], (j) =>
+      j.persistPut(category, key, payload),
+    );
   }
 
-  /**
-   * `job(jobId).persistDelete(...)` on the open job `jobId`. When it is not open, the write
-   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
-   * @example p.persistDelete('t1', 'users', key('ada'))
-   */
+  /** @example p.persistDelete('t1', 'users', key('ada')) */
   persistDelete(jobId: string, category: string, key: Key): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) job.persistDelete(category, key);
-    else this.#dropUnknown(jobId, [{ kind: 'delete', category, key }]);
+    this.#write(jobId, [{ kind: 'delete', category, key }], (j) => j.persistDelete(category, key));
   }
 
-  /**
-   * `job(jobId).persistDeletePrefix(...)` on the open job `jobId`. When it is not open, the write
-   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
-   * @example p.persistDeletePrefix('t1', 'log', key('c1'))
-   */
+  /** @example p.persistDeletePrefix('t1', 'log', key('c1')) */
   persistDeletePrefix(jobId: string, category: string, prefix: Key): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) job.persistDeletePrefix(category, prefix);
-    else this.#dropUnknown(jobId, [{ kind: 'deletePrefix', category, prefix }]);
+    this.#write(jobId, [{ kind: 'deletePrefix', category, prefix }], (j) =>
+      j.persistDeletePrefix(category, prefix),
+    );
   }
 
-  /**
-   * `job(jobId).persistEncoded(...)` on the open job `jobId`. When it is not open, the write
-   * is dropped and reported as a `writeFailed` event with reason `'notFound'`.
-   * @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42])
-   */
+  /** @example p.persistEncoded('t1', 'meta', key('c1'), ['general', 42]) */
   persistEncoded(
     jobId: string,
     category: string,
     key: Key,
     value: Parameters<typeof toPayload>[0],
   ): void {
-    const job = this.#openJob(jobId);
-    if (job !== undefined) job.persistEncoded(category, key, value);
-    else this.#dropUnknown(jobId, [], 1); // one write, not listed: its value is not encoded
+    // One write, not listed when dropped: its value is not encoded.
+    this.#write(jobId, [], (j) => j.persistEncoded(category, key, value), 1);
   }
 
-  /**
-   * `job(jobId).flush()` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.flush('t1')
-   */
+  /** @example await p.flush('t1') */
   flush(jobId: string): ResultAsync<void, PersistencyError> {
     return this.#read(jobId, (j) => j.flush());
   }
 
-  /**
-   * `job(jobId).get(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.get('t1', 'users', key('ada'))
-   */
+  /** @example await p.get('t1', 'users', key('ada')) */
   get(
     jobId: string,
     category: string,
@@ -431,18 +362,12 @@ export class Persistency {
     return this.#read(jobId, (j) => j.get(category, key));
   }
 
-  /**
-   * `job(jobId).exists(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.exists('t1', 'users', key('ada'))
-   */
+  /** @example await p.exists('t1', 'users', key('ada')) */
   exists(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#read(jobId, (j) => j.exists(category, key));
   }
 
-  /**
-   * `job(jobId).scan(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.scan('t1', 'log', prefixRange(key('c1')))
-   */
+  /** @example await p.scan('t1', 'log', prefixRange(key('c1'))) */
   scan(
     jobId: string,
     category: string,
@@ -452,10 +377,7 @@ export class Persistency {
     return this.#read(jobId, (j) => j.scan(category, range, options));
   }
 
-  /**
-   * `job(jobId).scanPrefix(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.scanPrefix('t1', 'log', key('c1'), { limit: 10 })
-   */
+  /** @example await p.scanPrefix('t1', 'log', key('c1'), { limit: 10 }) */
   scanPrefix(
     jobId: string,
     category: string,
@@ -465,18 +387,12 @@ export class Persistency {
     return this.#read(jobId, (j) => j.scanPrefix(category, prefix, options));
   }
 
-  /**
-   * `job(jobId).count(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.count('t1', 'log', prefixRange(key('c1')))
-   */
+  /** @example await p.count('t1', 'log', prefixRange(key('c1'))) */
   count(jobId: string, category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
     return this.#read(jobId, (j) => j.count(category, range));
   }
 
-  /**
-   * `job(jobId).deleteAcked(...)` on the open job `jobId`. `Err(JobNotFound)` when `jobId` is not open.
-   * @example await p.deleteAcked('t1', 'users', key('ada'))
-   */
+  /** @example await p.deleteAcked('t1', 'users', key('ada')) */
   deleteAcked(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#read(jobId, (j) => j.deleteAcked(category, key));
   }
@@ -489,8 +405,12 @@ export class Persistency {
     return slot?.closing === undefined && slot?.job?.running === true ? slot.job : undefined;
   }
 
-  /** A string-id write naming a job that is not open: report it, queue nothing. */
-  #dropUnknown(jobId: unknown, ops: readonly TxOp[], count?: number): void {
+  #write(jobId: string, ops: readonly TxOp[], run: (job: Job) => void, count?: number): void {
+    const job = this.#openJob(jobId);
+    if (job !== undefined) {
+      run(job);
+      return;
+    }
     const label = typeof jobId === 'string' ? jobId : describe(jobId);
     this.#writeFailed(label, 'notFound', ops, this.#notFound(jobId), count);
   }
@@ -562,10 +482,7 @@ export class Persistency {
           new PersistencyError(
             'Backend',
             `cannot create rootDir ${this.rootDir}: ${(e as Error).message}`,
-            {
-              code: (e as { code?: string }).code,
-              cause: e,
-            },
+            { code: (e as { code?: string }).code, cause: e },
           ),
         );
       },
@@ -573,151 +490,77 @@ export class Persistency {
     return this.#rootReady;
   }
 
-  async #start(id: string, stem: string): Promise<Result<Job, PersistencyError>> {
-    if (this.#closing !== undefined) return err(this.#closedError());
+  #openRequest(id: string, image: Uint8Array | undefined): OpenRequest {
     const memory = this.rootDir === MEMORY_ROOT;
-    if (!memory) {
+    const o = this.#options;
+    const shared = o.workerThreads !== 'per-job';
+    return {
+      dbPath: memory
+        ? MEMORY_ROOT
+        : jobDbPath(this.rootDir, (jobFileStem(id) as { stem: string }).stem),
+      image,
+      busyTimeoutMs: o.busyTimeoutMs,
+      statementBusyMs: shared ? o.sliceMs : undefined,
+      journalSizeLimitBytes: o.journalSizeLimitBytes,
+      maxJobBytes: o.maxJobBytes,
+      verifyOnOpen: o.verifyOnOpen,
+      // A thread shared by several jobs must not spin on one job's port.
+      poll: shared ? undefined : pollSettings(o.pollMicros),
+      sliceMs: shared ? o.sliceMs : undefined,
+    };
+  }
+
+  async #start(id: string): Promise<Result<Job, PersistencyError>> {
+    if (this.#closing !== undefined) return err(this.#closedError());
+    if (this.rootDir !== MEMORY_ROOT) {
       const root = await this.#ensureRoot();
       if (root.isErr()) return err(root.error);
     }
-    const req: OpenRequest = {
-      dbPath: memory ? MEMORY_ROOT : jobDbPath(this.rootDir, stem),
-      image: memory ? this.#images.get(id) : undefined,
-      busyTimeoutMs: this.#options.busyTimeoutMs,
-      journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
-      maxJobBytes: this.#options.maxJobBytes,
-      verifyOnOpen: this.#options.verifyOnOpen,
-      poll: pollSettings(this.#options.pollMicros),
-    };
-    const first = await this.#handshake(req);
-    if (first.isErr()) return err(first.error);
-    const { worker, file } = first.value;
-    const job = new Job(id, worker, this.#host);
-    this.#emit('jobOpened', { jobId: id, file });
+    const pin = this.#threads.pin();
+    const image = this.#images.get(id);
+    this.#images.delete(id);
+    const client = new JobClient(id, this.#clientHost, image, pin);
+    this.#opening++;
+    const opened = await client.open();
+    this.#opening--;
+    if (opened.isErr()) {
+      this.#threads.unpin(pin);
+      if (image !== undefined) this.#images.set(id, image);
+      return err(opened.error);
+    }
+    this.#openJobs++;
+    this.#startIdleRelease();
+    const job = new Job(id, client, this.#jobHost);
+    this.#emit('jobOpened', { jobId: id, file: opened.value.file });
     return ok(job);
   }
 
-  /**
-   * A worker for a job about to open: the spare started in advance (its thread booted and
-   * its modules loaded: that is most of an open's cost), then a new spare for the next.
-   */
-  #takeWorker(): import('node:worker_threads').Worker {
-    const spare = this.#spare;
-    this.#spare = undefined;
-    const worker = spare !== undefined && spare.threadId !== -1 ? spare : spawnWorker();
-    worker.ref(); // the open in progress must keep the process alive
-    this.#startSpare();
-    return worker;
+  /** The job is no longer open: unregister it and let go of its pin. */
+  #forget(id: string, slot: Slot, client: JobClient): void {
+    if (this.#slots.get(id) === slot) this.#slots.delete(id);
+    if (client.forgotten) return;
+    client.forgotten = true;
+    this.#openJobs--;
+    this.#threads.unpin(client.pin);
   }
 
-  #startSpare(): void {
-    if (!this.#options.prestartWorker || this.#closing !== undefined || this.#spare !== undefined)
-      return;
-    try {
-      const spare = spawnWorker();
-      spare.unref(); // an idle spare never keeps the process alive
-      spare.on('error', () => {}); // a spare that fails is replaced when it is needed
-      spare.once('exit', () => {
-        if (this.#spare === spare) this.#spare = undefined;
-      });
-      this.#spare = spare;
-    } catch {
-      // No spare: the next open starts its own worker.
+  #startIdleRelease(): void {
+    const idleMs = this.#options.idleCloseMs;
+    if (idleMs <= 0 || this.#idleTimer !== undefined) return;
+    // A job is released between idleCloseMs and 1.25 x idleCloseMs after its last work.
+    this.#idleTimer = setInterval(() => void this.#releaseIdle(idleMs), Math.max(5, idleMs / 4));
+    this.#idleTimer.unref();
+  }
+
+  /** Release every resident job idle for `idleForMs`; resolves once they have. */
+  #releaseIdle(idleForMs: number): Promise<number> {
+    const before = performance.now() - idleForMs;
+    const released: Promise<void>[] = [];
+    for (const client of this.#resident) {
+      const done = client.releaseIfIdle(before);
+      if (done !== undefined) released.push(done);
     }
-  }
-
-  /** Tell the spare to quit; resolves once its thread has exited. */
-  #stopSpare(): Promise<void> {
-    const spare = this.#spare;
-    this.#spare = undefined;
-    if (spare === undefined || spare.threadId === -1) return Promise.resolve();
-    const exited = new Promise<void>((resolve) => spare.once('exit', () => resolve()));
-    spare.ref(); // until it has exited: close() waits for it
-    spare.postMessage({ t: 'quit' } satisfies ToWorker);
-    return exited;
-  }
-
-  /** Start a worker and wait for its first word: ready, or why it could not open. */
-  #handshake(
-    req: OpenRequest,
-    /** Resolve on `ready` only once the worker has exited (a lock probe, which then ends). */
-    readyMeansDone = false,
-  ): Promise<
-    Result<
-      { worker: import('node:worker_threads').Worker; file: string | undefined },
-      PersistencyError
-    >
-  > {
-    let worker: import('node:worker_threads').Worker;
-    try {
-      worker = this.#takeWorker();
-      worker.postMessage({ t: 'open', req } satisfies ToWorker);
-    } catch (e) {
-      return Promise.resolve(
-        err(
-          new PersistencyError('Backend', `cannot start job worker: ${(e as Error).message}`, {
-            cause: e,
-          }),
-        ),
-      );
-    }
-    return new Promise((settle) => {
-      let failure: unknown;
-      /** A final answer that waits for the worker's exit, so no thread outlives the call. */
-      let afterExit:
-        | Result<{ worker: typeof worker; file: string | undefined }, PersistencyError>
-        | undefined;
-      const done = (
-        r: Result<{ worker: typeof worker; file: string | undefined }, PersistencyError>,
-      ) => {
-        clearTimeout(timer);
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
-        settle(r);
-      };
-      const onMessage = (m: FromWorker) => {
-        if (m instanceof Uint8Array) return; // replies come only after ready
-        if (m.t === 'ready') {
-          if (readyMeansDone) afterExit = ok({ worker, file: m.file });
-          else done(ok({ worker, file: m.file }));
-        } else if (m.t === 'openFailed') {
-          afterExit = err(fromErrorInfo(m.error));
-        }
-      };
-      const onError = (e: unknown) => {
-        failure = e;
-      };
-      const onExit = (code: number) => {
-        if (afterExit !== undefined) {
-          done(afterExit);
-          return;
-        }
-        done(
-          err(
-            new PersistencyError(
-              'Backend',
-              `job worker exited with code ${code} before it was ready${failure === undefined ? '' : `: ${(failure as Error).message ?? String(failure)}`}`,
-              { cause: failure },
-            ),
-          ),
-        );
-      };
-      const timer = setTimeout(() => {
-        worker.postMessage({ t: 'close' });
-        done(
-          err(
-            new PersistencyError(
-              'Timeout',
-              `job worker for ${req.dbPath} was not ready within ${this.#options.openTimeoutMs} ms`,
-            ),
-          ),
-        );
-      }, this.#options.openTimeoutMs);
-      worker.on('message', onMessage);
-      worker.on('error', onError);
-      worker.on('exit', onExit);
-    });
+    return Promise.all(released).then(() => released.length);
   }
 
   async #drop(id: string, stem: string): Promise<Result<void, PersistencyError>> {
@@ -730,18 +573,12 @@ export class Persistency {
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
     if (existsSync(dbPath)) {
       // Take the file's lock first: never delete a job another process is using.
-      const probe = await this.#handshake(
-        {
-          dbPath,
-          busyTimeoutMs: 0,
-          journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
-          maxJobBytes: 0,
-          verifyOnOpen: false,
-          drop: true,
-        },
-        true,
-      );
-      if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);
+      try {
+        KvBackend.probeLock(dbPath);
+      } catch (e) {
+        const error = fromErrorInfo(toErrorInfo(e, dbPath));
+        if (error.kind === 'Busy') return err(error);
+      }
     }
     try {
       for (const f of files) await rm(f, { force: true });
@@ -755,11 +592,18 @@ export class Persistency {
   }
 
   async #closeAll(): Promise<Result<void, PersistencyError>> {
-    const [results] = await Promise.all([
-      Promise.all([...this.#slots.keys()].map((id) => this.closeJob(id))),
-      this.#stopSpare(),
-    ]);
+    clearInterval(this.#idleTimer);
+    const results = await Promise.all([...this.#slots.keys()].map((id) => this.closeJob(id)));
+    await this.#threads.close();
     const failed = results.find((r) => r.isErr());
     return failed ?? ok(undefined);
   }
+}
+
+/**
+ * @internal Release every job of `p` idle for at least `idleForMs` now, as the idle timer
+ * would; resolves with how many were released once they have (tests use it in place of time).
+ */
+export function releaseIdleJobs(p: Persistency, idleForMs = 0): Promise<number> {
+  return releaseIdle(p, idleForMs);
 }

@@ -96,6 +96,46 @@ export interface PersistencyOptions {
    * trading latency for CPU time; at most 1,000,000. (default: 100)
    */
   readonly pollMicros?: number;
+  /**
+   * Which threads serve the jobs. `'per-job'`: each job its own worker thread (the lowest
+   * latency; a few hundred jobs per process). A positive integer N (at most 256): N worker
+   * threads serve every job of this instance, each job pinned to one of them while it is
+   * open, so a process holds thousands of jobs; jobs that share a thread take turns (see
+   * `sliceMs`). Polling (`pollMicros`) applies to `'per-job'` only. (default: 'per-job')
+   */
+  readonly workerThreads?: number | 'per-job';
+  /**
+   * A job with no call and no pending work for this many ms releases its SQLite connection
+   * and file descriptors (under `'per-job'` also its thread) and stays open: its handle stays
+   * valid, it keeps its ownership, and its next call takes it up again, in order. 0 = never.
+   * (default: 60000)
+   */
+  readonly idleCloseMs?: number;
+  /**
+   * Under `workerThreads: N`, the longest stretch of work one job does before the other jobs
+   * of its thread get their turn, in ms: a long scan, a huge batch or a wait for a lock held
+   * elsewhere pauses at the next record, page of 1,024 rows or slice of 1,024 ops. (default: 2)
+   */
+  readonly sliceMs?: number;
+}
+
+/**
+ * What `p.stats()` counts, now.
+ * @example const { openJobs, residentJobs, workerThreads } = p.stats();
+ */
+export interface PersistencyStats {
+  /** Jobs open (released or not), opening included. */
+  readonly openJobs: number;
+  /** Open jobs holding a SQLite connection now. */
+  readonly residentJobs: number;
+  /** Open jobs that released their connection after `idleCloseMs` (open - resident - opening). */
+  readonly releasedJobs: number;
+  /** Times a released job was taken up again by a call (since the instance was made). */
+  readonly reopened: number;
+  /** Worker threads running now (a prestarted spare included). */
+  readonly workerThreads: number;
+  /** The `workerThreads` option in force. */
+  readonly mode: number | 'per-job';
 }
 
 /**

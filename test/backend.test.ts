@@ -18,7 +18,7 @@ const sha = (file: string) => createHash('sha256').update(readFileSync(file)).di
 /** Every row a backend scan visits, page after page. */
 const scanAll = (b: KvBackend, ...args: [Uint8Array, Uint8Array, Uint8Array, boolean, number]) => {
   const rows: (readonly [Uint8Array, Uint8Array])[] = [];
-  b.scanPages(...args, (page) => rows.push(...page));
+  for (const page of b.scanPages(...args)) rows.push(...page);
   return rows;
 };
 

@@ -10,13 +10,9 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Job, key, Persistency } from '../src/index.js';
 import { closeJobHandle, injectFault } from '../src/job.js';
-import {
-  GET_MANY_INLINE_BYTES,
-  GET_MANY_LARGE,
-  GET_RUN_MAX,
-  KvBackend,
-} from '../src/worker/backend.js';
-import { Status } from '../src/worker/protocol.js';
+import { Status } from '../src/protocol/replies.js';
+import { GET_MANY_INLINE_BYTES, GET_RUN_MAX, KvBackend } from '../src/worker/backend.js';
+import { GET_MANY_MARKERS } from '../src/worker/reads.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { mulberry32 } from './support/random.js';
 
@@ -29,7 +25,7 @@ function randomBytes(next: () => number, length: number): Uint8Array {
 /** What `getMany` must give for one key. */
 function expectedRecord(payload: Uint8Array | undefined): number[] {
   if (payload === undefined) return [Status.None];
-  if (payload.length > GET_MANY_INLINE_BYTES) return [GET_MANY_LARGE];
+  if (payload.length > GET_MANY_INLINE_BYTES) return [GET_MANY_MARKERS.large];
   const n = payload.length;
   return [Status.Bytes, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff, ...payload];
 }
@@ -97,7 +93,7 @@ describe('KvBackend.getMany', () => {
           want.push(...expectedRecord(lookup(c, k)));
         }
         args.push(cats[c] as Uint8Array);
-        const got = b.getMany(args);
+        const got = b.getMany(args, GET_MANY_MARKERS);
         const what = `seed ${seed} run ${run} (${n} keys)`;
         expect(Buffer.compare(got, Buffer.from(want)), what).toBe(0);
       }
@@ -117,9 +113,9 @@ describe('KvBackend.getMany', () => {
     try {
       expect(utf16.canGetMany).toBe(false);
       const args = [new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([9])];
-      expect(() => utf16.getMany(args)).toThrow(/does not work/);
+      expect(() => utf16.getMany(args, GET_MANY_MARKERS)).toThrow(/does not work/);
       expect(utf8.canGetMany).toBe(true);
-      expect([...utf8.getMany(args)]).toEqual([Status.None, Status.None]);
+      expect([...utf8.getMany(args, GET_MANY_MARKERS)]).toEqual([Status.None, Status.None]);
     } finally {
       utf16.close();
       utf8.close();
@@ -131,9 +127,11 @@ describe('KvBackend.getMany', () => {
     try {
       const cat = new Uint8Array([1]);
       const keys = (n: number) => Array.from({ length: n }, (_, i) => new Uint8Array([i]));
-      expect(() => b.getMany([...keys(1), cat])).toThrow(RangeError);
-      expect(() => b.getMany([...keys(GET_RUN_MAX + 1), cat])).toThrow(RangeError);
-      expect(b.getMany([...keys(GET_RUN_MAX), cat]).length).toBe(GET_RUN_MAX);
+      expect(() => b.getMany([...keys(1), cat], GET_MANY_MARKERS)).toThrow(RangeError);
+      expect(() => b.getMany([...keys(GET_RUN_MAX + 1), cat], GET_MANY_MARKERS)).toThrow(
+        RangeError,
+      );
+      expect(b.getMany([...keys(GET_RUN_MAX), cat], GET_MANY_MARKERS).length).toBe(GET_RUN_MAX);
     } finally {
       b.close();
     }

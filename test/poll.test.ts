@@ -7,7 +7,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { type Job, key, Persistency, type PersistencyOptions } from '../src/index.js';
 import { closeJobHandle } from '../src/job.js';
-import type { PollStats } from '../src/worker/protocol.js';
+import type { PollStats } from '../src/protocol/messages.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-poll-');

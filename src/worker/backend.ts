@@ -10,7 +10,6 @@
  * `-shm` file is made.
  */
 import Database from 'better-sqlite3';
-import { type ErrorInfo, Status } from './protocol.js';
 
 /** The schema version this library writes (`PRAGMA user_version`). */
 export const SCHEMA_VERSION = 1;
@@ -31,6 +30,11 @@ const MIGRATIONS: readonly string[] = [
 
 export interface BackendOptions {
   readonly busyTimeoutMs: number;
+  /**
+   * How long one statement waits in SQLite's busy handler (default: busyTimeoutMs). A
+   * thread shared by several jobs waits less and retries between turns instead.
+   */
+  readonly statementBusyMs?: number | undefined;
   readonly journalSizeLimitBytes: number;
   /** Bound on the file size via max_page_count; 0 = none. */
   readonly maxJobBytes?: number;
@@ -55,30 +59,26 @@ type ScanStatement = Database.Statement<(Bytes | number)[], Row>;
 export const GET_RUN_MAX = 32;
 
 /**
- * A payload longer than this is not copied into `getMany`'s result; its record is
- * `GET_MANY_LARGE` instead and the caller reads it alone. Gathering payloads into one value
- * pays for itself only while they are small: measured in-thread, 32 keys per statement read
- * 1.06x the rate of single gets with 1 KiB payloads, 0.93x with 4 KiB, 0.84x with 60 KiB.
+ * A payload longer than this is not copied into `getMany`'s result; the caller reads it
+ * alone. Gathering payloads into one value pays for itself only while they are small
+ * (README, Performance).
  */
 export const GET_MANY_INLINE_BYTES = 1024;
-/** The record `getMany` gives for a row too long to inline (not a reply status). */
-export const GET_MANY_LARGE = 0xff;
+
+/** The bytes `getMany` writes for each key: the caller's format, not the SQL layer's. */
+export interface GetManyMarkers {
+  /** The key has no row: this byte alone. */
+  readonly absent: number;
+  /** This byte, the payload's length (u32 big-endian), the payload. */
+  readonly present: number;
+  /** The payload is longer than GET_MANY_INLINE_BYTES: this byte alone. */
+  readonly large: number;
+}
 
 const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
 
 /** Rows per page of a scan (see `scanPage`). */
 export const SCAN_PAGE_ROWS = 1024;
-
-/** Map a thrown value to the error shape that crosses the thread boundary. */
-export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
-  const code =
-    e !== null && typeof e === 'object' && typeof (e as { code?: unknown }).code === 'string'
-      ? (e as { code: string }).code
-      : undefined;
-  const message = e instanceof Error ? e.message : String(e);
-  const kind = code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' ? 'Busy' : 'Backend';
-  return { kind, message: context === undefined ? message : `${context}: ${message}`, code };
-}
 
 export class KvBackend {
   readonly db: Database.Database;
@@ -90,7 +90,7 @@ export class KvBackend {
   readonly #get: Database.Statement<[Bytes, Bytes], Buffer>;
   readonly #exists: Database.Statement<[Bytes, Bytes], number>;
   /** `getMany` statements by key count, prepared when first needed. */
-  readonly #getMany = new Map<number, Database.Statement<[readonly Bytes[]], Buffer>>();
+  readonly #getMany = new Map<string, Database.Statement<[readonly Bytes[]], Buffer>>();
   /** Whether `getMany` works on this connection; undefined until first asked. */
   #getManyWorks: boolean | undefined;
   /** Scan pages: [first page, later pages] per direction and stop (see `scanPage`). */
@@ -213,7 +213,11 @@ export class KvBackend {
       // SQLite quietly opens a file it cannot write read-only; find out now, at open,
       // rather than at the first write.
       db.exec('BEGIN IMMEDIATE; COMMIT');
-      db.pragma(`busy_timeout = ${Math.floor(options.busyTimeoutMs)}`);
+      const busyMs = Math.min(
+        options.statementBusyMs ?? options.busyTimeoutMs,
+        options.busyTimeoutMs,
+      );
+      db.pragma(`busy_timeout = ${Math.floor(busyMs)}`);
       return new KvBackend(db);
     } catch (e) {
       db.close();
@@ -290,20 +294,19 @@ export class KvBackend {
   }
 
   /**
-   * Read several keys of one category with one statement. The result holds a reply record
-   * per key, in order, as the worker sends them: `Status.None` (absent), or `Status.Bytes`,
-   * a u32 big-endian length and the payload — or, for a payload over
-   * `GET_MANY_INLINE_BYTES`, the one byte `GET_MANY_LARGE`, to be read with `get`.
+   * Read several keys of one category with one statement. The result holds, per key in
+   * order, what `markers` says: `absent`; or `present`, a u32 big-endian length and the
+   * payload; or, for a payload over `GET_MANY_INLINE_BYTES`, `large`, to be read with `get`.
    * `args` is the keys, then the category; 2 to `GET_RUN_MAX` keys.
    *
    * One statement instead of one per key: better-sqlite3's per-call work (the call, the read
-   * transaction, a Buffer per payload) is paid once. Measured in-thread on 200,000 random
-   * rows with 100-byte payloads, against one `get` per key: 0.74x with 2 keys, 0.95x with 3,
-   * 1.04x with 4, 1.13x with 6, 1.17x with 8, 1.31x with 16, 1.21x with 32.
+   * transaction, a Buffer per payload) is paid once (README, Performance, for where that
+   * starts to pay).
    */
-  getMany(args: readonly Bytes[]): Buffer {
+  getMany(args: readonly Bytes[], markers: GetManyMarkers): Buffer {
     const n = args.length - 1;
-    let statement = this.#getMany.get(n);
+    const name = `${n} ${markers.absent} ${markers.present} ${markers.large}`;
+    let statement = this.#getMany.get(name);
     if (statement === undefined) {
       if (n < 2 || n > GET_RUN_MAX) throw new RangeError(`getMany takes 2 to ${GET_RUN_MAX} keys`);
       if (!this.canGetMany) throw new Error('getMany does not work on this connection');
@@ -317,9 +320,9 @@ export class KvBackend {
           .prepare<[readonly Bytes[]], Buffer>(
             `WITH q(i, k) AS (VALUES ${keys})
              SELECT CAST(group_concat(
-               CASE WHEN kv.payload IS NULL THEN x'${hexByte(Status.None)}'
-                    WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(GET_MANY_LARGE)}'
-                    ELSE x'${hexByte(Status.Bytes)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
+               CASE WHEN kv.payload IS NULL THEN x'${hexByte(markers.absent)}'
+                    WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(markers.large)}'
+                    ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
                END, x'' ORDER BY q.i) AS BLOB)
              FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k`,
           )
@@ -328,7 +331,7 @@ export class KvBackend {
         this.#getManyWorks = false; // an SQLite without what it needs: do not try again
         throw e;
       }
-      this.#getMany.set(n, statement);
+      this.#getMany.set(name, statement);
     }
     const found = statement.get(args);
     if (found === undefined) throw new Error('getMany: no result row');
@@ -369,19 +372,18 @@ export class KvBackend {
 
   /**
    * The rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or reversed,
-   * at most `limit` of them (-1: no limit), handed to `visit` a page at a time. A page is one
-   * `all()` of up to SCAN_PAGE_ROWS rows, going on after the last key of the page before (or
-   * below it, reversed): on this machine pages of 1,024 rows read a 200,000-row range ~20%
-   * faster than one `iterate()` over it, and ~35% faster than one `all()`.
+   * at most `limit` of them (-1: no limit), a page at a time. A page is one `all()` of up to
+   * SCAN_PAGE_ROWS rows, going on after the last key of the page before (or below it,
+   * reversed): pages read a long range faster than one `iterate()` or one `all()` (README,
+   * Performance), and between pages the worker may serve another job.
    */
-  scanPages(
+  *scanPages(
     category: Bytes,
     start: Bytes,
     stop: Bytes,
     reverse: boolean,
     limit: number,
-    visit: (rows: readonly Row[]) => void,
-  ): void {
+  ): Generator<readonly Row[], void, void> {
     const [first, next] =
       this.#scan[reverse ? 'desc' : 'asc'][stop.length === 0 ? 'open' : 'closed'];
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
@@ -402,7 +404,7 @@ export class KvBackend {
             ? next.all(category, after, want)
             : next.all(category, after, stop, want);
       }
-      visit(rows);
+      yield rows;
       if (rows.length < want) return;
       left -= want;
       after = (rows[want - 1] as Row)[0];

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { PollSettings } from './protocol.js';
+import type { PollSettings } from '../protocol/messages.js';
 
 let compiledFromSource: string | undefined;
 

@@ -1,0 +1,276 @@
+/*
+ * Every check of a caller's input, in one place: job method arguments (categories, keys,
+ * ranges, scan options, write ops), and the options and root of a Persistency. A check
+ * either returns the normalised bytes or throws `Refused` with the user-facing message;
+ * `refusal` turns whatever was thrown while reading arguments into InvalidArgument.
+ */
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { err, ok, type Result } from 'neverthrow';
+import { realBytes } from './bytes.js';
+import { invalidArgument, PersistencyError } from './errors.js';
+import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
+import { OpKind } from './protocol/requests.js';
+import type { PersistencyOptions } from './types.js';
+
+export const MEMORY_ROOT = ':memory:';
+/** SQLite's default SQLITE_MAX_LENGTH: no string or BLOB may be longer. */
+const SQLITE_MAX_LENGTH = 1_000_000_000;
+export const MAX_CATEGORY_BYTES = 0xffff;
+/** The largest `pollMicros` accepted (one second). */
+const MAX_POLL_MICROS = 1_000_000;
+/** The most worker threads `workerThreads: N` may ask for. */
+const MAX_WORKER_THREADS = 256;
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextEncoder();
+
+/** Every option with its default (README, API). */
+export const DEFAULTS: Required<PersistencyOptions> = {
+  busyTimeoutMs: 5000,
+  journalSizeLimitBytes: 64 * 1024 * 1024,
+  openTimeoutMs: 30_000,
+  maxPayloadBytes: SQLITE_MAX_LENGTH - 1024,
+  maxJobBytes: 0,
+  verifyOnOpen: false,
+  prestartWorker: true,
+  pollMicros: 100,
+  workerThreads: 'per-job',
+  idleCloseMs: 60_000,
+  sliceMs: 2,
+};
+
+/** Invalid input found while validating; carries the user-facing message. */
+export class Refused extends Error {}
+
+/**
+ * The InvalidArgument for anything thrown while reading a caller's arguments: our own
+ * refusal, or whatever a hostile getter, proxy or detached buffer threw.
+ */
+export function refusal(e: unknown, where: string): PersistencyError {
+  if (e instanceof Refused) return invalidArgument(e.message);
+  if (e instanceof PersistencyError && e.kind === 'InvalidArgument') return e;
+  return invalidArgument(`${where}: reading an argument threw: ${describeThrown(e)}`, e);
+}
+
+/**
+ * One checked op, ready to encode: for a put `last` is the payload, for a prefix the stop;
+ * `lastLength` is its length when it was checked.
+ */
+export interface OpRecord {
+  readonly kind: number;
+  readonly category: Uint8Array;
+  readonly key: Uint8Array;
+  readonly last?: Uint8Array;
+  readonly lastLength: number;
+}
+
+/** A category's UTF-8 bytes. */
+export function categoryBytes(category: unknown, where: string): Uint8Array {
+  if (typeof category !== 'string')
+    throw new Refused(`${where}: category must be a string, got ${describe(category)}`);
+  if (category.length === 0) throw new Refused(`${where}: category is empty`);
+  if (!category.isWellFormed()) throw new Refused(`${where}: category has a lone surrogate`);
+  if (category.length > MAX_CATEGORY_BYTES)
+    throw new Refused(`${where}: category exceeds ${MAX_CATEGORY_BYTES} bytes`);
+  const bytes = utf8.encode(category);
+  if (bytes.length > MAX_CATEGORY_BYTES) {
+    throw new Refused(
+      `${where}: category of ${bytes.length} UTF-8 bytes exceeds ${MAX_CATEGORY_BYTES}`,
+    );
+  }
+  return bytes;
+}
+
+export function checkedKey(k: unknown, where: string, name: string): Uint8Array {
+  if (!isKeyValue(k))
+    throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
+  return keyBytes(k);
+}
+
+/** A range's start and stop bytes (an empty stop: no upper bound). */
+export function checkedRange(range: unknown, where: string): [Uint8Array, Uint8Array] {
+  if (range === null || typeof range !== 'object') {
+    throw new Refused(`${where}: range must be { start: Key, stop?: Key }, got ${describe(range)}`);
+  }
+  const { start, stop } = range as { start?: unknown; stop?: unknown };
+  const s = checkedKey(start, where, 'range.start');
+  if (stop === undefined) return [s, EMPTY];
+  return [s, checkedKey(stop, where, 'range.stop')];
+}
+
+/** A prefix's range as start and stop bytes. */
+export function prefixBounds(prefix: unknown, where: string): [Uint8Array, Uint8Array] {
+  if (!isKeyValue(prefix))
+    throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
+  const { start, stop } = prefixRange(prefix);
+  return [keyBytes(start), stop === undefined ? EMPTY : keyBytes(stop)];
+}
+
+export function checkedScanOptions(
+  options: unknown,
+  where: string,
+): { reverse: boolean; limit: number } {
+  if (options === undefined) return { reverse: false, limit: -1 };
+  if (options === null || typeof options !== 'object') {
+    throw new Refused(`${where}: options must be an object, got ${describe(options)}`);
+  }
+  const { reverse, limit } = options as { reverse?: unknown; limit?: unknown };
+  if (reverse !== undefined && typeof reverse !== 'boolean') {
+    throw new Refused(`${where}: options.reverse must be a boolean, got ${describe(reverse)}`);
+  }
+  if (
+    limit !== undefined &&
+    !(typeof limit === 'number' && Number.isSafeInteger(limit) && limit >= 0)
+  ) {
+    throw new Refused(
+      `${where}: options.limit must be a non-negative integer, got ${describe(limit)}`,
+    );
+  }
+  return { reverse: reverse === true, limit: limit === undefined ? -1 : limit };
+}
+
+/**
+ * Read and check one op of a caller (this may run the caller's getters). `category` gives
+ * a category's bytes (the job caches them).
+ */
+export function checkedOp(
+  op: unknown,
+  where: string,
+  maxPayloadBytes: number,
+  category: (c: unknown, where: string) => Uint8Array,
+): OpRecord {
+  if (op === null || typeof op !== 'object')
+    throw new Refused(`${where}: expected an op object, got ${describe(op)}`);
+  const o = op as Record<string, unknown>;
+  const kind = o.kind;
+  switch (kind) {
+    case 'put': {
+      const cat = category(o.category, where);
+      const k = checkedKey(o.key, where, 'key');
+      const given = o.payload;
+      const payload = realBytes(given);
+      if (payload === undefined) {
+        throw new Refused(`${where}: payload must be a Uint8Array, got ${describe(given)}`);
+      }
+      if (payload.length > maxPayloadBytes) {
+        throw new Refused(
+          `${where}: payload of ${payload.length} bytes exceeds the limit of ${maxPayloadBytes}`,
+        );
+      }
+      return { kind: OpKind.Put, category: cat, key: k, last: payload, lastLength: payload.length };
+    }
+    case 'delete': {
+      const cat = category(o.category, where);
+      return {
+        kind: OpKind.Delete,
+        category: cat,
+        key: checkedKey(o.key, where, 'key'),
+        lastLength: 0,
+      };
+    }
+    case 'deletePrefix': {
+      const cat = category(o.category, where);
+      const [start, stop] = prefixBounds(o.prefix, where);
+      return {
+        kind: OpKind.DeletePrefix,
+        category: cat,
+        key: start,
+        last: stop,
+        lastLength: stop.length,
+      };
+    }
+    default:
+      throw new Refused(
+        `${where}: kind must be 'put', 'delete' or 'deletePrefix', got ${describe(kind)}`,
+      );
+  }
+}
+
+/** Check a Persistency's options and fill in the defaults. */
+export function checkOptions(
+  options: unknown,
+): Result<Required<PersistencyOptions>, PersistencyError> {
+  if (options === undefined) return ok(DEFAULTS);
+  if (options === null || typeof options !== 'object') {
+    return err(invalidArgument(`Persistency options must be an object, got ${describe(options)}`));
+  }
+  const out: Record<string, unknown> = { ...DEFAULTS };
+  for (const [name, value] of Object.entries(options)) {
+    if (!(name in DEFAULTS)) {
+      return err(invalidArgument(`unknown Persistency option ${JSON.stringify(name)}`));
+    }
+    if (value === undefined) continue;
+    const problem = optionProblem(name as keyof PersistencyOptions, value);
+    if (problem !== undefined) {
+      return err(invalidArgument(`Persistency option ${name} ${problem}, got ${describe(value)}`));
+    }
+    out[name] = value;
+  }
+  return ok(out as unknown as Required<PersistencyOptions>);
+}
+
+/** What is wrong with one option's value, or undefined. */
+function optionProblem(name: keyof PersistencyOptions, value: unknown): string | undefined {
+  const natural = typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+  switch (name) {
+    case 'verifyOnOpen':
+    case 'prestartWorker':
+      return typeof value === 'boolean' ? undefined : 'must be a boolean';
+    case 'workerThreads':
+      if (value === 'per-job') return undefined;
+      return natural && value >= 1 && value <= MAX_WORKER_THREADS
+        ? undefined
+        : `must be 'per-job' or an integer from 1 to ${MAX_WORKER_THREADS}`;
+    case 'pollMicros':
+      return natural && value <= MAX_POLL_MICROS
+        ? undefined
+        : `must be a non-negative integer of at most ${MAX_POLL_MICROS} (one second)`;
+    case 'maxPayloadBytes':
+      return natural && value <= SQLITE_MAX_LENGTH
+        ? undefined
+        : `must be a non-negative integer within SQLite's limit of ${SQLITE_MAX_LENGTH} bytes`;
+    case 'sliceMs':
+      return natural && value >= 1 ? undefined : 'must be a positive integer';
+    default:
+      return natural ? undefined : 'must be a non-negative integer';
+  }
+}
+
+/** Validate a root without touching the disk beyond `stat`. */
+export function checkRoot(rootDir: unknown): Result<string, PersistencyError> {
+  if (typeof rootDir !== 'string')
+    return err(invalidArgument(`rootDir must be a string, got ${describe(rootDir)}`));
+  if (rootDir.length === 0) return err(invalidArgument('rootDir is empty'));
+  if (rootDir === MEMORY_ROOT) return ok(MEMORY_ROOT);
+  if (rootDir.includes('\0')) return err(invalidArgument('rootDir contains a NUL byte'));
+  const abs = resolve(rootDir);
+  let probe = abs;
+  for (;;) {
+    let isDir: boolean | undefined;
+    try {
+      isDir = statSync(probe).isDirectory();
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code !== 'ENOENT') {
+        if (code === 'ENOTDIR')
+          return err(invalidArgument(`rootDir ${abs}: a parent of it is not a directory`));
+        return err(
+          invalidArgument(`rootDir ${abs}: cannot inspect ${probe} (${code ?? String(e)})`, e),
+        );
+      }
+    }
+    if (isDir === true) return ok(abs);
+    if (isDir === false) {
+      return err(
+        invalidArgument(
+          probe === abs
+            ? `rootDir ${abs} exists and is not a directory`
+            : `rootDir ${abs}: ${probe} is not a directory`,
+        ),
+      );
+    }
+    const parent = dirname(probe);
+    if (parent === probe) return ok(abs);
+    probe = parent;
+  }
+}

@@ -1,0 +1,143 @@
+/*
+ * Reply records: the answers a worker sends a job, one per read or flush, in request order,
+ * written here in the worker and read here on the main thread. A group's replies travel as
+ * one message: a u32 (how many frames the group finished), then the records.
+ *
+ *   u8 status, then: BYTES u32 len, bytes | NUMBER f64 | ROWS u32 n, (u32 klen, key,
+ *   u32 plen, payload)* | ROWS_PART (as ROWS: some rows of a long scan, more follow) |
+ *   ERROR u32 index into the message's `errors` | NONE, FALSE, TRUE, DONE: nothing more
+ */
+import { err, ok, type Result } from 'neverthrow';
+import { PersistencyError } from '../errors.js';
+import { adoptKey } from '../keys.js';
+import type { KvRow } from '../types.js';
+import type { ByteReader, ByteWriter } from './bytes.js';
+import { type ErrorInfo, fromErrorInfo } from './messages.js';
+
+export const Status = {
+  None: 0,
+  Bytes: 1,
+  False: 2,
+  True: 3,
+  Number: 4,
+  Rows: 5,
+  Error: 6,
+  Done: 7,
+  /** Some rows of a scan; more follow, then its final `Rows` (or `Error`) record. */
+  RowsPart: 8,
+} as const;
+
+/** A reply message starts with a u32: how many frames the group finished. */
+export const REPLY_HEADER = 4;
+
+// ---------------------------------------------------------------------------------------
+// Writing (worker)
+
+export function writeValue(w: ByteWriter, v: Uint8Array | undefined): void {
+  if (v === undefined) {
+    w.u8(Status.None);
+    return;
+  }
+  w.u8(Status.Bytes);
+  w.blob(v);
+}
+
+export function writeBoolean(w: ByteWriter, v: boolean): void {
+  w.u8(v ? Status.True : Status.False);
+}
+
+export function writeNumber(w: ByteWriter, n: number): void {
+  w.u8(Status.Number);
+  w.f64(n);
+}
+
+export function writeDone(w: ByteWriter): void {
+  w.u8(Status.Done);
+}
+
+export function writeError(w: ByteWriter, index: number): void {
+  w.u8(Status.Error);
+  w.u32(index);
+}
+
+/** Start a rows record; returns where it starts, for `endRows`. */
+export function beginRows(w: ByteWriter): number {
+  const at = w.pos;
+  w.u8(Status.Rows);
+  w.u32(0);
+  return at;
+}
+
+export function writeRow(w: ByteWriter, key: Uint8Array, payload: Uint8Array): void {
+  w.blob(key);
+  w.blob(payload);
+}
+
+/** Close the rows record at `at` with its `n` rows; `part`: more rows of it follow. */
+export function endRows(w: ByteWriter, at: number, n: number, part = false): void {
+  if (part) w.buf[at] = Status.RowsPart;
+  w.patchU32(at + 1, n);
+}
+
+/** Patch the frames-finished count at the head of a reply message. */
+export function writeFramesDone(w: ByteWriter, frames: number): void {
+  w.patchU32(0, frames);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading (main thread)
+
+/** How many frames the reply message finished. */
+export function framesDone(r: ByteReader): number {
+  return r.u32();
+}
+
+/**
+ * Read one reply record: its value, or undefined for a part of a long scan (its rows are
+ * added to `partial`, which the scan's final record then returns with its own).
+ */
+export function readReply(
+  r: ByteReader,
+  errors: readonly ErrorInfo[],
+  partial: KvRow[],
+): Result<unknown, PersistencyError> | undefined {
+  const status = r.u8();
+  switch (status) {
+    case Status.None:
+    case Status.Done:
+      return ok(undefined);
+    case Status.Bytes:
+      return ok(r.blob().slice());
+    case Status.True:
+      return ok(true);
+    case Status.False:
+      return ok(false);
+    case Status.Number:
+      return ok(r.f64());
+    case Status.RowsPart:
+      readRows(r, partial);
+      return undefined;
+    case Status.Rows:
+      readRows(r, partial);
+      return ok(partial.splice(0));
+    case Status.Error: {
+      partial.length = 0; // a scan that failed after sending parts
+      const info = errors[r.u32()];
+      return err(
+        info === undefined
+          ? new PersistencyError('Backend', 'missing error detail')
+          : fromErrorInfo(info),
+      );
+    }
+    default:
+      throw new Error(`persistency: unknown reply status ${status}`);
+  }
+}
+
+function readRows(r: ByteReader, rows: KvRow[]): void {
+  const n = r.u32();
+  for (let i = 0; i < n; i++) {
+    const key = adoptKey(r.blob());
+    rows.push({ key, payload: r.blob() });
+  }
+}

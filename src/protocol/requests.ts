@@ -1,0 +1,330 @@
+/*
+ * Request records: what a job sends its worker, written here on the main thread and read
+ * here in the worker. Everything a job issues in one event-loop turn — write batches,
+ * reads, flushes — is packed into one frame in issue order, so the worker sees reads and
+ * writes in the order they were made and can apply a turn's writes in one transaction.
+ *
+ * Frame records (all integers big-endian):
+ *   BATCH        u8 tag, u32 byteLength (of what follows), u32 opCount, then per op:
+ *                  u8 kind, u16 catLen, cat, u32 keyLen, key,
+ *                  put: u32 payloadLen, payload | deletePrefix: u32 stopLen, stop (0 = open)
+ *   GET/EXISTS/DELETE_ACKED   u8 tag, u16 catLen, cat, u32 keyLen, key
+ *   SCAN         u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop,
+ *                u8 reverse, f64 limit (-1 = none)
+ *   COUNT        u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop
+ *   FLUSH        u8 tag
+ *
+ * A batch's "ops record" (from its op count to its end) is also what a failed batch is
+ * sent back as, to be reported with its ops.
+ */
+import { ByteReader, type ByteWriter, readU32 } from './bytes.js';
+
+export const Tag = {
+  Batch: 1,
+  Get: 2,
+  Exists: 3,
+  Scan: 4,
+  Count: 5,
+  DeleteAcked: 6,
+  Flush: 7,
+} as const;
+
+export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
+
+/** Tag and body length of a batch. */
+const BATCH_HEADER = 5;
+const EMPTY = new Uint8Array(0);
+
+/** One op of a batch as bytes: for a put `last` is the payload, for a prefix the stop. */
+export interface OpBytes {
+  readonly kind: number;
+  readonly category: Uint8Array;
+  readonly key: Uint8Array;
+  readonly last?: Uint8Array | undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing (main thread)
+
+/** The bytes after a batch's header: the op count and the ops. */
+export function batchBodyBytes(ops: readonly OpBytes[]): number {
+  let body = 4;
+  for (const op of ops) {
+    body += 1 + 2 + op.category.length + 4 + op.key.length;
+    if (op.last !== undefined) body += 4 + op.last.length;
+  }
+  return body;
+}
+
+/** A batch whose body is `body` bytes (batchBodyBytes). */
+export function writeBatch(w: ByteWriter, ops: readonly OpBytes[], body: number): void {
+  w.reserve(BATCH_HEADER + body);
+  w.u8(Tag.Batch);
+  w.u32(body);
+  w.u32(ops.length);
+  for (const op of ops) {
+    w.u8(op.kind);
+    w.shortBlob(op.category);
+    w.blob(op.key);
+    if (op.last !== undefined) w.blob(op.last);
+  }
+}
+
+/** A batch of one put: the hot path of `persistPut`. */
+export function writePut(
+  w: ByteWriter,
+  cat: Uint8Array,
+  key: Uint8Array,
+  payload: Uint8Array,
+): void {
+  const body = 4 + 1 + 2 + cat.length + 4 + key.length + 4 + payload.length;
+  w.reserve(BATCH_HEADER + body);
+  w.u8(Tag.Batch);
+  w.u32(body);
+  w.u32(1);
+  w.u8(OpKind.Put);
+  w.shortBlob(cat);
+  w.blob(key);
+  w.blob(payload);
+}
+
+/** A get, exists or deleteAcked. */
+export function writeKeyRequest(
+  w: ByteWriter,
+  tag: number,
+  cat: Uint8Array,
+  key: Uint8Array,
+): void {
+  w.u8(tag);
+  w.shortBlob(cat);
+  w.blob(key);
+}
+
+export function writeScan(
+  w: ByteWriter,
+  cat: Uint8Array,
+  start: Uint8Array,
+  stop: Uint8Array,
+  reverse: boolean,
+  limit: number,
+): void {
+  w.u8(Tag.Scan);
+  w.shortBlob(cat);
+  w.blob(start);
+  w.blob(stop);
+  w.u8(reverse ? 1 : 0);
+  w.f64(limit);
+}
+
+export function writeCount(
+  w: ByteWriter,
+  cat: Uint8Array,
+  start: Uint8Array,
+  stop: Uint8Array,
+): void {
+  w.u8(Tag.Count);
+  w.shortBlob(cat);
+  w.blob(start);
+  w.blob(stop);
+}
+
+export function writeFlush(w: ByteWriter): void {
+  w.u8(Tag.Flush);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading (worker)
+
+/**
+ * Reads a frame's records. After `tag()`, one of the record readers fills the fields
+ * (`cat`, `key`, `stop`, `reverse`, `limit`) without allocating. Consecutive records
+ * usually share a category: the same bytes object is handed out again (a copy, so that
+ * keeping it does not keep a frame alive).
+ */
+export class RequestReader extends ByteReader {
+  /** Where the current record starts (its tag). */
+  at = 0;
+  cat: Uint8Array = EMPTY;
+  key: Uint8Array = EMPTY;
+  /** A scan's or count's stop, a deletePrefix op's stop. */
+  stop: Uint8Array = EMPTY;
+  reverse = false;
+  limit = -1;
+  /** A batch's end, and its op count (after `batch()`). */
+  end = 0;
+  opCount = 0;
+
+  constructor(buf: Uint8Array, start = 0) {
+    super(buf, start);
+  }
+
+  tag(): number {
+    this.at = this.pos;
+    return this.u8();
+  }
+
+  /** Get, Exists, DeleteAcked: `cat`, `key`. */
+  keyRequest(): void {
+    this.cat = this.category();
+    this.key = this.blob();
+  }
+
+  /** Scan: `cat`, `key` (the start), `stop`, `reverse`, `limit` (-1: none). */
+  scan(): void {
+    this.count();
+    this.reverse = this.u8() === 1;
+    this.limit = this.f64();
+  }
+
+  /** Count: `cat`, `key` (the start), `stop`. */
+  count(): void {
+    this.cat = this.category();
+    this.key = this.blob();
+    this.stop = this.blob();
+  }
+
+  /** Batch: `end`, `opCount`; the reader is then at the first op. */
+  batch(): void {
+    this.end = this.u32() + this.pos;
+    this.opCount = this.u32();
+  }
+
+  /** One op of a batch: its kind; `cat`, `key`, and `stop` (a put's payload, a prefix's stop). */
+  op(): number {
+    const kind = this.u8();
+    this.cat = this.category();
+    this.key = this.blob();
+    this.stop = kind === OpKind.Delete ? EMPTY : this.blob();
+    return kind;
+  }
+
+  /** The ops record of the batch just read (from its op count to its end), copied. */
+  opsRecord(): Uint8Array {
+    return this.buf.slice(this.at + BATCH_HEADER, this.end);
+  }
+
+  /** Move to the record at `at` and past its header, so that a record reader can read it. */
+  reopen(at: number): number {
+    this.pos = at;
+    const tag = this.tag();
+    if (tag === Tag.Batch) this.batch();
+    return tag;
+  }
+
+  /** Move past the rest of the record whose tag was just read; returns its end. */
+  skip(tag: number): number {
+    switch (tag) {
+      case Tag.Batch:
+        this.pos = this.u32() + this.pos;
+        break;
+      case Tag.Get:
+      case Tag.Exists:
+      case Tag.DeleteAcked:
+        this.pos += 2 + this.peekU16();
+        this.pos += 4 + readU32(this.buf, this.pos);
+        break;
+      case Tag.Scan:
+      case Tag.Count:
+        this.pos += 2 + this.peekU16();
+        this.pos += 4 + readU32(this.buf, this.pos);
+        this.pos += 4 + readU32(this.buf, this.pos);
+        if (tag === Tag.Scan) this.pos += 9; // reverse flag, f64 limit
+        break;
+      case Tag.Flush:
+        break;
+      default:
+        throw new Error(`persistency: unknown frame tag ${tag} at ${this.at}`);
+    }
+    return this.pos;
+  }
+
+  #lastCategory: Uint8Array = EMPTY;
+
+  category(): Uint8Array {
+    const n = this.u16();
+    const buf = this.buf;
+    const p = this.pos;
+    this.pos += n;
+    const last = this.#lastCategory;
+    if (last.length === n) {
+      let i = 0;
+      while (i < n && last[i] === buf[p + i]) i++;
+      if (i === n) return last;
+    }
+    this.#lastCategory = buf.slice(p, p + n);
+    return this.#lastCategory;
+  }
+
+  /** Carry the remembered category over from the reader of the frame before. */
+  follow(previous: RequestReader | undefined): this {
+    if (previous !== undefined) this.#lastCategory = previous.#lastCategory;
+    return this;
+  }
+
+  peekU16(): number {
+    return ((this.buf[this.pos] as number) << 8) | (this.buf[this.pos + 1] as number);
+  }
+}
+
+/** The op count of the batch whose ops record starts at `opsAt`. */
+export function opCountAt(buf: Uint8Array, opsAt: number): number {
+  return readU32(buf, opsAt);
+}
+
+/** Where the batch of one put that starts at `p` ends, or -1 when no such record is there. */
+export function singlePutEnd(buf: Uint8Array, p: number): number {
+  if (p + 10 > buf.length || buf[p] !== Tag.Batch) return -1;
+  if (readU32(buf, p + 5) !== 1 || buf[p + 9] !== OpKind.Put) return -1;
+  return p + BATCH_HEADER + readU32(buf, p + 1);
+}
+
+/**
+ * The key of the Get record of category `cat` that starts at `p` (a view into the frame,
+ * ending where the record ends), or undefined when no such record is there.
+ */
+export function getKeyAt(buf: Uint8Array, p: number, cat: Uint8Array): Uint8Array | undefined {
+  if (p >= buf.length || buf[p] !== Tag.Get) return undefined;
+  const n = cat.length;
+  if (((buf[p + 1] as number) << 8) + (buf[p + 2] as number) !== n) return undefined;
+  if (n > 64) {
+    if (!Buffer.from(buf.buffer, buf.byteOffset + p + 3, n).equals(cat)) return undefined;
+  } else {
+    for (let i = 0; i < n; i++) if (buf[p + 3 + i] !== cat[i]) return undefined;
+  }
+  const keyAt = p + 3 + n + 4;
+  return buf.subarray(keyAt, keyAt + readU32(buf, keyAt - 4));
+}
+
+/** Where a view returned by `getKeyAt` ends in its frame. */
+export function endOf(view: Uint8Array, frame: Uint8Array): number {
+  return view.byteOffset - frame.byteOffset + view.length;
+}
+
+/** A batch's ops record decoded (a failed batch, to report its ops). */
+export function decodeOps(record: Uint8Array): OpBytes[] {
+  const r = new RequestReader(record);
+  const n = r.u32();
+  const ops: OpBytes[] = [];
+  for (let i = 0; i < n; i++) {
+    const kind = r.op();
+    ops.push({
+      kind,
+      category: r.cat,
+      key: r.key,
+      last: kind === OpKind.Delete ? undefined : r.stop,
+    });
+  }
+  return ops;
+}
+
+/** The ops record of every batch in a frame, in order. */
+export function batchesOf(frame: Uint8Array): Uint8Array[] {
+  const r = new RequestReader(frame);
+  const out: Uint8Array[] = [];
+  while (!r.done) {
+    const tag = r.tag();
+    const end = r.skip(tag);
+    if (tag === Tag.Batch) out.push(frame.subarray(r.at + BATCH_HEADER, end));
+  }
+  return out;
+}

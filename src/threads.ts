@@ -1,0 +1,267 @@
+/*
+ * The worker threads of one Persistency. Under `'per-job'` every job gets a thread of its
+ * own (taken from a spare started ahead, since booting a thread is most of an open's cost),
+ * which exits when the job is closed or released. Under `workerThreads: N` a pool of N
+ * threads, started as jobs need them, serves every job; a job stays pinned to its pool
+ * thread while it is open. Either way a job talks to its thread over a MessagePort of its
+ * own, and a thread that dies tells only the jobs it was serving.
+ */
+import {
+  MessageChannel,
+  type MessagePort,
+  receiveMessageOnPort,
+  type Worker,
+} from 'node:worker_threads';
+import { err, ok, type Result } from 'neverthrow';
+import { PersistencyError } from './errors.js';
+import { explainFdExhaustion } from './fd-limit.js';
+import {
+  type FromWorker,
+  fromErrorInfo,
+  type OpenRequest,
+  type ToThread,
+} from './protocol/messages.js';
+import { spawnWorker } from './worker/spawn.js';
+
+/** How a job learns that its thread died. */
+export type OnThreadDeath = (error: PersistencyError) => void;
+
+interface Thread {
+  readonly worker: Worker;
+  /** The jobs attached now (and attaches in progress): told if the thread dies. */
+  readonly jobs: Set<OnThreadDeath>;
+  readonly exited: Promise<void>;
+  alive: boolean;
+}
+
+/** A job attached to a thread: its port and how to let go of the thread. */
+export interface Attachment {
+  readonly port: MessagePort;
+  readonly file: string | undefined;
+  /** Route the port's messages (until now the handshake read them). */
+  listen(handler: (m: FromWorker) => void): void;
+  /** The port is closed (`closed`/`released` came): resolves once a job's own thread exited. */
+  detach(): Promise<void>;
+}
+
+export class WorkerThreads {
+  readonly #pool: (Thread | undefined)[] | undefined;
+  /** Open jobs pinned to each pool thread, attached or released. */
+  readonly #pins: number[] | undefined;
+  readonly #prestart: boolean;
+  readonly #openTimeoutMs: number;
+  #spare: Thread | undefined;
+  #running = 0;
+  #closing = false;
+  /** Every thread not known to have exited: close() waits for them. */
+  readonly #all = new Set<Thread>();
+
+  constructor(mode: number | 'per-job', prestart: boolean, openTimeoutMs: number) {
+    this.#pool = mode === 'per-job' ? undefined : new Array<Thread | undefined>(mode);
+    this.#pins = mode === 'per-job' ? undefined : new Array<number>(mode).fill(0);
+    this.#prestart = prestart && mode === 'per-job';
+    this.#openTimeoutMs = openTimeoutMs;
+  }
+
+  /** Threads running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /**
+   * The pool thread a new job is pinned to (the one with the fewest jobs), or undefined
+   * under `'per-job'`. Pair with `unpin` when the job is no longer open.
+   */
+  pin(): number | undefined {
+    const pins = this.#pins;
+    if (pins === undefined) return undefined;
+    let best = 0;
+    for (let i = 1; i < pins.length; i++)
+      if ((pins[i] as number) < (pins[best] as number)) best = i;
+    pins[best] = (pins[best] as number) + 1;
+    return best;
+  }
+
+  unpin(index: number | undefined): void {
+    const pins = this.#pins;
+    if (index === undefined || pins === undefined) return;
+    pins[index] = Math.max(0, (pins[index] as number) - 1);
+  }
+
+  /**
+   * Open a job on a thread: its own (`pin` undefined) or pool thread `pin`. Resolves once
+   * the thread has opened the file, or with why it could not.
+   */
+  attach(
+    req: OpenRequest,
+    pin: number | undefined,
+    died: OnThreadDeath,
+  ): Promise<Result<Attachment, PersistencyError>> {
+    if (this.#closing) {
+      return Promise.resolve(err(new PersistencyError('Closed', 'the Persistency is closing')));
+    }
+    let thread: Thread;
+    const { port1, port2 } = new MessageChannel();
+    try {
+      thread = pin === undefined ? this.#ownThread() : this.#poolThread(pin);
+      const msg: ToThread = { t: 'attach', req, port: port2, dedicated: pin === undefined };
+      thread.worker.postMessage(msg, [port2]);
+    } catch (e) {
+      port1.close();
+      const code = (e as { code?: string }).code;
+      const error = new PersistencyError(
+        'Backend',
+        `cannot start a worker thread: ${(e as Error).message}`,
+        { code: code ?? 'ERR_WORKER_INIT_FAILED', cause: e },
+      );
+      return Promise.resolve(err(explainFdExhaustion(error)));
+    }
+    return new Promise((settle) => {
+      let handler: ((m: FromWorker) => void) | undefined;
+      let settled = false;
+      const finish = (r: Result<Attachment, PersistencyError>) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (r.isErr()) thread.jobs.delete(onDeath);
+        // Whatever failed (SQLite could not open, a thread could not load its modules),
+        // running out of descriptors is reported as such.
+        settle(r.mapErr(explainFdExhaustion));
+      };
+      const attachment: Attachment = {
+        port: port1,
+        file: undefined,
+        listen: (h) => {
+          handler = h;
+        },
+        detach: () => {
+          thread.jobs.delete(onDeath);
+          port1.close();
+          if (pin !== undefined) return Promise.resolve();
+          thread.worker.ref(); // whoever waits for the exit keeps the process alive
+          return thread.exited;
+        },
+      };
+      /** The thread's first word on the job's port: ready, or why it could not open. */
+      const handshake = (m: FromWorker) => {
+        if (m instanceof Uint8Array) return;
+        if (m.t === 'openFailed') {
+          port1.close();
+          const failed = err(fromErrorInfo(m.error));
+          if (pin !== undefined) {
+            finish(failed);
+            return;
+          }
+          // A job's own thread exits after a failed open: no thread outlives the call.
+          thread.worker.ref();
+          handler = () => {};
+          void thread.exited.then(() => finish(failed));
+        } else if (m.t === 'ready') {
+          handler = () => {}; // until the job listens
+          finish(ok({ ...attachment, file: m.file }));
+        }
+      };
+      const onDeath: OnThreadDeath = (error) => {
+        if (handler !== undefined) {
+          died(error);
+          return;
+        }
+        // A thread that exits after saying why it could not open: read that first.
+        for (let m = receiveMessageOnPort(port1); m !== undefined && !settled; ) {
+          handshake(m.message as FromWorker);
+          if (!settled) m = receiveMessageOnPort(port1);
+        }
+        if (handler !== undefined) {
+          died(error);
+          return;
+        }
+        const message = `job worker died before it was ready: ${error.message}`;
+        finish(err(new PersistencyError('Backend', message, { cause: error })));
+      };
+      thread.jobs.add(onDeath);
+      const timer = setTimeout(() => {
+        // The thread may still open the file: have it close again at once.
+        port1.postMessage({ t: 'close' });
+        const message = `job worker for ${req.dbPath} was not ready within ${this.#openTimeoutMs} ms`;
+        finish(err(new PersistencyError('Timeout', message)));
+      }, this.#openTimeoutMs);
+      port1.on('message', (m: FromWorker) => {
+        if (handler !== undefined) handler(m);
+        else handshake(m);
+      });
+    });
+  }
+
+  /** Tell every thread to quit once it serves no job; resolves when all have exited. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#spare = undefined;
+    for (const thread of this.#all) {
+      thread.worker.ref(); // close() waits for it
+      thread.worker.postMessage({ t: 'quit' } satisfies ToThread);
+    }
+    await Promise.all([...this.#all].map((t) => t.exited));
+  }
+
+  #start(): Thread {
+    const worker = spawnWorker();
+    worker.unref(); // a job's port keeps the process alive while it waits on the thread
+    let failure: unknown;
+    let exited!: () => void;
+    const thread: Thread = {
+      worker,
+      jobs: new Set(),
+      alive: true,
+      exited: new Promise((resolve) => {
+        exited = resolve;
+      }),
+    };
+    this.#running++;
+    this.#all.add(thread);
+    worker.on('error', (e) => {
+      failure ??= e;
+    });
+    worker.on('exit', (code) => {
+      thread.alive = false;
+      this.#running--;
+      this.#all.delete(thread);
+      if (this.#spare === thread) this.#spare = undefined;
+      const error =
+        failure === undefined
+          ? new PersistencyError('Backend', `worker exited unexpectedly with code ${code}`)
+          : new PersistencyError(
+              'Backend',
+              `worker failed: ${failure instanceof Error ? `${failure.name}: ${failure.message}` : String(failure)}`,
+              { cause: failure },
+            );
+      for (const died of [...thread.jobs]) died(error);
+      thread.jobs.clear();
+      exited();
+    });
+    return thread;
+  }
+
+  /** A thread of a job's own: the spare if there is one, then a new spare for the next. */
+  #ownThread(): Thread {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    const thread = spare?.alive === true ? spare : this.#start();
+    if (this.#prestart && !this.#closing) {
+      try {
+        this.#spare = this.#start();
+      } catch {
+        // No spare: the next open starts its own thread.
+      }
+    }
+    return thread;
+  }
+
+  #poolThread(index: number): Thread {
+    const pool = this.#pool as (Thread | undefined)[];
+    const current = pool[index];
+    if (current?.alive === true) return current;
+    const thread = this.#start();
+    pool[index] = thread;
+    return thread;
+  }
+}

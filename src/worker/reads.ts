@@ -1,0 +1,252 @@
+/*
+ * A job's reads inside its worker: each writes one reply record; a failure becomes an Err
+ * reply for that read only. Runs of gets are read with one statement; scans go a page at a
+ * time and may pause between pages when the thread is shared.
+ */
+import { readU32 } from '../protocol/bytes.js';
+import {
+  beginRows,
+  endRows,
+  Status,
+  writeBoolean,
+  writeNumber,
+  writeRow,
+  writeValue,
+} from '../protocol/replies.js';
+import { endOf, getKeyAt, type RequestReader } from '../protocol/requests.js';
+import { GET_RUN_MAX, type GetManyMarkers, type KvBackend } from './backend.js';
+import type { Faults } from './faults.js';
+import type { GroupReplies } from './group-replies.js';
+import type { Pause, SliceClock } from './slice.js';
+
+/**
+ * What `KvBackend.getMany` writes per key: reply records as they are (absent, or present
+ * with its payload), or a marker for a payload too long to gather, read on its own.
+ */
+const LARGE = 0xff;
+export const GET_MANY_MARKERS: GetManyMarkers = {
+  absent: Status.None,
+  present: Status.Bytes,
+  large: LARGE,
+};
+
+/**
+ * Runs of at least this many gets of one category are read with one statement
+ * (`KvBackend.getMany`, which says where that starts to pay).
+ */
+const GET_RUN_MIN = 6;
+/**
+ * After a run meets a payload too long to inline (or its statement fails), the next this
+ * many gets (doubling while it repeats, up to GET_MANY_MAX_BACKOFF) are read one by one:
+ * large rows would otherwise be looked up twice.
+ */
+const GET_MANY_BACKOFF = 64;
+const GET_MANY_MAX_BACKOFF = 4096;
+/** A long scan is sent in parts of about this size while it runs (clean groups only). */
+const SCAN_PART_BYTES = 256 * 1024;
+
+export class JobReads {
+  /** Gets answered by a `getMany` statement (tests and diagnostics). */
+  batched = 0;
+  readonly #backend: KvBackend;
+  readonly #replies: GroupReplies;
+  readonly #faults: Faults;
+  readonly #slice: SliceClock;
+  /** Gets still to read one by one after a run met a large payload (see GET_MANY_BACKOFF). */
+  #getManySkip = 0;
+  #getManyBackoff = 0;
+  /** A stretch of gets in this frame, up to this offset, too short to make a run. */
+  #shortRunFrame: Uint8Array | undefined;
+  #shortRunEnd = 0;
+
+  constructor(backend: KvBackend, replies: GroupReplies, faults: Faults, slice: SliceClock) {
+    this.#backend = backend;
+    this.#replies = replies;
+    this.#faults = faults;
+    this.#slice = slice;
+  }
+
+  /** The group ended: keep no frame alive. */
+  endGroup(): void {
+    this.#shortRunFrame = undefined;
+  }
+
+  get(cat: Uint8Array, key: Uint8Array): void {
+    const replies = this.#replies;
+    const w = replies.w;
+    const pos = w.pos;
+    try {
+      writeValue(w, this.#backend.get(cat, key));
+    } catch (e) {
+      replies.failedAt(pos, e);
+      return;
+    }
+    replies.ok();
+  }
+
+  /**
+   * If at least GET_RUN_MIN - 1 Get records of the same category follow the one just read
+   * (`r.cat`, `r.key`; `r` is past it), read them with one statement, up to GET_RUN_MAX, and
+   * move `r` past those answered. False when there is no such run (`r` is left as it was).
+   */
+  getRun(r: RequestReader): boolean {
+    if (this.#getManySkip > 0) {
+      this.#getManySkip--;
+      return false;
+    }
+    const buf = r.buf;
+    // Inside a stretch of gets that a look-ahead already found too short.
+    if (buf === this.#shortRunFrame && r.pos < this.#shortRunEnd) return false;
+    if (!this.#backend.canGetMany) return false;
+    const cat = r.cat;
+    const args = [r.key];
+    /** Where each get's record ends. */
+    const ends = [r.pos];
+    let p = r.pos;
+    while (args.length < GET_RUN_MAX) {
+      const key = getKeyAt(buf, p, cat);
+      if (key === undefined) break;
+      args.push(key);
+      p = endOf(key, buf);
+      ends.push(p);
+    }
+    const keys = args.length;
+    if (keys < GET_RUN_MIN) {
+      this.#shortRunFrame = buf;
+      this.#shortRunEnd = p;
+      return false;
+    }
+    args.push(cat);
+    r.pos = this.#getMany(args, keys, ends);
+    return true;
+  }
+
+  /**
+   * Answer the run's gets (`args`: the keys, then their category); returns where the frame
+   * goes on. The run stops at the first payload too long to inline (and if the statement
+   * fails, at its first get): that get is read alone, the frame goes on after it — so replies
+   * may leave early between large payloads — and the next GET_MANY_BACKOFF gets (doubling
+   * while it repeats) are read one by one.
+   */
+  #getMany(args: Uint8Array[], keys: number, ends: readonly number[]): number {
+    const cat = args[keys] as Uint8Array;
+    let inline: Inline | undefined;
+    try {
+      this.#faults.fireGetMany();
+      inline = inlineRecords(this.#backend.getMany(args, GET_MANY_MARKERS), keys);
+    } catch {
+      inline = undefined;
+    }
+    let i = 0;
+    if (inline !== undefined) {
+      // The records are reply records already.
+      i = inline.count;
+      this.#replies.w.bytes(inline.records);
+      this.#replies.ok(i);
+      this.batched += i;
+      if (i === keys) {
+        this.#getManyBackoff = 0;
+        return ends[keys - 1] as number;
+      }
+    }
+    this.get(cat, args[i] as Uint8Array);
+    this.#getManyBackoff = Math.min(
+      Math.max(this.#getManyBackoff * 2, GET_MANY_BACKOFF),
+      GET_MANY_MAX_BACKOFF,
+    );
+    this.#getManySkip = this.#getManyBackoff;
+    return ends[i] as number;
+  }
+
+  exists(cat: Uint8Array, key: Uint8Array): void {
+    const replies = this.#replies;
+    const pos = replies.w.pos;
+    try {
+      writeBoolean(replies.w, this.#backend.exists(cat, key));
+    } catch (e) {
+      replies.failedAt(pos, e);
+      return;
+    }
+    replies.ok();
+  }
+
+  count(cat: Uint8Array, start: Uint8Array, stop: Uint8Array): void {
+    const replies = this.#replies;
+    const pos = replies.w.pos;
+    try {
+      writeNumber(replies.w, this.#backend.count(cat, start, stop));
+    } catch (e) {
+      replies.failedAt(pos, e);
+      return;
+    }
+    replies.ok();
+  }
+
+  /**
+   * A scan's rows as one reply record. With `stream` (no write of the group before it: the
+   * rows are committed data) a long scan leaves in parts while it runs. Between pages it
+   * pauses when the thread's other jobs are due a turn; the job's later requests wait.
+   */
+  *scan(
+    cat: Uint8Array,
+    start: Uint8Array,
+    stop: Uint8Array,
+    reverse: boolean,
+    limit: number,
+    stream: boolean,
+  ): Generator<Pause, void, void> {
+    const replies = this.#replies;
+    let at = beginRows(replies.w);
+    try {
+      let n = 0;
+      for (const rows of this.#backend.scanPages(cat, start, stop, reverse, limit)) {
+        const w = replies.w;
+        for (let i = 0; i < rows.length; i++) {
+          const [k, p] = rows[i] as [Uint8Array, Uint8Array];
+          writeRow(w, k, p);
+          n++;
+        }
+        if (stream && (w.pos - at >= SCAN_PART_BYTES || this.#slice.due())) {
+          endRows(w, at, n, true);
+          replies.send(0);
+          at = beginRows(replies.w);
+          n = 0;
+        }
+        if (this.#slice.due()) yield 'slice';
+      }
+      endRows(replies.w, at, n);
+    } catch (e) {
+      replies.failedAt(at, e);
+      return;
+    }
+    replies.ok();
+  }
+}
+
+/** The reply records that lead a `getMany` result, before its first large payload. */
+interface Inline {
+  readonly records: Uint8Array;
+  readonly count: number;
+}
+
+/**
+ * The leading inline records of `found`, which must be exactly `keys` records of
+ * `KvBackend.getMany`'s result; undefined when it is not.
+ */
+function inlineRecords(found: Buffer, keys: number): Inline | undefined {
+  let p = 0;
+  let count = -1; // records before the first large one, once one is met
+  let end = 0;
+  for (let i = 0; i < keys; i++) {
+    const status = found[p];
+    if (status === LARGE && count < 0) {
+      count = i;
+      end = p;
+    }
+    if (status === Status.None || status === LARGE) p += 1;
+    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + readU32(found, p + 1);
+    else return undefined;
+  }
+  if (p !== found.length) return undefined;
+  return count < 0 ? { records: found, count: keys } : { records: found.subarray(0, end), count };
+}

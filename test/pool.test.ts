@@ -1,0 +1,138 @@
+/*
+ * `workerThreads: N` (CONTRACT.md §6): jobs pinned to a pool of threads, served fairly, and
+ * a thread that dies takes down only its own jobs. The shared suites (contract, model,
+ * fuzz, faults, crash loop, ...) run against this mode too: the `pool` project of
+ * vitest.config.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  type Job,
+  key,
+  Persistency,
+  type PersistencyError,
+  type PersistencyOptions,
+  payload,
+  type TxOp,
+} from '../src/index.js';
+import { closeJobHandle, crashJobWorker } from '../src/job.js';
+import { unwrap, useTempDirs } from './support/env.js';
+
+const tempDir = useTempDirs('persistency-pool-');
+
+async function openAll(options: PersistencyOptions, ...ids: string[]) {
+  const p = unwrap(Persistency.instance(tempDir(), options));
+  const jobs: Job[] = [];
+  for (const id of ids) jobs.push(unwrap(await p.openJob(id)));
+  return { p, jobs };
+}
+
+/**
+ * Gets on `other` awaited one after another while `long` runs; how many finished before it.
+ * Each get is issued only after the previous one answered, so all but the first were
+ * issued while the long operation was under way.
+ */
+async function getsDuring(long: Promise<unknown>, other: Job): Promise<number> {
+  let finished = false;
+  void long.then(() => {
+    finished = true;
+  });
+  let answered = 0;
+  while (!finished) {
+    expect(unwrap(await other.get('c', key('k')))).toEqual(payload('other'));
+    if (!finished) answered++;
+  }
+  await long;
+  return answered;
+}
+
+describe('workerThreads: N', () => {
+  it('serves many jobs from N threads, each pinned while open, and counts them', async () => {
+    const { p, jobs } = await openAll({ workerThreads: 2 }, ...'abcdef');
+    expect(p.stats()).toMatchObject({ openJobs: 6, residentJobs: 6, workerThreads: 2, mode: 2 });
+    for (const [i, job] of jobs.entries()) job.persistPut('c', key(i), payload(job.id));
+    for (const [i, job] of jobs.entries())
+      expect(unwrap(await job.get('c', key(i)))).toEqual(payload(job.id));
+    unwrap(await p.closeJob('a'));
+    expect(p.stats()).toMatchObject({ openJobs: 5, residentJobs: 5, workerThreads: 2 });
+    unwrap(await p.close());
+    expect(p.stats()).toMatchObject({ openJobs: 0, residentJobs: 0, workerThreads: 0 });
+  });
+
+  it('refuses a workerThreads that is not per-job or 1..256', () => {
+    for (const bad of [0, -1, 1.5, 257, 'all', null]) {
+      const r = Persistency.instance(tempDir(), { workerThreads: bad as number });
+      expect(r.isErr() && r.error.kind).toBe('InvalidArgument');
+    }
+  });
+
+  describe('fairness: jobs sharing one thread take turns', () => {
+    const options: PersistencyOptions = { workerThreads: 1, sliceMs: 1 };
+
+    it('a 200,000-row scan on one job does not hold up gets on another', async () => {
+      const { jobs } = await openAll(options, 'big', 'small');
+      const [big, small] = jobs as [Job, Job];
+      const ops: TxOp[] = [];
+      for (let i = 0; i < 200_000; i++)
+        ops.push({ kind: 'put', category: 's', key: key(i), payload: payload(i) });
+      big.persist(ops);
+      small.persistPut('c', key('k'), payload('other'));
+      unwrap(await big.flush());
+      unwrap(await small.flush());
+      const scan = big.scan('s', { start: key(0) }).map((rows) => rows.length);
+      expect(await getsDuring(Promise.resolve(scan), small)).toBeGreaterThan(0);
+      expect(unwrap(await scan)).toBe(200_000);
+      const outcome = await closeJobHandle(big);
+      expect(outcome.reads?.slices).toBeGreaterThan(1);
+    });
+
+    it('a 100,000-op batch on one job does not hold up gets on another', async () => {
+      const { jobs } = await openAll(options, 'big', 'small');
+      const [big, small] = jobs as [Job, Job];
+      small.persistPut('c', key('k'), payload('other'));
+      unwrap(await small.flush());
+      const ops: TxOp[] = [];
+      for (let i = 0; i < 100_000; i++)
+        ops.push({ kind: 'put', category: 's', key: key(i), payload: payload('x'.repeat(50)) });
+      big.persist(ops);
+      const flushed = big.flush();
+      expect(await getsDuring(Promise.resolve(flushed), small)).toBeGreaterThan(0);
+      unwrap(await flushed);
+      expect(unwrap(await big.count('s', { start: key(0) }))).toBe(100_000);
+      const outcome = await closeJobHandle(big);
+      expect(outcome.reads?.slices).toBeGreaterThan(1);
+    });
+  });
+
+  it('a thread that dies takes down its own jobs only', async () => {
+    const failed: string[] = [];
+    // Pinned to the least loaded thread in turn: a and c share thread 0, b is on thread 1.
+    const { p, jobs } = await openAll({ workerThreads: 2 }, 'a', 'b', 'c');
+    const bothFailed = new Promise<void>((resolve) =>
+      p.events.on('jobFailed', (e) => {
+        if (failed.push(e.jobId) === 2) resolve();
+      }),
+    );
+    const [a, b, c] = jobs as [Job, Job, Job];
+    for (const job of jobs) job.persistPut('c', key('k'), payload(job.id));
+    for (const job of jobs) unwrap(await job.flush());
+    const pendingOnC = c.get('c', key('k'));
+    crashJobWorker(a, 'exit');
+    const r = await pendingOnC;
+    // c's get was either answered before the thread died, or fails: it never hangs.
+    if (r.isErr()) expect((r.error as PersistencyError).kind).toBe('Backend');
+    await bothFailed;
+    const read = await a.get('c', key('k'));
+    expect(read.isErr() && read.error.kind).toBe('Closed');
+    expect(failed.sort()).toEqual(['a', 'c']);
+    expect(a.running || c.running).toBe(false);
+    expect(p.hasJob('a') || p.hasJob('c')).toBe(false);
+    // b, on the other thread, goes on.
+    expect(b.running).toBe(true);
+    b.persistPut('c', key('k2'), payload('after'));
+    expect(unwrap(await b.get('c', key('k2')))).toEqual(payload('after'));
+    // The dead jobs open again, on a new thread, with their data.
+    const a2 = unwrap(await p.openJob('a'));
+    expect(unwrap(await a2.get('c', key('k')))).toEqual(payload('a'));
+    expect(p.stats().workerThreads).toBe(2);
+  });
+});

@@ -6,10 +6,9 @@
  * thread), attached again by its next call, closed, or dead with its thread.
  */
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
-import { err, type Result, ResultAsync } from 'neverthrow';
+import { type Result, ResultAsync } from 'neverthrow';
 import { PersistencyError } from './errors.js';
-import { adoptKey } from './keys.js';
-import { ByteReader, ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
+import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
 import {
   type BatchFailure,
   type ErrorInfo,
@@ -19,10 +18,10 @@ import {
   type ReadStats,
   type ToWorker,
 } from './protocol/messages.js';
-import { framesDone, readReply } from './protocol/replies.js';
-import { batchesOf, decodeOps, OpKind, opCountAt } from './protocol/requests.js';
+import { batchesOf, batchOps } from './protocol/requests.js';
+import { ReplyQueue } from './reply-queue.js';
 import type { Attachment, OnThreadDeath } from './threads.js';
-import type { KvRow, TxOp, WriteFailureReason } from './types.js';
+import type { TxOp, WriteFailureReason } from './types.js';
 
 /**
  * Send a turn's frame early once it holds this much: a huge turn then streams to the
@@ -35,7 +34,6 @@ const MIN_FRAME_BYTES = 256;
  * while the rest of the turn is still being issued.
  */
 const FRAME_SEND_READS = 32;
-const utf8Decoder = new TextDecoder();
 const toInfo = (e: PersistencyError): ErrorInfo => ({
   kind: e.kind,
   message: e.message,
@@ -110,12 +108,9 @@ export class JobClient {
   /** Messages waiting for the job to be attached, in order. */
   #backlog: [ToWorker, ArrayBuffer[]][] = [];
   /** Reads and flushes waiting for their reply, in issue order. */
-  #waiting: Resolver[] = [];
-  #waitingHead = 0;
+  readonly #replies = new ReplyQueue();
   #framesInFlight = 0;
   #referenced = false;
-  /** The rows received so far of a scan whose reply comes in parts. */
-  readonly #partialRows: KvRow[] = [];
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
@@ -198,7 +193,7 @@ export class JobClient {
     if (++this.#frameReads >= FRAME_SEND_READS) this.send();
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
-        this.#waiting.push(resolve as Resolver);
+        this.#replies.push(resolve as Resolver);
         this.#updateRef();
       }),
     );
@@ -241,7 +236,7 @@ export class JobClient {
     if (port === undefined) return;
     const busy =
       this.#framesInFlight > 0 ||
-      this.#waitingHead < this.#waiting.length ||
+      this.#replies.pending > 0 ||
       this.#state === 'closing' ||
       this.#backlog.length > 0;
     if (busy === this.#referenced) return;
@@ -282,7 +277,7 @@ export class JobClient {
     this.#state = 'released';
     const backlog = this.#backlog;
     this.#backlog = [];
-    this.#failWaiting(error);
+    this.#replies.failAll(error);
     for (const [msg] of backlog) {
       if (!(msg instanceof Uint8Array)) continue;
       for (const record of batchesOf(msg))
@@ -301,7 +296,7 @@ export class JobClient {
       this.lastActive > before ||
       this.#frame !== undefined ||
       this.#framesInFlight > 0 ||
-      this.#waitingHead < this.#waiting.length
+      this.#replies.pending > 0
     ) {
       return undefined;
     }
@@ -346,7 +341,7 @@ export class JobClient {
   #finishClose(outcome: CloseOutcome): void {
     if (this.#state !== 'dead') this.#state = 'closed';
     this.#host.resident(this, false);
-    this.#failWaiting(new PersistencyError('Closed', `job ${this.#id} is closed`));
+    this.#replies.failAll(new PersistencyError('Closed', `job ${this.#id} is closed`));
     this.#closeResolve?.(outcome);
   }
 
@@ -400,12 +395,11 @@ export class JobClient {
     this.#attachment = undefined;
     this.#frame = undefined;
     this.#framesInFlight = 0;
-    this.#partialRows.length = 0;
     this.#backlog = [];
     this.#deathError = new PersistencyError('Backend', `job ${this.#id}: ${error.message}`, {
       cause: error.cause ?? error,
     });
-    this.#failWaiting(this.#deathError);
+    this.#replies.failAll(this.#deathError);
     this.#settleRelease();
     if (wasRunning) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
@@ -436,59 +430,14 @@ export class JobClient {
 
   /** A group's replies: how many frames it finished, then one record per read or flush. */
   #onReplies(bytes: Uint8Array, errors: readonly ErrorInfo[]): void {
-    const r = new ByteReader(bytes);
-    this.#framesInFlight -= framesDone(r);
+    this.#framesInFlight -= this.#replies.settle(bytes, errors);
     this.lastActive = performance.now();
-    while (!r.done) {
-      const value = readReply(r, errors, this.#partialRows);
-      if (value === undefined) continue; // part of a long scan: more of it follows
-      const resolve = this.#nextWaiting();
-      if (resolve === undefined)
-        throw new Error('persistency: a reply arrived with no request waiting');
-      resolve(value);
-    }
     this.#updateRef();
-  }
-
-  #nextWaiting(): Resolver | undefined {
-    const r = this.#waiting[this.#waitingHead];
-    if (r === undefined) return undefined;
-    this.#waitingHead++;
-    if (this.#waitingHead === this.#waiting.length) {
-      this.#waiting = [];
-      this.#waitingHead = 0;
-    } else if (this.#waitingHead > 1024 && this.#waitingHead * 2 > this.#waiting.length) {
-      this.#waiting = this.#waiting.slice(this.#waitingHead);
-      this.#waitingHead = 0;
-    }
-    return r;
   }
 
   /** Report a batch that did not reach the database, its ops decoded from its record. */
   #reportFailure(f: BatchFailure, error = fromErrorInfo(f.error)): void {
-    let ops: TxOp[] = [];
-    try {
-      ops = decodeOps(f.record).map((op): TxOp => {
-        const category = utf8Decoder.decode(op.category);
-        const key = adoptKey(op.key.slice());
-        if (op.kind === OpKind.Put)
-          return { kind: 'put', category, key, payload: (op.last as Uint8Array).slice() };
-        if (op.kind === OpKind.Delete) return { kind: 'delete', category, key };
-        return { kind: 'deletePrefix', category, prefix: key };
-      });
-    } catch {
-      // The error below still reports the failure; the ops are a courtesy.
-    }
-    this.#host.writeFailed(
-      this.#id,
-      'backend',
-      ops,
-      error,
-      Math.max(f.record.length >= 4 ? opCountAt(f.record, 0) : 0, ops.length),
-    );
-  }
-
-  #failWaiting(error: PersistencyError): void {
-    for (let r = this.#nextWaiting(); r !== undefined; r = this.#nextWaiting()) r(err(error));
+    const { ops, count } = batchOps(f.record);
+    this.#host.writeFailed(this.#id, 'backend', ops, error, count);
   }
 }

@@ -17,6 +17,8 @@
  * A batch's "ops record" (from its op count to its end) is also what a failed batch is
  * sent back as, to be reported with its ops.
  */
+import { adoptKey } from '../keys.js';
+import type { TxOp } from '../types.js';
 import { ByteReader, type ByteWriter, readU32 } from './bytes.js';
 
 export const Tag = {
@@ -34,6 +36,7 @@ export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
 /** Tag and body length of a batch. */
 const BATCH_HEADER = 5;
 const EMPTY = new Uint8Array(0);
+const utf8 = new TextDecoder();
 
 /** One op of a batch as bytes: for a put `last` is the payload, for a prefix the stop. */
 export interface OpBytes {
@@ -300,21 +303,28 @@ export function endOf(view: Uint8Array, frame: Uint8Array): number {
   return view.byteOffset - frame.byteOffset + view.length;
 }
 
-/** A batch's ops record decoded (a failed batch, to report its ops). */
-export function decodeOps(record: Uint8Array): OpBytes[] {
-  const r = new RequestReader(record);
-  const n = r.u32();
-  const ops: OpBytes[] = [];
-  for (let i = 0; i < n; i++) {
-    const kind = r.op();
-    ops.push({
-      kind,
-      category: r.cat,
-      key: r.key,
-      last: kind === OpKind.Delete ? undefined : r.stop,
-    });
+/**
+ * A batch's ops record (a failed batch) as the ops a caller gave, and how many there were:
+ * the ops are a courtesy of the report, the count is known even if they cannot be read.
+ */
+export function batchOps(record: Uint8Array): { ops: TxOp[]; count: number } {
+  const count = record.length >= 4 ? readU32(record, 0) : 0;
+  const ops: TxOp[] = [];
+  try {
+    const r = new RequestReader(record);
+    r.u32();
+    for (let i = 0; i < count; i++) {
+      const kind = r.op();
+      const category = utf8.decode(r.cat);
+      const key = adoptKey(r.key.slice());
+      if (kind === OpKind.Put) ops.push({ kind: 'put', category, key, payload: r.stop.slice() });
+      else if (kind === OpKind.Delete) ops.push({ kind: 'delete', category, key });
+      else ops.push({ kind: 'deletePrefix', category, prefix: key });
+    }
+  } catch {
+    return { ops: [], count };
   }
-  return ops;
+  return { ops, count };
 }
 
 /** The ops record of every batch in a frame, in order. */

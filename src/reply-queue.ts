@@ -1,0 +1,64 @@
+/*
+ * The reads and flushes of one job waiting for their replies. Replies carry no request id:
+ * they come in request order, so the queue resolves them first in, first out.
+ */
+import { err, type Result } from 'neverthrow';
+import type { PersistencyError } from './errors.js';
+import { ByteReader } from './protocol/bytes.js';
+import type { ErrorInfo } from './protocol/messages.js';
+import { framesDone, readReply } from './protocol/replies.js';
+import type { KvRow } from './types.js';
+
+type Resolver = (r: Result<unknown, PersistencyError>) => void;
+
+export class ReplyQueue {
+  #waiting: Resolver[] = [];
+  #head = 0;
+  /** The rows received so far of a scan whose reply comes in parts. */
+  readonly #partialRows: KvRow[] = [];
+
+  /** Requests still waiting. */
+  get pending(): number {
+    return this.#waiting.length - this.#head;
+  }
+
+  /** The next request's reply will settle this. */
+  push(resolve: Resolver): void {
+    this.#waiting.push(resolve);
+  }
+
+  /** Settle the requests a reply message answers; returns how many frames it finished. */
+  settle(bytes: Uint8Array, errors: readonly ErrorInfo[]): number {
+    const r = new ByteReader(bytes);
+    const frames = framesDone(r);
+    while (!r.done) {
+      const value = readReply(r, errors, this.#partialRows);
+      if (value === undefined) continue; // part of a long scan: more of it follows
+      const resolve = this.#next();
+      if (resolve === undefined)
+        throw new Error('persistency: a reply arrived with no request waiting');
+      resolve(value);
+    }
+    return frames;
+  }
+
+  /** Every waiting request fails with `error`. */
+  failAll(error: PersistencyError): void {
+    this.#partialRows.length = 0;
+    for (let r = this.#next(); r !== undefined; r = this.#next()) r(err(error));
+  }
+
+  #next(): Resolver | undefined {
+    const r = this.#waiting[this.#head];
+    if (r === undefined) return undefined;
+    this.#head++;
+    if (this.#head === this.#waiting.length) {
+      this.#waiting = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+      this.#waiting = this.#waiting.slice(this.#head);
+      this.#head = 0;
+    }
+    return r;
+  }
+}

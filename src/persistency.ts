@@ -12,6 +12,7 @@ import { closeJobHandle, fromErrorInfo, Job, type JobHost, MAX_BATCH_OPS } from 
 import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { toPayload } from './payload.js';
+import { RootLock, type RootLockShare } from './root-lock.js';
 import type {
   KvRow,
   PersistencyEvents,
@@ -160,15 +161,21 @@ export class Persistency {
   /** A worker started ahead of the next openJob (see `prestartWorker`). */
   #spare: import('node:worker_threads').Worker | undefined;
   #closing: Promise<Result<void, PersistencyError>> | undefined;
+  /** The root's owner lock: held while a job is opening or open, or a drop is under way. */
+  readonly #rootLock: RootLock;
+  /** Each open job's share of the root lock, given back once its worker has exited. */
+  readonly #rootShares = new Map<Job, RootLockShare>();
 
   private constructor(rootDir: string, options: Required<PersistencyOptions>) {
     this.rootDir = rootDir;
     this.#options = options;
+    this.#rootLock = new RootLock(rootDir);
     this.#host = {
       maxPayloadBytes: options.maxPayloadBytes,
       writeFailed: (jobId, reason, ops, error, count) =>
         this.#writeFailed(jobId, reason, ops, error, count),
       jobDied: (job, error) => {
+        this.#releaseRoot(job);
         const slot = this.#slots.get(job.id);
         if (slot?.job === job && slot.closing === undefined) this.#slots.delete(job.id);
         this.#emit('jobFailed', { jobId: job.id, error });
@@ -272,6 +279,7 @@ export class Persistency {
     if (slot.closing !== undefined) return new ResultAsync(slot.closing);
     const closeOpened = async (job: Job): Promise<Result<void, PersistencyError>> => {
       const outcome = await closeJobHandle(job);
+      this.#releaseRoot(job);
       if (outcome.image !== undefined) this.#images.set(id, outcome.image);
       if (this.#slots.get(id) === slot) this.#slots.delete(id);
       if (outcome.error !== undefined) return err(outcome.error);
@@ -576,9 +584,13 @@ export class Persistency {
   async #start(id: string, stem: string): Promise<Result<Job, PersistencyError>> {
     if (this.#closing !== undefined) return err(this.#closedError());
     const memory = this.rootDir === MEMORY_ROOT;
+    let share: RootLockShare | undefined;
     if (!memory) {
       const root = await this.#ensureRoot();
       if (root.isErr()) return err(root.error);
+      const owned = this.#rootLock.acquire(jobDbPath(this.rootDir, stem));
+      if (owned.isErr()) return err(owned.error);
+      share = owned.value;
     }
     const req: OpenRequest = {
       dbPath: memory ? MEMORY_ROOT : jobDbPath(this.rootDir, stem),
@@ -590,9 +602,13 @@ export class Persistency {
       poll: pollSettings(this.#options.pollMicros),
     };
     const first = await this.#handshake(req);
-    if (first.isErr()) return err(first.error);
+    if (first.isErr()) {
+      share?.release();
+      return err(first.error);
+    }
     const { worker, file } = first.value;
     const job = new Job(id, worker, this.#host);
+    if (share !== undefined) this.#rootShares.set(job, share);
     this.#emit('jobOpened', { jobId: id, file });
     return ok(job);
   }
@@ -728,20 +744,12 @@ export class Persistency {
     }
     const dbPath = jobDbPath(this.rootDir, stem);
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    let share: RootLockShare | undefined;
     if (existsSync(dbPath)) {
-      // Take the file's lock first: never delete a job another process is using.
-      const probe = await this.#handshake(
-        {
-          dbPath,
-          busyTimeoutMs: 0,
-          journalSizeLimitBytes: this.#options.journalSizeLimitBytes,
-          maxJobBytes: 0,
-          verifyOnOpen: false,
-          drop: true,
-        },
-        true,
-      );
-      if (probe.isErr() && probe.error.kind === 'Busy') return err(probe.error);
+      // Own the root first: never delete a job another process or instance may be using.
+      const owned = this.#rootLock.acquire(dbPath);
+      if (owned.isErr()) return err(owned.error);
+      share = owned.value;
     }
     try {
       for (const f of files) await rm(f, { force: true });
@@ -749,9 +757,17 @@ export class Persistency {
       return err(
         new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, { cause: e }),
       );
+    } finally {
+      share?.release();
     }
     this.#emit('jobClosed', { jobId: id, dropped: true });
     return ok(undefined);
+  }
+
+  /** Give back a job's share of the root lock, once (its close and its death may both ask). */
+  #releaseRoot(job: Job): void {
+    this.#rootShares.get(job)?.release();
+    this.#rootShares.delete(job);
   }
 
   async #closeAll(): Promise<Result<void, PersistencyError>> {

@@ -873,17 +873,6 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
 }
 
 function start(port: Port, req: OpenRequest): void {
-  if (req.drop) {
-    try {
-      KvBackend.probeLock(req.dbPath);
-      // "ready" here means: the lock was free, and has been released again.
-      port.postMessage({ t: 'ready', file: req.dbPath } satisfies FromWorker);
-    } catch (e) {
-      port.postMessage({ t: 'openFailed', error: toErrorInfo(e, req.dbPath) } satisfies FromWorker);
-    }
-    port.close();
-    return;
-  }
   let backend: KvBackend;
   try {
     backend = KvBackend.open(req.dbPath, req, req.image);

@@ -71,8 +71,6 @@ export interface OpenRequest {
   /** 0 = no bound. */
   readonly maxJobBytes: number;
   readonly verifyOnOpen: boolean;
-  /** Open only to take the lock, then close and delete the files. */
-  readonly drop?: boolean;
   /** How the worker polls for the next request after answering one (absent: never). */
   readonly poll?: PollSettings | undefined;
 }

@@ -1,6 +1,7 @@
 /*
- * The only SQL of the library: schema, migrations, pragmas and statements of one job
- * file. Runs inside the job's worker, which alone owns the connection.
+ * The only SQL the library runs on a job file: schema, migrations, pragmas and statements
+ * of one job file (the root's lock, src/root-lock.ts, is another file). Runs inside the
+ * job's worker, which alone owns the connection.
  *
  * Locking: a file job runs WAL in SQLite's normal locking mode, so its `-shm` index exists
  * while it is open and other processes can read its committed data through read-only

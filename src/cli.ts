@@ -11,9 +11,9 @@
  *
  * No job of a root that a running process owns is read: the owner holds the root's lock
  * (src/root-lock.ts) while it has any job open, and which of its jobs are open cannot be
- * seen from outside. The inspector looks at that lock once per command, without waiting
- * and without holding it (an owner starting meanwhile is not kept out, and the reads stay
- * consistent: SQLite read transactions), and says the job is in use (exit code 4).
+ * seen from outside; the inspector then says the job is in use (exit code 4). It looks
+ * at that lock once per command, without waiting and without holding it: an owner that
+ * starts meanwhile is not kept out, and each read is one SQLite snapshot all the same.
  * Reading live jobs, which their WAL mode allows, is left for later (issue 16).
  */
 import {

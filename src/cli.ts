@@ -7,13 +7,14 @@
  * the inspector cannot write a row, run a migration or checkpoint a WAL; it reads what
  * is committed in the file and in its WAL (a job whose owner was killed included).
  * SQLite may still create the `-shm` index (and an empty `-wal`) beside the file for the
- * read; the library ignores them (its exclusive mode keeps the index in memory) and
- * `dropJob` removes them.
+ * read, as for any WAL reader; the library's next open uses them and its close removes them.
  *
- * A job open in another process cannot be read at all: its owner runs
- * `locking_mode=EXCLUSIVE` and holds the file's lock until it closes. The inspector does
- * not wait for that lock (busy timeout 0): it says the job is in use (exit code 4).
- * Conversely, while the inspector reads a job, `openJob` elsewhere is refused as Busy.
+ * No job of a root that a running process owns is read: the owner holds the root's lock
+ * (src/root-lock.ts) while it has any job open, and which of its jobs are open cannot be
+ * seen from outside; the inspector then says the job is in use (exit code 4). It looks
+ * at that lock once per command, without waiting and without holding it: an owner that
+ * starts meanwhile is not kept out, and each read is one SQLite snapshot all the same.
+ * Reading live jobs, which their WAL mode allows, is left for later (issue 16).
  */
 import {
   closeSync,
@@ -51,6 +52,7 @@ import {
 } from './keys.js';
 import { DB_SUFFIX, jobDbPath, jobFileStem, jobIdFromStem, SIDECAR_SUFFIXES } from './paths.js';
 import { decodePayload } from './payload.js';
+import { ROOT_LOCK_FILE, RootLock } from './root-lock.js';
 import { SCHEMA_VERSION } from './worker/backend.js';
 
 /** The exit codes of the inspector; scripts may rely on them. */
@@ -63,7 +65,7 @@ export const EXIT = {
   usage: 2,
   /** The root directory or the job does not exist. */
   notFound: 3,
-  /** The job is open in another process, whose exclusive lock forbids readers. */
+  /** A running process owns the job's root (it has jobs of it open). */
   inUse: 4,
   /** Anything else: a newer schema, an unreadable file, an existing backup destination, I/O. */
   failed: 5,
@@ -91,7 +93,7 @@ const EXIT_HELP = `Exit codes:
   1  check found damage
   2  usage error (unknown command or option, missing or malformed argument)
   3  root or job not found
-  4  job in use by another process (its owner holds an exclusive lock)
+  4  job in use: a running process owns its root (has jobs of it open)
   5  any other failure (newer schema version, unreadable file, destination exists, I/O)`;
 
 const PREFIX_HELP = `Prefix syntax: a JSON array of key parts, encoded like key(...parts):
@@ -120,9 +122,8 @@ Commands:
 Run 'persistency <command> --help' for a command's options.
 
 <job> is the job id given to openJob, not its file name. Job files are opened
-read-only. A job open in another process cannot be read: its owner holds an exclusive
-lock on the file until it closes the job. While the inspector reads a job, openJob of
-that job elsewhere is refused as Busy.
+read-only. No job of a root that a running process owns is read: the owner holds an
+exclusive lock on <root>/${ROOT_LOCK_FILE} until it closes its last job of that root.
 
 ${EXIT_HELP}
 `;
@@ -143,8 +144,9 @@ const COMMANDS: Record<string, Command> = {
 
 Without a job: one line per job file in <root>, sorted by job id:
   <job id> TAB <bytes of the file and its WAL> TAB <rows, or "in use", or "error">
-"in use" marks a job open in another process (its rows cannot be read); "error" marks a
-file that could not be read (the reason goes to stderr, and the exit code is 5).
+"in use" marks every job of a root that a running process owns (no rows are read);
+"error" marks a file that could not be read (the reason goes to stderr, and the exit
+code is 5).
 
 With a job: one line per category of that job, in byte order:
   <category> TAB <rows>
@@ -239,8 +241,8 @@ into the new file <dest>, with SQLite's online backup. To open the copy with the
 library, name it after the job's file (e.g. <other root>/<job>.db).
 
 <dest> must not exist (nor its -wal, -shm or -journal): the inspector never overwrites.
-A job open in another process cannot be backed up: its owner's exclusive lock forbids
-every reader (exit code 4). Close the job, or copy it from the owning process.
+A job of a root that a running process owns is not backed up (exit code 4): close that
+process's jobs of the root, or copy the job from the owning process.
 
 Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failure
 (including an existing <dest>).
@@ -339,6 +341,7 @@ function parse(
 
 function listJobs(root: string): number {
   const dir = requireRoot(root);
+  const owned = rootOwned(dir, `root ${dir}`);
   const jobs: { id: string; path: string }[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile() || !entry.name.endsWith(DB_SUFFIX)) continue;
@@ -350,6 +353,7 @@ function listJobs(root: string): number {
   for (const { id, path } of jobs) {
     let rows: string;
     try {
+      if (owned) throw inUse(label(id), dir);
       rows = String(withJobFile(path, label(id), {}, (job) => countRows(job.db)));
     } catch (e) {
       if (!(e instanceof CliError)) throw e;
@@ -529,7 +533,7 @@ function requireRoot(root: string): string {
   return dir;
 }
 
-/** The job's database path; the job must exist. */
+/** The job's database path; the job must exist, and no running process own its root. */
 function requireJob(root: string, id: string): string {
   const stem = jobFileStem(id);
   if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
@@ -540,7 +544,22 @@ function requireJob(root: string, id: string): string {
       EXIT.notFound,
       `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
     );
+  if (rootOwned(dir, label(id))) throw inUse(label(id), dir);
   return path;
+}
+
+/** Whether a running process owns the root `dir`; exit 5 if its lock cannot be read. */
+function rootOwned(dir: string, name: string): boolean {
+  const owned = RootLock.isOwned(dir);
+  if (owned.isErr()) throw new CliError(EXIT.failed, `${name}: ${owned.error.message}`);
+  return owned.value;
+}
+
+function inUse(name: string, dir: string): CliError {
+  return new CliError(
+    EXIT.inUse,
+    `${name} is in use by another process, which holds an exclusive lock on its root (${resolve(dir, ROOT_LOCK_FILE)}) while it has jobs of it open`,
+  );
 }
 
 /** Open read-only, run `use`, close; SQLite errors become CliErrors naming the job. */

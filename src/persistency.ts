@@ -125,7 +125,7 @@ export class Persistency {
 
   /**
    * Open (or create) job `id` and resolve when its worker is ready. Concurrent and repeated
-   * calls give the same `Job`. `Err(Busy)` when another process or instance owns the file.
+   * calls give the same `Job`. `Err(Busy)` when another process or instance owns the root.
    * @example const job = (await p.openJob('tenant-1'))._unsafeUnwrap();
    */
   openJob(id: string): ResultAsync<Job, PersistencyError> {
@@ -144,9 +144,9 @@ export class Persistency {
   }
 
   /**
-   * Close job `id` if open, then delete its database and every sidecar file.
-   * `Err(Busy)` if another process owns it. Dropping a job that has no file is `Ok`
-   * (and still emits `jobClosed` with `dropped: true`).
+   * Close job `id` if open, then delete its database and every sidecar file (the root's
+   * lock file stays). `Err(Busy)` if another process or instance owns the root. Dropping
+   * a job that has no file is `Ok` (and still emits `jobClosed` with `dropped: true`).
    * @example await p.dropJob('tenant-1');
    */
   dropJob(id: string): ResultAsync<void, PersistencyError> {

@@ -12,7 +12,8 @@ import { closeJobHandle, Job, type JobHost, jobClient, MAX_BATCH_OPS } from './j
 import { type ClientHost, JobClient } from './job-client.js';
 import { describe } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
-import { fromErrorInfo, type OpenRequest, toErrorInfo } from './protocol/messages.js';
+import type { OpenRequest } from './protocol/messages.js';
+import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
 import type {
   PersistencyEvents,
@@ -21,7 +22,6 @@ import type {
   TxOp,
   WriteFailureReason,
 } from './types.js';
-import { KvBackend } from './worker/backend.js';
 import { pollSettings } from './worker/spawn.js';
 
 type Emit = <K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]) => void;
@@ -52,11 +52,16 @@ export class JobRegistry {
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #rootReady: Promise<Result<void, PersistencyError>> | undefined;
   #closed = false;
+  /** The root's owner lock: held while a job is opening or open (released or not), or a drop runs. */
+  readonly #rootLock: RootLock;
+  /** Each open job's share of the root lock, given back when it is no longer open. */
+  readonly #rootShares = new Map<JobClient, RootLockShare>();
 
   constructor(rootDir: string, options: Required<PersistencyOptions>, emit: Emit) {
     this.#rootDir = rootDir;
     this.#options = options;
     this.#emit = emit;
+    this.#rootLock = new RootLock(rootDir);
     this.#threads = new WorkerThreads(
       options.workerThreads,
       options.prestartWorker,
@@ -244,9 +249,13 @@ export class JobRegistry {
 
   async #start(id: string): Promise<Result<Job, PersistencyError>> {
     if (this.#closed) return err(this.closedError());
+    let share: RootLockShare | undefined;
     if (this.#rootDir !== MEMORY_ROOT) {
       const root = await this.#ensureRoot();
       if (root.isErr()) return err(root.error);
+      const owned = this.#rootLock.acquire(this.#openRequest(id, undefined).dbPath);
+      if (owned.isErr()) return err(owned.error);
+      share = owned.value;
     }
     const pin = this.#threads.pin();
     const image = this.#images.get(id);
@@ -256,11 +265,13 @@ export class JobRegistry {
     const opened = await client.open();
     this.#opening--;
     if (opened.isErr()) {
+      share?.release();
       this.#threads.unpin(pin);
       if (image !== undefined) this.#images.set(id, image);
       return err(opened.error);
     }
     this.#openJobs++;
+    if (share !== undefined) this.#rootShares.set(client, share);
     this.#startIdleRelease();
     const job = new Job(id, client, this.#jobHost);
     this.#emit('jobOpened', { jobId: id, file: opened.value.file });
@@ -274,6 +285,8 @@ export class JobRegistry {
     client.forgotten = true;
     this.#openJobs--;
     this.#threads.unpin(client.pin);
+    this.#rootShares.get(client)?.release();
+    this.#rootShares.delete(client);
   }
 
   #startIdleRelease(): void {
@@ -303,14 +316,12 @@ export class JobRegistry {
     }
     const dbPath = jobDbPath(this.#rootDir, stem);
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    let share: RootLockShare | undefined;
     if (existsSync(dbPath)) {
-      // Take the file's lock first: never delete a job another process is using.
-      try {
-        KvBackend.probeLock(dbPath);
-      } catch (e) {
-        const error = fromErrorInfo(toErrorInfo(e, dbPath));
-        if (error.kind === 'Busy') return err(error);
-      }
+      // Own the root first: never delete a job another process or instance may be using.
+      const owned = this.#rootLock.acquire(dbPath);
+      if (owned.isErr()) return err(owned.error);
+      share = owned.value;
     }
     try {
       for (const f of files) await rm(f, { force: true });
@@ -318,6 +329,8 @@ export class JobRegistry {
       return err(
         new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, { cause: e }),
       );
+    } finally {
+      share?.release();
     }
     this.#emit('jobClosed', { jobId: id, dropped: true });
     return ok(undefined);

@@ -473,7 +473,7 @@ describe('jobs left by other processes', () => {
     expect(readFileSync(db).equals(before)).toBe(true);
   });
 
-  it('says a job held open by another process is in use (code 4), at once', async () => {
+  it('says a job of a root another process owns is in use (code 4), at once', async () => {
     const root = tempDir();
     await seed(root, { j: fillLog, idle: fillLog });
     const owner = await startOwner(root, 'j');
@@ -490,15 +490,22 @@ describe('jobs left by other processes', () => {
       expect(r.ms).toBeLessThan(4000);
     }
     expect(existsSync(join(root, 'copy.db'))).toBe(false);
+    // Ownership is per root: a job the owner has not opened is in use too, since from
+    // outside nothing tells which of its jobs an owner has open.
+    expectFailure(cli('count', root, 'idle', 'log'), 4, 'job "idle" is in use by another process');
     const ls = cli('ls', root);
     expect(ls.status, ls.stderr).toBe(0);
     expect(lines(ls).map((l) => l.replace(/\t\d+\t/, '\t…\t'))).toEqual([
-      'idle\t…\t7',
+      'idle\t…\tin use',
       'j\t…\tin use',
     ]);
     expect(await stopOwner(owner)).toBe(0);
-    // Once the owner has closed the job, it reads again, owner row included.
+    // Once the owner has closed its jobs, both read again, owner row included.
     expect(cli('count', root, 'j', 'owner').stdout).toBe('1\n');
+    expect(lines(cli('ls', root)).map((l) => l.replace(/\t\d+\t/, '\t…\t'))).toEqual([
+      'idle\t…\t7',
+      'j\t…\t8',
+    ]);
   });
 });
 

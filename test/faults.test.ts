@@ -29,6 +29,7 @@ import {
   payload,
 } from '../src/index.js';
 import { crashJobWorker } from '../src/job.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 
 const base = mkdtempSync(join(tmpdir(), 'persistency-faults-'));
 chmodSync(base, 0o777);
@@ -287,13 +288,15 @@ describe('a read-only file', () => {
     const p = Persistency.instance(root)._unsafeUnwrap();
     await fill((await p.openJob('ro'))._unsafeUnwrap(), 0, 20);
     await Persistency.reset();
+    // The root's lock file, made by this process, is the child's to take (like the root).
+    chmodSync(join(root, ROOT_LOCK_FILE), 0o666);
     const file = join(root, 'ro.db');
     chmodSync(file, 0o444);
     const child = new OwnerProcess(root);
     try {
       const opened = await child.send({ op: 'open' });
       expect(opened.ok).toBe(false);
-      expect(opened.message).toMatch(/not writable/);
+      expect(opened.message).toMatch(/ro\.db is not writable/);
       expect(await child.stop()).toBe(0);
     } finally {
       child.kill();
@@ -339,5 +342,30 @@ describe('a read-only file', () => {
     expect(stored).toBe(100);
     db.close();
     expect(readFileSync(file).length).toBeGreaterThan(0);
+  });
+
+  it("a root lock file it cannot write: openJob is Err(Backend) saying so, and the job's file is left alone", async () => {
+    const root = freshRoot();
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    await fill((await p.openJob('ro'))._unsafeUnwrap(), 0, 20);
+    await Persistency.reset();
+    const lockFile = join(root, ROOT_LOCK_FILE);
+    // Opened read-only, the lock file could give only a shared lock, which a second owner
+    // would share: refused rather than taken.
+    chmodSync(lockFile, 0o444);
+    const before = readFileSync(join(root, 'ro.db'));
+    const child = new OwnerProcess(root);
+    try {
+      const opened = await child.send({ op: 'open' });
+      expect(opened.ok).toBe(false);
+      expect(opened).toMatchObject({ kind: 'Backend', code: 'SQLITE_READONLY' });
+      expect(opened.message).toContain(join(root, 'ro.db'));
+      expect(opened.message).toContain(`${lockFile} is not writable`);
+      expect(await child.stop()).toBe(0);
+    } finally {
+      child.kill();
+    }
+    expect(readFileSync(join(root, 'ro.db')).equals(before)).toBe(true);
+    expect(statSync(lockFile).size).toBe(0);
   });
 });

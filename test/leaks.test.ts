@@ -27,6 +27,7 @@ import {
   prefixRange,
   type TxOp,
 } from '../src/index.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ describe.runIf(process.platform === 'linux')('leaks and limits', () => {
       const job = unwrap(await p.openJob(id));
       expect(unwrap(await job.count('c', prefixRange(key())))).toBe(i * PUTS);
       unwrap(await p.closeJob(id));
-      expect(readdirSync(root).sort()).toEqual([`${id}.db`]);
+      expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, `${id}.db`]);
     },
     // A guard against a hang, not a pace: ~80 ms per cycle is typical here.
     60_000 + (CYCLES + WARMUP_CYCLES) * 250,
@@ -235,46 +236,77 @@ describe.runIf(process.platform === 'linux')('leaks and limits', () => {
     // high-water mark once (~30 MiB), and it stays; repeated rounds do not add to it.
     expect(p.hasJob('job-0')).toBe(false);
     expect(failures).toEqual([]);
-    // One file per job, no sidecar left: each close checkpointed and removed its WAL.
-    const files = readdirSync(root);
+    // One file per job, no sidecar left: each close checkpointed and removed its WAL and
+    // index. Beside them, the root's lock file.
+    expect(readdirSync(root)).toContain(ROOT_LOCK_FILE);
+    const files = readdirSync(root).filter((f) => f !== ROOT_LOCK_FILE);
     expect(files.length).toBe(JOBS + BATCH);
     expect(files.every((f) => f.endsWith('.db'))).toBe(true);
   }, 600_000);
 
   it('openJob and dropJob refused with Busy leave no fd and no thread behind', async () => {
-    // The owner is another connection in this process holding the file's exclusive lock.
+    // Two owners: another connection in this process holding the root's lock (as another
+    // Persistency would, its job file open beside it), refusing both calls at the lock; then
+    // a connection holding the job file itself exclusively, refusing openJob in the worker
+    // after the root lock was taken, which must be given back.
     const root = tempDir();
     const p = unwrap(Persistency.instance(root));
     unwrap(await p.openJob('warm'));
     unwrap(await p.closeJob('warm'));
+    const takeExclusively = (path: string): Database.Database => {
+      const db = new Database(path, { timeout: 0 });
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.exec('BEGIN EXCLUSIVE; ROLLBACK');
+      return db;
+    };
     const owner = new Database(join(root, 'owned.db'));
     try {
-      owner.pragma('locking_mode = EXCLUSIVE');
       owner.pragma('journal_mode = WAL');
       owner.exec('CREATE TABLE t (x); INSERT INTO t VALUES (1)');
+      const rootLock = takeExclusively(join(root, ROOT_LOCK_FILE));
       const refuse = async (): Promise<void> => {
         const opened = await p.openJob('owned');
         expect(opened.isErr() && opened.error.kind).toBe('Busy');
         const dropped = await p.dropJob('owned');
         expect(dropped.isErr() && dropped.error.kind).toBe('Busy');
       };
-      for (let n = 0; n < 10; n++) await refuse();
-      collectGarbage();
-      const fdBefore = fdCount();
-      const threadsBefore = threadCount();
+      const counts = (): [number, number] => {
+        collectGarbage();
+        return [fdCount(), threadCount()];
+      };
       const ROUNDS = 100;
-      for (let n = 0; n < ROUNDS; n++) await refuse();
-      collectGarbage();
-      const fdAfter = fdCount();
-      const threadsAfter = threadCount();
+      const measure = async (refuseOnce: () => Promise<void>): Promise<string> => {
+        for (let n = 0; n < 10; n++) await refuseOnce();
+        const [fdBefore, threadsBefore] = counts();
+        for (let n = 0; n < ROUNDS; n++) await refuseOnce();
+        const [fdAfter, threadsAfter] = counts();
+        expect(fdAfter).toBeLessThanOrEqual(fdBefore + FD_SLACK);
+        expect(threadsAfter).toBe(threadsBefore);
+        return `fd ${fdBefore} -> ${fdAfter}, threads ${threadsBefore} -> ${threadsAfter}`;
+      };
+      const atTheLock = await measure(refuse);
+      rootLock.close();
+
+      owner.close();
+      const fileOwner = takeExclusively(join(root, 'owned.db'));
+      let inTheWorker: string;
+      try {
+        inTheWorker = await measure(async () => {
+          const opened = await p.openJob('owned');
+          expect(opened.isErr() && opened.error.kind).toBe('Busy');
+        });
+        // Every refused open gave its share of the root lock back.
+        takeExclusively(join(root, ROOT_LOCK_FILE)).close();
+        expect(p.hasJob('owned')).toBe(false);
+        // The owner's file is untouched by the refused calls.
+        expect(fileOwner.prepare('SELECT x FROM t').pluck().get()).toBe(1);
+      } finally {
+        fileOwner.close();
+      }
       console.log(
-        `[leaks] ${ROUNDS} Busy openJob + dropJob refusals: fd ${fdBefore} -> ${fdAfter}, threads ${threadsBefore} -> ${threadsAfter}`,
+        `[leaks] ${ROUNDS} Busy openJob + dropJob refusals at the root lock: ${atTheLock}; ` +
+          `${ROUNDS} Busy openJob refusals in the worker: ${inTheWorker}`,
       );
-      expect(fdAfter).toBeLessThanOrEqual(fdBefore + FD_SLACK);
-      expect(threadsAfter).toBe(threadsBefore);
-      expect(p.hasJob('owned')).toBe(false);
-      // The owner's file is untouched by the refused drops.
-      expect(owner.prepare('SELECT x FROM t').pluck().get()).toBe(1);
     } finally {
       owner.close();
     }

@@ -3,13 +3,15 @@
  * process (CONTRACT §3: "Job ids are validated or mapped so that no id can name a file
  * outside rootDir ... an id that cannot be stored safely is InvalidArgument, never a
  * stray file"; "A job file that ... another Persistency in this process has open is
- * refused").
+ * refused"; §6: "its committed data can be read by another process through a read-only
+ * connection").
  *
  * For every hostile id, openJob either returns Err(InvalidArgument) or opens a job whose
  * file is a direct child of rootDir. Around the whole run, the directories an escaping id
  * could reach (the root's parent and grandparent, with decoy files where a naive mapping
  * would land, os.tmpdir(), process.cwd(), /) are compared before and after.
- * Cross-process and cross-thread ownership is covered by test/multiprocess.test.ts.
+ * Cross-process and cross-thread ownership is covered by test/multiprocess.test.ts and
+ * test/ownership.test.ts.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +27,7 @@ import {
   type PersistencyErrorKind,
   payload,
 } from '../src/index.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 // ---------------------------------------------------------------------------------------
@@ -61,8 +64,12 @@ function snapshot(dir: string, skip: string | undefined = undefined): Map<string
 /** Entries of `dir` (top level only). */
 const listing = (dir: string): Set<string> => new Set(readdirSync(dir));
 
-/** A file name our root may hold: an encoded stem, `.db`, and at most a `-wal` sidecar. */
-const JOB_FILE = /^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+\.db(?:-wal)?$/;
+/**
+ * A job's file name in our root: an encoded stem, `.db`, and at most a `-wal` or `-shm`
+ * sidecar (both exist while the job is open). Besides job files the root holds only its
+ * lock file, ROOT_LOCK_FILE.
+ */
+const JOB_FILE = /^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+\.db(?:-wal|-shm)?$/;
 
 /** Names an escaping id could leave behind in a directory it reached. */
 function suspicious(name: string, ids: readonly string[]): boolean {
@@ -175,12 +182,15 @@ describe('hostile job ids', () => {
     }
     const files = new Set(accepted.map((a) => a.file));
     expect(files.size).toBe(accepted.length);
-    // The root holds exactly the accepted jobs' files (and maybe their WAL), nothing else.
+    // The root holds exactly the accepted jobs' files (and their -wal and -shm while they
+    // are open) and the root's lock file, nothing else.
     const rootEntries = readdirSync(root, { withFileTypes: true });
+    expect(rootEntries.map((e) => e.name)).toContain(ROOT_LOCK_FILE);
     for (const e of rootEntries) {
       expect(e.isFile(), e.name).toBe(true);
+      if (e.name === ROOT_LOCK_FILE) continue;
       expect(e.name).toMatch(JOB_FILE);
-      expect(files.has(join(root, e.name.replace(/-wal$/, ''))), e.name).toBe(true);
+      expect(files.has(join(root, e.name.replace(/-(?:wal|shm)$/, ''))), e.name).toBe(true);
     }
 
     // The same id maps to the same file after a restart of the whole Persistency.
@@ -196,7 +206,9 @@ describe('hostile job ids', () => {
     }
     const closed = await p2.close();
     unwrap(closed);
-    expect(readdirSync(root).sort()).toEqual([...files].map((f) => basename(f)).sort());
+    expect(readdirSync(root).sort()).toEqual(
+      [...[...files].map((f) => basename(f)), ROOT_LOCK_FILE].sort(),
+    );
 
     // dropJob of each id deletes its own file and nothing else.
     await Persistency.reset();
@@ -208,7 +220,8 @@ describe('hostile job ids', () => {
       expect(new Set(readdirSync(root)), `after dropJob(${label})`).toEqual(remaining);
     }
     for (const id of MUST_REFUSE) expectErr(await p3.dropJob(id), 'InvalidArgument');
-    expect(readdirSync(root)).toEqual([]);
+    // The root's lock file belongs to no job: it stays.
+    expect(readdirSync(root)).toEqual([ROOT_LOCK_FILE]);
 
     // Nothing was created, changed or removed anywhere an id could have escaped to.
     expect(snapshot(base, root)).toEqual(baseBefore);
@@ -230,15 +243,15 @@ describe('hostile job ids', () => {
       job.persistPut('c', key(1), payload(id));
       unwrap(await p.closeJob(id));
     }
-    expect(readdirSync(root).length).toBe(4);
+    expect(readdirSync(root).filter((f) => f !== ROOT_LOCK_FILE).length).toBe(4);
     for (const id of ['../x', 'x', '..%2Fx', '..\\x']) unwrap(await p.dropJob(id));
-    expect(readdirSync(root)).toEqual([]);
+    expect(readdirSync(root)).toEqual([ROOT_LOCK_FILE]);
     expect(readFileSync(join(base, 'x.db'), 'utf8')).toBe('decoy');
     expect(readdirSync(base).sort()).toEqual(['root', 'x.db']);
   });
 });
 
-describe('one owner per job file within a process', () => {
+describe('one owner per root within a process', () => {
   it('after Persistency.reset, a second Persistency in the same thread opens the job the first closed', async () => {
     const root = tempDir();
     const p1 = unwrap(Persistency.instance(root));
@@ -319,45 +332,45 @@ describe('one owner per job file within a process', () => {
     expect(lost).toEqual([]);
   }, 120_000);
 
-  it('while a job is open, another SQLite connection in this process cannot read its file (SQLITE_BUSY)', async () => {
+  it('while a job is open, a read-only connection in this process reads its committed rows, and no connection takes the root or the file (SQLITE_BUSY)', async () => {
     const root = tempDir();
     const file = join(root, 'locked.db');
     const p = unwrap(Persistency.instance(root));
     const job = unwrap(await p.openJob('locked'));
     job.persistPut('c', key(1), payload('mine'));
     unwrap(await job.flush());
-    expect(existsSync(`${file}-shm`)).toBe(false); // exclusive mode: no shared-memory index
+    // WAL in normal locking mode: the index is shared memory, which readers use too.
+    expect(existsSync(`${file}-shm`)).toBe(true);
 
+    const reader = new Database(file, { timeout: 0, readonly: true, fileMustExist: true });
+    try {
+      expect(reader.prepare('SELECT payload FROM kv').pluck().all()).toEqual([
+        Buffer.from(payload('mine')),
+      ]);
+      expect(() => reader.exec('DELETE FROM kv')).toThrow(/readonly/);
+    } finally {
+      reader.close();
+    }
+
+    // timeout 0: report the lock at once instead of waiting out a busy timeout.
+    const takeExclusively = (path: string) => () => {
+      const db = new Database(path, { timeout: 0 });
+      try {
+        db.pragma('locking_mode = EXCLUSIVE');
+        db.exec('BEGIN EXCLUSIVE; ROLLBACK');
+      } finally {
+        db.close();
+      }
+    };
     const attempts: [string, () => unknown][] = [
-      [
-        'read-write',
-        () => {
-          // timeout 0: report the lock at once instead of waiting out busy_timeout.
-          const db = new Database(file, { timeout: 0, fileMustExist: true });
-          try {
-            return db.prepare('SELECT count(*) FROM kv').pluck().get();
-          } finally {
-            db.close();
-          }
-        },
-      ],
-      [
-        'read-only',
-        () => {
-          const db = new Database(file, { timeout: 0, readonly: true });
-          try {
-            return db.prepare('SELECT count(*) FROM kv').pluck().get();
-          } finally {
-            db.close();
-          }
-        },
-      ],
+      ["the root's lock file", takeExclusively(join(root, ROOT_LOCK_FILE))],
+      ['the job file', takeExclusively(file)],
     ];
     for (const [what, attempt] of attempts) {
       let code: unknown;
       try {
-        const n = attempt();
-        throw new Error(`${what} connection read the open job's file (count ${String(n)})`);
+        attempt();
+        throw new Error(`a connection took ${what} exclusively while the job is open`);
       } catch (e) {
         code = (e as { code?: unknown }).code;
       }
@@ -368,6 +381,7 @@ describe('one owner per job file within a process', () => {
     job.persistPut('c', key(2), payload('still mine'));
     expect(unwrap(await job.get('c', key(1)))).toEqual(payload('mine'));
     unwrap(await p.closeJob('locked'));
+    takeExclusively(join(root, ROOT_LOCK_FILE))(); // its last job closed, the root is free
     const db = new Database(file, { timeout: 0, fileMustExist: true });
     try {
       expect(db.prepare('SELECT count(*) FROM kv').pluck().get()).toBe(2);

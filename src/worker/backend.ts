@@ -1,13 +1,12 @@
 /*
- * The only SQL of the library: schema, migrations, pragmas and statements of one job
- * file. Runs inside the job's worker, which alone owns the connection.
+ * The only SQL the library runs on a job file: schema, migrations, pragmas and statements
+ * of one job file (the root's lock, src/root-lock.ts, is another file). Runs inside the
+ * job's worker, which alone owns the connection.
  *
- * Locking: a file job runs in `locking_mode=EXCLUSIVE`, so the connection takes an
- * exclusive POSIX lock on the database file on first access and holds it until it
- * closes. Another process (or another connection in this process) is refused with
- * SQLITE_BUSY, and the operating system drops the lock when the owner dies — no lock
- * file can go stale. In exclusive mode SQLite keeps the WAL index in heap memory, so no
- * `-shm` file is made.
+ * Locking: a file job runs WAL in SQLite's normal locking mode, so its `-shm` index exists
+ * while it is open and other processes can read its committed data through read-only
+ * connections. Ownership is not this file's lock but the root's (src/root-lock.ts), taken
+ * before a job opens: an exclusive lock on the job file would keep every reader out.
  */
 import Database from 'better-sqlite3';
 
@@ -158,8 +157,9 @@ export class KvBackend {
   }
 
   /**
-   * Open (creating if needed) a job file: take the lock, refuse a newer schema without
-   * writing, set the pragmas, run pending migrations. `image` restores an in-memory job.
+   * Open (creating if needed) a job file: refuse a newer schema without writing, set the
+   * pragmas, run pending migrations. `image` restores an in-memory job. The caller owns the
+   * root (src/root-lock.ts).
    */
   static open(path: string, options: BackendOptions, image?: Uint8Array): KvBackend {
     const memory = path === ':memory:';
@@ -168,7 +168,6 @@ export class KvBackend {
       ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
       : new Database(path, { timeout: 0 });
     try {
-      if (!memory) db.pragma('locking_mode = EXCLUSIVE');
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > SCHEMA_VERSION) {
         throw Object.assign(
@@ -211,8 +210,11 @@ export class KvBackend {
         }).immediate();
       }
       // SQLite quietly opens a file it cannot write read-only; find out now, at open,
-      // rather than at the first write.
-      db.exec('BEGIN IMMEDIATE; COMMIT');
+      // rather than at the first write. In WAL's normal locking mode BEGIN IMMEDIATE alone
+      // succeeds on such a file (its write lock lives in the -shm), so a write that is
+      // rolled back, never reaching the WAL, tells.
+      const current = db.pragma('user_version', { simple: true }) as number;
+      db.exec(`BEGIN IMMEDIATE; PRAGMA user_version = ${current}; ROLLBACK`);
       const busyMs = Math.min(
         options.statementBusyMs ?? options.busyTimeoutMs,
         options.busyTimeoutMs,
@@ -222,17 +224,6 @@ export class KvBackend {
     } catch (e) {
       db.close();
       throw e;
-    }
-  }
-
-  /** Take the file's lock, then close: proves no one else owns it. */
-  static probeLock(path: string): void {
-    const db = new Database(path, { timeout: 0 });
-    try {
-      db.pragma('locking_mode = EXCLUSIVE');
-      db.exec('BEGIN EXCLUSIVE; COMMIT');
-    } finally {
-      db.close();
     }
   }
 

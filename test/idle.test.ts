@@ -5,12 +5,14 @@
  * release idle jobs through the same routine the idle timer calls, except one that drives
  * the timer itself with fake time.
  */
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type Job, key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
 import { releaseIdleJobs } from '../src/persistency.js';
+import { startThreadOwner, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-idle-');
+afterEach(() => stopChildren());
 
 const MODES: [string, PersistencyOptions, boolean][] = [
   ['per-job, file root', { workerThreads: 'per-job' }, false],
@@ -126,3 +128,23 @@ describe.each(MODES)('idle release (%s)', (_name, options, memory) => {
     }
   });
 });
+
+describe.each(MODES.filter(([, , memory]) => !memory))(
+  'ownership while released (%s)',
+  (_name, options) => {
+    it('a released job keeps its ownership: another owner is Busy until it is closed', async () => {
+      const p = unwrap(Persistency.instance(tempDir(), options));
+      const job = unwrap(await p.openJob('idle'));
+      job.persistPut('c', key(1), payload(1));
+      unwrap(await job.flush());
+      expect(await releaseIdleJobs(p)).toBe(1);
+      const other = startThreadOwner(p.rootDir, 'idle');
+      expect(await other.next()).toMatchObject({ t: 'error', kind: 'Busy' });
+      await other.exited;
+      unwrap(await p.closeJob('idle'));
+      // Closed, the job and the root are free for the next owner.
+      const next = startThreadOwner(p.rootDir, 'idle');
+      expect(await next.next()).toEqual({ t: 'ready' });
+    });
+  },
+);

@@ -4,6 +4,8 @@
  * fuzz, faults, crash loop, ...) run against this mode too: the `pool` project of
  * vitest.config.ts.
  */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
   type Job,
@@ -101,6 +103,34 @@ describe('workerThreads: N', () => {
       const outcome = await closeJobHandle(big);
       expect(outcome.reads?.slices).toBeGreaterThan(1);
     });
+  });
+
+  it('a write waiting for a lock held elsewhere does not hold up the other jobs of its thread', async () => {
+    const { p, jobs } = await openAll({ workerThreads: 1, busyTimeoutMs: 60_000 }, 'held', 'free');
+    const [held, free] = jobs as [Job, Job];
+    free.persistPut('c', key('k'), payload('other'));
+    held.persistPut('c', key(0), payload(0));
+    unwrap(await free.flush());
+    unwrap(await held.flush());
+    // Another connection (a tool writing the file, say) takes the job file's write lock.
+    const other = new Database(join(p.rootDir, 'held.db'));
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      held.persistPut('c', key(1), payload(1));
+      let settled = false;
+      const flushed = held.flush().map(() => {
+        settled = true;
+      });
+      // The held job's commit cannot happen; the free job on the same thread is served.
+      for (let i = 0; i < 20; i++)
+        expect(unwrap(await free.get('c', key('k')))).toEqual(payload('other'));
+      expect(settled).toBe(false);
+      other.exec('COMMIT');
+      unwrap(await flushed);
+    } finally {
+      other.close();
+    }
+    expect(unwrap(await held.get('c', key(1)))).toEqual(payload(1));
   });
 
   it('a thread that dies takes down its own jobs only', async () => {

@@ -5,11 +5,13 @@
  *   npm run bench -- --quick          every benchmark, small runs
  *   npm run bench -- codec [--quick]  only the named benchmark(s)
  *   npm run bench -- peers [--quick]  persistency vs raw better-sqlite3, Deno KV, lmdb, LevelDB
+ *   npm run bench -- tenants [--quick] 10,000 jobs in one process vs lmdb, LevelDB
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
 import { runCodecBench } from './codec.js';
 import { runPeersBench } from './peers.js';
+import { runTenantsBench } from './tenants.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -18,6 +20,7 @@ export interface BenchOptions {
 const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   codec: runCodecBench,
   peers: runPeersBench,
+  tenants: runTenantsBench,
 };
 
 function usage(): string {

@@ -12,7 +12,14 @@ import Database from 'better-sqlite3';
 import { ClassicLevel } from 'classic-level';
 import { open as openLmdb } from 'lmdb';
 import type { Result } from 'neverthrow';
-import { type Job, type Key, key, Persistency, type PersistencyError } from '../src/index.js';
+import {
+  type Job,
+  type Key,
+  key,
+  Persistency,
+  type PersistencyError,
+  type PersistencyOptions,
+} from '../src/index.js';
 import { prefixRange } from '../src/keys.js';
 
 const ALL_ENGINES = ['persistency', 'raw', 'deno-kv', 'lmdb', 'classic-level'] as const;
@@ -179,7 +186,7 @@ class OursStore implements Store {
  * directory closes the current instance first (only allowed once all its stores are closed);
  * `shutdown` closes it.
  */
-class OursEngine implements Engine {
+export class OursEngine implements Engine {
   readonly name = 'persistency' as const;
   readonly notes = [
     'persistency: WAL + synchronous=FULL; flush() resolves after the fsync of the commit.',
@@ -188,7 +195,10 @@ class OursEngine implements Engine {
   #open = 0;
   #writeFailures = 0;
 
-  constructor(private readonly rows: Rows) {}
+  constructor(
+    private readonly rows: Rows,
+    private readonly options: PersistencyOptions = {},
+  ) {}
 
   async open(dir: string, name: string): Promise<Store> {
     if (this.#p !== undefined && this.#p.rootDir !== dir) {
@@ -196,7 +206,7 @@ class OursEngine implements Engine {
       await this.shutdown();
     }
     if (this.#p === undefined) {
-      const p = unwrap(Persistency.instance(dir), 'Persistency.instance');
+      const p = unwrap(Persistency.instance(dir, this.options), 'Persistency.instance');
       p.events.on('writeFailed', (e) => {
         if (this.#writeFailures++ === 0) console.error(`writeFailed: ${e.error.message}`);
       });
@@ -209,6 +219,11 @@ class OursEngine implements Engine {
       this.#open--;
       unwrap(await p.closeJob(id), 'closeJob');
     });
+  }
+
+  /** The instance in use (for its stats). */
+  get instance(): Persistency | undefined {
+    return this.#p;
   }
 
   async shutdown(): Promise<void> {
@@ -583,10 +598,11 @@ class LevelEngine implements Engine {
 
 // ---------------------------------------------------------------------------------------
 
-export function makeEngine(name: EngineName, rows: Rows): Engine {
+/** An engine; `options` are ours (`Persistency.instance`'s), ignored by the peers. */
+export function makeEngine(name: EngineName, rows: Rows, options?: PersistencyOptions): Engine {
   switch (name) {
     case 'persistency':
-      return new OursEngine(rows);
+      return new OursEngine(rows, options);
     case 'raw':
       return new RawEngine(rows);
     case 'deno-kv':

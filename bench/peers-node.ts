@@ -49,20 +49,23 @@ export function rssChildArgs(engine: string, count: number): string[] {
       ];
 }
 
-function bundle(root: string): string {
+/**
+ * Bundle `entries` (output name -> source path under the repository) and the job worker
+ * (as `main.js` beside them, where the compiled package looks for it) into a fresh
+ * directory under node_modules/.cache; returns it. The caller removes it.
+ */
+export function bundleForNode(root: string, entries: Record<string, string>): string {
   const require = createRequire(import.meta.url);
   const esbuild = require('esbuild') as typeof import('esbuild');
   const cache = join(root, 'node_modules', '.cache');
   mkdirSync(cache, { recursive: true });
-  const dir = mkdtempSync(join(cache, 'persistency-peers-'));
+  const dir = mkdtempSync(join(cache, 'persistency-bench-'));
   // Node gives a file under node_modules no package scope: say these .js files are ESM.
   writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+  const points: Record<string, string> = { main: join(root, 'src', 'worker', 'main.ts') };
+  for (const [name, path] of Object.entries(entries)) points[name] = join(root, path);
   esbuild.buildSync({
-    entryPoints: {
-      peers: join(root, 'bench', 'peers.ts'),
-      'rss-child': join(root, 'bench', 'rss-child.ts'),
-      main: join(root, 'src', 'worker', 'main.ts'),
-    },
+    entryPoints: points,
     outdir: dir,
     bundle: true,
     platform: 'node',
@@ -77,7 +80,10 @@ function bundle(root: string): string {
 /** Bundle, run `node --expose-gc peers.js [--quick]` with the same terminal, clean up. */
 export async function reexecUnderNode(quick: boolean): Promise<void> {
   const root = repoRoot();
-  const dir = bundle(root);
+  const dir = bundleForNode(root, {
+    peers: join('bench', 'peers.ts'),
+    'rss-child': join('bench', 'rss-child.ts'),
+  });
   try {
     const args = ['--expose-gc', join(dir, 'peers.js'), ...(quick ? ['--quick'] : [])];
     const code = await new Promise<number | string>((resolve, reject) => {

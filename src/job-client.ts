@@ -363,6 +363,7 @@ export class JobClient {
     if (m.t === 'released') {
       this.#image = m.image;
       this.#state = 'released';
+      this.#idleWriter = undefined; // a released job keeps as little as it can
       void exited.then(() => this.#settleRelease());
       if (this.#backlog.length > 0) {
         this.#host.reopened();

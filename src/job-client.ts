@@ -8,6 +8,7 @@
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { type Result, ResultAsync } from 'neverthrow';
 import { PersistencyError } from './errors.js';
+import type { ReportWriteFailure } from './job.js';
 import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
 import {
   type BatchFailure,
@@ -21,7 +22,6 @@ import {
 import { batchesOf, batchOps } from './protocol/requests.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment, OnThreadDeath } from './threads.js';
-import type { TxOp, WriteFailureReason } from './types.js';
 
 /**
  * Send a turn's frame early once it holds this much: a huge turn then streams to the
@@ -65,13 +65,7 @@ export interface ClientHost {
   resident(client: JobClient, resident: boolean): void;
   /** A released job is being taken up again. */
   reopened(): void;
-  writeFailed(
-    jobId: string,
-    reason: WriteFailureReason,
-    ops: readonly TxOp[],
-    error: PersistencyError,
-    count?: number,
-  ): void;
+  readonly writeFailed: ReportWriteFailure;
   /** The job's thread died while it was open. */
   died(client: JobClient, error: PersistencyError): void;
 }

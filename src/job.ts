@@ -40,17 +40,22 @@ const MAX_BATCH_BYTES = 0xffff_fff0;
 /** Categories remembered as bytes per job (the cache is emptied when full). */
 const CATEGORY_CACHE = 1024;
 
+/**
+ * Report a write that did not reach the database (a `writeFailed` event); `count`
+ * defaults to the number of `ops` (pass it when the ops cannot be listed).
+ */
+export type ReportWriteFailure = (
+  jobId: string,
+  reason: WriteFailureReason,
+  ops: readonly TxOp[],
+  error: PersistencyError,
+  count?: number,
+) => void;
+
 /** What a Job needs from the Persistency that owns it. */
 export interface JobHost {
   readonly maxPayloadBytes: number;
-  /** `count` defaults to the number of `ops` (pass it when the ops cannot be listed). */
-  writeFailed(
-    jobId: string,
-    reason: WriteFailureReason,
-    ops: readonly TxOp[],
-    error: PersistencyError,
-    count?: number,
-  ): void;
+  readonly writeFailed: ReportWriteFailure;
 }
 
 let clientOf: (job: Job) => JobClient;

@@ -28,8 +28,10 @@
  * Consequences: strings sort by UTF-8 length first, then bytes ('b' < 'aa'); integers
  * sort numerically across the sign; a key sorts before every key that extends it.
  */
+
 import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
+import { ByteWriter } from './protocol/bytes.js';
 
 const MAX_LENGTH_PREFIXED = 0xffff;
 const MAX_NESTING = 64;
@@ -276,25 +278,10 @@ class PartError extends Error {
   }
 }
 
-class Writer {
-  buf: Uint8Array;
-  pos = 0;
+/** The codec's writer: the protocol's byte buffer, plus what encoding nested parts needs. */
+class Writer extends ByteWriter {
   busy = false;
   readonly #ancestors: object[] = [];
-
-  constructor(size: number) {
-    this.buf = new Uint8Array(size);
-  }
-
-  reserve(n: number): void {
-    const need = this.pos + n;
-    if (need <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < need) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-  }
 
   take(): Uint8Array {
     return this.buf.slice(0, this.pos);

@@ -8,20 +8,21 @@ import { mkdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
 import { PersistencyError } from './errors.js';
-import { closeJobHandle, Job, type JobHost, jobClient, MAX_BATCH_OPS } from './job.js';
+import {
+  closeJobHandle,
+  Job,
+  type JobHost,
+  jobClient,
+  MAX_BATCH_OPS,
+  type ReportWriteFailure,
+} from './job.js';
 import { type ClientHost, JobClient } from './job-client.js';
 import { describe } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { OpenRequest } from './protocol/messages.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
-import type {
-  PersistencyEvents,
-  PersistencyOptions,
-  PersistencyStats,
-  TxOp,
-  WriteFailureReason,
-} from './types.js';
+import type { PersistencyEvents, PersistencyOptions, PersistencyStats, TxOp } from './types.js';
 import { pollSettings } from './worker/spawn.js';
 
 type Emit = <K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]) => void;
@@ -67,7 +68,7 @@ export class JobRegistry {
       options.prestartWorker,
       options.openTimeoutMs,
     );
-    const writeFailed = this.writeFailed.bind(this);
+    const writeFailed = this.writeFailed;
     this.#jobHost = { maxPayloadBytes: options.maxPayloadBytes, writeFailed };
     this.#clientHost = {
       writeFailed,
@@ -181,13 +182,7 @@ export class JobRegistry {
     return new PersistencyError('Closed', `the Persistency for ${this.#rootDir} is closed`);
   }
 
-  writeFailed(
-    jobId: string,
-    reason: WriteFailureReason,
-    ops: readonly TxOp[],
-    error: PersistencyError,
-    count?: number,
-  ): void {
+  readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count) => {
     let listed: readonly TxOp[] = [];
     let n = count;
     try {
@@ -208,7 +203,7 @@ export class JobRegistry {
       listed = [];
     }
     this.#emit('writeFailed', { jobId, reason, ops: listed, count: n ?? listed.length, error });
-  }
+  };
 
   #ensureRoot(): Promise<Result<void, PersistencyError>> {
     this.#rootReady ??= mkdir(this.#rootDir, { recursive: true }).then(

@@ -51,6 +51,7 @@ import {
   u64,
 } from '../src/index.js';
 import { MAX_BATCH_OPS } from '../src/job.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { mulberry32 } from './support/random.js';
 
@@ -1665,7 +1666,11 @@ describe('fuzz: every public method with hostile input', () => {
     for (const r of await Promise.all(ids.map((id) => p.closeJob(id)))) unwrap(r);
 
     expect(readdirSync(parent)).toEqual(['root']);
-    const files = readdirSync(root).sort();
+    // Job files, and the root's owner lock file beside them (never a job).
+    const files = readdirSync(root)
+      .filter((f) => f !== ROOT_LOCK_FILE)
+      .sort();
+    expect(readdirSync(root)).toContain(ROOT_LOCK_FILE);
     expect(files).toHaveLength(ids.length);
     for (const f of files) expect(f).toMatch(/^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+\.db$/);
 
@@ -1676,7 +1681,7 @@ describe('fuzz: every public method with hostile input', () => {
       expect(hex(unwrap(r) as Uint8Array)).toBe(hex(payload(ids[i] as string)));
     });
     for (const r of await Promise.all(ids.map((id) => p.dropJob(id)))) unwrap(r);
-    expect(readdirSync(root)).toEqual([]);
+    expect(readdirSync(root)).toEqual([ROOT_LOCK_FILE]);
     expect(readdirSync(parent)).toEqual(['root']);
   });
 });

@@ -118,8 +118,9 @@ describe('workerThreads: N', () => {
       other.exec('BEGIN IMMEDIATE');
       held.persistPut('c', key(1), payload(1));
       let settled = false;
-      const flushed = held.flush().map(() => {
+      const flushed = Promise.resolve(held.flush()).then((r) => {
         settled = true;
+        return r;
       });
       // The held job's commit cannot happen; the free job on the same thread is served.
       for (let i = 0; i < 20; i++)

@@ -1,0 +1,122 @@
+/*
+ * The Key value: immutable bytes only this module can mint (a private-field brand, not
+ * `instanceof`), and the internal helpers that read or adopt its bytes without copies.
+ */
+import { realBytes } from '../bytes.js';
+import { describe } from '../describe.js';
+import { invalidArgument } from '../errors.js';
+
+let wrapKey: (bytes: Uint8Array) => Key;
+let unwrapKey: (k: Key) => Uint8Array;
+let isKey: (v: unknown) => v is Key;
+
+/** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
+const MINT: unique symbol = Symbol('Key.mint');
+
+/** Node's `util.inspect.custom`, without importing `node:util` into the public types. */
+const inspectCustom: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
+/**
+ * An encoded key: immutable bytes whose byte order is the tuple order of the parts that
+ * built it. Make one with {@link key}, {@link toKey} or {@link rawKey}.
+ *
+ * @example
+ * ```ts
+ * const k = key('channel-42', 7);
+ * k.bytes;                       // Uint8Array(20) [0, 10, 99, …, 128, 0, 0, 0, 0, 0, 0, 7]
+ * k.equals(key('channel-42', 7)); // true
+ * ```
+ */
+export class Key {
+  readonly #bytes: Uint8Array;
+
+  private constructor(mint: typeof MINT, bytes: Uint8Array) {
+    if (mint !== MINT) {
+      throw invalidArgument('Key has no public constructor; use key(), toKey() or rawKey()');
+    }
+    this.#bytes = bytes;
+    Object.freeze(this);
+  }
+
+  static {
+    wrapKey = (bytes) => new Key(MINT, bytes);
+    unwrapKey = (k) => k.#bytes;
+    isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
+  }
+
+  /**
+   * A copy of the encoded bytes (the key itself never changes).
+   * @example key('ab').bytes // Uint8Array(4) [0, 2, 97, 98]
+   */
+  get bytes(): Uint8Array {
+    return this.#bytes.slice();
+  }
+
+  /**
+   * Number of encoded bytes, without copying them.
+   * @example key('ab', 1).byteLength // 12: 2 + 2 for the string, 8 for the integer
+   */
+  get byteLength(): number {
+    return this.#bytes.length;
+  }
+
+  /**
+   * True when `other` (a Key or plain bytes) holds exactly the same bytes.
+   * @example key('c1', 3).equals(toKey(['c1', 3])) // true
+   */
+  equals(other: Key | Uint8Array): boolean {
+    const b = isKey(other) ? other.#bytes : realBytes(other);
+    return b !== undefined && compareBytes(this.#bytes, b) === 0;
+  }
+
+  /**
+   * Lower-case hex of the bytes.
+   * @example String(key('ab', 0)) // '000261628000000000000000'
+   */
+  toString(): string {
+    return Buffer.from(this.#bytes.buffer, this.#bytes.byteOffset, this.#bytes.length).toString(
+      'hex',
+    );
+  }
+
+  /**
+   * How `console.log` and `util.inspect` show a key: its hex in `Key<…>`.
+   * @example console.log(key('ab')) // Key<00026162>
+   */
+  [inspectCustom](): string {
+    return `Key<${this.toString()}>`;
+  }
+}
+
+/** Internal: the key's own bytes, without the defensive copy of `Key#bytes`. */
+export function keyBytes(k: Key): Uint8Array {
+  return unwrapKey(k);
+}
+
+/** Internal: whether `v` is a genuine Key (a brand check, unlike `instanceof`). */
+export function isKeyValue(v: unknown): v is Key {
+  return isKey(v);
+}
+
+/** Internal: wrap bytes the caller promises never to mutate again. */
+export function adoptKey(bytes: Uint8Array): Key {
+  return wrapKey(bytes);
+}
+
+/** Byte-wise order, a shorter prefix first. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+
+/** The bytes of a Key, or of a genuine Uint8Array; InvalidArgument otherwise. */
+export function bytesOf(k: Key | Uint8Array, what: string): Uint8Array {
+  if (isKeyValue(k)) return keyBytes(k);
+  const bytes = realBytes(k);
+  if (bytes !== undefined) return bytes;
+  throw invalidArgument(`${what}: expected a Key or Uint8Array, got ${describe(k)}`);
+}

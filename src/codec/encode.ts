@@ -243,45 +243,31 @@ class Writer extends ByteWriter {
   }
 }
 
-function writeInt64Number(buf: Uint8Array, p: number, x: number): void {
-  const hi = Math.floor(x / TWO_32);
-  const lo = x - hi * TWO_32;
-  // |hi| < 2^21 for a safe integer, so ToInt32(hi) is its two's complement high word.
-  const h = (hi ^ 0x80000000) >>> 0;
-  buf[p] = h >>> 24;
-  buf[p + 1] = (h >>> 16) & 0xff;
-  buf[p + 2] = (h >>> 8) & 0xff;
-  buf[p + 3] = h & 0xff;
+/** Two 32-bit words, big-endian: the 8 bytes of every 64-bit part. */
+function writeWords(buf: Uint8Array, p: number, hi: number, lo: number): void {
+  buf[p] = hi >>> 24;
+  buf[p + 1] = (hi >>> 16) & 0xff;
+  buf[p + 2] = (hi >>> 8) & 0xff;
+  buf[p + 3] = hi & 0xff;
   buf[p + 4] = lo >>> 24;
   buf[p + 5] = (lo >>> 16) & 0xff;
   buf[p + 6] = (lo >>> 8) & 0xff;
   buf[p + 7] = lo & 0xff;
+}
+
+function writeInt64Number(buf: Uint8Array, p: number, x: number): void {
+  const hi = Math.floor(x / TWO_32);
+  // |hi| < 2^21 for a safe integer, so ToInt32(hi) is its two's complement high word.
+  writeWords(buf, p, (hi ^ 0x80000000) >>> 0, x - hi * TWO_32);
 }
 
 function writeUint64Number(buf: Uint8Array, p: number, x: number): void {
   const hi = Math.floor(x / TWO_32);
-  const lo = x - hi * TWO_32;
-  buf[p] = hi >>> 24;
-  buf[p + 1] = (hi >>> 16) & 0xff;
-  buf[p + 2] = (hi >>> 8) & 0xff;
-  buf[p + 3] = hi & 0xff;
-  buf[p + 4] = lo >>> 24;
-  buf[p + 5] = (lo >>> 16) & 0xff;
-  buf[p + 6] = (lo >>> 8) & 0xff;
-  buf[p + 7] = lo & 0xff;
+  writeWords(buf, p, hi, x - hi * TWO_32);
 }
 
 function writeUint64Big(buf: Uint8Array, p: number, u: bigint): void {
-  const hi = Number(u >> 32n);
-  const lo = Number(u & 0xffffffffn);
-  buf[p] = hi >>> 24;
-  buf[p + 1] = (hi >>> 16) & 0xff;
-  buf[p + 2] = (hi >>> 8) & 0xff;
-  buf[p + 3] = hi & 0xff;
-  buf[p + 4] = lo >>> 24;
-  buf[p + 5] = (lo >>> 16) & 0xff;
-  buf[p + 6] = (lo >>> 8) & 0xff;
-  buf[p + 7] = lo & 0xff;
+  writeWords(buf, p, Number(u >> 32n), Number(u & 0xffffffffn));
 }
 
 const shared = new Writer(256);

@@ -3,6 +3,7 @@
  */
 import { describe, describeThrown } from '../describe.js';
 import { invalidArgument, PersistencyError } from '../errors.js';
+import { readU32 } from '../protocol/bytes.js';
 import { PartError } from './encode.js';
 import { bytesOf, type Key } from './key.js';
 import { type IntWidth, SIGN_FLIP, TWO_32, WIDTHS } from './sized-int.js';
@@ -89,8 +90,8 @@ class Reader {
         return buf[this.pos++] as number;
       default: {
         this.need(8, type);
-        const hi = readWord(buf, this.pos);
-        const lo = readWord(buf, this.pos + 4);
+        const hi = readU32(buf, this.pos);
+        const lo = readU32(buf, this.pos + 4);
         this.pos += 8;
         const spec = WIDTHS[type as IntWidth] ?? WIDTHS.i64;
         if (type === 'i64' || type === 'u64') {
@@ -105,14 +106,6 @@ class Reader {
       }
     }
   }
-}
-
-function readWord(buf: Uint8Array, p: number): number {
-  return (
-    ((buf[p] as number) * 0x1000000 +
-      (((buf[p + 1] as number) << 16) | ((buf[p + 2] as number) << 8) | (buf[p + 3] as number))) >>>
-    0
-  );
 }
 
 /**

@@ -11,7 +11,7 @@ import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from '../errors.js';
 import { adoptKey } from '../keys.js';
 import type { KvRow } from '../types.js';
-import type { ByteReader, ByteWriter } from './bytes.js';
+import { type ByteReader, type ByteWriter, readU32 } from './bytes.js';
 import { type ErrorInfo, fromErrorInfo } from './messages.js';
 
 export const Status = {
@@ -140,4 +140,37 @@ function readRows(r: ByteReader, rows: KvRow[]): void {
     const key = adoptKey(r.blob());
     rows.push({ key, payload: r.blob() });
   }
+}
+
+/** The value records that lead a run of records, before the first `large` marker. */
+export interface LeadingValues {
+  readonly records: Uint8Array;
+  readonly count: number;
+}
+
+/**
+ * `found` must be exactly `keys` records, each a value record (None, or Bytes with its
+ * payload) or the one byte `large` (a payload to read on its own): the value records before
+ * the first `large`, or undefined when `found` is not that.
+ */
+export function leadingValues(
+  found: Uint8Array,
+  keys: number,
+  large: number,
+): LeadingValues | undefined {
+  let p = 0;
+  let count = -1; // records before the first large one, once one is met
+  let end = 0;
+  for (let i = 0; i < keys; i++) {
+    const status = found[p];
+    if (status === large && count < 0) {
+      count = i;
+      end = p;
+    }
+    if (status === Status.None || status === large) p += 1;
+    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + readU32(found, p + 1);
+    else return undefined;
+  }
+  if (p !== found.length) return undefined;
+  return count < 0 ? { records: found, count: keys } : { records: found.subarray(0, end), count };
 }

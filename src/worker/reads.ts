@@ -3,10 +3,11 @@
  * reply for that read only. Runs of gets are read with one statement; scans go a page at a
  * time and may pause between pages when the thread is shared.
  */
-import { readU32 } from '../protocol/bytes.js';
 import {
   beginRows,
   endRows,
+  type LeadingValues,
+  leadingValues,
   Status,
   writeBoolean,
   writeNumber,
@@ -130,10 +131,10 @@ export class JobReads {
    */
   #getMany(args: Uint8Array[], keys: number, ends: readonly number[]): number {
     const cat = args[keys] as Uint8Array;
-    let inline: Inline | undefined;
+    let inline: LeadingValues | undefined;
     try {
       this.#faults.fireGetMany();
-      inline = inlineRecords(this.#backend.getMany(args, GET_MANY_MARKERS), keys);
+      inline = leadingValues(this.#backend.getMany(args, GET_MANY_MARKERS), keys, LARGE);
     } catch {
       inline = undefined;
     }
@@ -221,32 +222,4 @@ export class JobReads {
     }
     replies.ok();
   }
-}
-
-/** The reply records that lead a `getMany` result, before its first large payload. */
-interface Inline {
-  readonly records: Uint8Array;
-  readonly count: number;
-}
-
-/**
- * The leading inline records of `found`, which must be exactly `keys` records of
- * `KvBackend.getMany`'s result; undefined when it is not.
- */
-function inlineRecords(found: Buffer, keys: number): Inline | undefined {
-  let p = 0;
-  let count = -1; // records before the first large one, once one is met
-  let end = 0;
-  for (let i = 0; i < keys; i++) {
-    const status = found[p];
-    if (status === LARGE && count < 0) {
-      count = i;
-      end = p;
-    }
-    if (status === Status.None || status === LARGE) p += 1;
-    else if (status === Status.Bytes && p + 5 <= found.length) p += 5 + readU32(found, p + 1);
-    else return undefined;
-  }
-  if (p !== found.length) return undefined;
-  return count < 0 ? { records: found, count: keys } : { records: found.subarray(0, end), count };
 }

@@ -80,7 +80,7 @@ export interface PersistencyOptions {
    */
   readonly verifyOnOpen?: boolean;
   /**
-   * Keep one worker thread started ahead of the next `openJob`, so that opening a job does
+   * Under `'per-job'`, keep one worker thread started ahead of the next `openJob`, so that opening a job does
    * not wait for a thread to boot (about 30 ms here). Costs one idle thread; it never keeps
    * the process alive. (default: true)
    */

@@ -237,8 +237,10 @@ describe('a payload larger than SQLite allows', () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// Read-only files. Root ignores file modes, so when the tests run as root the owner runs
-// as the unprivileged user 65534 (nobody).
+// Read-only files. Root ignores file modes (CAP_DAC_OVERRIDE), so when the tests run as root
+// the owner runs as root without that capability (util-linux `setpriv`): file modes then
+// hold for it, and it can still read a repository in a private folder, as another user
+// could not.
 
 const owner = fileURLToPath(new URL('./fixtures/readonly-owner.ts', import.meta.url));
 const asRoot = process.getuid?.() === 0;
@@ -248,10 +250,12 @@ class OwnerProcess {
   readonly #lines: AsyncIterator<string>;
 
   constructor(root: string) {
-    this.#child = spawn(process.execPath, ['--import', 'tsx', owner, root, 'ro'], {
-      ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
-      env: { ...process.env, HOME: tmpdir() },
-    });
+    const args = ['--import', 'tsx', owner, root, 'ro'];
+    const withoutOverride = ['--inh-caps=-dac_override,-dac_read_search'];
+    withoutOverride.push('--bounding-set=-dac_override,-dac_read_search', process.execPath);
+    this.#child = asRoot
+      ? spawn('setpriv', [...withoutOverride, ...args], { env: { ...process.env, HOME: tmpdir() } })
+      : spawn(process.execPath, args, { env: { ...process.env, HOME: tmpdir() } });
     this.#lines = createInterface({ input: this.#child.stdout })[Symbol.asyncIterator]();
   }
 

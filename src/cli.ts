@@ -29,7 +29,6 @@ import {
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import { PersistencyError } from './errors.js';
 import {
   decodeKey,
@@ -54,6 +53,7 @@ import { DB_SUFFIX, jobDbPath, jobFileStem, jobIdFromStem, SIDECAR_SUFFIXES } fr
 import { decodePayload } from './payload.js';
 import { ROOT_LOCK_FILE, RootLock } from './root-lock.js';
 import { SCHEMA_VERSION } from './worker/backend.js';
+import { JobFileReader } from './worker/job-file-reader.js';
 
 /** The exit codes of the inspector; scripts may rely on them. */
 export const EXIT = {
@@ -354,7 +354,7 @@ function listJobs(root: string): number {
     let rows: string;
     try {
       if (owned) throw inUse(label(id), dir);
-      rows = String(withJobFile(path, label(id), {}, (job) => countRows(job.db)));
+      rows = String(withJobFile(path, label(id), {}, (job) => job.rowCount()));
     } catch (e) {
       if (!(e instanceof CliError)) throw e;
       if (e.exitCode === EXIT.inUse) rows = 'in use';
@@ -371,14 +371,9 @@ function listJobs(root: string): number {
 
 function listCategories(root: string, id: string): number {
   const path = requireJob(root, id);
-  withJobFile(path, label(id), {}, ({ db }) => {
-    const rows = db
-      .prepare<[], [Buffer, number]>(
-        'SELECT category, COUNT(*) FROM kv GROUP BY category ORDER BY category',
-      )
-      .raw()
-      .iterate();
-    for (const [category, n] of rows) out.line(`${showText(lenientUtf8.decode(category))}\t${n}`);
+  withJobFile(path, label(id), {}, (job) => {
+    for (const [category, n] of job.categories())
+      out.line(`${showText(lenientUtf8.decode(category))}\t${n}`);
   });
   return EXIT.ok;
 }
@@ -390,17 +385,10 @@ function scan(root: string, id: string, category: string, values: Values): numbe
   const showPayload = payloadFormat(values.payload);
   const reverse = values.reverse === true;
   const path = requireJob(root, id);
-  withJobFile(path, label(id), {}, ({ db }) => {
+  withJobFile(path, label(id), {}, (job) => {
     const { start, stop } = rangeOf(prefix);
-    const sql = `SELECT key, payload FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'} ORDER BY key ${reverse ? 'DESC' : 'ASC'} LIMIT ?`;
-    const params: (Buffer | number)[] = [Buffer.from(category, 'utf8'), start];
-    if (stop !== undefined) params.push(stop);
-    params.push(limit);
-    const rows = db
-      .prepare<(Buffer | number)[], [Buffer, Buffer]>(sql)
-      .raw()
-      .iterate(...params);
-    for (const [k, payload] of rows) {
+    const cat = Buffer.from(category, 'utf8');
+    for (const [k, payload] of job.scan(cat, start, stop, reverse, limit)) {
       const shownKey = keyParts === undefined ? k.toString('hex') : keyParts.show(k);
       out.line(`${shownKey}\t${showPayload.show(payload)}`);
     }
@@ -422,17 +410,9 @@ function scan(root: string, id: string, category: string, values: Values): numbe
 function count(root: string, id: string, category: string, values: Values): number {
   const prefix = parsePrefix(values.prefix);
   const path = requireJob(root, id);
-  const n = withJobFile(path, label(id), {}, ({ db }) => {
+  const n = withJobFile(path, label(id), {}, (job) => {
     const { start, stop } = rangeOf(prefix);
-    const sql = `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}`;
-    const params: Buffer[] = [Buffer.from(category, 'utf8'), start];
-    if (stop !== undefined) params.push(stop);
-    return (
-      db
-        .prepare<Buffer[], number>(sql)
-        .pluck()
-        .get(...params) ?? 0
-    );
+    return job.count(Buffer.from(category, 'utf8'), start, stop);
   });
   out.line(String(n));
   return EXIT.ok;
@@ -449,11 +429,9 @@ function check(root: string, id: string): number {
     (job) => {
       let found: string[];
       try {
-        found = (job.db.pragma('integrity_check') as { integrity_check: string }[]).map(
-          (r) => r.integrity_check,
-        );
+        found = job.integrityCheck();
       } catch (e) {
-        if (!isDamage(e)) throw e;
+        if (!JobFileReader.isDamage(e)) throw e;
         found = [describeError(e)];
       }
       const intact = found.length === 1 && found[0] === 'ok';
@@ -478,7 +456,7 @@ async function backup(root: string, id: string, destArg: string): Promise<number
   }
   const job = openJobFile(path, name, {});
   try {
-    const rows = mapSqliteErrors(name, EXIT.failed, () => countRows(job.db));
+    const rows = mapSqliteErrors(name, EXIT.failed, () => job.rowCount());
     let fd: number;
     try {
       fd = openSync(dest, 'wx'); // claims the name: a racing writer of dest fails here, not later
@@ -489,7 +467,7 @@ async function backup(root: string, id: string, destArg: string): Promise<number
     try {
       // The source connection keeps its shared lock for the whole copy, so no owner can
       // open the job and change it midway: the copy is one consistent snapshot.
-      await job.db.backup(dest);
+      await job.backup(dest);
     } catch (e) {
       for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)])
         rmSync(file, { force: true });
@@ -498,18 +476,12 @@ async function backup(root: string, id: string, destArg: string): Promise<number
     out.line(`backed up ${name} (${rows} rows) to ${dest}`);
     return EXIT.ok;
   } finally {
-    job.db.close();
+    job.close();
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // Job files
-
-interface JobFile {
-  readonly db: Database.Database;
-  /** `PRAGMA user_version` of the file. */
-  readonly version: number;
-}
 
 interface OpenOptions {
   /** Accept a file of schema version 0 (not a job), for `check` to report. */
@@ -567,76 +539,55 @@ function withJobFile<T>(
   path: string,
   name: string,
   options: OpenOptions,
-  use: (job: JobFile) => T,
+  use: (job: JobFileReader) => T,
 ): T {
   const job = openJobFile(path, name, options);
   try {
     return mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () => use(job));
   } finally {
-    job.db.close();
+    job.close();
   }
 }
 
-function openJobFile(path: string, name: string, options: OpenOptions): JobFile {
-  const damageCode = options.damageCode ?? EXIT.failed;
-  // timeout 0: an owner holds its lock until it closes the job; waiting would only delay
-  // the answer.
-  const db = mapSqliteErrors(
-    name,
-    damageCode,
-    () => new Database(path, { readonly: true, fileMustExist: true, timeout: 0 }),
+function openJobFile(path: string, name: string, options: OpenOptions): JobFileReader {
+  const job = mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () =>
+    JobFileReader.open(path),
   );
-  try {
-    // The first read takes the shared lock: this is where an owner's lock shows.
-    const version = mapSqliteErrors(
-      name,
-      damageCode,
-      () => db.pragma('user_version', { simple: true }) as number,
+  const version = job.version;
+  if (version > SCHEMA_VERSION) {
+    job.close();
+    throw new CliError(
+      EXIT.failed,
+      `${name} has schema version ${version}, newer than version ${SCHEMA_VERSION} this inspector knows; use a newer persistency`,
     );
-    if (version > SCHEMA_VERSION) {
-      throw new CliError(
-        EXIT.failed,
-        `${name} has schema version ${version}, newer than version ${SCHEMA_VERSION} this inspector knows; use a newer persistency`,
-      );
-    }
-    if (version < 1 && options.anyVersion !== true) {
-      throw new CliError(
-        EXIT.failed,
-        `${name} is not a persistency job file (schema version ${version}): ${path}`,
-      );
-    }
-    return { db, version };
-  } catch (e) {
-    db.close();
-    throw e;
   }
+  if (version < 1 && options.anyVersion !== true) {
+    job.close();
+    throw new CliError(
+      EXIT.failed,
+      `${name} is not a persistency job file (schema version ${version}): ${path}`,
+    );
+  }
+  return job;
 }
 
 function mapSqliteErrors<T>(name: string, damageCode: ExitCode, run: () => T): T {
   try {
     return run();
   } catch (e) {
-    if (e instanceof CliError || !(e instanceof Database.SqliteError)) throw e;
-    if (e.code.startsWith('SQLITE_BUSY') || e.code.startsWith('SQLITE_LOCKED')) {
+    const code = JobFileReader.sqliteCode(e);
+    if (e instanceof CliError || code === undefined) throw e;
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
       throw new CliError(
         EXIT.inUse,
         `${name} is in use by another process, which holds an exclusive lock on it until it closes the job`,
       );
     }
-    if (isDamage(e)) throw new CliError(damageCode, `${name} is damaged: ${e.message} (${e.code})`);
-    throw new CliError(EXIT.failed, `${name}: ${e.message} (${e.code})`);
+    const message = (e as Error).message;
+    if (JobFileReader.isDamage(e))
+      throw new CliError(damageCode, `${name} is damaged: ${message} (${code})`);
+    throw new CliError(EXIT.failed, `${name}: ${message} (${code})`);
   }
-}
-
-function isDamage(e: unknown): boolean {
-  return (
-    e instanceof Database.SqliteError &&
-    (e.code.startsWith('SQLITE_CORRUPT') || e.code === 'SQLITE_NOTADB')
-  );
-}
-
-function countRows(db: Database.Database): number {
-  return db.prepare<[], number>('SELECT COUNT(*) FROM kv').pluck().get() ?? 0;
 }
 
 /** Bytes of the database file and its WAL. */

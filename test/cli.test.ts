@@ -1,5 +1,5 @@
 /*
- * The inspector CLI (src/cli.ts), run as users run it: the BUILT dist/cli.js in a child
+ * The inspector CLI (src/cli/), run as users run it: the BUILT dist/cli/main.js in a child
  * `node` (npm test builds first), against job files written by the library. Owners are
  * real processes (test/fixtures/owner.ts) whose "ready" line, not a sleep, says the job
  * is held.
@@ -24,7 +24,7 @@ import { decodePayload, type Job, key, Persistency, payload, rawKey, u64 } from 
 import { unwrap, useTempDirs } from './support/env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(REPO, 'dist', 'cli.js');
+const CLI = join(REPO, 'dist', 'cli', 'main.js');
 const OWNER = join(REPO, 'test', 'fixtures', 'owner.ts');
 /** A guard against a hung child, not a synchronisation device. */
 const CHILD_TIMEOUT_MS = 20_000;

@@ -282,7 +282,7 @@ describe('the lock file', () => {
     expect(rootIsFree(root)).toBe(true);
 
     // The inspector lists the job and nothing else.
-    const ls = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'ls', root], {
+    const ls = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'ls', root], {
       cwd: REPO,
       encoding: 'utf8',
     });

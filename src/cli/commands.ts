@@ -1,0 +1,293 @@
+/*
+ * The inspector's commands (ls, scan, count, check, backup) over job files opened read-only
+ * through the SQL layer's reader; a root a running process owns is in use.
+ */
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { decodeKey } from '../keys.js';
+import { DB_SUFFIX, jobDbPath, jobFileStem, jobIdFromStem, SIDECAR_SUFFIXES } from '../paths.js';
+import { ROOT_LOCK_FILE, RootLock } from '../root-lock.js';
+import { SCHEMA_VERSION } from '../worker/backend.js';
+import { JobFileReader } from '../worker/job-file-reader.js';
+import { CliError, EXIT, type ExitCode, usage } from './help.js';
+import {
+  describeError,
+  label,
+  lenientUtf8,
+  out,
+  PartsView,
+  payloadFormat,
+  showText,
+  warn,
+} from './output.js';
+import { parseLimit, parsePrefix, partsView, rangeOf, type Values } from './prefix-syntax.js';
+
+export function listJobs(root: string): number {
+  const dir = requireRoot(root);
+  const owned = rootOwned(dir, `root ${dir}`);
+  const jobs: { id: string; path: string }[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (!entry.isFile() || !entry.name.endsWith(DB_SUFFIX)) continue;
+    const id = jobIdFromStem(entry.name.slice(0, -DB_SUFFIX.length));
+    if (id !== undefined) jobs.push({ id, path: resolve(dir, entry.name) });
+  }
+  jobs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  let failures = 0;
+  for (const { id, path } of jobs) {
+    let rows: string;
+    try {
+      if (owned) throw inUse(label(id), dir);
+      rows = String(withJobFile(path, label(id), {}, (job) => job.rowCount()));
+    } catch (e) {
+      if (!(e instanceof CliError)) throw e;
+      if (e.exitCode === EXIT.inUse) rows = 'in use';
+      else {
+        rows = 'error';
+        failures++;
+        warn(e.message);
+      }
+    }
+    out.line(`${showText(id)}\t${fileBytes(path)}\t${rows}`);
+  }
+  return failures === 0 ? EXIT.ok : EXIT.failed;
+}
+
+export function listCategories(root: string, id: string): number {
+  const path = requireJob(root, id);
+  withJobFile(path, label(id), {}, (job) => {
+    for (const [category, n] of job.categories())
+      out.line(`${showText(lenientUtf8.decode(category))}\t${n}`);
+  });
+  return EXIT.ok;
+}
+
+export function scan(root: string, id: string, category: string, values: Values): number {
+  const prefix = parsePrefix(values.prefix);
+  const limit = parseLimit(values.limit);
+  const keyParts = partsView(values.decode, '--decode', decodeKey);
+  const showPayload = payloadFormat(values.payload);
+  const reverse = values.reverse === true;
+  const path = requireJob(root, id);
+  withJobFile(path, label(id), {}, (job) => {
+    const { start, stop } = rangeOf(prefix);
+    const cat = Buffer.from(category, 'utf8');
+    for (const [k, payload] of job.scan(cat, start, stop, reverse, limit)) {
+      const shownKey = keyParts === undefined ? k.toString('hex') : keyParts.show(k);
+      out.line(`${shownKey}\t${showPayload.show(payload)}`);
+    }
+  });
+  for (const [view, what] of [
+    [keyParts, 'key'],
+    [showPayload, 'payload'],
+  ] as const) {
+    if (view instanceof PartsView && view.misses > 0) {
+      out.flush();
+      warn(
+        `warning: ${view.misses} ${what}${view.misses === 1 ? '' : 's'} did not decode as ${view.types.join(',')}; shown in hex`,
+      );
+    }
+  }
+  return EXIT.ok;
+}
+
+export function count(root: string, id: string, category: string, values: Values): number {
+  const prefix = parsePrefix(values.prefix);
+  const path = requireJob(root, id);
+  const n = withJobFile(path, label(id), {}, (job) => {
+    const { start, stop } = rangeOf(prefix);
+    return job.count(Buffer.from(category, 'utf8'), start, stop);
+  });
+  out.line(String(n));
+  return EXIT.ok;
+}
+
+export function check(root: string, id: string): number {
+  const path = requireJob(root, id);
+  const name = label(id);
+  // Damage may show at open (a mangled header) as well as in the check itself.
+  const problems = withJobFile(
+    path,
+    name,
+    { anyVersion: true, damageCode: EXIT.damaged },
+    (job) => {
+      let found: string[];
+      try {
+        found = job.integrityCheck();
+      } catch (e) {
+        if (!JobFileReader.isDamage(e)) throw e;
+        found = [describeError(e)];
+      }
+      const intact = found.length === 1 && found[0] === 'ok';
+      for (const line of found) out.line(`integrity_check: ${line}`);
+      const known = job.version >= 1;
+      out.line(`schema version: ${job.version}${known ? '' : ' (not a persistency job file)'}`);
+      return (intact ? 0 : found.length) + (known ? 0 : 1);
+    },
+  );
+  if (problems === 0) return EXIT.ok;
+  throw new CliError(EXIT.damaged, `${name} failed the check (${path})`);
+}
+
+export async function backup(root: string, id: string, destArg: string): Promise<number> {
+  const path = requireJob(root, id);
+  const name = label(id);
+  const dest = resolve(destArg);
+  for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)]) {
+    // A stale -wal or -journal beside a new copy would be read as part of it.
+    if (exists(file))
+      throw new CliError(EXIT.failed, `${file} already exists; backup never overwrites`);
+  }
+  const job = openJobFile(path, name, {});
+  try {
+    const rows = mapSqliteErrors(name, EXIT.failed, () => job.rowCount());
+    let fd: number;
+    try {
+      fd = openSync(dest, 'wx'); // claims the name: a racing writer of dest fails here, not later
+    } catch (e) {
+      throw new CliError(EXIT.failed, `cannot create ${dest}: ${describeError(e)}`);
+    }
+    closeSync(fd);
+    try {
+      // The source connection keeps its shared lock for the whole copy, so no owner can
+      // open the job and change it midway: the copy is one consistent snapshot.
+      await job.backup(dest);
+    } catch (e) {
+      for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)])
+        rmSync(file, { force: true });
+      throw new CliError(EXIT.failed, `backup of ${name} to ${dest} failed: ${describeError(e)}`);
+    }
+    out.line(`backed up ${name} (${rows} rows) to ${dest}`);
+    return EXIT.ok;
+  } finally {
+    job.close();
+  }
+}
+
+export interface OpenOptions {
+  /** Accept a file of schema version 0 (not a job), for `check` to report. */
+  readonly anyVersion?: boolean;
+  /** Exit code for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB); default 5. */
+  readonly damageCode?: ExitCode;
+}
+
+export function requireRoot(root: string): string {
+  const dir = resolve(root);
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new CliError(EXIT.notFound, `root ${dir} does not exist`);
+    throw new CliError(EXIT.failed, `cannot read root ${dir}: ${describeError(e)}`);
+  }
+  if (!isDir) throw new CliError(EXIT.notFound, `root ${dir} is not a directory`);
+  return dir;
+}
+
+/** The job's database path; the job must exist, and no running process own its root. */
+export function requireJob(root: string, id: string): string {
+  const stem = jobFileStem(id);
+  if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
+  const dir = requireRoot(root);
+  const path = jobDbPath(dir, stem.stem);
+  if (!existsSync(path))
+    throw new CliError(
+      EXIT.notFound,
+      `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
+    );
+  if (rootOwned(dir, label(id))) throw inUse(label(id), dir);
+  return path;
+}
+
+/** Whether a running process owns the root `dir`; exit 5 if its lock cannot be read. */
+export function rootOwned(dir: string, name: string): boolean {
+  const owned = RootLock.isOwned(dir);
+  if (owned.isErr()) throw new CliError(EXIT.failed, `${name}: ${owned.error.message}`);
+  return owned.value;
+}
+
+export function inUse(name: string, dir: string): CliError {
+  return new CliError(
+    EXIT.inUse,
+    `${name} is in use by another process, which holds an exclusive lock on its root (${resolve(dir, ROOT_LOCK_FILE)}) while it has jobs of it open`,
+  );
+}
+
+/** Open read-only, run `use`, close; SQLite errors become CliErrors naming the job. */
+export function withJobFile<T>(
+  path: string,
+  name: string,
+  options: OpenOptions,
+  use: (job: JobFileReader) => T,
+): T {
+  const job = openJobFile(path, name, options);
+  try {
+    return mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () => use(job));
+  } finally {
+    job.close();
+  }
+}
+
+export function openJobFile(path: string, name: string, options: OpenOptions): JobFileReader {
+  const job = mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () =>
+    JobFileReader.open(path),
+  );
+  const version = job.version;
+  if (version > SCHEMA_VERSION) {
+    job.close();
+    throw new CliError(
+      EXIT.failed,
+      `${name} has schema version ${version}, newer than version ${SCHEMA_VERSION} this inspector knows; use a newer persistency`,
+    );
+  }
+  if (version < 1 && options.anyVersion !== true) {
+    job.close();
+    throw new CliError(
+      EXIT.failed,
+      `${name} is not a persistency job file (schema version ${version}): ${path}`,
+    );
+  }
+  return job;
+}
+
+export function mapSqliteErrors<T>(name: string, damageCode: ExitCode, run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    const code = JobFileReader.sqliteCode(e);
+    if (e instanceof CliError || code === undefined) throw e;
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+      throw new CliError(
+        EXIT.inUse,
+        `${name} is in use by another process, which holds an exclusive lock on it until it closes the job`,
+      );
+    }
+    const message = (e as Error).message;
+    if (JobFileReader.isDamage(e))
+      throw new CliError(damageCode, `${name} is damaged: ${message} (${code})`);
+    throw new CliError(EXIT.failed, `${name}: ${message} (${code})`);
+  }
+}
+
+/** Bytes of the database file and its WAL. */
+export function fileBytes(path: string): number {
+  let n = 0;
+  for (const file of [path, `${path}-wal`]) {
+    try {
+      n += statSync(file).size;
+    } catch {
+      // no WAL: the file holds everything
+    }
+  }
+  return n;
+}
+
+export function exists(file: string): boolean {
+  try {
+    lstatSync(file); // a dangling symlink counts: writing through it would create its target
+    return true;
+  } catch {
+    return false;
+  }
+}

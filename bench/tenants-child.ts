@@ -25,7 +25,8 @@ const GETS_PER_BURST = 4;
 const ROW_SPAN = 50_000;
 /** How long one job's rate is measured, before the active phase. */
 export const SINGLE_SECONDS = 5;
-export const WORKER_THREADS = 2;
+/** Ours: the pool size (PERSISTENCY_TENANTS_THREADS to vary; the issue fixes 2). */
+export const WORKER_THREADS = Number(process.env.PERSISTENCY_TENANTS_THREADS ?? 2);
 
 export interface Usage {
   readonly rss: number;

@@ -143,11 +143,6 @@ export class JobClient {
     return s === 'attached' || s === 'releasing' || s === 'released' || s === 'attaching';
   }
 
-  /** Holding a connection now. */
-  get resident(): boolean {
-    return this.#state === 'attached' || this.#state === 'releasing';
-  }
-
   notOpenError(): PersistencyError {
     if (this.#state === 'dead') {
       return new PersistencyError(

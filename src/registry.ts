@@ -222,14 +222,17 @@ export class JobRegistry {
     return this.#rootReady;
   }
 
+  /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */
+  #dbPath(id: string): string {
+    return jobDbPath(this.#rootDir, (jobFileStem(id) as { stem: string }).stem);
+  }
+
   #openRequest(id: string, image: Uint8Array | undefined): OpenRequest {
     const memory = this.#rootDir === MEMORY_ROOT;
     const o = this.#options;
     const shared = o.workerThreads !== 'per-job';
     return {
-      dbPath: memory
-        ? MEMORY_ROOT
-        : jobDbPath(this.#rootDir, (jobFileStem(id) as { stem: string }).stem),
+      dbPath: memory ? MEMORY_ROOT : this.#dbPath(id),
       image,
       busyTimeoutMs: o.busyTimeoutMs,
       statementBusyMs: shared ? o.sliceMs : undefined,
@@ -248,7 +251,7 @@ export class JobRegistry {
     if (this.#rootDir !== MEMORY_ROOT) {
       const root = await this.#ensureRoot();
       if (root.isErr()) return err(root.error);
-      const owned = this.#rootLock.acquire(this.#openRequest(id, undefined).dbPath);
+      const owned = this.#rootLock.acquire(this.#dbPath(id));
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
     }

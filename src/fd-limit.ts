@@ -24,7 +24,9 @@ export function outOfFileDescriptors(): boolean {
 
 /** `error` as the EMFILE it stands for when the process is out of descriptors. */
 export function explainFdExhaustion(error: PersistencyError): PersistencyError {
-  if (error.code === 'EMFILE' || error.kind !== 'Backend' || !outOfFileDescriptors()) return error;
+  if (error.code === 'EMFILE' || error.kind !== 'Backend') return error;
+  // The OS said so in the message (a thread that could not load its code), or says so now.
+  if (!/\bE[MN]FILE\b/.test(error.message) && !outOfFileDescriptors()) return error;
   return new PersistencyError(
     'Backend',
     `${error.message} (the process has no file descriptor left: close jobs, lower idleCloseMs or raise ulimit -n)`,

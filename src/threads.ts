@@ -147,7 +147,8 @@ export class WorkerThreads {
         if (m instanceof Uint8Array) return;
         if (m.t === 'openFailed') {
           port1.close();
-          const failed = err(fromErrorInfo(m.error));
+          // Explained now, before the thread exits and gives its descriptors back.
+          const failed = err(explainFdExhaustion(fromErrorInfo(m.error)));
           if (pin !== undefined) {
             finish(failed);
             return;

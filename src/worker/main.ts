@@ -7,6 +7,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
+import { outOfFileDescriptors } from '../fd-limit.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -27,6 +28,11 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
     };
   }
   const code = info.code ?? '';
+  // Asked here, before this thread lets go of anything: from the main thread, descriptors
+  // freed meanwhile (this thread's own, when it exits) would hide the cause.
+  if (code.startsWith('SQLITE_CANTOPEN') && outOfFileDescriptors()) {
+    return { ...info, code: 'EMFILE', message: `${info.message} (no file descriptor left)` };
+  }
   if (dbPath !== ':memory:' && /^SQLITE_(READONLY|CANTOPEN|PERM|IOERR_LOCK|AUTH)/.test(code)) {
     try {
       accessSync(dbPath, fsConstants.W_OK);

@@ -81,7 +81,7 @@ export interface PersistencyOptions {
   readonly verifyOnOpen?: boolean;
   /**
    * Under `'per-job'`, keep one worker thread started ahead of the next `openJob`, so that opening a job does
-   * not wait for a thread to boot (about 30 ms here). Costs one idle thread; it never keeps
+   * not wait for a thread to boot (most of an open's cost). Costs one idle thread; it never keeps
    * the process alive. (default: true)
    */
   readonly prestartWorker?: boolean;

@@ -44,8 +44,8 @@ export interface BackendOptions {
 type Bytes = Uint8Array;
 
 /**
- * Rows per multi-row insert. Runs of single puts go to SQLite this many at a time: on this
- * machine 32 rows per statement insert ~1.7x faster than one statement per row.
+ * Rows per multi-row insert: runs of single puts go to SQLite this many at a time, which
+ * inserts faster than one statement per row (README, Design).
  */
 export const PUT_RUN = 32;
 type Row = [Buffer, Buffer];

@@ -7,11 +7,10 @@
  */
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { type Result, ResultAsync } from 'neverthrow';
+import type { ClientHost, CloseOutcome } from './client-host.js';
 import { PersistencyError } from './errors.js';
-import type { ReportWriteFailure } from './job.js';
-import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
+import type { ByteWriter } from './protocol/bytes.js';
 import {
-  type BatchFailure,
   type ErrorInfo,
   type FromWorker,
   fromErrorInfo,
@@ -19,56 +18,13 @@ import {
   type ReadStats,
   type ToWorker,
 } from './protocol/messages.js';
-import { batchesOf, batchOps } from './protocol/requests.js';
+import { batchOps } from './protocol/requests.js';
 import { ReplyQueue } from './reply-queue.js';
-import type { Attachment, OnThreadDeath } from './threads.js';
-
-/**
- * Send a turn's frame early once it holds this much: a huge turn then streams to the
- * worker, which starts applying it while the rest is still being encoded.
- */
-export const FRAME_SEND_BYTES = 1024 * 1024;
-const MIN_FRAME_BYTES = 256;
-/**
- * Send a turn's frame early once it holds this many reads, so the worker starts on them
- * while the rest of the turn is still being issued.
- */
-const FRAME_SEND_READS = 32;
-const toInfo = (e: PersistencyError): ErrorInfo => ({
-  kind: e.kind,
-  message: e.message,
-  code: e.code,
-});
+import type { Attachment } from './threads.js';
+import { TurnFrame } from './turn-frame.js';
+import { UnsentFailures } from './unsent-failures.js';
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
-
-/** The result of a job's close, for its owner. */
-export interface CloseOutcome {
-  readonly image: Uint8Array | undefined;
-  readonly error: PersistencyError | undefined;
-  /** What the worker's polling did (absent when the worker did not close normally). */
-  readonly polls?: PollStats | undefined;
-  /** How its requests were answered (absent when the worker did not close normally). */
-  readonly reads?: ReadStats | undefined;
-}
-
-/** What a job's client needs from the Persistency that owns it. */
-export interface ClientHost {
-  /** Attach the job to a thread (`image`: a `:memory:` job's data to start from). */
-  attach(
-    jobId: string,
-    pin: number | undefined,
-    image: Uint8Array | undefined,
-    died: OnThreadDeath,
-  ): Promise<Result<Attachment, PersistencyError>>;
-  /** The job now holds (or no longer holds) a connection. */
-  resident(client: JobClient, resident: boolean): void;
-  /** A released job is being taken up again. */
-  reopened(): void;
-  readonly writeFailed: ReportWriteFailure;
-  /** The job's thread died while it was open. */
-  died(client: JobClient, error: PersistencyError): void;
-}
 
 type State =
   /** Served by a thread through `#port`. */
@@ -88,17 +44,13 @@ export class JobClient {
   #state: State = 'attaching';
   #port: MessagePort | undefined;
   #attachment: Attachment | undefined;
+  /** The job's file as first opened: a reattach opens that file or fails. */
+  #fileId: string | undefined;
   #deathError: PersistencyError | undefined;
   /** A released `:memory:` job's database, kept until it is attached again. */
   #image: Uint8Array | undefined;
 
-  /** The frame of the current turn, sent at the end of the turn. */
-  #frame: ByteWriter | undefined;
-  #frameSizeHint = MIN_FRAME_BYTES;
-  /** Reads in the current frame. */
-  #frameReads = 0;
-  /** A writer whose bytes were copied out, ready for the next turn. */
-  #idleWriter: ByteWriter | undefined;
+  readonly #turn = new TurnFrame(() => this.send());
   /** Messages waiting for the job to be attached, in order. */
   #backlog: [ToWorker, ArrayBuffer[]][] = [];
   /** Reads and flushes waiting for their reply, in issue order. */
@@ -108,7 +60,11 @@ export class JobClient {
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
+  readonly #failures = new UnsentFailures((record, error) => this.#reportBatch(record, error));
+
   #closeRequested = false;
+  /** Resolves once the thread a release let go of is gone (a job's own thread exits). */
+  #releaseExited: Promise<void> = Promise.resolve();
   #closed: Promise<CloseOutcome> | undefined;
   #closeResolve: ((o: CloseOutcome) => void) | undefined;
 
@@ -137,8 +93,12 @@ export class JobClient {
     return r.map((a) => ({ file: a.file }));
   }
 
-  /** Open: taking calls (attached, released or on the way between). */
+  /** Open: taking calls (attached, released or on the way between, no close asked for). */
   get running(): boolean {
+    return this.#open && !this.#closeRequested;
+  }
+
+  get #open(): boolean {
     const s = this.#state;
     return s === 'attached' || s === 'releasing' || s === 'released' || s === 'attaching';
   }
@@ -158,49 +118,33 @@ export class JobClient {
 
   /** The current turn's frame, started on first use and sent at the end of the turn. */
   frame(): ByteWriter {
-    if (this.#frame !== undefined) return this.#frame;
-    // Reuse the last frame's writer when its bytes were copied out, not handed over.
-    const w = this.#idleWriter ?? new ByteWriter(this.#frameSizeHint);
-    this.#idleWriter = undefined;
-    w.pos = 0;
-    this.#frame = w;
-    this.#frameReads = 0;
-    this.lastActive = performance.now();
-    queueMicrotask(() => {
-      if (this.#frame === w) this.send();
-    });
-    return w;
+    if (!this.#turn.open) this.lastActive = performance.now();
+    return this.#turn.writer();
   }
 
   /** Send the turn's frame now if it has grown large. */
   sendIfLarge(w: ByteWriter): void {
-    if (w.pos >= FRAME_SEND_BYTES) this.send();
+    this.#turn.sendIfLarge(w);
   }
 
-  /** A read or flush record was just written into the frame: its reply will resolve this. */
-  request<T>(): ResultAsync<T, PersistencyError> {
-    if (++this.#frameReads >= FRAME_SEND_READS) this.send();
+  /**
+   * A read or flush record was just written into the frame: its reply will resolve this.
+   * A flush also reports the writes this client failed since the previous flush.
+   */
+  request<T>(flush = false): ResultAsync<T, PersistencyError> {
+    this.#turn.readAdded();
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
-        this.#replies.push(resolve as Resolver);
+        const settle = resolve as Resolver;
+        this.#replies.push(flush ? (r) => settle(this.#failures.flushed(r)) : settle);
         this.#updateRef();
       }),
     );
   }
 
   send(): void {
-    const w = this.#frame;
-    if (w === undefined) return;
-    this.#frame = undefined;
-    if (w.pos === 0) {
-      this.#idleWriter = w;
-      return;
-    }
-    // Size a new frame like this one: small for a get, large for a bulk load.
-    this.#frameSizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
-    const [bytes, transfer, handedOver] = takeBytes(w);
-    this.post(bytes, transfer);
-    if (!handedOver && w.buf.length <= COPY_LIMIT * 2) this.#idleWriter = w;
+    const taken = this.#turn.take();
+    if (taken !== undefined) this.post(taken[0], taken[1]);
   }
 
   /** Post to the worker, or keep it for when the job is attached again. */
@@ -217,9 +161,13 @@ export class JobClient {
       this.#host.reopened();
       void this.#attach();
     }
+    this.#updateRef();
   }
 
-  /** Keep the process alive only while the worker has work we wait on. */
+  /**
+   * Keep the process alive only while the worker has work we wait on, a release or close
+   * is under way, or work waits for the job to be attached again.
+   */
   #updateRef(): void {
     const port = this.#port;
     if (port === undefined) return;
@@ -227,6 +175,8 @@ export class JobClient {
       this.#framesInFlight > 0 ||
       this.#replies.pending > 0 ||
       this.#state === 'closing' ||
+      this.#state === 'releasing' ||
+      this.#closeRequested ||
       this.#backlog.length > 0;
     if (busy === this.#referenced) return;
     this.#referenced = busy;
@@ -239,7 +189,8 @@ export class JobClient {
 
   async #attach(): Promise<Result<Attachment, PersistencyError>> {
     this.#state = 'attaching';
-    const r = await this.#host.attach(this.#id, this.pin, this.#image, (e) => this.#died(e));
+    const died = (e: PersistencyError) => this.#died(e);
+    const r = await this.#host.attach(this.#id, this.pin, this.#image, this.#fileId, died);
     if (r.isErr()) {
       this.#attachFailed(r.error);
       return r;
@@ -247,32 +198,41 @@ export class JobClient {
     const a = r.value;
     this.#image = undefined; // the worker has it now
     this.#attachment = a;
+    this.#fileId = a.fileId;
     this.#port = a.port;
     this.#referenced = true; // the handshake's listener left the port referenced
     a.listen((m) => this.#onMessage(m));
+    this.#host.resident(this, true);
+    this.#serve();
+    return r;
+  }
+
+  /** Attached (again): send what waited, then the close if one was asked for. */
+  #serve(): void {
     this.#state = 'attached';
     this.lastActive = performance.now();
-    this.#host.resident(this, true);
     const backlog = this.#backlog;
     this.#backlog = [];
     for (const [msg, transfer] of backlog) this.post(msg, transfer);
     if (this.#closeRequested) this.#postClose();
     this.#updateRef();
-    return r;
   }
 
   /** Everything waiting for this attach fails with its error; the job stays released. */
   #attachFailed(error: PersistencyError): void {
+    if (this.#state !== 'attaching') return;
+    this.#failUnsent(error);
     this.#state = 'released';
-    const backlog = this.#backlog;
-    this.#backlog = [];
-    this.#replies.failAll(error);
-    for (const [msg] of backlog) {
-      if (!(msg instanceof Uint8Array)) continue;
-      for (const record of batchesOf(msg))
-        this.#reportFailure({ record, error: toInfo(error) }, error);
-    }
     if (this.#closeRequested) this.#finishClose({ image: this.#image, error });
+  }
+
+  /** Fail what never reached a thread (see UnsentFailures). */
+  #failUnsent(error: PersistencyError): void {
+    const unsent = this.#backlog.map(([m]) => m);
+    this.#backlog = [];
+    const taken = this.#turn.take();
+    if (taken !== undefined) unsent.push(taken[0]);
+    this.#failures.fail(unsent, this.#replies, error);
   }
 
   /**
@@ -282,8 +242,9 @@ export class JobClient {
   releaseIfIdle(before: number): Promise<void> | undefined {
     if (
       this.#state !== 'attached' ||
+      this.#closeRequested ||
       this.lastActive > before ||
-      this.#frame !== undefined ||
+      this.#turn.open ||
       this.#framesInFlight > 0 ||
       this.#replies.pending > 0
     ) {
@@ -291,6 +252,7 @@ export class JobClient {
     }
     (this.#port as MessagePort).postMessage({ t: 'release' } satisfies ToWorker);
     this.#state = 'releasing';
+    this.#updateRef(); // until it is released, the process waits for it
     return new Promise((resolve) => {
       this.#releaseDone = resolve;
     });
@@ -310,14 +272,18 @@ export class JobClient {
       return this.#closed;
     }
     this.send();
-    this.#closeRequested = true;
+    this.#closeRequested = true; // from now on the handle takes no calls
     this.#closed = new Promise((resolve) => {
       this.#closeResolve = resolve;
     });
     if (this.#state === 'attached') this.#postClose();
-    else if (this.#state === 'released')
-      this.#finishClose({ image: this.#image, error: undefined });
+    else if (this.#state === 'released') {
+      void this.#releaseExited.then(() =>
+        this.#finishClose({ image: this.#image, error: undefined }),
+      );
+    }
     // 'attaching' and 'releasing' close once they are done.
+    this.#updateRef();
     return this.#closed;
   }
 
@@ -338,7 +304,7 @@ export class JobClient {
   #detached(m: {
     t: 'closed' | 'released';
     image: Uint8Array | undefined;
-    error?: ErrorInfo;
+    error?: ErrorInfo | undefined;
     polls: PollStats;
     reads: ReadStats;
   }): void {
@@ -352,12 +318,15 @@ export class JobClient {
     if (m.t === 'released') {
       this.#image = m.image;
       this.#state = 'released';
-      this.#idleWriter = undefined; // a released job keeps as little as it can
+      this.#turn.dropIdle(); // a released job keeps as little as it can
+      this.#releaseExited = exited;
       void exited.then(() => this.#settleRelease());
       if (this.#backlog.length > 0) {
         this.#host.reopened();
         void this.#attach();
-      } else if (this.#closeRequested) this.#finishClose({ image: this.#image, error: undefined });
+      } else if (this.#closeRequested) {
+        void exited.then(() => this.#finishClose({ image: this.#image, error: undefined }));
+      }
       return;
     }
     const outcome: CloseOutcome = {
@@ -379,19 +348,17 @@ export class JobClient {
       }
       port.close();
     }
-    const wasRunning = this.running || this.#state === 'closing';
+    const wasOpen = this.#open || this.#state === 'closing';
     this.#state = 'dead';
     this.#port = undefined;
     this.#attachment = undefined;
-    this.#frame = undefined;
     this.#framesInFlight = 0;
-    this.#backlog = [];
     this.#deathError = new PersistencyError('Backend', `job ${this.#id}: ${error.message}`, {
       cause: error.cause ?? error,
     });
-    this.#replies.failAll(this.#deathError);
+    this.#failUnsent(this.#deathError);
     this.#settleRelease();
-    if (wasRunning) this.#host.died(this, this.#deathError);
+    if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
     if (this.#closeRequested) this.#closeResolve?.({ image: undefined, error: this.#deathError });
   }
@@ -407,11 +374,17 @@ export class JobClient {
     switch (m.t) {
       case 'replies':
         this.#onReplies(m.bytes, m.errors);
-        for (const f of m.failures) this.#reportFailure(f);
+        for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error));
         return;
       case 'closed':
       case 'released':
         this.#detached(m);
+        return;
+      case 'releaseDeclined':
+        // A `:memory:` job whose image could not be taken stays attached.
+        if (this.#state !== 'releasing') return;
+        this.#settleRelease();
+        this.#serve();
         return;
       default:
         return;
@@ -426,8 +399,8 @@ export class JobClient {
   }
 
   /** Report a batch that did not reach the database, its ops decoded from its record. */
-  #reportFailure(f: BatchFailure, error = fromErrorInfo(f.error)): void {
-    const { ops, count } = batchOps(f.record);
+  #reportBatch(record: Uint8Array, error: PersistencyError): void {
+    const { ops, count } = batchOps(record);
     this.#host.writeFailed(this.#id, 'backend', ops, error, count);
   }
 }

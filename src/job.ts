@@ -16,8 +16,9 @@ import {
   Refused,
   refusal,
 } from './checks.js';
+import type { CloseOutcome } from './client-host.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
-import type { CloseOutcome, JobClient } from './job-client.js';
+import type { JobClient } from './job-client.js';
 import { describe, isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
@@ -402,7 +403,7 @@ export class Job {
     // A getter may have closed the job meanwhile.
     if (!client.running) return errAsync(client.notOpenError());
     write(client.frame());
-    return client.request<T>();
+    return client.request<T>(what === 'flush');
   }
 }
 

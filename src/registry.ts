@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
+import type { ClientHost } from './client-host.js';
 import { PersistencyError } from './errors.js';
 import {
   closeJobHandle,
@@ -16,7 +17,7 @@ import {
   MAX_BATCH_OPS,
   type ReportWriteFailure,
 } from './job.js';
-import { type ClientHost, JobClient } from './job-client.js';
+import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
 import type { OpenRequest } from './protocol/messages.js';
@@ -72,8 +73,8 @@ export class JobRegistry {
     this.#jobHost = { maxPayloadBytes: options.maxPayloadBytes, writeFailed };
     this.#clientHost = {
       writeFailed,
-      attach: (jobId, pin, image, died) =>
-        this.#threads.attach(this.#openRequest(jobId, image), pin, died),
+      attach: (jobId, pin, image, fileId, died) =>
+        this.#threads.attach({ ...this.#openRequest(jobId, image), fileId }, pin, died),
       resident: (client, resident) => {
         if (resident) this.#resident.add(client);
         else this.#resident.delete(client);

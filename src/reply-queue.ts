@@ -42,6 +42,12 @@ export class ReplyQueue {
     return frames;
   }
 
+  /** The oldest waiting request (if any) fails with `error`. */
+  failNext(error: PersistencyError): void {
+    this.#partialRows.length = 0; // a scan's parts belong to the oldest request
+    this.#next()?.(err(error));
+  }
+
   /** Every waiting request fails with `error`. */
   failAll(error: PersistencyError): void {
     this.#partialRows.length = 0;

@@ -38,6 +38,8 @@ interface Thread {
 export interface Attachment {
   readonly port: MessagePort;
   readonly file: string | undefined;
+  /** The file's identity, for a reattach to check (see OpenRequest.fileId). */
+  readonly fileId: string | undefined;
   /** Route the port's messages (until now the handshake read them). */
   listen(handler: (m: FromWorker) => void): void;
   /** The port is closed (`closed`/`released` came): resolves once a job's own thread exited. */
@@ -131,6 +133,7 @@ export class WorkerThreads {
       const attachment: Attachment = {
         port: port1,
         file: undefined,
+        fileId: undefined,
         listen: (h) => {
           handler = h;
         },
@@ -153,13 +156,15 @@ export class WorkerThreads {
             finish(failed);
             return;
           }
-          // A job's own thread exits after a failed open: no thread outlives the call.
+          // A job's own thread exits after a failed open: no thread outlives the call. Its
+          // exit is the end of this attach, not the death of an open job.
+          thread.jobs.delete(onDeath);
           thread.worker.ref();
           handler = () => {};
           void thread.exited.then(() => finish(failed));
         } else if (m.t === 'ready') {
           handler = () => {}; // until the job listens
-          finish(ok({ ...attachment, file: m.file }));
+          finish(ok({ ...attachment, file: m.file, fileId: m.fileId }));
         }
       };
       const onDeath: OnThreadDeath = (error) => {

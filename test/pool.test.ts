@@ -167,3 +167,71 @@ describe('workerThreads: N', () => {
     expect(p.stats().workerThreads).toBe(2);
   });
 });
+
+const ROWS = 1_000_000;
+
+describe('a count or a deletePrefix over a huge range on a shared thread (workerThreads: 1, sliceMs: 1)', () => {
+  const options: PersistencyOptions = { workerThreads: 1, sliceMs: 1 };
+
+  const setup = async (): Promise<[Job, Job]> => {
+    const p = unwrap(Persistency.instance(tempDir(), options));
+    const big = unwrap(await p.openJob('big'));
+    const small = unwrap(await p.openJob('small'));
+    for (let at = 0; at < ROWS; at += 100_000) {
+      const ops: TxOp[] = [];
+      for (let i = at; i < at + 100_000; i++)
+        ops.push({ kind: 'put', category: 's', key: key(i), payload: payload(i) });
+      big.persist(ops);
+    }
+    small.persistPut('c', key('k'), payload('other'));
+    unwrap(await big.flush());
+    unwrap(await small.flush());
+    return [big, small];
+  };
+
+  it('a count over 1,000,000 rows does not hold up gets on another job', async () => {
+    const [big, small] = await setup();
+    const started = performance.now();
+    const count = big.count('s', { start: key(0) });
+    const answered = await getsDuring(Promise.resolve(count), small);
+    const ms = performance.now() - started;
+    expect(unwrap(await count)).toBe(ROWS);
+    // With 1 ms turns, a count that takes tens of ms lets many gets through.
+    expect(answered, `gets answered during a ${Math.round(ms)} ms count`).toBeGreaterThan(3);
+  });
+
+  it('a deletePrefix of 1,000,000 rows (one op) does not hold up gets on another job', async () => {
+    const [big, small] = await setup();
+    const started = performance.now();
+    big.persistDeletePrefix('s', key());
+    const flushed = big.flush();
+    const answered = await getsDuring(Promise.resolve(flushed), small);
+    const ms = performance.now() - started;
+    unwrap(await flushed);
+    expect(unwrap(await big.count('s', { start: key(0) }))).toBe(0);
+    expect(answered, `gets answered during a ${Math.round(ms)} ms deletePrefix`).toBeGreaterThan(3);
+  });
+
+  it('counts and deletes exactly across chunks, leaving the rows around the range', async () => {
+    const { jobs } = await openAll({ workerThreads: 1, sliceMs: 1 }, 'exact');
+    const job = jobs[0] as Job;
+    const ops: TxOp[] = [];
+    for (const part of ['a', 'b', 'c'])
+      for (let i = 0; i < 10_001; i++)
+        ops.push({ kind: 'put', category: 's', key: key(part, i), payload: payload(i) });
+    job.persist(ops);
+    expect(unwrap(await job.count('s', { start: key('b'), stop: key('c') }))).toBe(10_001);
+    expect(unwrap(await job.count('s', { start: key('a', 5) }))).toBe(30_003 - 5);
+    // One batch: rows put before the range delete in it are deleted, after it are kept.
+    job.persist([
+      { kind: 'put', category: 's', key: key('b', -1), payload: payload('before') },
+      { kind: 'deletePrefix', category: 's', prefix: key('b') },
+      { kind: 'put', category: 's', key: key('b', 7), payload: payload('after') },
+    ]);
+    expect(unwrap(await job.count('s', { start: key('a') }))).toBe(2 * 10_001 + 1);
+    expect(unwrap(await job.get('s', key('b', 7)))).toEqual(payload('after'));
+    expect(unwrap(await job.get('s', key('b', -1)))).toBeUndefined();
+    expect(unwrap(await job.get('s', key('a', 10_000)))).toEqual(payload(10_000));
+    expect(unwrap(await job.get('s', key('c', 0)))).toEqual(payload(0));
+  });
+});

@@ -42,6 +42,11 @@ export interface BatchFailure {
 
 export interface OpenRequest {
   readonly dbPath: string;
+  /**
+   * The file a released job had (see `ready`): its reattach opens only that file, never a
+   * new one in place of a file that was removed or replaced meanwhile.
+   */
+  readonly fileId?: string | undefined;
   /** A database image to start from (a `:memory:` job being reopened). */
   readonly image?: Uint8Array | undefined;
   readonly busyTimeoutMs: number;
@@ -130,9 +135,10 @@ export type ToWorker =
  * - `rollback`: the next write fails and SQLite drops the whole open transaction
  *   (SQLITE_FULL), as it may on I/O errors; the group's earlier writes must be redone;
  * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost;
- * - `getMany`: the next statement reading several keys fails (`skipWrites` is ignored).
+ * - `getMany`: the next statement reading several keys fails (`skipWrites` is ignored);
+ * - `serialize`: the next image of a `:memory:` job (taken to release it) fails.
  */
-export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany';
+export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany' | 'serialize';
 
 /**
  * The worker's answers on a job's port. A group's replies travel as a bare Uint8Array
@@ -141,7 +147,10 @@ export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany'
  */
 export type FromWorker =
   | Uint8Array
-  | { readonly t: 'ready'; readonly file: string | undefined }
+  /** `fileId`: the file's device and inode, which a reattach checks (see OpenRequest). */
+  | { readonly t: 'ready'; readonly file: string | undefined; readonly fileId?: string | undefined }
+  /** A release could not keep what the job holds (a `:memory:` image): it stays attached. */
+  | { readonly t: 'releaseDeclined'; readonly error: ErrorInfo }
   | { readonly t: 'openFailed'; readonly error: ErrorInfo }
   | {
       readonly t: 'replies';

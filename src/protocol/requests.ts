@@ -327,14 +327,14 @@ export function batchOps(record: Uint8Array): { ops: TxOp[]; count: number } {
   return { ops, count };
 }
 
-/** The ops record of every batch in a frame, in order. */
-export function batchesOf(frame: Uint8Array): Uint8Array[] {
+/** A frame's records in order: a batch as its ops record, any other record as its tag. */
+export function recordsOf(frame: Uint8Array): (Uint8Array | number)[] {
   const r = new RequestReader(frame);
-  const out: Uint8Array[] = [];
+  const out: (Uint8Array | number)[] = [];
   while (!r.done) {
     const tag = r.tag();
     const end = r.skip(tag);
-    if (tag === Tag.Batch) out.push(frame.subarray(r.at + BATCH_HEADER, end));
+    out.push(tag === Tag.Batch ? frame.subarray(r.at + BATCH_HEADER, end) : tag);
   }
   return out;
 }

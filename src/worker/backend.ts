@@ -39,6 +39,8 @@ export interface BackendOptions {
   readonly maxJobBytes?: number;
   /** Run quick_check at open and refuse a damaged file. */
   readonly verifyOnOpen?: boolean;
+  /** Open an existing file only (a released job's), never create one. */
+  readonly mustExist?: boolean;
 }
 
 type Bytes = Uint8Array;
@@ -84,6 +86,8 @@ export class KvBackend {
   readonly #put: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #delete: Database.Statement<[Bytes, Bytes]>;
   readonly #deleteFrom: Database.Statement<[Bytes, Bytes]>;
+  readonly #nthFrom: Database.Statement<[Bytes, Bytes, number], Buffer>;
+  readonly #nthInRange: Database.Statement<[Bytes, Bytes, Bytes, number], Buffer>;
   readonly #deleteRange: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #putRun: Database.Statement<[readonly Bytes[]]>;
   readonly #get: Database.Statement<[Bytes, Bytes], Buffer>;
@@ -114,6 +118,12 @@ export class KvBackend {
     );
     this.#delete = db.prepare('DELETE FROM kv WHERE category = ? AND key = ?');
     this.#deleteFrom = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ?');
+    const nth = (range: string) =>
+      `SELECT key FROM kv WHERE category = ? AND ${range} ORDER BY key LIMIT 1 OFFSET ?`;
+    this.#nthFrom = db.prepare<[Bytes, Bytes, number], Buffer>(nth('key >= ?')).pluck();
+    this.#nthInRange = db
+      .prepare<[Bytes, Bytes, Bytes, number], Buffer>(nth('key >= ? AND key < ?'))
+      .pluck();
     this.#deleteRange = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?');
     this.#get = db
       .prepare<[Bytes, Bytes], Buffer>('SELECT payload FROM kv WHERE category = ? AND key = ?')
@@ -166,7 +176,7 @@ export class KvBackend {
     // Fail fast on a lock held elsewhere: waiting here would only delay the Busy error.
     const db = image
       ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
-      : new Database(path, { timeout: 0 });
+      : new Database(path, { timeout: 0, fileMustExist: options.mustExist === true });
     try {
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > SCHEMA_VERSION) {
@@ -278,6 +288,13 @@ export class KvBackend {
     return stop.length === 0
       ? this.#deleteFrom.run(category, start).changes
       : this.#deleteRange.run(category, start, stop).changes;
+  }
+
+  /** The key `n` rows past `start` in `[start, stop)` (empty `stop`: no bound), if any. */
+  keyAfter(category: Bytes, start: Bytes, stop: Bytes, n: number): Buffer | undefined {
+    return stop.length === 0
+      ? this.#nthFrom.get(category, start, n)
+      : this.#nthInRange.get(category, start, stop, n);
   }
 
   get(category: Bytes, key: Bytes): Buffer | undefined {

@@ -38,4 +38,11 @@ export class Faults {
     this.#due.shift();
     throw new Error('injected fault: getMany');
   }
+
+  /** Throw if a `serialize` fault is due. */
+  fireSerialize(): void {
+    if (this.#due[0]?.fault !== 'serialize') return;
+    this.#due.shift();
+    throw new Error('injected fault: serialize');
+  }
 }

@@ -11,7 +11,7 @@ import { OpKind, RequestReader, singlePutEnd, Tag } from '../protocol/requests.j
 import { type KvBackend, PUT_RUN } from './backend.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
-import type { Pause, SliceClock } from './slice.js';
+import { type Pause, RANGE_CHUNK, type SliceClock } from './slice.js';
 
 /** On a shared thread a batch's ops are applied this many at a time between turn checks. */
 export const SLICE_OPS = 1024;
@@ -162,16 +162,17 @@ export class GroupCommit {
 
   /**
    * Begin the batch `r` is at: the group's transaction, and a savepoint when it has several
-   * ops (one statement is atomic by itself). Undefined when the transaction cannot begin
-   * (the batch is then reported failed), else whether a savepoint was taken.
+   * ops or its op runs as several `statements` (one statement is atomic by itself).
+   * Undefined when the transaction cannot begin (the batch is then reported failed), else
+   * whether a savepoint was taken.
    */
-  #beginBatch(r: RequestReader): boolean | undefined {
+  #beginBatch(r: RequestReader, statements = false): boolean | undefined {
     const notBegun = this.#beginIfNeeded(r.buf, r.at);
     if (notBegun !== undefined) {
       this.#batchFailed(r, notBegun);
       return undefined;
     }
-    const multi = r.opCount > 1;
+    const multi = r.opCount > 1 || statements;
     if (multi) this.#backend.savepoint();
     return multi;
   }
@@ -187,20 +188,33 @@ export class GroupCommit {
     }
   }
 
-  /** A batch too long for one turn: its ops go in slices, still under one savepoint. */
+  /**
+   * A batch on a shared thread: its ops go in slices, and a range delete in chunks of
+   * `RANGE_CHUNK` rows, pausing when the turn is up; still all under one savepoint.
+   */
   *batchInSlices(r: RequestReader): Generator<Pause, void, void> {
-    const multi = this.#beginBatch(r);
+    const multi = this.#beginBatch(r, r.buf[r.pos] === OpKind.DeletePrefix);
     if (multi === undefined) return;
     try {
       if (this.#faults.any) this.#faults.fire(['rollback', 'rollback-twice'], this.#backend);
-      let left = r.opCount;
-      while (left > 0) {
-        const n = Math.min(left, SLICE_OPS);
-        this.#applyOps(r, n);
-        left -= n;
-        if (left > 0 && this.#slice.due()) yield this.pause();
+      const b = this.#backend;
+      for (let i = 1; i <= r.opCount; i++) {
+        const kind = r.op();
+        if (kind === OpKind.Put) b.put(r.cat, r.key, r.stop);
+        else if (kind === OpKind.Delete) b.delete(r.cat, r.key);
+        else {
+          const { cat, stop } = r;
+          for (let from = r.key; ; ) {
+            const next = b.keyAfter(cat, from, stop, RANGE_CHUNK);
+            b.deleteRange(cat, from, next ?? stop);
+            if (next === undefined) break;
+            from = next;
+            if (this.#slice.due()) yield this.pause();
+          }
+        }
+        if (i % SLICE_OPS === 0 && i < r.opCount && this.#slice.due()) yield this.pause();
       }
-      if (multi) this.#backend.release();
+      if (multi) b.release();
     } catch (e) {
       this.#batchError(e, multi, r);
     }

@@ -23,7 +23,7 @@ import {
 import { RequestReader, Tag } from '../protocol/requests.js';
 import type { KvBackend } from './backend.js';
 import { Faults } from './faults.js';
-import { GroupCommit, SLICE_OPS } from './group-commit.js';
+import { GroupCommit } from './group-commit.js';
 import { GroupReplies } from './group-replies.js';
 import { Poller } from './poll.js';
 import { JobReads } from './reads.js';
@@ -131,8 +131,8 @@ export class JobWorker {
           case 'close':
           case 'release':
             this.#endGroup();
-            this.#detach(msg.t);
-            return true;
+            if (this.#detach(msg.t)) return true;
+            break;
           case 'crash':
             if (msg.how === 'exit') process.exit(70);
             throw new Error('persistency worker: crash requested by a test');
@@ -164,7 +164,7 @@ export class JobWorker {
           if (this.#slice.shared) yield* commit.awaitWriteLock(buf, at);
           if (!this.#faults.any && commit.putRun(r)) break; // r is past the run
           r.reopen(at);
-          if (this.#slice.shared && r.opCount > SLICE_OPS) yield* commit.batchInSlices(r);
+          if (this.#slice.shared) yield* commit.batchInSlices(r);
           else commit.batch(r);
           r.pos = r.end;
           break;
@@ -183,7 +183,7 @@ export class JobWorker {
           break;
         case Tag.Count:
           r.count();
-          reads.count(r.cat, r.key, r.stop);
+          yield* reads.count(r.cat, r.key, r.stop);
           break;
         case Tag.DeleteAcked:
           if (this.#slice.shared) yield* commit.awaitWriteLock(buf, r.at);
@@ -211,15 +211,25 @@ export class JobWorker {
     this.#frames = 0;
   }
 
-  /** Checkpoint and close the connection, say so on the port, and close it. */
-  #detach(how: 'close' | 'release'): void {
+  /**
+   * Checkpoint and close the connection, say so on the port, and close it. A `:memory:`
+   * job whose image cannot be taken is not released (its data is nowhere else): it says
+   * so and stays. Returns whether the job is detached.
+   */
+  #detach(how: 'close' | 'release'): boolean {
     let image: Uint8Array | undefined;
     let error: ErrorInfo | undefined;
     try {
-      if (this.#memory) image = this.#backend.serialize();
-      else this.#backend.checkpoint();
+      if (this.#memory) {
+        this.#faults.fireSerialize();
+        image = this.#backend.serialize();
+      } else this.#backend.checkpoint();
     } catch (e) {
-      error = toErrorInfo(e, 'checkpoint on close');
+      error = toErrorInfo(e, how === 'close' ? 'checkpoint on close' : 'release');
+      if (how === 'release' && this.#memory) {
+        this.#port.postMessage({ t: 'releaseDeclined', error } satisfies FromWorker);
+        return false;
+      }
     }
     try {
       this.#backend.close();
@@ -237,5 +247,6 @@ export class JobWorker {
     this.#port.close();
     this.#inbox = [];
     this.#detached();
+    return true;
   }
 }

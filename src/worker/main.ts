@@ -5,7 +5,7 @@
  * (`dedicated`) exits once that job is detached; a pool thread serves many jobs until it is
  * told to quit.
  */
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
 import {
@@ -43,6 +43,29 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
   return info;
 }
 
+/** A file's device and inode: what tells a released job's file from one put in its place. */
+function fileIdOf(path: string): string | undefined {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return st === undefined ? undefined : `${st.dev}:${st.ino}`;
+}
+
+/** Open a job's file; a released job's reattach opens the file it had, or fails. */
+function openJobFile(req: OpenRequest): KvBackend {
+  const { dbPath, fileId } = req;
+  if (fileId === undefined) return KvBackend.open(dbPath, req, req.image);
+  const now = fileIdOf(dbPath);
+  if (now !== fileId) {
+    const what = now === undefined ? 'was removed' : 'was replaced by another file';
+    throw Object.assign(
+      new Error(
+        `${dbPath} ${what} while the job was released: its data is not there (close the job)`,
+      ),
+      { code: now === undefined ? 'ENOENT' : 'ESTALE' },
+    );
+  }
+  return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image);
+}
+
 if (!isMainThread && parentPort) {
   const thread = parentPort;
   let hosted = 0;
@@ -55,7 +78,7 @@ if (!isMainThread && parentPort) {
   const attach = (req: OpenRequest, port: MessagePort): void => {
     let backend: KvBackend;
     try {
-      backend = KvBackend.open(req.dbPath, req, req.image);
+      backend = openJobFile(req);
     } catch (e) {
       port.postMessage({
         t: 'openFailed',
@@ -71,9 +94,11 @@ if (!isMainThread && parentPort) {
       exitIfIdle();
     });
     port.on('message', (m) => job.onMessage(m));
+    const memory = req.dbPath === ':memory:';
     port.postMessage({
       t: 'ready',
-      file: req.dbPath === ':memory:' ? undefined : req.dbPath,
+      file: memory ? undefined : req.dbPath,
+      fileId: memory ? undefined : fileIdOf(req.dbPath),
     } satisfies FromWorker);
   };
 

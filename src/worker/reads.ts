@@ -18,7 +18,7 @@ import { endOf, getKeyAt, type RequestReader } from '../protocol/requests.js';
 import { GET_RUN_MAX, type GetManyMarkers, type KvBackend } from './backend.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
-import type { Pause, SliceClock } from './slice.js';
+import { type Pause, RANGE_CHUNK, type SliceClock } from './slice.js';
 
 /**
  * What `KvBackend.getMany` writes per key: reply records as they are (absent, or present
@@ -171,16 +171,27 @@ export class JobReads {
     replies.ok();
   }
 
-  count(cat: Uint8Array, start: Uint8Array, stop: Uint8Array): void {
-    const replies = this.#replies;
-    const pos = replies.w.pos;
+  /** A count; on a shared thread in chunks of `RANGE_CHUNK` rows, pausing when the turn is up. */
+  *count(cat: Uint8Array, start: Uint8Array, stop: Uint8Array): Generator<Pause, void, void> {
+    const b = this.#backend;
+    let n = 0;
     try {
-      writeNumber(replies.w, this.#backend.count(cat, start, stop));
+      let from = start;
+      if (this.#slice.shared) {
+        for (let next = b.keyAfter(cat, from, stop, RANGE_CHUNK); next !== undefined; ) {
+          n += RANGE_CHUNK;
+          from = next;
+          if (this.#slice.due()) yield 'slice';
+          next = b.keyAfter(cat, from, stop, RANGE_CHUNK);
+        }
+      }
+      n += b.count(cat, from, stop);
     } catch (e) {
-      replies.failedAt(pos, e);
+      this.#replies.failedAt(this.#replies.w.pos, e);
       return;
     }
-    replies.ok();
+    writeNumber(this.#replies.w, n);
+    this.#replies.ok();
   }
 
   /**

@@ -11,6 +11,9 @@
  */
 export type Pause = 'slice' | 'wait';
 
+/** Rows a range delete or a count on a shared thread takes between turn checks. */
+export const RANGE_CHUNK = 4096;
+
 export class SliceClock {
   readonly shared: boolean;
   readonly #ms: number;

@@ -1,0 +1,81 @@
+/*
+ * The frame of one job's current turn: the requests a turn issues travel to the worker
+ * as one message, sent at the end of the turn (a microtask) or early once it is large.
+ */
+import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
+
+/**
+ * Send a turn's frame early once it holds this much: a huge turn then streams to the
+ * worker, which starts applying it while the rest is still being encoded.
+ */
+export const FRAME_SEND_BYTES = 1024 * 1024;
+const MIN_FRAME_BYTES = 256;
+/**
+ * Send a turn's frame early once it holds this many reads, so the worker starts on them
+ * while the rest of the turn is still being issued.
+ */
+const FRAME_SEND_READS = 32;
+
+export class TurnFrame {
+  #writer: ByteWriter | undefined;
+  #sizeHint = MIN_FRAME_BYTES;
+  #reads = 0;
+  /** A writer whose bytes were copied out, ready for the next turn. */
+  #idle: ByteWriter | undefined;
+  readonly #send: () => void;
+
+  /** `send` takes the frame (see `take`) and posts it. */
+  constructor(send: () => void) {
+    this.#send = send;
+  }
+
+  /** The current turn's writer, started on first use; sent at the end of the turn. */
+  writer(): ByteWriter {
+    if (this.#writer !== undefined) return this.#writer;
+    // Reuse the last frame's writer when its bytes were copied out, not handed over.
+    const w = this.#idle ?? new ByteWriter(this.#sizeHint);
+    this.#idle = undefined;
+    w.pos = 0;
+    this.#writer = w;
+    this.#reads = 0;
+    queueMicrotask(() => {
+      if (this.#writer === w) this.#send();
+    });
+    return w;
+  }
+
+  get open(): boolean {
+    return this.#writer !== undefined;
+  }
+
+  /** A read was written: send now if the turn holds many. */
+  readAdded(): void {
+    if (++this.#reads >= FRAME_SEND_READS) this.#send();
+  }
+
+  /** Send now if the frame has grown large. */
+  sendIfLarge(w: ByteWriter): void {
+    if (w.pos >= FRAME_SEND_BYTES) this.#send();
+  }
+
+  /** End the turn's frame: its bytes and what to transfer, or undefined when empty. */
+  take(): [Uint8Array, ArrayBuffer[]] | undefined {
+    const w = this.#writer;
+    if (w === undefined) return undefined;
+    this.#writer = undefined;
+    if (w.pos === 0) {
+      this.#idle = w;
+      return undefined;
+    }
+    // Size a new frame like this one: small for a get, large for a bulk load.
+    this.#sizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
+    const [bytes, transfer, handedOver] = takeBytes(w);
+    if (!handedOver && w.buf.length <= COPY_LIMIT * 2) this.#idle = w;
+    return [bytes, transfer];
+  }
+
+  /** Keep no spare buffer (a released job holds as little as it can). */
+  dropIdle(): void {
+    this.#idle = undefined;
+  }
+}

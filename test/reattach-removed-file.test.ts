@@ -1,0 +1,86 @@
+/*
+ * A released job whose file was removed meanwhile: its reattach opens the file it had or
+ * fails (README, "Idle release"; CONTRACT.md section 7), never a new empty file in its
+ * place, and a flush after writes made since is Err.
+ */
+
+import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
+import { injectFault } from '../src/job.js';
+import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from '../src/paths.js';
+import { releaseIdleJobs } from '../src/persistency.js';
+import { unwrap, useTempDirs } from './support/env.js';
+
+const tempDir = useTempDirs('persistency-removed-');
+
+/** A job `id` with one flushed row, released; its file's path. */
+async function releasedWithOneRow(options: PersistencyOptions, id: string) {
+  const root = tempDir();
+  const p = unwrap(Persistency.instance(root, options));
+  const job = unwrap(await p.openJob(id));
+  job.persistPut('c', key(1), payload('flushed'));
+  unwrap(await job.flush());
+  expect(await releaseIdleJobs(p)).toBe(1);
+  return { p, job, dbPath: jobDbPath(root, (jobFileStem(id) as { stem: string }).stem) };
+}
+
+describe.each<[string, PersistencyOptions]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('a released job whose file was removed (%s)', (_name, options) => {
+  it('its next call fails (Err), it does not answer from a new empty file', async () => {
+    const { p, job, dbPath } = await releasedWithOneRow(options, 'gone');
+    for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
+      rmSync(f, { force: true });
+    const read = await job.get('c', key(1));
+    // Ok(undefined) here means the flushed row silently vanished.
+    expect(read.isErr() && [read.error.kind, read.error.code]).toEqual(['Backend', 'ENOENT']);
+    expect(read.isErr() && read.error.message).toContain(dbPath);
+    expect(existsSync(dbPath)).toBe(false); // no new empty file in its place
+    expect(p.hasJob('gone')).toBe(true); // still open, released: closeJob ends it
+    unwrap(await p.closeJob('gone'));
+    await p.close();
+  });
+
+  it('a file put in its place is not taken for it (ESTALE)', async () => {
+    const { p, job, dbPath } = await releasedWithOneRow(options, 'swapped');
+    copyFileSync(dbPath, `${dbPath}.copy`);
+    rmSync(dbPath);
+    renameSync(`${dbPath}.copy`, dbPath);
+    const read = await job.get('c', key(1));
+    expect(read.isErr() && [read.error.kind, read.error.code]).toEqual(['Backend', 'ESTALE']);
+    await p.close();
+  });
+
+  it('a flush after writes made once the file was removed is Err', async () => {
+    const { p, job, dbPath } = await releasedWithOneRow(options, 'gone2');
+    for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
+      rmSync(f, { force: true });
+    job.persistPut('c', key(2), payload('after'));
+    const flushed = await job.flush();
+    expect(flushed.isErr() && flushed.error.kind).toBe('Backend');
+    await p.close();
+  });
+});
+
+describe.each<[string, PersistencyOptions]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('a :memory: job whose image cannot be taken (%s)', (_name, options) => {
+  it('is not released (its data is nowhere else) and is released by a later try', async () => {
+    const p = unwrap(Persistency.instance(':memory:', options));
+    const job = unwrap(await p.openJob('m'));
+    job.persistPut('c', key(1), payload('kept'));
+    unwrap(await job.flush());
+    injectFault(job, 'serialize');
+    unwrap(await job.flush()); // the fault is in place before the release
+    await releaseIdleJobs(p);
+    expect(p.stats()).toMatchObject({ openJobs: 1, residentJobs: 1 });
+    expect(unwrap(await job.get('c', key(1)))).toEqual(payload('kept'));
+    await releaseIdleJobs(p);
+    expect(p.stats()).toMatchObject({ openJobs: 1, residentJobs: 0 });
+    expect(unwrap(await job.get('c', key(1)))).toEqual(payload('kept'));
+    await p.close();
+  });
+});

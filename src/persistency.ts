@@ -19,6 +19,7 @@ import type {
   ScanOptions,
   TxOp,
 } from './types.js';
+import { UnheardFailures, warnListenerThrew } from './warnings.js';
 
 // mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
 // namespace; the runtime default export is the factory itself.
@@ -52,6 +53,7 @@ export class Persistency {
    * @example p.events.on('writeFailed', (e) => console.error(e.jobId, e.error.message));
    */
   readonly events: Emitter<PersistencyEvents> = mitt<PersistencyEvents>();
+  readonly #unheard = new UnheardFailures();
   readonly #jobs: JobRegistry;
   #closing: Promise<Result<void, PersistencyError>> | undefined;
 
@@ -303,14 +305,32 @@ export class Persistency {
     return job !== undefined ? run(job) : errAsync(this.#jobs.notFound(jobId));
   }
 
-  /** Emit without letting a throwing listener break our bookkeeping. */
+  /**
+   * Emit to every listener of `type`, then of `'*'`, whatever one of them throws (mitt
+   * would stop at the first that throws): a throw becomes a warning (src/warnings.ts). A
+   * write failure that no listener hears becomes a warning too.
+   */
   #emit<K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]): void {
-    try {
-      this.events.emit(type, event);
-    } catch (e) {
-      queueMicrotask(() => {
-        throw e;
-      });
+    const typed = this.events.all.get(type);
+    const wild = this.events.all.get('*');
+    if (type === 'writeFailed' && !typed?.length && !wild?.length) {
+      const failure = event as PersistencyEvents['writeFailed'];
+      this.#unheard.add(failure.jobId, failure.count, failure.error);
+      return;
+    }
+    for (const handler of typed?.slice() ?? []) {
+      try {
+        (handler as (e: PersistencyEvents[K]) => void)(event);
+      } catch (e) {
+        warnListenerThrew(type, e);
+      }
+    }
+    for (const handler of wild?.slice() ?? []) {
+      try {
+        (handler as (t: K, e: PersistencyEvents[K]) => void)(type, event);
+      } catch (e) {
+        warnListenerThrew(type, e);
+      }
     }
   }
 }

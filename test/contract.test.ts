@@ -81,6 +81,19 @@ const roots: [Mode, () => string][] = [
   ['memory', () => ':memory:'],
 ];
 
+/** Collect the process warnings emitted until `stop()`. */
+function catchWarnings(): { stop(): (Error & { code?: string })[] } {
+  const seen: (Error & { code?: string })[] = [];
+  const listener = (w: Error) => seen.push(w);
+  process.on('warning', listener);
+  return {
+    stop() {
+      process.off('warning', listener);
+      return seen;
+    },
+  };
+}
+
 describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
   function setup(): { p: Persistency; root: string } {
     const root = makeRoot();
@@ -1072,6 +1085,40 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       else expect(o.file).toBeUndefined();
       expect(closed[0]?.[1]).toEqual({ jobId: 'ev', dropped: false });
       expect(seen.map(([t]) => t)).toEqual(['jobOpened', 'jobClosed']);
+    });
+
+    it('calls every listener though one throws; the throw becomes a PersistencyWarning', async () => {
+      const { p } = setup();
+      const warnings = catchWarnings();
+      const heard: string[] = [];
+      p.events.on('writeFailed', () => {
+        throw new Error('listener bug');
+      });
+      p.events.on('writeFailed', (e) => heard.push(`second ${e.jobId}`));
+      p.events.on('*', (type) => heard.push(`star ${type}`));
+      const job = unwrap(await p.openJob('throws'));
+      job.persistPut('c', key(1), 'not bytes' as unknown as Uint8Array);
+      expect(heard).toEqual(['star jobOpened', 'second throws', 'star writeFailed']);
+      await new Promise<void>((resolve) => process.nextTick(resolve)); // warnings are emitted on the next tick
+      expect(warnings.stop()).toEqual([
+        expect.objectContaining({ name: 'PersistencyWarning', code: 'PERSISTENCY_LISTENER_THREW' }),
+      ]);
+      expect(warnings.stop()[0]?.message).toContain('listener bug');
+    });
+
+    it('reports write failures no listener hears as a PersistencyWarning, at most once a second per job', async () => {
+      const { p } = setup();
+      const warnings = catchWarnings();
+      const job = unwrap(await p.openJob('unheard'));
+      for (let i = 0; i < 3; i++) job.persistPut('c', key(i), 'not bytes' as unknown as Uint8Array);
+      await new Promise<void>((resolve) => process.nextTick(resolve));
+      const seen = warnings.stop();
+      expect(seen).toHaveLength(1); // the next two wait for the second to pass
+      expect(seen[0]).toMatchObject({
+        name: 'PersistencyWarning',
+        code: 'PERSISTENCY_WRITE_FAILED',
+      });
+      expect(seen[0]?.message).toContain('job unheard: 1 write(s) failed');
     });
 
     it('announces jobClosed for every open job on close()', async () => {

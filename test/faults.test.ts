@@ -156,6 +156,22 @@ describe('corrupt files at open', () => {
     expect(opened.isErr()).toBe(true);
     expect(opened._unsafeUnwrapErr().kind).toBe('Backend');
   });
+
+  it('a negative user_version (one flipped bit in the header): Err(Backend, SQLITE_CORRUPT), file untouched', async () => {
+    let before: Buffer | undefined;
+    let file = '';
+    const { opened } = await damaged((f) => {
+      const fd = openSync(f, 'r+');
+      writeSync(fd, Buffer.from([0x80]), 0, 1, 60); // user_version: big-endian i32 at 60
+      closeSync(fd);
+      before = readFileSync(f);
+      file = f;
+    });
+    expect(opened.isErr()).toBe(true);
+    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+    expect(opened._unsafeUnwrapErr().message).toMatch(/schema version -\d+/);
+    expect(readFileSync(file).equals(before as Buffer)).toBe(true);
+  });
 });
 
 describe('another connection holding the lock', () => {

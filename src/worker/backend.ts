@@ -179,6 +179,14 @@ export class KvBackend {
       : new Database(path, { timeout: 0, fileMustExist: options.mustExist === true });
     try {
       const version = db.pragma('user_version', { simple: true }) as number;
+      if (version < 0) {
+        throw Object.assign(
+          new Error(
+            `${path} has schema version ${version} in its header, which no version of this library writes: the file is damaged or not a job file; it was left untouched`,
+          ),
+          { code: 'SQLITE_CORRUPT' },
+        );
+      }
       if (version > SCHEMA_VERSION) {
         throw Object.assign(
           new Error(

@@ -1,0 +1,56 @@
+/*
+ * What the library tells the process when nobody else hears it: a listener that threw,
+ * and write failures no listener received (CONTRACT.md section 7). Both go through
+ * `process.emitWarning` with the name `PersistencyWarning`, which Node prints to stderr
+ * unless the application listens for 'warning' itself.
+ */
+
+const NAME = 'PersistencyWarning';
+/** Unheard write failures of one job are reported at most once per this many ms. */
+export const UNHEARD_WARNING_MS = 1000;
+
+/** A listener threw: the event still reached every other listener; say what was thrown. */
+export function warnListenerThrew(event: string, thrown: unknown): void {
+  const what = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+  process.emitWarning(`a listener of '${event}' threw (${what}); the other listeners ran`, {
+    type: NAME,
+    code: 'PERSISTENCY_LISTENER_THREW',
+    detail: thrown instanceof Error ? thrown.stack : undefined,
+  });
+}
+
+/** Write failures that no listener received, reported per job at most once a second. */
+export class UnheardFailures {
+  readonly #pending = new Map<string, { count: number; first: Error }>();
+  readonly #now: () => number;
+  readonly #last = new Map<string, number>();
+
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /** `count` writes of `jobId` failed and no listener heard it. */
+  add(jobId: string, count: number, error: Error): void {
+    const entry = this.#pending.get(jobId);
+    if (entry !== undefined) {
+      entry.count += count;
+      return;
+    }
+    const last = this.#last.get(jobId);
+    const wait = last === undefined ? 0 : Math.max(0, last + UNHEARD_WARNING_MS - this.#now());
+    this.#pending.set(jobId, { count, first: error });
+    if (wait === 0) this.#report(jobId);
+    else setTimeout(() => this.#report(jobId), wait).unref();
+  }
+
+  #report(jobId: string): void {
+    const entry = this.#pending.get(jobId);
+    if (entry === undefined) return;
+    this.#pending.delete(jobId);
+    this.#last.set(jobId, this.#now());
+    process.emitWarning(
+      `job ${jobId}: ${entry.count} write(s) failed and no 'writeFailed' listener heard it; first: ${entry.first.message}`,
+      { type: NAME, code: 'PERSISTENCY_WRITE_FAILED', detail: entry.first.stack },
+    );
+  }
+}

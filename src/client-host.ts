@@ -8,6 +8,7 @@ import type { ReportWriteFailure } from './job.js';
 import type { JobClient } from './job-client.js';
 import type { PollStats, ReadStats } from './protocol/messages.js';
 import type { Attachment, OnThreadDeath } from './threads.js';
+import type { Failures } from './write-failures.js';
 
 /** The result of a job's close, for its owner. */
 export interface CloseOutcome {
@@ -34,6 +35,8 @@ export interface ClientHost {
   /** A released job is being taken up again. */
   reopened(): void;
   readonly writeFailed: ReportWriteFailure;
+  /** Failed writes of the job no flush has reported yet (see src/write-failures.ts). */
+  takeFailures(jobId: string): Failures | undefined;
   /** The job's thread died while it was open. */
   died(client: JobClient, error: PersistencyError): void;
 }

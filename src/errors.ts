@@ -11,6 +11,7 @@
  * | `Timeout` | a job's worker was not ready within `openTimeoutMs` |
  * | `JobNotFound` | a string-id call (or `p.job(id)`) named a job that is not open |
  * | `Busy` | the job's root is owned by another process or another `Persistency`, or another connection holds the job's file (`SQLITE_BUSY`, `SQLITE_LOCKED`) |
+ * | `WriteFailed` | a `flush()` after writes that were refused or failed since the previous flush (`count` says how many, `cause` is the first one's error) |
  *
  * @example
  * ```ts
@@ -24,7 +25,8 @@ export type PersistencyErrorKind =
   | 'InvalidArgument'
   | 'Timeout'
   | 'JobNotFound'
-  | 'Busy';
+  | 'Busy'
+  | 'WriteFailed';
 
 /**
  * Extra detail attached to a {@link PersistencyError}: the third argument of its
@@ -40,6 +42,8 @@ export interface PersistencyErrorOptions {
   readonly code?: string;
   /** The underlying error, if any. */
   readonly cause?: unknown;
+  /** How many writes failed (a `WriteFailed` error). */
+  readonly count?: number;
 }
 
 /**
@@ -75,6 +79,17 @@ export class PersistencyError extends Error {
   readonly code: string | undefined;
 
   /**
+   * How many writes failed, for a `WriteFailed` error (the first one's error is `cause`);
+   * otherwise `undefined`.
+   * @example
+   * ```ts
+   * const r = await job.flush();
+   * if (r.isErr() && r.error.kind === 'WriteFailed') log.warn(`${r.error.count} writes lost`);
+   * ```
+   */
+  readonly count: number | undefined;
+
+  /**
    * Made by the library; construct one yourself only to return a matching `Err`, e.g. from
    * a test double.
    * @example new PersistencyError('Closed', 'job tenant-1 is closed')
@@ -84,7 +99,22 @@ export class PersistencyError extends Error {
     this.name = 'PersistencyError';
     this.kind = kind;
     this.code = options.code;
+    this.count = options.count;
   }
+}
+
+/** The message of a `WriteFailed` error: how many writes, and the first one's error. */
+export function writesFailedMessage(count: number, first: string): string {
+  return `${count} write(s) failed since the previous flush; the first: ${first}`;
+}
+
+/** The `Err` of a flush after `count` failed writes, `first` the first one's error. */
+export function writesFailed(count: number, first: PersistencyError): PersistencyError {
+  return new PersistencyError('WriteFailed', writesFailedMessage(count, first.message), {
+    code: first.code,
+    cause: first,
+    count,
+  });
 }
 
 /** Shorthand for the most common kind. */

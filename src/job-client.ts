@@ -22,7 +22,7 @@ import { batchOps } from './protocol/requests.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
-import { UnsentFailures } from './unsent-failures.js';
+import { failUnsent, flushOutcome } from './write-failures.js';
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
 
@@ -59,8 +59,6 @@ export class JobClient {
   #referenced = false;
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
-
-  readonly #failures = new UnsentFailures((record, error) => this.#reportBatch(record, error));
 
   #closeRequested = false;
   /** Resolves once the thread a release let go of is gone (a job's own thread exits). */
@@ -133,10 +131,12 @@ export class JobClient {
    */
   request<T>(flush = false): ResultAsync<T, PersistencyError> {
     this.#turn.readAdded();
+    // What failed before this flush outside the worker is this flush's to report.
+    const earlier = flush ? this.#host.takeFailures(this.#id) : undefined;
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         const settle = resolve as Resolver;
-        this.#replies.push(flush ? (r) => settle(this.#failures.flushed(r)) : settle);
+        this.#replies.push(flush ? (r) => settle(flushOutcome(earlier, r)) : settle);
         this.#updateRef();
       }),
     );
@@ -226,13 +226,15 @@ export class JobClient {
     if (this.#closeRequested) this.#finishClose({ image: this.#image, error });
   }
 
-  /** Fail what never reached a thread (see UnsentFailures). */
+  /** Fail what never reached a thread (see failUnsent). */
   #failUnsent(error: PersistencyError): void {
     const unsent = this.#backlog.map(([m]) => m);
     this.#backlog = [];
     const taken = this.#turn.take();
     if (taken !== undefined) unsent.push(taken[0]);
-    this.#failures.fail(unsent, this.#replies, error);
+    failUnsent(unsent, this.#replies, error, (batch, e, counted) =>
+      this.#reportBatch(batch, e, counted),
+    );
   }
 
   /**
@@ -374,7 +376,7 @@ export class JobClient {
     switch (m.t) {
       case 'replies':
         this.#onReplies(m.bytes, m.errors);
-        for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error));
+        for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
         return;
       case 'closed':
       case 'released':
@@ -398,9 +400,12 @@ export class JobClient {
     this.#updateRef();
   }
 
-  /** Report a batch that did not reach the database, its ops decoded from its record. */
-  #reportBatch(record: Uint8Array, error: PersistencyError): void {
+  /**
+   * Report a batch that did not reach the database, its ops decoded from its record;
+   * `counted`: a flush reports it (the worker's, or one that failed with it).
+   */
+  #reportBatch(record: Uint8Array, error: PersistencyError, counted: boolean): void {
     const { ops, count } = batchOps(record);
-    this.#host.writeFailed(this.#id, 'backend', ops, error, count);
+    this.#host.writeFailed(this.#id, 'backend', ops, error, count, counted);
   }
 }

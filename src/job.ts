@@ -43,7 +43,8 @@ const CATEGORY_CACHE = 1024;
 
 /**
  * Report a write that did not reach the database (a `writeFailed` event); `count`
- * defaults to the number of `ops` (pass it when the ops cannot be listed).
+ * defaults to the number of `ops` (pass it when the ops cannot be listed). The job's next
+ * flush reports it too, unless `counted` (the worker's flush counts it).
  */
 export type ReportWriteFailure = (
   jobId: string,
@@ -51,6 +52,7 @@ export type ReportWriteFailure = (
   ops: readonly TxOp[],
   error: PersistencyError,
   count?: number,
+  counted?: boolean,
 ) => void;
 
 /** What a Job needs from the Persistency that owns it. */

@@ -25,6 +25,7 @@ import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
 import type { PersistencyEvents, PersistencyOptions, PersistencyStats, TxOp } from './types.js';
 import { pollSettings } from './worker/spawn.js';
+import { FailureLedger } from './write-failures.js';
 
 type Emit = <K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]) => void;
 
@@ -44,6 +45,8 @@ export class JobRegistry {
   readonly #images = new Map<string, Uint8Array>();
   readonly #jobHost: JobHost;
   readonly #clientHost: ClientHost;
+  /** Failed writes per job id that no flush has reported yet. */
+  readonly #failures = new FailureLedger();
   readonly #threads: WorkerThreads;
   /** Jobs holding a connection now: the ones idle release looks at. */
   readonly #resident = new Set<JobClient>();
@@ -79,6 +82,7 @@ export class JobRegistry {
         if (resident) this.#resident.add(client);
         else this.#resident.delete(client);
       },
+      takeFailures: (jobId) => this.#failures.take(jobId),
       reopened: () => {
         this.#reopened++;
       },
@@ -183,7 +187,7 @@ export class JobRegistry {
     return new PersistencyError('Closed', `the Persistency for ${this.#rootDir} is closed`);
   }
 
-  readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count) => {
+  readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count, counted) => {
     let listed: readonly TxOp[] = [];
     let n = count;
     try {
@@ -203,6 +207,8 @@ export class JobRegistry {
     } catch {
       listed = [];
     }
+    // The next flush counts the failed write (one batch, whatever its size).
+    if (counted !== true) this.#failures.record(jobId, 1, error);
     this.#emit('writeFailed', { jobId, reason, ops: listed, count: n ?? listed.length, error });
   };
 

@@ -915,11 +915,34 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       expect(nums(unwrap(await again.scan('f', { start: key(0) })))).toEqual([1, 3]);
     });
 
-    it('is Ok on a job with no writes, and after invalid writes that were never queued', async () => {
+    it('is Ok on a job with no writes; Err(WriteFailed) once after refused writes, with the count and the first cause', async () => {
       const { job } = await openNew();
       expect((await job.flush()).isOk()).toBe(true);
       job.persistPut('f', key(1), 'x' as unknown as Uint8Array);
-      expect((await job.flush()).isOk()).toBe(true);
+      job.persistPut('f', key(2), bytes('fine'));
+      job.persistPut('', key(3), bytes('x'));
+      const flushed = await job.flush();
+      expectErr(flushed, 'WriteFailed');
+      const e = flushed._unsafeUnwrapErr();
+      expect(e.count).toBe(2);
+      expect(e.message).toContain('2 write(s) failed');
+      expect(e.cause).toMatchObject({ kind: 'InvalidArgument' });
+      expect((e.cause as Error).message).toContain('payload must be a Uint8Array');
+      expect((await job.flush()).isOk()).toBe(true); // reported once
+      expect(text(unwrap(await job.get('f', key(2))))).toBe('fine');
+    });
+
+    it('reports a write through a closed handle, and a string-id write to a job not open, at the next flush of the job', async () => {
+      const { p, job } = await openNew('reopened');
+      unwrap(await p.closeJob('reopened'));
+      job.persistPut('c', key(1), bytes('lost'));
+      p.persistPut('reopened', 'c', key(2), bytes('lost too'));
+      const again = unwrap(await p.openJob('reopened'));
+      const flushed = await again.flush();
+      expectErr(flushed, 'WriteFailed');
+      expect(flushed._unsafeUnwrapErr().count).toBe(2);
+      expect(flushed._unsafeUnwrapErr().cause).toMatchObject({ kind: 'Closed' });
+      expect((await again.flush()).isOk()).toBe(true);
     });
   });
 
@@ -1063,6 +1086,8 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       job.persistPut('c', key(1), bytes('fine'));
       expect(text(unwrap(await job.get('c', key(1))))).toBe('fine');
       expect(unwrap(await job.count('c', { start: rawKey(new Uint8Array(0)) }))).toBe(1);
+      const flushed = await job.flush(); // reports the refused writes, once
+      expect(flushed.isErr() && flushed.error.count).toBe(failures.length); // one per batch
       expect((await job.flush()).isOk()).toBe(true);
     });
   });

@@ -51,6 +51,15 @@ function collect(p: Persistency): PersistencyEvents['writeFailed'][] {
   return seen;
 }
 
+/** `p`, or 'timeout' if it has not settled within `ms` (a hang detector). */
+function within<T>(p: PromiseLike<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 async function fill(job: Job, from: number, count: number, size = 200): Promise<void> {
   for (let i = from; i < from + count; i++)
     job.persistPut('c', key(i), payload('x'.repeat(size), i));
@@ -157,6 +166,33 @@ describe('corrupt files at open', () => {
     expect(opened._unsafeUnwrapErr().kind).toBe('Backend');
   });
 
+  it('a row out of key order (a key overwritten by a smaller one): scans and counts end, Err(SQLITE_CORRUPT) or rows', async () => {
+    // Row 2047 ends the second scan page (pages of 1,024 rows); given row 1023's key, the
+    // page after it would start after that key again, forever, without the order check.
+    const { p, opened } = await damaged((f) => {
+      const bytes = readFileSync(f);
+      const from = Buffer.from(key(2047).bytes);
+      const to = Buffer.from(key(1023).bytes);
+      let replaced = 0;
+      for (let at = bytes.indexOf(from); at >= 0; at = bytes.indexOf(from, at + 1)) {
+        to.copy(bytes, at);
+        replaced++;
+      }
+      expect(replaced).toBeGreaterThan(0);
+      writeFileSync(f, bytes);
+    });
+    const job = opened._unsafeUnwrap();
+    for (const options of [{}, { reverse: true }]) {
+      const scanned = await within(job.scan('c', all, options), 20_000);
+      expect(scanned, 'the scan ends').not.toBe('timeout');
+      if (scanned !== 'timeout' && scanned.isErr())
+        expect(scanned.error).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+    }
+    const counted = await within(job.count('c', all), 20_000);
+    expect(counted, 'the count ends').not.toBe('timeout');
+    expect((await p.closeJob('victim')).isOk()).toBe(true);
+  });
+
   it('a negative user_version (one flipped bit in the header): Err(Backend, SQLITE_CORRUPT), file untouched', async () => {
     let before: Buffer | undefined;
     let file = '';
@@ -238,7 +274,11 @@ describe('a payload larger than SQLite allows', () => {
     const huge = new Uint8Array(1_000_000_001);
     job.persistPut('c', key(1), huge);
     job.persistPut('c', key(2), payload('small'));
-    expect((await job.flush()).isOk()).toBe(true);
+    const flushed = await job.flush();
+    expect(flushed.isErr() && [flushed.error.kind, flushed.error.count]).toEqual([
+      'WriteFailed',
+      1,
+    ]);
     expect(failed).toHaveLength(1);
     expect(failed[0]).toMatchObject({ reason: 'invalid', count: 1 });
     expect(failed[0]?.error.kind).toBe('InvalidArgument');

@@ -52,7 +52,8 @@ it('a failing batch amid good ones in one group rolls back alone, and is reporte
   const flushed = await job.flush();
 
   expect(flushed.isErr()).toBe(true);
-  expect(flushed._unsafeUnwrapErr().message).toMatch(/2 write batch\(es\) failed/);
+  expect(flushed._unsafeUnwrapErr()).toMatchObject({ kind: 'WriteFailed', count: 2 });
+  expect(flushed._unsafeUnwrapErr().message).toMatch(/2 write\(s\) failed/);
   const rows = (await job.scan('good', { start: key() }))._unsafeUnwrap();
   expect(rows.map((r) => decodePayload(r.payload, 'string'))).toEqual(['five', 'seven']);
   expect((await job.count('bad', { start: key() }))._unsafeUnwrap()).toBe(0);
@@ -139,6 +140,28 @@ describe('injected faults (as from a full or failing disk)', () => {
     expect((await job.get('good', key(1)))._unsafeUnwrap()).toBeUndefined();
     // The failure was reported by the flush above; the next one is clean.
     expect((await job.flush()).isOk()).toBe(true);
+  });
+
+  it('a failed commit: each lost write is counted by the first flush after it, once', async () => {
+    injectFault(job, 'commit');
+    // One turn, one group: two writes, a flush, one write, a flush, two writes.
+    job.persistPut('good', key(1), payload('lost 1'));
+    job.persist([put('good', 2, 'lost 2'), put('good', 3, 'lost 3')]);
+    const first = job.flush();
+    job.persistPut('good', key(4), payload('lost 4'));
+    const second = job.flush();
+    job.persistPut('good', key(5), payload('lost 5'));
+    job.persistPut('good', key(6), payload('lost 6'));
+    expect((await first)._unsafeUnwrapErr()).toMatchObject({
+      kind: 'WriteFailed',
+      count: 2,
+      code: 'SQLITE_IOERR',
+    });
+    expect((await second)._unsafeUnwrapErr()).toMatchObject({ kind: 'WriteFailed', count: 1 });
+    expect((await job.flush())._unsafeUnwrapErr()).toMatchObject({ kind: 'WriteFailed', count: 2 });
+    expect((await job.flush()).isOk()).toBe(true);
+    expect(failures.map((f) => f.count)).toEqual([1, 2, 1, 1, 1]);
+    expect((await job.count('good', { start: key() }))._unsafeUnwrap()).toBe(0);
   });
 
   it('a failed commit with no flush in its group is reported by the next flush', async () => {

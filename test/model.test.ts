@@ -162,6 +162,8 @@ class Model {
   readonly cats = new Map<string, Map<string, Row>>(CATS.map((c) => [c, new Map()]));
   /** writeFailed events the run has provoked so far. */
   expectedFailures = 0;
+  /** Writes refused since the last flush: the next flush reports them (WriteFailed). */
+  unflushed = 0;
   reopens = 0;
 
   table(cat: string): Map<string, Row> {
@@ -401,6 +403,7 @@ class BatchCmd extends Base {
     }
     // The whole batch is refused at once; the model stays as it was.
     m.expectedFailures++;
+    m.unflushed++;
     expect(r.failures.length - before, `${this} emits one writeFailed event`).toBe(1);
     const f = r.failures[before] as WriteFailed;
     expect(f.reason).toBe('invalid');
@@ -563,9 +566,20 @@ class DeleteAckedCmd extends Base {
   }
 }
 
+/** A flush: Ok, or Err(WriteFailed) counting the writes refused since the last flush. */
+async function expectFlush(m: Model, r: Real, what: string): Promise<void> {
+  const flushed = await r.job.flush();
+  if (m.unflushed === 0) unwrap(flushed, what);
+  else {
+    expectErr(flushed, 'WriteFailed', what);
+    expect(flushed.isErr() && flushed.error.count, `${what}: writes counted`).toBe(m.unflushed);
+  }
+  m.unflushed = 0;
+}
+
 class FlushCmd extends Base {
-  async apply(_m: Model, r: Real): Promise<void> {
-    unwrap(await r.job.flush(), 'flush');
+  async apply(m: Model, r: Real): Promise<void> {
+    await expectFlush(m, r, 'flush');
   }
   toString(): string {
     return 'job.flush()';
@@ -589,6 +603,7 @@ class ReopenCmd extends Base {
     const before = r.failures.length;
     old.persistPut('alpha', key('a'), new Uint8Array([0xde, 0xad]));
     m.expectedFailures++;
+    m.unflushed++;
     expect(r.failures.slice(before).map((f) => f.reason)).toEqual(['closed']);
     r.job = unwrap(await r.p.openJob(JOB_ID), 'openJob');
     expect(r.job.running).toBe(true);
@@ -677,6 +692,7 @@ const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
 /** Empty every category and start a fresh model; reopens the job if a failed run left it closed. */
 async function freshRun(r: Real): Promise<{ model: Model; real: Real }> {
   if (!r.job.running || !r.p.hasJob(JOB_ID)) r.job = unwrap(await r.p.openJob(JOB_ID), 'openJob');
+  await r.job.flush(); // reports what a failed run left unreported, if anything
   for (const c of CATS) r.job.persistDeletePrefix(c, key());
   const [flushed, ...counts] = await Promise.all([
     r.job.flush(),
@@ -695,7 +711,7 @@ async function finalCheck(m: Model, r: Real): Promise<void> {
     const got = unwrap(all[i] as Result<KvRow[], PersistencyError>, `final scan of ${c}`);
     expect(rowsHex(got), `final contents of '${c}'`).toEqual(m.scan(m.sorted(c), undefined));
   });
-  unwrap(await r.job.flush(), 'final flush');
+  await expectFlush(m, r, 'final flush');
   checkFailures(m, r, 'end of run');
 }
 

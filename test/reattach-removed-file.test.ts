@@ -59,7 +59,11 @@ describe.each<[string, PersistencyOptions]>([
       rmSync(f, { force: true });
     job.persistPut('c', key(2), payload('after'));
     const flushed = await job.flush();
-    expect(flushed.isErr() && flushed.error.kind).toBe('Backend');
+    expect(flushed.isErr() && flushed.error.kind).toBe('WriteFailed');
+    expect(flushed.isErr() && flushed.error.cause).toMatchObject({
+      kind: 'Backend',
+      code: 'ENOENT',
+    });
     await p.close();
   });
 });

@@ -5,13 +5,32 @@
  * bytes inside frames and replies are requests.ts and replies.ts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { PersistencyError, type PersistencyErrorKind } from '../errors.js';
+import {
+  PersistencyError,
+  type PersistencyErrorKind,
+  writesFailed,
+  writesFailedMessage,
+} from '../errors.js';
 
 /** A serialisable error crossing the thread boundary. */
 export interface ErrorInfo {
   readonly kind: PersistencyErrorKind;
   readonly message: string;
   readonly code?: string | undefined;
+  /** A `WriteFailed` flush: how many writes, and the first one's error. */
+  readonly count?: number | undefined;
+  readonly cause?: ErrorInfo | undefined;
+}
+
+/** A flush's error after `count` failed writes, `first` the first one's. */
+export function writesFailedInfo(count: number, first: ErrorInfo): ErrorInfo {
+  return {
+    kind: 'WriteFailed',
+    message: writesFailedMessage(count, first.message),
+    code: first.code,
+    count,
+    cause: first,
+  };
 }
 
 /** Map a thrown value to the error shape that crosses the thread boundary. */
@@ -26,6 +45,8 @@ export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
 }
 
 export function fromErrorInfo(info: ErrorInfo): PersistencyError {
+  if (info.cause !== undefined && info.count !== undefined)
+    return writesFailed(info.count, fromErrorInfo(info.cause));
   return new PersistencyError(
     info.kind,
     info.message,

@@ -46,6 +46,18 @@ export interface BackendOptions {
 type Bytes = Uint8Array;
 
 /**
+ * Pages and chunks move on from the last key seen; a damaged file whose rows are out of
+ * key order could send them back forever. Throws SQLITE_CORRUPT unless `next` is past `key`.
+ */
+function inKeyOrder(key: Bytes, next: Bytes, reverse: boolean): void {
+  const order = Buffer.compare(next, key);
+  if (reverse ? order < 0 : order > 0) return;
+  throw Object.assign(new Error('rows out of key order: the file is damaged'), {
+    code: 'SQLITE_CORRUPT',
+  });
+}
+
+/**
  * Rows per multi-row insert: runs of single puts go to SQLite this many at a time, which
  * inserts faster than one statement per row (README, Design).
  */
@@ -300,9 +312,12 @@ export class KvBackend {
 
   /** The key `n` rows past `start` in `[start, stop)` (empty `stop`: no bound), if any. */
   keyAfter(category: Bytes, start: Bytes, stop: Bytes, n: number): Buffer | undefined {
-    return stop.length === 0
-      ? this.#nthFrom.get(category, start, n)
-      : this.#nthInRange.get(category, start, stop, n);
+    const next =
+      stop.length === 0
+        ? this.#nthFrom.get(category, start, n)
+        : this.#nthInRange.get(category, start, stop, n);
+    if (next !== undefined) inKeyOrder(start, next, false);
+    return next;
   }
 
   get(category: Bytes, key: Bytes): Buffer | undefined {
@@ -423,7 +438,9 @@ export class KvBackend {
       yield rows;
       if (rows.length < want) return;
       left -= want;
-      after = (rows[want - 1] as Row)[0];
+      const last = (rows[want - 1] as Row)[0];
+      if (after !== undefined) inKeyOrder(after, last, reverse);
+      after = last;
     }
   }
 

@@ -5,7 +5,7 @@
  * them when SQLite drops the transaction on an I/O error, or to report them all when the
  * group is lost. Replies that depend on the group's writes wait for its commit.
  */
-import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
+import { type ErrorInfo, toErrorInfo, writesFailedInfo } from '../protocol/messages.js';
 import { writeBoolean, writeDone } from '../protocol/replies.js';
 import { OpKind, RequestReader, singlePutEnd, Tag } from '../protocol/requests.js';
 import { type KvBackend, PUT_RUN } from './backend.js';
@@ -20,6 +20,15 @@ export const SLICE_OPS = 1024;
 interface RecordAt {
   readonly buf: Uint8Array;
   readonly at: number;
+}
+
+/** A flush answered while the transaction was open: rewritten if the group is lost. */
+interface DirtyFlush extends RecordAt {
+  /** Its reply's index in the group's replies. */
+  readonly reply: number;
+  /** The failures it reported, and the first of them. */
+  readonly failed: number;
+  readonly first: ErrorInfo | undefined;
 }
 
 export class GroupCommit {
@@ -37,7 +46,7 @@ export class GroupCommit {
   /** Replies from here on depend on the open transaction's writes. */
   #dirtyPos = -1;
   #dirtyCount = 0;
-  #flushSinceDirty = false;
+  #dirtyFlushes: DirtyFlush[] = [];
 
   /** Write failures not yet reported to a flush: the next flush returns Err. */
   #unflushedFailures = 0;
@@ -75,21 +84,17 @@ export class GroupCommit {
     return 'slice';
   }
 
-  /** A flush: Ok, or Err when a write failed since the previous flush. */
-  flush(): void {
-    if (this.#dirtyPos >= 0) this.#flushSinceDirty = true;
+  /** A flush (the record at `at`): Ok, or Err when a write failed since the previous flush. */
+  flush(buf: Uint8Array, at: number): void {
     const replies = this.#replies;
-    if (this.#unflushedFailures === 0) {
+    const failed = this.#unflushedFailures;
+    const first = this.#firstUnflushedFailure;
+    if (this.#dirtyPos >= 0)
+      this.#dirtyFlushes.push({ buf, at, reply: replies.count, failed, first });
+    if (first === undefined) {
       writeDone(replies.w);
       replies.ok();
-      return;
-    }
-    const first = this.#firstUnflushedFailure;
-    replies.error({
-      kind: first?.kind ?? 'Backend',
-      message: `${this.#unflushedFailures} write batch(es) failed since the last flush; first: ${first?.message ?? 'unknown'}`,
-      code: first?.code,
-    });
+    } else replies.error(writesFailedInfo(failed, first));
     this.#clearFailures();
   }
 
@@ -260,7 +265,7 @@ export class GroupCommit {
     if (this.#dirtyPos < 0) {
       this.#dirtyPos = this.#replies.w.pos;
       this.#dirtyCount = this.#replies.count;
-      this.#flushSinceDirty = false;
+      this.#dirtyFlushes = [];
     }
     return undefined;
   }
@@ -333,11 +338,25 @@ export class GroupCommit {
     }
   }
 
-  /** The open transaction is gone for good: every write in it failed. */
+  /**
+   * The open transaction is gone for good: every write in it failed. Each lost write counts
+   * for the first flush answered after it (whose reply is rewritten), or else for the next.
+   */
   #loseGroup(error: ErrorInfo, until?: RecordAt): void {
     this.#backend.rollback();
+    const frames = this.#txFrames;
+    const flushes = this.#dirtyFlushes;
+    const lostBefore = new Array<number>(flushes.length).fill(0);
+    let lostAfter = 0;
     this.#eachTxWrite(until, (r, tag) => {
-      if (tag === Tag.Batch) this.#batchFailed(r, error);
+      if (tag === Tag.Batch) this.#replies.batchFailed({ record: r.opsRecord(), error });
+      const frame = frames.indexOf(r.buf);
+      const f = flushes.findIndex((x) => {
+        const xFrame = frames.indexOf(x.buf);
+        return frame < xFrame || (frame === xFrame && r.at < x.at);
+      });
+      if (f >= 0) lostBefore[f] = (lostBefore[f] as number) + 1;
+      else if (tag === Tag.Batch) lostAfter++; // a deleteAcked's own reply says it failed
     });
     this.#txFrames = [];
     this.#txFailed = [];
@@ -347,15 +366,31 @@ export class GroupCommit {
       const n = replies.count - this.#dirtyCount;
       replies.w.pos = this.#dirtyPos;
       replies.count = this.#dirtyCount;
-      for (let i = 0; i < n; i++) replies.error(error);
-      if (this.#flushSinceDirty) this.#clearFailures();
+      let f = 0;
+      for (let i = 0; i < n; i++) {
+        const flush = flushes[f];
+        if (flush?.reply !== this.#dirtyCount + i) {
+          replies.error(error);
+          continue;
+        }
+        replies.error(
+          writesFailedInfo(flush.failed + (lostBefore[f] as number), flush.first ?? error),
+        );
+        f++;
+      }
       this.#dirtyPos = -1;
     }
+    this.#dirtyFlushes = [];
+    for (let i = 0; i < lostAfter; i++) this.#countFailure(error);
   }
 
   /** The batch `r` is at (after its header) failed: report its ops record. */
   #batchFailed(r: RequestReader, error: ErrorInfo): void {
     this.#replies.batchFailed({ record: r.opsRecord(), error });
+    this.#countFailure(error);
+  }
+
+  #countFailure(error: ErrorInfo): void {
     if (this.#unflushedFailures++ === 0) this.#firstUnflushedFailure = error;
   }
 

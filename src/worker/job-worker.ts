@@ -191,7 +191,7 @@ export class JobWorker {
           commit.deleteAcked(buf, r.at, r.cat, r.key);
           break;
         case Tag.Flush:
-          commit.flush();
+          commit.flush(buf, r.at);
           break;
         default:
           throw new Error(`persistency worker: unknown frame tag ${tag} at ${r.at}`);

@@ -1,0 +1,81 @@
+/*
+ * Every failed write is told twice: at once by a `writeFailed` event, and by the job's next
+ * flush, which is `Err(WriteFailed)` (CONTRACT.md section 7). The worker counts what fails
+ * in it; the ledger here counts the rest (writes refused before they were queued, sent
+ * through a closed handle or by a string id of a job not open, or that never reached a
+ * thread), per job id, so that a job closed and opened again still reports them.
+ */
+import { err, type Result } from 'neverthrow';
+import { type PersistencyError, writesFailed } from './errors.js';
+import type { ToWorker } from './protocol/messages.js';
+import { recordsOf, Tag } from './protocol/requests.js';
+import type { ReplyQueue } from './reply-queue.js';
+
+/** Failed writes (batches) not yet reported by a flush: how many, the first one's error. */
+export interface Failures {
+  count: number;
+  readonly first: PersistencyError;
+}
+
+/** Job ids the ledger holds at most (hostile ids must not grow it without bound). */
+export const LEDGER_JOBS = 100_000;
+const FLUSH_TAG: number = Tag.Flush;
+
+export class FailureLedger {
+  readonly #byJob = new Map<string, Failures>();
+
+  record(jobId: string, count: number, error: PersistencyError): void {
+    const entry = this.#byJob.get(jobId);
+    if (entry !== undefined) entry.count += count;
+    else if (this.#byJob.size < LEDGER_JOBS) this.#byJob.set(jobId, { count, first: error });
+  }
+
+  /** The failures of `jobId` since its previous flush; a flush issued now reports them. */
+  take(jobId: string): Failures | undefined {
+    const entry = this.#byJob.get(jobId);
+    if (entry !== undefined) this.#byJob.delete(jobId);
+    return entry;
+  }
+}
+
+/** A flush's result, given what failed before it outside the worker (`earlier`). */
+export function flushOutcome(
+  earlier: Failures | undefined,
+  r: Result<unknown, PersistencyError>,
+): Result<unknown, PersistencyError> {
+  if (earlier === undefined) return r;
+  if (r.isOk()) return err(writesFailed(earlier.count, earlier.first));
+  const e = r.error;
+  if (e.kind !== 'WriteFailed') return r; // the flush itself failed (a closed or dead job)
+  return err(writesFailed(earlier.count + (e.count ?? 0), earlier.first));
+}
+
+/**
+ * Fail messages that never reached a thread, in issue order: each batch reported, each
+ * read answered with `error`, each flush with `WriteFailed` for the batches before it.
+ * Requests sent earlier (to a thread that died) fail first. `report(batch, error, counted)`:
+ * `counted` when a flush in `unsent` reports the batch; otherwise the next flush must.
+ */
+export function failUnsent(
+  unsent: readonly ToWorker[],
+  replies: ReplyQueue,
+  error: PersistencyError,
+  report: (batch: Uint8Array, error: PersistencyError, counted: boolean) => void,
+): void {
+  const records = unsent.flatMap((m) => (m instanceof Uint8Array ? recordsOf(m) : []));
+  const awaiting = records.filter((r) => typeof r === 'number').length;
+  for (let sent = replies.pending - awaiting; sent > 0; sent--) replies.failNext(error);
+  const lastFlush = records.lastIndexOf(FLUSH_TAG);
+  let sinceFlush = 0;
+  records.forEach((record, i) => {
+    if (typeof record !== 'number') {
+      sinceFlush++;
+      report(record, error, i < lastFlush);
+      return;
+    }
+    replies.failNext(
+      record === FLUSH_TAG && sinceFlush > 0 ? writesFailed(sinceFlush, error) : error,
+    );
+    if (record === FLUSH_TAG) sinceFlush = 0;
+  });
+}

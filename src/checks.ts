@@ -10,12 +10,11 @@ import { err, ok, type Result } from 'neverthrow';
 import { realBytes } from './bytes.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
+import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limits.js';
 import { OpKind } from './protocol/requests.js';
 import type { PersistencyOptions } from './types.js';
 
 export const MEMORY_ROOT = ':memory:';
-/** SQLite's default SQLITE_MAX_LENGTH: no string or BLOB may be longer. */
-const SQLITE_MAX_LENGTH = 1_000_000_000;
 export const MAX_CATEGORY_BYTES = 0xffff;
 /** The largest `pollMicros` accepted (one second). */
 const MAX_POLL_MICROS = 1_000_000;
@@ -84,7 +83,12 @@ export function categoryBytes(category: unknown, where: string): Uint8Array {
 export function checkedKey(k: unknown, where: string, name: string): Uint8Array {
   if (!isKeyValue(k))
     throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
-  return keyBytes(k);
+  const bytes = keyBytes(k);
+  if (bytes.length > MAX_KEY_BYTES)
+    throw new Refused(
+      `${where}: ${name} of ${bytes.length} bytes exceeds the limit of ${MAX_KEY_BYTES}`,
+    );
+  return bytes;
 }
 
 /** A range's start and stop bytes (an empty stop: no upper bound). */
@@ -155,6 +159,12 @@ export function checkedOp(
       if (payload.length > maxPayloadBytes) {
         throw new Refused(
           `${where}: payload of ${payload.length} bytes exceeds the limit of ${maxPayloadBytes}`,
+        );
+      }
+      if (!rowFits(cat.length, k.length, payload.length)) {
+        const row = cat.length + k.length + payload.length + ROW_OVERHEAD;
+        throw new Refused(
+          `${where}: a row of ${row} bytes (category, key, payload and ${ROW_OVERHEAD} of header) exceeds SQLite's limit of ${SQLITE_MAX_LENGTH}`,
         );
       }
       return { kind: OpKind.Put, category: cat, key: k, last: payload, lastLength: payload.length };

@@ -20,6 +20,7 @@ import type { CloseOutcome } from './client-host.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { describe, isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
+import { rowFits } from './limits.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import type { InjectedFault } from './protocol/messages.js';
@@ -175,7 +176,8 @@ export class Job {
       bytes === undefined ||
       !this.#client.running ||
       !isKeyValue(key) ||
-      bytes.length > this.#host.maxPayloadBytes
+      bytes.length > this.#host.maxPayloadBytes ||
+      !rowFits(cat.length, keyBytes(key).length, bytes.length)
     ) {
       this.#single({ kind: 'put', category, key, payload });
       return;

@@ -33,6 +33,7 @@ import { encodeParts, type KeyPart } from './codec/encode.js';
 import { adoptKey, bytesOf, compareBytes, isKeyValue, type Key, keyBytes } from './codec/key.js';
 import { describe } from './describe.js';
 import { invalidArgument } from './errors.js';
+import { MAX_KEY_BYTES } from './limits.js';
 
 export {
   type DecodedParts,
@@ -91,6 +92,9 @@ export function rawKey(bytes: Uint8Array): Key {
   const real = realBytes(bytes);
   if (real === undefined) {
     throw invalidArgument(`rawKey: expected a Uint8Array, got ${describe(bytes)}`);
+  }
+  if (real.length > MAX_KEY_BYTES) {
+    throw invalidArgument(`rawKey: ${real.length} bytes exceed the limit of ${MAX_KEY_BYTES}`);
   }
   // The Uint8Array constructor copies; `slice()` would follow a subclass's Symbol.species.
   return adoptKey(new Uint8Array(real));

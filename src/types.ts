@@ -65,7 +65,7 @@ export interface PersistencyOptions {
   readonly journalSizeLimitBytes?: number;
   /** How long `openJob` waits for the worker to be ready before `Err(Timeout)`. (default: 30000) */
   readonly openTimeoutMs?: number;
-  /** Largest payload accepted by writes, in bytes; SQLite's own limit is 1e9. (default: 1e9 - 1024) */
+  /** Largest payload accepted by writes, in bytes; at most SQLite's limit as better-sqlite3 sets it, the longest string Node can make. (default: that limit - 1024) */
   readonly maxPayloadBytes?: number;
   /**
    * Upper bound on each job file's size, in bytes (rounded down to whole pages; 0 means no

@@ -27,8 +27,10 @@ import {
   Persistency,
   type PersistencyEvents,
   payload,
+  rawKey,
 } from '../src/index.js';
 import { crashJobWorker } from '../src/job.js';
+import { MAX_KEY_BYTES, ROW_OVERHEAD, SQLITE_MAX_LENGTH } from '../src/limits.js';
 import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 
 const base = mkdtempSync(join(tmpdir(), 'persistency-faults-'));
@@ -263,6 +265,38 @@ describe('the worker dying mid-request', () => {
     expect(keys.slice(0, 100)).toEqual([...Array(100).keys()]);
     const extra = (await again.count('c', { start: key(1000) }))._unsafeUnwrap();
     expect([0, 2]).toContain(extra); // the unacknowledged batch is whole or absent
+  });
+});
+
+describe('the real row limit (better-sqlite3: the longest string V8 can make)', () => {
+  it('a row one byte over it is refused up front; a row at it is stored and read back', async () => {
+    const p = Persistency.instance(freshRoot(), {
+      maxPayloadBytes: SQLITE_MAX_LENGTH,
+    })._unsafeUnwrap();
+    const failed = collect(p);
+    const job = (await p.openJob('row'))._unsafeUnwrap();
+    const k = key(1);
+    const most = SQLITE_MAX_LENGTH - ROW_OVERHEAD - 1 - k.bytes.length; // category 'c'
+    let big: Uint8Array | undefined = new Uint8Array(most + 1);
+    job.persistPut('c', k, big);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]?.error.kind).toBe('InvalidArgument');
+    expect(failed[0]?.error.message).toContain(`limit of ${SQLITE_MAX_LENGTH}`);
+    big = new Uint8Array(most);
+    big[most - 1] = 7;
+    job.persistPut('c', k, big);
+    big = undefined;
+    const flushed = await job.flush();
+    expect(flushed.isErr() && flushed.error.count).toBe(1); // the refused one only
+    const back = (await job.get('c', k))._unsafeUnwrap();
+    expect([back?.length, back?.[most - 1]]).toEqual([most, 7]);
+    expect(failed).toHaveLength(1);
+  });
+
+  it('a key over it is refused by rawKey, and maxPayloadBytes above it by instance()', () => {
+    expect(() => rawKey(new Uint8Array(MAX_KEY_BYTES + 1))).toThrow(/exceed the limit/);
+    const r = Persistency.instance(freshRoot(), { maxPayloadBytes: SQLITE_MAX_LENGTH + 1 });
+    expect(r.isErr() && r.error.kind).toBe('InvalidArgument');
   });
 });
 

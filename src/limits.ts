@@ -1,0 +1,20 @@
+/*
+ * What SQLite, as better-sqlite3 opens it, can store: one home for the limits that the
+ * input checks enforce and the README states.
+ */
+import { constants } from 'node:buffer';
+
+/**
+ * SQLite's length limit for a BLOB and for a whole row: better-sqlite3 lowers SQLite's
+ * default (1e9) to the longest string or Buffer this Node can make.
+ */
+export const SQLITE_MAX_LENGTH = Math.min(constants.MAX_LENGTH, constants.MAX_STRING_LENGTH);
+/** A row's bytes besides its category, key and payload: its record header, at most. */
+export const ROW_OVERHEAD = 32;
+/** The longest key: alone in a row with a one-byte category and an empty payload. */
+export const MAX_KEY_BYTES = SQLITE_MAX_LENGTH - ROW_OVERHEAD - 1;
+
+/** Whether a row of these parts fits SQLite's limit. */
+export function rowFits(category: number, key: number, payload: number): boolean {
+  return category + key + payload + ROW_OVERHEAD <= SQLITE_MAX_LENGTH;
+}

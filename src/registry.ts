@@ -55,7 +55,6 @@ export class JobRegistry {
   #opening = 0;
   #reopened = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
-  #rootReady: Promise<Result<void, PersistencyError>> | undefined;
   #closed = false;
   /** The root's owner lock: held while a job is opening or open (released or not), or a drop runs. */
   readonly #rootLock: RootLock;
@@ -212,21 +211,19 @@ export class JobRegistry {
     this.#emit('writeFailed', { jobId, reason, ops: listed, count: n ?? listed.length, error });
   };
 
+  /** Create the root if it is missing (also when it was removed after jobs were opened). */
   #ensureRoot(): Promise<Result<void, PersistencyError>> {
-    this.#rootReady ??= mkdir(this.#rootDir, { recursive: true }).then(
+    return mkdir(this.#rootDir, { recursive: true }).then(
       () => ok(undefined),
-      (e: unknown) => {
-        this.#rootReady = undefined;
-        return err(
+      (e: unknown) =>
+        err(
           new PersistencyError(
             'Backend',
             `cannot create rootDir ${this.#rootDir}: ${(e as Error).message}`,
             { code: (e as { code?: string }).code, cause: e },
           ),
-        );
-      },
+        ),
     );
-    return this.#rootReady;
   }
 
   /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */

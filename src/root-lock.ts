@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from './errors.js';
+import { fileIdOf } from './file-identity.js';
 
 /** The name of a root's lock file. */
 export const ROOT_LOCK_FILE = '.persistency-owner';
@@ -41,6 +42,8 @@ export class RootLock {
   /** The lock file. */
   readonly path: string;
   #db: Database.Database | undefined;
+  /** The device and inode of the lock file `#db` locks. */
+  #fileId: string | undefined;
   #shares = 0;
 
   constructor(rootDir: string) {
@@ -54,10 +57,14 @@ export class RootLock {
    * share is for; errors name it.
    */
   acquire(jobFile: string): Result<RootLockShare, PersistencyError> {
-    if (this.#db === undefined) {
+    // A lock on a file no longer at the path (the root was removed and made again) holds
+    // nothing: another process could lock the new file. Lock the file there now.
+    if (this.#db === undefined || fileIdOf(this.path) !== this.#fileId) {
       const taken = lockExclusively(this.path, jobFile);
       if (taken.isErr()) return err(taken.error);
+      this.#db?.close();
       this.#db = taken.value;
+      this.#fileId = fileIdOf(this.path);
     }
     this.#shares++;
     let released = false;

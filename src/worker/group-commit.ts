@@ -84,9 +84,17 @@ export class GroupCommit {
     return 'slice';
   }
 
-  /** A flush (the record at `at`): Ok, or Err when a write failed since the previous flush. */
-  flush(buf: Uint8Array, at: number): void {
+  /**
+   * A flush (the record at `at`): Ok, or Err when a write failed since the previous flush,
+   * or `moved` when the job's file is no longer at its path (nothing written is there).
+   */
+  flush(buf: Uint8Array, at: number, moved: ErrorInfo | undefined): void {
     const replies = this.#replies;
+    if (moved !== undefined) {
+      replies.error(moved);
+      this.#clearFailures();
+      return;
+    }
     const failed = this.#unflushedFailures;
     const first = this.#firstUnflushedFailure;
     if (this.#dirtyPos >= 0)

@@ -13,6 +13,7 @@
  * SliceClock) and resumes from the event loop; the job's later messages wait meanwhile.
  */
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
+import { fileMoved } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -38,6 +39,9 @@ export class JobWorker {
   readonly #port: MessagePort;
   readonly #backend: KvBackend;
   readonly #memory: boolean;
+  readonly #path: string;
+  /** The file opened (device and inode); undefined for `:memory:`. */
+  readonly #fileId: string | undefined;
   readonly #commit: GroupCommit;
   readonly #replies: GroupReplies;
   readonly #reads: JobReads;
@@ -57,10 +61,18 @@ export class JobWorker {
   /** The reader of the last frame: its remembered category carries over to the next. */
   #reader: RequestReader | undefined;
 
-  constructor(port: MessagePort, backend: KvBackend, req: OpenRequest, detached: () => void) {
+  constructor(
+    port: MessagePort,
+    backend: KvBackend,
+    req: OpenRequest,
+    fileId: string | undefined,
+    detached: () => void,
+  ) {
     this.#port = port;
     this.#backend = backend;
     this.#memory = req.dbPath === ':memory:';
+    this.#path = req.dbPath;
+    this.#fileId = fileId;
     this.#detached = detached;
     this.#replies = new GroupReplies(port);
     this.#slice = new SliceClock(req.sliceMs);
@@ -191,7 +203,7 @@ export class JobWorker {
           commit.deleteAcked(buf, r.at, r.cat, r.key);
           break;
         case Tag.Flush:
-          commit.flush(buf, r.at);
+          commit.flush(buf, r.at, this.#fileMoved('while the job was open'));
           break;
         default:
           throw new Error(`persistency worker: unknown frame tag ${tag} at ${r.at}`);
@@ -202,6 +214,11 @@ export class JobWorker {
 
   // -------------------------------------------------------------------------------------
   // Writes
+
+  /** Why the job's path no longer holds the file it opened, if it does not. */
+  #fileMoved(when: string): ErrorInfo | undefined {
+    return this.#fileId === undefined ? undefined : fileMoved(this.#path, this.#fileId, when);
+  }
 
   /** Commit the group's transaction, then send every reply of the group. */
   #endGroup(): void {
@@ -218,14 +235,14 @@ export class JobWorker {
    */
   #detach(how: 'close' | 'release'): boolean {
     let image: Uint8Array | undefined;
-    let error: ErrorInfo | undefined;
+    let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;
     try {
       if (this.#memory) {
         this.#faults.fireSerialize();
         image = this.#backend.serialize();
       } else this.#backend.checkpoint();
     } catch (e) {
-      error = toErrorInfo(e, how === 'close' ? 'checkpoint on close' : 'release');
+      error ??= toErrorInfo(e, how === 'close' ? 'checkpoint on close' : 'release');
       if (how === 'release' && this.#memory) {
         this.#port.postMessage({ t: 'releaseDeclined', error } satisfies FromWorker);
         return false;

@@ -5,9 +5,10 @@
  * (`dedicated`) exits once that job is detached; a pool thread serves many jobs until it is
  * told to quit.
  */
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
+import { fileIdOf, fileMoved } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -43,26 +44,12 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
   return info;
 }
 
-/** A file's device and inode: what tells a released job's file from one put in its place. */
-function fileIdOf(path: string): string | undefined {
-  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st === undefined ? undefined : `${st.dev}:${st.ino}`;
-}
-
 /** Open a job's file; a released job's reattach opens the file it had, or fails. */
 function openJobFile(req: OpenRequest): KvBackend {
   const { dbPath, fileId } = req;
   if (fileId === undefined) return KvBackend.open(dbPath, req, req.image);
-  const now = fileIdOf(dbPath);
-  if (now !== fileId) {
-    const what = now === undefined ? 'was removed' : 'was replaced by another file';
-    throw Object.assign(
-      new Error(
-        `${dbPath} ${what} while the job was released: its data is not there (close the job)`,
-      ),
-      { code: now === undefined ? 'ENOENT' : 'ESTALE' },
-    );
-  }
+  const moved = fileMoved(dbPath, fileId, 'while the job was released');
+  if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });
   return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image);
 }
 
@@ -89,16 +76,17 @@ if (!isMainThread && parentPort) {
       return;
     }
     hosted++;
-    const job = new JobWorker(port, backend, req, () => {
+    const memory = req.dbPath === ':memory:';
+    const fileId = memory ? undefined : fileIdOf(req.dbPath);
+    const job = new JobWorker(port, backend, req, fileId, () => {
       hosted--;
       exitIfIdle();
     });
     port.on('message', (m) => job.onMessage(m));
-    const memory = req.dbPath === ':memory:';
     port.postMessage({
       t: 'ready',
       file: memory ? undefined : req.dbPath,
-      fileId: memory ? undefined : fileIdOf(req.dbPath),
+      fileId,
     } satisfies FromWorker);
   };
 

@@ -1,0 +1,25 @@
+/*
+ * A job's file is the one it opened, by device and inode: a file removed, replaced or
+ * moved while the job is open or released must never be taken for it (CONTRACT.md
+ * section 7). Checked at a reattach, at every flush and at close.
+ */
+import { statSync } from 'node:fs';
+import type { ErrorInfo } from './protocol/messages.js';
+
+/** The device and inode of the file at `path`, or undefined when there is none. */
+export function fileIdOf(path: string): string | undefined {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return st === undefined ? undefined : `${st.dev}:${st.ino}`;
+}
+
+/** Why `path` is no longer the file `fileId` names, or undefined when it still is. */
+export function fileMoved(path: string, fileId: string, when: string): ErrorInfo | undefined {
+  const now = fileIdOf(path);
+  if (now === fileId) return undefined;
+  const what = now === undefined ? 'was removed' : 'was replaced by another file';
+  return {
+    kind: 'Backend',
+    message: `${path} ${what} ${when}: what was written to it is not in the file at that path`,
+    code: now === undefined ? 'ENOENT' : 'ESTALE',
+  };
+}

@@ -1,0 +1,85 @@
+/*
+ * CONTRACT.md section 7: a job whose file is removed, replaced or moved while it is open
+ * makes the next flush() and closeJob() resolve Err(Backend) naming the file (it never
+ * reports durable what is no longer in its file), and openJob recreates a missing root,
+ * taking its ownership again.
+ */
+import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
+import { Child, stopChildren } from './support/children.js';
+import { unwrap, useTempDirs } from './support/env.js';
+
+const tempDir = useTempDirs('persistency-removed-open-');
+afterEach(stopChildren);
+
+describe.each<[string, PersistencyOptions]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('a job file removed or replaced while the job is open (%s)', (_name, options) => {
+  it('the root removed: flush and closeJob are Err(Backend, ENOENT) naming the file; openJob makes the root again', async () => {
+    const root = join(tempDir(), 'root');
+    const p = unwrap(Persistency.instance(root, options));
+    const job = unwrap(await p.openJob('a'));
+    job.persistPut('c', key(1), payload('before'));
+    unwrap(await job.flush());
+    rmSync(root, { recursive: true, force: true });
+    job.persistPut('c', key(2), payload('after'));
+    const flushed = await job.flush();
+    expect(flushed.isErr() && [flushed.error.kind, flushed.error.code]).toEqual([
+      'Backend',
+      'ENOENT',
+    ]);
+    expect(flushed.isErr() && flushed.error.message).toContain(join(root, 'a.db'));
+    expect((await job.flush()).isErr()).toBe(true); // still not in a file: still Err
+    const closed = await p.closeJob('a');
+    expect(closed.isErr() && [closed.error.kind, closed.error.code]).toEqual(['Backend', 'ENOENT']);
+
+    // openJob makes the root again and owns it again: a second owner is refused.
+    const b = unwrap(await p.openJob('b'));
+    expect(existsSync(join(root, ROOT_LOCK_FILE))).toBe(true);
+    b.persistPut('c', key(1), payload('b'));
+    unwrap(await b.flush());
+    const again = unwrap(await p.openJob('a'));
+    expect(unwrap(await again.get('c', key(1)))).toBeUndefined(); // its file went with the root
+    unwrap(await p.close());
+  });
+
+  it('the file replaced by a copy: flush is Err(Backend, ESTALE)', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.instance(root, options));
+    const job = unwrap(await p.openJob('r'));
+    job.persistPut('c', key(1), payload('before'));
+    unwrap(await job.flush());
+    const file = join(root, 'r.db');
+    copyFileSync(file, `${file}.copy`);
+    renameSync(`${file}.copy`, file);
+    job.persistPut('c', key(2), payload('after'));
+    const flushed = await job.flush();
+    expect(flushed.isErr() && [flushed.error.kind, flushed.error.code]).toEqual([
+      'Backend',
+      'ESTALE',
+    ]);
+    const closed = await p.closeJob('r');
+    expect(closed.isErr() && closed.error.code).toBe('ESTALE');
+    unwrap(await p.close());
+  });
+});
+
+it('the root removed and made again: another process cannot take it while this one owns it', async () => {
+  const root = join(tempDir(), 'root');
+  const p = unwrap(Persistency.instance(root));
+  unwrap(await p.openJob('a'));
+  rmSync(root, { recursive: true, force: true });
+  unwrap(await p.openJob('b')); // makes the root and its lock file again, and locks it
+  const intruder = new Child('owner.ts', [root, 'c']);
+  const line = await intruder.waitForLine(
+    (l) => l === 'ready' || l.startsWith('error'),
+    'ready or error',
+  );
+  expect(line).toMatch(/^error Busy /);
+  expect((await intruder.closed).code).toBe(2);
+  await p.close();
+});

@@ -1,9 +1,11 @@
 /*
  * A job's file is the one it opened, by device and inode: a file removed, replaced or
  * moved while the job is open or released must never be taken for it (CONTRACT.md
- * section 7). Checked at a reattach, at every flush and at close.
+ * section 7). Checked at a reattach, at every flush and at close. And a job's files are
+ * the root's own: a symbolic link in their place is refused, never followed.
  */
-import { statSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
+import { SIDECAR_SUFFIXES } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
 /** The device and inode of the file at `path`, or undefined when there is none. */
@@ -22,4 +24,20 @@ export function fileMoved(path: string, fileId: string, when: string): ErrorInfo
     message: `${path} ${what} ${when}: what was written to it is not in the file at that path`,
     code: now === undefined ? 'ENOENT' : 'ESTALE',
   };
+}
+
+/**
+ * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
+ * is a symbolic link, which SQLite would follow out of the root or into a foreign file.
+ */
+export function linkedJobFile(dbPath: string): ErrorInfo | undefined {
+  for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)]) {
+    if (lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink() !== true) continue;
+    return {
+      kind: 'Backend',
+      message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
+      code: 'ELOOP',
+    };
+  }
+  return undefined;
 }

@@ -9,6 +9,7 @@ import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost } from './client-host.js';
 import { PersistencyError } from './errors.js';
+import { linkedJobFile } from './file-identity.js';
 import {
   closeJobHandle,
   Job,
@@ -20,7 +21,7 @@ import {
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
-import type { OpenRequest } from './protocol/messages.js';
+import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
 import type { PersistencyEvents, PersistencyOptions, PersistencyStats, TxOp } from './types.js';
@@ -317,6 +318,8 @@ export class JobRegistry {
       return ok(undefined);
     }
     const dbPath = jobDbPath(this.#rootDir, stem);
+    const linked = linkedJobFile(dbPath);
+    if (linked !== undefined) return err(fromErrorInfo(linked));
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
     let share: RootLockShare | undefined;
     if (existsSync(dbPath)) {

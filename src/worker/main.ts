@@ -8,7 +8,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
-import { fileIdOf, fileMoved } from '../file-identity.js';
+import { fileIdOf, fileMoved, linkedJobFile } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -47,6 +47,8 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
 /** Open a job's file; a released job's reattach opens the file it had, or fails. */
 function openJobFile(req: OpenRequest): KvBackend {
   const { dbPath, fileId } = req;
+  const linked = dbPath === ':memory:' ? undefined : linkedJobFile(dbPath);
+  if (linked !== undefined) throw Object.assign(new Error(linked.message), { code: linked.code });
   if (fileId === undefined) return KvBackend.open(dbPath, req, req.image);
   const moved = fileMoved(dbPath, fileId, 'while the job was released');
   if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });

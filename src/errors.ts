@@ -121,3 +121,9 @@ export function writesFailed(count: number, first: PersistencyError): Persistenc
 export function invalidArgument(message: string, cause?: unknown): PersistencyError {
   return new PersistencyError('InvalidArgument', message, cause === undefined ? {} : { cause });
 }
+
+/** The string `code` of a thrown value (Node's and SQLite's errors carry one), if any. */
+export function codeOf(e: unknown): string | undefined {
+  const code = e !== null && typeof e === 'object' ? (e as { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}

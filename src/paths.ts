@@ -1,10 +1,15 @@
 /*
  * Job id → file name. Any well-formed string id maps to exactly one file name and back:
- * bytes outside [A-Za-z0-9_-] are written as %XX (UTF-8), so a name never holds a path
- * separator, a dot, NUL, ':' or '?', and can never be '.', '..', absolute, or read by
- * SQLite as a URI. Windows device names (CON, NUL, COM1, …) get their first letter escaped
- * too. Ids are case-sensitive.
+ * bytes outside [a-z0-9_-] are written as %XX (UTF-8, upper-case hex), so a name never
+ * holds a path separator, a dot, NUL, ':' or '?', and can never be '.', '..', absolute, or
+ * read by SQLite as a URI. Ids are case-sensitive and names stay distinct where file names
+ * are not (macOS, Windows): upper-case letters are escaped too, so 'A' is `%41.db` and 'a'
+ * is `a.db`. Windows device names (CON, NUL, COM1, …) get their first letter escaped.
+ *
+ * Version 0.1 kept upper-case letters as they were; such a file (`Alice.db`) is still
+ * found, and renamed to its new name when its job is opened.
  */
+import { lstatSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
@@ -15,13 +20,15 @@ export const DB_SUFFIX = '.db';
 /** Files SQLite may keep beside the database. */
 export const SIDECAR_SUFFIXES = ['-wal', '-shm', '-journal'] as const;
 
-const SAFE = /^[A-Za-z0-9_-]$/;
+const SAFE = /^[a-z0-9_-]$/;
+const SAFE_BEFORE_0_2 = /^[A-Za-z0-9_-]$/;
 const WINDOWS_DEVICE = /^(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])$/i;
 const utf8 = new TextEncoder();
 
 /** Validate a job id and return its file stem, or the reason it cannot be stored. */
 export function jobFileStem(
   id: unknown,
+  safe: RegExp = SAFE,
 ): { ok: true; stem: string } | { ok: false; error: PersistencyError } {
   if (typeof id !== 'string') {
     return { ok: false, error: invalidArgument(`job id must be a string, got ${describe(id)}`) };
@@ -40,7 +47,7 @@ export function jobFileStem(
   }
   let stem = '';
   for (const ch of id) {
-    if (SAFE.test(ch)) {
+    if (safe.test(ch)) {
       stem += ch;
     } else {
       for (const b of utf8.encode(ch)) stem += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
@@ -60,16 +67,49 @@ export function jobFileStem(
   return { ok: true, stem };
 }
 
-/** The job id a file stem was made from, or undefined if it is not one of ours. */
+/** The job id a file stem (of this version, or of 0.1) was made from, or undefined. */
 export function jobIdFromStem(stem: string): string | undefined {
   if (!/^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$/.test(stem)) return undefined;
   try {
     const id = decodeURIComponent(stem);
     const back = jobFileStem(id);
-    return back.ok && back.stem === stem ? id : undefined;
+    if (back.ok && back.stem === stem) return id;
+    const old = jobFileStem(id, SAFE_BEFORE_0_2);
+    return old.ok && old.stem === stem ? id : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** The 0.1 name of job `id`'s file, if it differs from this version's and is there. */
+export function legacyJobDbPath(rootDir: string, id: string): string | undefined {
+  const now = jobFileStem(id);
+  const old = jobFileStem(id, SAFE_BEFORE_0_2);
+  if (!now.ok || !old.ok || old.stem === now.stem) return undefined;
+  const name = old.stem + DB_SUFFIX;
+  if (lstatSync(join(rootDir, name), { throwIfNoEntry: false }) === undefined) return undefined;
+  // Where names ignore case, that lookup may have found another job's file: ask for the
+  // exact name.
+  return readdirSync(rootDir).includes(name) ? join(rootDir, name) : undefined;
+}
+
+/**
+ * Give a 0.1 file of job `id` its name of this version (sidecars first, so that a crash
+ * in between leaves the database where the next attempt finds it). The caller owns the
+ * root and the job is not open.
+ */
+export function adoptLegacyJobFile(rootDir: string, id: string): void {
+  const stem = jobFileStem(id);
+  if (!stem.ok) return;
+  const to = jobDbPath(rootDir, stem.stem);
+  if (lstatSync(to, { throwIfNoEntry: false }) !== undefined) return;
+  const from = legacyJobDbPath(rootDir, id);
+  if (from === undefined) return;
+  for (const suffix of SIDECAR_SUFFIXES) {
+    if (lstatSync(from + suffix, { throwIfNoEntry: false }) !== undefined)
+      renameSync(from + suffix, to + suffix);
+  }
+  renameSync(from, to);
 }
 
 /** Absolute path of a job's database file. */

@@ -8,7 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost } from './client-host.js';
-import { PersistencyError } from './errors.js';
+import { codeOf, PersistencyError } from './errors.js';
 import { linkedJobFile } from './file-identity.js';
 import {
   closeJobHandle,
@@ -20,7 +20,13 @@ import {
 } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
-import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from './paths.js';
+import {
+  adoptLegacyJobFile,
+  jobDbPath,
+  jobFileStem,
+  legacyJobDbPath,
+  SIDECAR_SUFFIXES,
+} from './paths.js';
 import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
@@ -259,6 +265,13 @@ export class JobRegistry {
       const owned = this.#rootLock.acquire(this.#dbPath(id));
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
+      try {
+        adoptLegacyJobFile(this.#rootDir, id);
+      } catch (e) {
+        share.release();
+        const message = `cannot rename the 0.1 file of job ${id}: ${(e as Error).message}`;
+        return err(new PersistencyError('Backend', message, { code: codeOf(e), cause: e }));
+      }
     }
     const pin = this.#threads.pin();
     const image = this.#images.get(id);
@@ -321,8 +334,10 @@ export class JobRegistry {
     const linked = linkedJobFile(dbPath);
     if (linked !== undefined) return err(fromErrorInfo(linked));
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    const legacy = legacyJobDbPath(this.#rootDir, id);
+    if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
     let share: RootLockShare | undefined;
-    if (existsSync(dbPath)) {
+    if (existsSync(dbPath) || legacy !== undefined) {
       // Own the root first: never delete a job another process or instance may be using.
       const owned = this.#rootLock.acquire(dbPath);
       if (owned.isErr()) return err(owned.error);

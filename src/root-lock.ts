@@ -22,7 +22,7 @@ import { accessSync, existsSync, constants as fsConstants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
-import { PersistencyError } from './errors.js';
+import { codeOf, PersistencyError } from './errors.js';
 import { fileIdOf } from './file-identity.js';
 
 /** The name of a root's lock file. */
@@ -135,11 +135,6 @@ function lockExclusively(
     }
     return err(lockError(path, `${jobFile}: cannot lock its root`, e));
   }
-}
-
-function codeOf(e: unknown): string | undefined {
-  const code = e !== null && typeof e === 'object' ? (e as { code?: unknown }).code : undefined;
-  return typeof code === 'string' ? code : undefined;
 }
 
 function isBusy(e: unknown): boolean {

@@ -1,7 +1,11 @@
 // Job id → file name: the mapping is safe, injective and reversible.
+import { existsSync, readdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { key, Persistency, payload } from '../src/index.js';
 import { jobFileStem, jobIdFromStem, MAX_STEM_BYTES } from '../src/paths.js';
+import { unwrap, useTempDirs } from './support/env.js';
 
 const stem = (id: string) => {
   const r = jobFileStem(id);
@@ -20,10 +24,13 @@ describe('jobFileStem', () => {
     ['file:x?mode=ro', 'file%3Ax%3Fmode%3Dro'],
     ['100%', '100%25'],
     ['é', '%C3%A9'],
-    ['CON', '%43ON'],
+    ['CON', '%43%4F%4E'],
     ['nul', '%6Eul'],
     ['com1', '%63om1'],
-    ['CONSOLE', 'CONSOLE'],
+    ['CONSOLE', '%43%4F%4E%53%4F%4C%45'],
+    ['A', '%41'],
+    ['a', 'a'],
+    ['Tenant-42', '%54enant-42'],
   ])('%j → %s', (id, expected) => {
     expect(stem(id)).toBe(expected);
     expect(jobIdFromStem(expected)).toBe(id);
@@ -37,11 +44,34 @@ describe('jobFileStem', () => {
     }
   });
 
+  it('gives ids that differ only in case names that differ also when case is ignored', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }), (a) => {
+        for (const b of [a.toUpperCase(), a.toLowerCase()]) {
+          const ra = jobFileStem(a);
+          const rb = jobFileStem(b);
+          if (ra.ok && rb.ok && a !== b)
+            expect(ra.stem.toLowerCase()).not.toBe(rb.stem.toLowerCase());
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('reads the names version 0.1 gave (upper-case letters kept) back to their ids', () => {
+    expect(jobIdFromStem('CONSOLE')).toBe('CONSOLE');
+    expect(jobIdFromStem('%43ON')).toBe('CON');
+    expect(jobIdFromStem('Tenant-42')).toBe('Tenant-42');
+  });
+
   it('is reversible and injective for any well-formed id, and never names a path', () => {
     fc.assert(
       fc.property(
         fc.string({ unit: 'grapheme', maxLength: 30 }),
-        fc.string({ maxLength: 30 }),
+        fc.oneof(
+          fc.string({ maxLength: 30 }),
+          fc.string({ unit: 'grapheme', maxLength: 30 }).map((x) => x.toUpperCase()),
+        ),
         (a, b) => {
           const ra = jobFileStem(a);
           const rb = jobFileStem(b);
@@ -49,7 +79,9 @@ describe('jobFileStem', () => {
             expect(ra.stem).toMatch(/^[A-Za-z0-9_%-]+$/);
             expect(jobIdFromStem(ra.stem)).toBe(a);
           }
-          if (ra.ok && rb.ok && a !== b) expect(ra.stem).not.toBe(rb.stem);
+          // Distinct also where file names ignore case (macOS, Windows).
+          if (ra.ok && rb.ok && a !== b)
+            expect(ra.stem.toLowerCase()).not.toBe(rb.stem.toLowerCase());
         },
       ),
       { numRuns: 2000 },
@@ -59,5 +91,33 @@ describe('jobFileStem', () => {
   it('does not claim files it did not name', () => {
     for (const name of ['CON', 'a.b', '%zz', '%2e', 'x y', ''])
       expect(jobIdFromStem(name)).toBeUndefined();
+  });
+});
+
+describe('job files named by version 0.1 (upper-case letters kept)', () => {
+  const tempDir = useTempDirs('persistency-legacy-names-');
+
+  it('are found, renamed to their new names on open with their data, listed by the CLI, and dropped', async () => {
+    const root = tempDir();
+    let p = unwrap(Persistency.instance(root));
+    const job = unwrap(await p.openJob('Alice'));
+    job.persistPut('c', key(1), payload('kept'));
+    unwrap(await job.flush());
+    unwrap(await p.close());
+    await Persistency.reset();
+    renameSync(join(root, '%41lice.db'), join(root, 'Alice.db')); // as 0.1 named it
+    expect(jobIdFromStem('Alice')).toBe('Alice'); // what the CLI's ls reads back
+
+    p = unwrap(Persistency.instance(root));
+    const again = unwrap(await p.openJob('Alice'));
+    expect(unwrap(await again.get('c', key(1)))).toEqual(payload('kept'));
+    expect(readdirSync(root).filter((f) => f.endsWith('.db'))).toEqual(['%41lice.db']);
+    const lower = unwrap(await p.openJob('alice')); // its own file, not Alice's
+    expect(unwrap(await lower.get('c', key(1)))).toBeUndefined();
+    unwrap(await p.closeJob('Alice'));
+    renameSync(join(root, '%41lice.db'), join(root, 'Alice.db'));
+    unwrap(await p.dropJob('Alice'));
+    expect(existsSync(join(root, 'Alice.db'))).toBe(false);
+    unwrap(await p.close());
   });
 });

@@ -5,7 +5,14 @@
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
-import { DB_SUFFIX, jobDbPath, jobFileStem, jobIdFromStem, SIDECAR_SUFFIXES } from '../paths.js';
+import {
+  DB_SUFFIX,
+  jobDbPath,
+  jobFileStem,
+  jobIdFromStem,
+  legacyJobDbPath,
+  SIDECAR_SUFFIXES,
+} from '../paths.js';
 import { ROOT_LOCK_FILE, RootLock } from '../root-lock.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
 import { JobFileReader } from '../worker/job-file-reader.js';
@@ -190,7 +197,8 @@ export function requireJob(root: string, id: string): string {
   const stem = jobFileStem(id);
   if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
   const dir = requireRoot(root);
-  const path = jobDbPath(dir, stem.stem);
+  const current = jobDbPath(dir, stem.stem);
+  const path = existsSync(current) ? current : (legacyJobDbPath(dir, id) ?? current);
   if (!existsSync(path))
     throw new CliError(
       EXIT.notFound,

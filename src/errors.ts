@@ -66,9 +66,10 @@ export class PersistencyError extends Error {
    */
   readonly kind: PersistencyErrorKind;
   /**
-   * SQLite's error code (`SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_BUSY`, …) where there is
-   * one, `SCHEMA_TOO_NEW` for a file of a newer schema version, a Node `fs` code (`EACCES`)
-   * when the root cannot be created; otherwise `undefined`.
+   * Set on every `Backend` error: SQLite's code (`SQLITE_FULL`, `SQLITE_CORRUPT`,
+   * `SQLITE_BUSY`, …), `SCHEMA_TOO_NEW` for a file of a newer schema version, the operating
+   * system's (`EACCES`, `EMFILE`, `ENOENT`, …), `WORKER_DIED` when a worker thread died;
+   * other kinds carry one where there is one, else `undefined`.
    * @example
    * ```ts
    * p.events.on('writeFailed', (e) => {

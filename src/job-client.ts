@@ -357,6 +357,7 @@ export class JobClient {
     this.#framesInFlight = 0;
     this.#deathError = new PersistencyError('Backend', `job ${this.#id}: ${error.message}`, {
       cause: error.cause ?? error,
+      code: error.code,
     });
     this.#failUnsent(this.#deathError);
     this.#settleRelease();

@@ -347,7 +347,10 @@ export class JobRegistry {
       for (const f of files) await rm(f, { force: true });
     } catch (e) {
       return err(
-        new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, { cause: e }),
+        new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, {
+          cause: e,
+          code: codeOf(e),
+        }),
       );
     } finally {
       share?.release();

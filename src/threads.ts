@@ -13,7 +13,7 @@ import {
   type Worker,
 } from 'node:worker_threads';
 import { err, ok, type Result } from 'neverthrow';
-import { PersistencyError } from './errors.js';
+import { codeOf, PersistencyError } from './errors.js';
 import { explainFdExhaustion } from './fd-limit.js';
 import {
   type FromWorker,
@@ -182,7 +182,7 @@ export class WorkerThreads {
           return;
         }
         const message = `job worker died before it was ready: ${error.message}`;
-        finish(err(new PersistencyError('Backend', message, { cause: error })));
+        finish(err(new PersistencyError('Backend', message, { cause: error, code: error.code })));
       };
       thread.jobs.add(onDeath);
       const timer = setTimeout(() => {
@@ -232,13 +232,16 @@ export class WorkerThreads {
       this.#running--;
       this.#all.delete(thread);
       if (this.#spare === thread) this.#spare = undefined;
+      // A thread's death has a code: the failure's own, or WORKER_DIED.
       const error =
         failure === undefined
-          ? new PersistencyError('Backend', `worker exited unexpectedly with code ${code}`)
+          ? new PersistencyError('Backend', `worker exited unexpectedly with code ${code}`, {
+              code: 'WORKER_DIED',
+            })
           : new PersistencyError(
               'Backend',
               `worker failed: ${failure instanceof Error ? `${failure.name}: ${failure.message}` : String(failure)}`,
-              { cause: failure },
+              { cause: failure, code: codeOf(failure) ?? 'WORKER_DIED' },
             );
       for (const died of [...thread.jobs]) died(error);
       thread.jobs.clear();

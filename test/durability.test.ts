@@ -130,6 +130,10 @@ describe('a dying worker', () => {
       const reads = [job.get('c', key(1)), job.count('c', all), job.flush()];
       const results = await Promise.all(reads);
       for (const r of results) expect(r.isErr()).toBe(true);
+      // Every Backend error has a code: the thread's death is WORKER_DIED.
+      for (const r of results)
+        expect(r.isErr() && [r.error.kind, r.error.code]).toEqual(['Backend', 'WORKER_DIED']);
+      expect(failed[0]?.error.code).toBe('WORKER_DIED');
       expect(job.running).toBe(false);
       expect(p.hasJob('victim')).toBe(false);
       expect(failed.map((e) => e.jobId)).toEqual(['victim']);

@@ -6,6 +6,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import {
+  codeOf,
   PersistencyError,
   type PersistencyErrorKind,
   writesFailed,
@@ -35,10 +36,10 @@ export function writesFailedInfo(count: number, first: ErrorInfo): ErrorInfo {
 
 /** Map a thrown value to the error shape that crosses the thread boundary. */
 export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
+  // Every Backend error has a code: better-sqlite3's binding errors carry none.
   const code =
-    e !== null && typeof e === 'object' && typeof (e as { code?: unknown }).code === 'string'
-      ? (e as { code: string }).code
-      : undefined;
+    codeOf(e) ??
+    (e instanceof RangeError && /too big/.test(e.message) ? 'SQLITE_TOOBIG' : 'SQLITE_ERROR');
   const message = e instanceof Error ? e.message : String(e);
   const kind = code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' ? 'Busy' : 'Backend';
   return { kind, message: context === undefined ? message : `${context}: ${message}`, code };

@@ -10,6 +10,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   statSync,
   writeFileSync,
@@ -517,13 +518,16 @@ describe('backup', () => {
     await stopOwner(await startOwner(root, 'j'), 'SIGKILL');
     expect(statSync(join(root, 'j.db-wal')).size).toBeGreaterThan(0);
 
-    const other = join(tempDir(), 'restored');
-    mkdirSync(other);
+    const other = join(tempDir(), 'restored', 'not yet made'); // backup makes the folder
     const dest = join(other, 'j.db');
     const r = cli('backup', root, 'j', dest);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe(`backed up job "j" (8 rows) to ${dest}\n`);
     expect(lines(cli('check', other, 'j'))).toEqual(['integrity_check: ok', 'schema version: 1']);
+    expect(cli('ls', other).status).toBe(0);
+    expect(cli('scan', other, 'j', 'log').status).toBe(0);
+    // The copy is in rollback-journal mode: reading it leaves no -wal or -shm beside it.
+    expect(readdirSync(other)).toEqual(['j.db']);
 
     const p = unwrap(Persistency.instance(other));
     const job = unwrap(await p.openJob('j'));
@@ -552,7 +556,10 @@ describe('backup', () => {
     expectFailure(cli('backup', root, 'j', dest2), 5, `${dest2}-wal already exists`);
     expect(existsSync(dest2)).toBe(false);
 
-    const nowhere = join(tempDir(), 'missing-dir', 'copy.db');
+    // A folder that cannot be made (a file is in its way): refused.
+    const blocked = join(tempDir(), 'a-file');
+    writeFileSync(blocked, 'in the way');
+    const nowhere = join(blocked, 'copy.db');
     expectFailure(cli('backup', root, 'j', nowhere), 5, `cannot create ${nowhere}`);
   });
 });

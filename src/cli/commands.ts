@@ -2,8 +2,17 @@
  * The inspector's commands (ls, scan, count, check, backup) over job files opened read-only
  * through the SQL layer's reader; a root a running process owns is in use.
  */
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
 import {
   DB_SUFFIX,
@@ -149,6 +158,7 @@ export async function backup(root: string, id: string, destArg: string): Promise
     const rows = mapSqliteErrors(name, EXIT.failed, () => job.rowCount());
     let fd: number;
     try {
+      mkdirSync(dirname(dest), { recursive: true });
       fd = openSync(dest, 'wx'); // claims the name: a racing writer of dest fails here, not later
     } catch (e) {
       throw new CliError(EXIT.failed, `cannot create ${dest}: ${describeError(e)}`);

@@ -137,6 +137,8 @@ into the new file <dest>, with SQLite's online backup. To open the copy with the
 library, name it after the job's file (e.g. <other root>/<job>.db).
 
 <dest> must not exist (nor its -wal, -shm or -journal): the inspector never overwrites.
+Its folder is made if missing. The copy is in rollback-journal mode, so reading it leaves
+no -wal or -shm beside it; the library turns WAL back on when it opens it as a job.
 A job of a root that a running process owns is not backed up (exit code 4): close that
 process's jobs of the root, or copy the job from the owning process.
 

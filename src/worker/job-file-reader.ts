@@ -102,6 +102,14 @@ export class JobFileReader {
    */
   async backup(dest: string): Promise<void> {
     await this.#db.backup(dest);
+    // A copy in rollback-journal mode: whoever reads it makes no -wal or -shm beside it (the
+    // library turns WAL back on when it opens the copy as a job).
+    const copy = new Database(dest, { fileMustExist: true, timeout: 0 });
+    try {
+      copy.pragma('journal_mode = DELETE');
+    } finally {
+      copy.close();
+    }
   }
 
   close(): void {

@@ -195,6 +195,18 @@ describe('corrupt files at open', () => {
     expect((await p.closeJob('victim')).isOk()).toBe(true);
   });
 
+  it('a directory where the job file goes: Err(Backend) with a code, not called "not writable"', async () => {
+    const root = freshRoot();
+    mkdirSync(join(root, 'd.db'));
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    const opened = await p.openJob('d');
+    expect(opened.isErr()).toBe(true);
+    const e = opened._unsafeUnwrapErr();
+    expect(e.kind).toBe('Backend');
+    expect(e.code).toMatch(/^SQLITE_CANTOPEN/);
+    expect(e.message).not.toMatch(/not writable/);
+  });
+
   it('a negative user_version (one flipped bit in the header): Err(Backend, SQLITE_CORRUPT), file untouched', async () => {
     let before: Buffer | undefined;
     let file = '';

@@ -48,8 +48,8 @@ export class Persistency {
   readonly rootDir: string;
   /**
    * Typed `mitt` emitter: `jobOpened`, `jobClosed`, `jobFailed`, `writeFailed` (see
-   * {@link PersistencyEvents}). A listener that throws does not disturb the library; its
-   * error is rethrown in a microtask.
+   * {@link PersistencyEvents}). Every listener is called, whatever one throws; a throw, and
+   * a `writeFailed` no listener hears, become a `PersistencyWarning` (process.emitWarning).
    * @example p.events.on('writeFailed', (e) => console.error(e.jobId, e.error.message));
    */
   readonly events: Emitter<PersistencyEvents> = mitt<PersistencyEvents>();

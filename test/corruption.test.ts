@@ -12,23 +12,12 @@ import type { Result } from 'neverthrow';
 import { expect, it } from 'vitest';
 import { key, Persistency, PersistencyError, payload } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { mulberry32 } from './support/random.js';
 
 const ROUNDS = Number(process.env.PERSISTENCY_CORRUPTION_ROUNDS ?? 24);
 const SEED = Number(process.env.FC_SEED ?? 1);
 const HANG_MS = 20_000;
 const tempDir = useTempDirs('persistency-corruption-');
-
-/** A small deterministic generator (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Damage = 'out-of-order key' | 'flipped page bytes' | 'negative user_version' | 'truncated';
 const DAMAGES: Damage[] = [
@@ -78,7 +67,7 @@ function within<T>(p: PromiseLike<T>): Promise<T | 'hung'> {
 
 it(`${ROUNDS} damaged files: every read ends with rows or a coded Err, nothing hangs or throws`, async () => {
   console.log(`corruption: ${ROUNDS} rounds, seed ${SEED} (replay: FC_SEED=${SEED})`);
-  const rnd = random(SEED);
+  const rnd = mulberry32(SEED);
   const outcomes = new Map<string, number>();
   const tally = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
   for (let round = 0; round < ROUNDS; round++) {

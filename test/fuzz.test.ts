@@ -683,7 +683,8 @@ function jobIdValid(id: unknown): boolean {
   if (typeof id !== 'string' || id.length === 0 || id.length > 240 || !id.isWellFormed())
     return false;
   let stem = 0;
-  for (const ch of id) stem += /^[A-Za-z0-9_-]$/.test(ch) ? 1 : 3 * Buffer.byteLength(ch, 'utf8');
+  // Upper-case letters are escaped too (names stay distinct where case is ignored).
+  for (const ch of id) stem += /^[a-z0-9_-]$/.test(ch) ? 1 : 3 * Buffer.byteLength(ch, 'utf8');
   return stem <= 240;
 }
 

@@ -65,56 +65,62 @@ function within<T>(p: PromiseLike<T>): Promise<T | 'hung'> {
   return Promise.race([p, hung]).finally(() => clearTimeout(timer));
 }
 
-it(`${ROUNDS} damaged files: every read ends with rows or a coded Err, nothing hangs or throws`, async () => {
-  console.log(`corruption: ${ROUNDS} rounds, seed ${SEED} (replay: FC_SEED=${SEED})`);
-  const rnd = mulberry32(SEED);
-  const outcomes = new Map<string, number>();
-  const tally = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
-  for (let round = 0; round < ROUNDS; round++) {
-    const root = tempDir();
-    const how = DAMAGES[round % DAMAGES.length] as Damage;
-    const rows = 2000 + Math.floor(rnd() * 4000);
-    let p = unwrap(Persistency.instance(root, { workerThreads: round % 2 === 0 ? 'per-job' : 2 }));
-    const victim = unwrap(await p.openJob('victim'));
-    const bystander = unwrap(await p.openJob('bystander'));
-    for (let i = 0; i < rows; i++) victim.persistPut('c', key(i), payload('x'.repeat(100), i));
-    bystander.persistPut('c', key(1), payload('safe'));
-    unwrap(await victim.flush());
-    unwrap(await bystander.flush());
-    await Persistency.reset();
-    damage(join(root, 'victim.db'), how, rows, rnd);
+it(
+  `${ROUNDS} damaged files: every read ends with rows or a coded Err, nothing hangs or throws`,
+  async () => {
+    console.log(`corruption: ${ROUNDS} rounds, seed ${SEED} (replay: FC_SEED=${SEED})`);
+    const rnd = mulberry32(SEED);
+    const outcomes = new Map<string, number>();
+    const tally = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
+    for (let round = 0; round < ROUNDS; round++) {
+      const root = tempDir();
+      const how = DAMAGES[round % DAMAGES.length] as Damage;
+      const rows = 2000 + Math.floor(rnd() * 4000);
+      let p = unwrap(
+        Persistency.instance(root, { workerThreads: round % 2 === 0 ? 'per-job' : 2 }),
+      );
+      const victim = unwrap(await p.openJob('victim'));
+      const bystander = unwrap(await p.openJob('bystander'));
+      for (let i = 0; i < rows; i++) victim.persistPut('c', key(i), payload('x'.repeat(100), i));
+      bystander.persistPut('c', key(1), payload('safe'));
+      unwrap(await victim.flush());
+      unwrap(await bystander.flush());
+      await Persistency.reset();
+      damage(join(root, 'victim.db'), how, rows, rnd);
 
-    p = unwrap(Persistency.instance(root, { workerThreads: round % 2 === 0 ? 'per-job' : 2 }));
-    const other = unwrap(await p.openJob('bystander'));
-    const opened = await within(p.openJob('victim'));
-    expect(opened, `round ${round} (${how}): openJob ends`).not.toBe('hung');
-    if (opened === 'hung') return;
-    if (opened.isErr()) {
-      expect(opened.error.code, `round ${round}: open error has a code`).toBeDefined();
-      tally(`${how}: open Err ${opened.error.code}`);
-    } else {
-      const job = opened.value;
-      const calls: (() => Promise<Result<unknown, PersistencyError>>)[] = [
-        async () => await job.scan('c', { start: key() }),
-        async () => await job.scan('c', { start: key() }, { reverse: true }),
-        async () => await job.count('c', { start: key() }),
-        async () => await job.get('c', key(Math.floor(rnd() * rows))),
-        async () => await job.exists('c', key(rows - 1)),
-        async () => await job.scanPrefix('c', key(Math.floor(rnd() * rows))),
-      ];
-      for (const [i, call] of calls.entries()) {
-        const r = await within(call());
-        expect(r, `round ${round} (${how}): read ${i} ends`).not.toBe('hung');
-        if (r === 'hung') return;
-        if (r.isErr()) {
-          expect(r.error).toBeInstanceOf(PersistencyError);
-          expect(r.error.code, `round ${round} read ${i}: a code`).toBeDefined();
-          tally(`${how}: read Err ${r.error.code}`);
-        } else tally(`${how}: read Ok`);
+      p = unwrap(Persistency.instance(root, { workerThreads: round % 2 === 0 ? 'per-job' : 2 }));
+      const other = unwrap(await p.openJob('bystander'));
+      const opened = await within(p.openJob('victim'));
+      expect(opened, `round ${round} (${how}): openJob ends`).not.toBe('hung');
+      if (opened === 'hung') return;
+      if (opened.isErr()) {
+        expect(opened.error.code, `round ${round}: open error has a code`).toBeDefined();
+        tally(`${how}: open Err ${opened.error.code}`);
+      } else {
+        const job = opened.value;
+        const calls: (() => Promise<Result<unknown, PersistencyError>>)[] = [
+          async () => await job.scan('c', { start: key() }),
+          async () => await job.scan('c', { start: key() }, { reverse: true }),
+          async () => await job.count('c', { start: key() }),
+          async () => await job.get('c', key(Math.floor(rnd() * rows))),
+          async () => await job.exists('c', key(rows - 1)),
+          async () => await job.scanPrefix('c', key(Math.floor(rnd() * rows))),
+        ];
+        for (const [i, call] of calls.entries()) {
+          const r = await within(call());
+          expect(r, `round ${round} (${how}): read ${i} ends`).not.toBe('hung');
+          if (r === 'hung') return;
+          if (r.isErr()) {
+            expect(r.error).toBeInstanceOf(PersistencyError);
+            expect(r.error.code, `round ${round} read ${i}: a code`).toBeDefined();
+            tally(`${how}: read Err ${r.error.code}`);
+          } else tally(`${how}: read Ok`);
+        }
       }
+      expect(unwrap(await other.get('c', key(1)))).toEqual(payload('safe'));
+      await Persistency.reset();
     }
-    expect(unwrap(await other.get('c', key(1)))).toEqual(payload('safe'));
-    await Persistency.reset();
-  }
-  console.log(`corruption outcomes: ${[...outcomes].map(([k, n]) => `${k} ×${n}`).join('; ')}`);
-});
+    console.log(`corruption outcomes: ${[...outcomes].map(([k, n]) => `${k} ×${n}`).join('; ')}`);
+  },
+  60_000 + ROUNDS * 3_000,
+);

@@ -116,3 +116,25 @@ export function adoptLegacyJobFile(rootDir: string, id: string): void {
 export function jobDbPath(rootDir: string, stem: string): string {
   return join(rootDir, stem + DB_SUFFIX);
 }
+
+/**
+ * The job files among a root's directory entries, with their ids, sorted by id (files that
+ * are not job files are left out; a job named both ways by 0.1 and now, once).
+ */
+export function jobFilesIn(
+  entries: readonly { name: string; isFile(): boolean }[],
+): { id: string; name: string }[] {
+  const byId = new Map<string, string>();
+  for (const entry of entries) {
+    if (!entry.isFile() || !entry.name.endsWith(DB_SUFFIX)) continue;
+    const id = jobIdFromStem(entry.name.slice(0, -DB_SUFFIX.length));
+    if (id === undefined) continue;
+    // This version's name wins over a 0.1 name of the same job.
+    const current = jobFileStem(id);
+    if (!byId.has(id) || (current.ok && current.stem + DB_SUFFIX === entry.name))
+      byId.set(id, entry.name);
+  }
+  return [...byId]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([id, name]) => ({ id, name }));
+}

@@ -27,6 +27,21 @@ const mitt = mittImport as unknown as typeof mittImport.default;
 
 let releaseIdle: (p: Persistency, idleForMs: number) => Promise<number>;
 
+/** The root, resolved, and the options with their defaults, or why they are refused. */
+function checkRootAndOptions(
+  rootDir: unknown,
+  options: unknown,
+): Result<[string, Required<PersistencyOptions>], PersistencyError> {
+  const root = checkRoot(rootDir);
+  if (root.isErr()) return err(root.error);
+  try {
+    return checkOptions(options).map((opts) => [root.value, opts]);
+  } catch (e) {
+    // Options with throwing getters, or a revoked proxy.
+    return err(invalidArgument(`Persistency options could not be read: ${describeThrown(e)}`, e));
+  }
+}
+
 /**
  * The owner of one root directory and every job under it.
  *
@@ -88,27 +103,35 @@ export class Persistency {
             ),
           );
     }
-    const root = checkRoot(rootDir);
-    if (root.isErr()) return err(root.error);
-    let opts: Result<Required<PersistencyOptions>, PersistencyError>;
-    try {
-      opts = checkOptions(options);
-    } catch (e) {
-      // Options with throwing getters, or a revoked proxy.
-      opts = err(invalidArgument(`Persistency options could not be read: ${describeThrown(e)}`, e));
-    }
-    if (opts.isErr()) return err(opts.error);
+    const checked = checkRootAndOptions(rootDir, options);
+    if (checked.isErr()) return err(checked.error);
+    const [root, opts] = checked.value;
     if (current !== undefined) {
-      if (current.rootDir === root.value) return ok(current);
+      if (current.rootDir === root) return ok(current);
       return err(
         invalidArgument(
-          `a Persistency for ${current.rootDir} is live; close it or call Persistency.reset() before using ${root.value}`,
+          `a Persistency for ${current.rootDir} is live; close it or call Persistency.reset() before using ${root}`,
         ),
       );
     }
-    const p = new Persistency(root.value, opts.value);
+    const p = new Persistency(root, opts);
     Persistency.#current = p;
     return ok(p);
+  }
+
+  /**
+   * A new instance for `rootDir`, independent of the singleton and of every other: its own
+   * jobs, events and options; `instance()` neither returns nor replaces it, and closing it
+   * leaves the others. Two instances never own one root at once: while one has a job of
+   * it open, the other's `openJob` is `Err(Busy)`. `Err(InvalidArgument)` for an invalid
+   * root or option.
+   * @example const p = Persistency.open(':memory:')._unsafeUnwrap(); // a library's own store
+   */
+  static open(
+    rootDir: string,
+    options?: PersistencyOptions,
+  ): Result<Persistency, PersistencyError> {
+    return checkRootAndOptions(rootDir, options).map(([root, opts]) => new Persistency(root, opts));
   }
 
   /**
@@ -184,6 +207,16 @@ export class Persistency {
    */
   hasJob(id: string): boolean {
     return this.#jobs.openJobOf(id) !== undefined;
+  }
+
+  /**
+   * The id of every job in the root, open or not, sorted: each job file's name decoded back
+   * (files that are not job files are ignored; a root not made yet has none). For
+   * `':memory:'`, the jobs open or closed with their data kept. The CLI's `ls` lists the same.
+   * @example (await p.listJobs()).map((ids) => ids.length)
+   */
+  listJobs(): ResultAsync<string[], PersistencyError> {
+    return new ResultAsync(this.#jobs.listJobs());
   }
 
   /**

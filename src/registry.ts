@@ -4,7 +4,7 @@
  * `p.stats()`, and the reporting of writes that failed. `Persistency` is its public face.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost } from './client-host.js';
@@ -24,6 +24,7 @@ import {
   adoptLegacyJobFile,
   jobDbPath,
   jobFileStem,
+  jobFilesIn,
   legacyJobDbPath,
   SIDECAR_SUFFIXES,
 } from './paths.js';
@@ -311,6 +312,23 @@ export class JobRegistry {
     // A job is released between idleCloseMs and 1.25 x idleCloseMs after its last work.
     this.#idleTimer = setInterval(() => void this.releaseIdle(idleMs), Math.max(5, idleMs / 4));
     this.#idleTimer.unref();
+  }
+
+  /** The id of every job of the root, open or not, sorted (see Persistency.listJobs). */
+  async listJobs(): Promise<Result<string[], PersistencyError>> {
+    if (this.#rootDir === MEMORY_ROOT) {
+      const ids = new Set(this.#images.keys());
+      for (const [id, slot] of this.#slots) if (slot.job !== undefined) ids.add(id);
+      return ok([...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    }
+    try {
+      const entries = await readdir(this.#rootDir, { withFileTypes: true });
+      return ok(jobFilesIn(entries).map((f) => f.id));
+    } catch (e) {
+      if (codeOf(e) === 'ENOENT') return ok([]); // no root yet: no job
+      const message = `cannot list the jobs of ${this.#rootDir}: ${(e as Error).message}`;
+      return err(new PersistencyError('Backend', message, { code: codeOf(e), cause: e }));
+    }
   }
 
   /** Release every resident job idle for `idleForMs`; resolves once they have. */

@@ -18,7 +18,7 @@ import {
   DB_SUFFIX,
   jobDbPath,
   jobFileStem,
-  jobIdFromStem,
+  jobFilesIn,
   legacyJobDbPath,
   SIDECAR_SUFFIXES,
 } from '../paths.js';
@@ -41,13 +41,11 @@ import { parseLimit, parsePrefix, partsView, rangeOf, type Values } from './pref
 export function listJobs(root: string): number {
   const dir = requireRoot(root);
   const owned = rootOwned(dir, `root ${dir}`);
-  const jobs: { id: string; path: string }[] = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (!entry.isFile() || !entry.name.endsWith(DB_SUFFIX)) continue;
-    const id = jobIdFromStem(entry.name.slice(0, -DB_SUFFIX.length));
-    if (id !== undefined) jobs.push({ id, path: resolve(dir, entry.name) });
-  }
-  jobs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  // The same listing as p.listJobs().
+  const jobs = jobFilesIn(readdirSync(dir, { withFileTypes: true })).map(({ id, name }) => ({
+    id,
+    path: resolve(dir, name),
+  }));
   let failures = 0;
   for (const { id, path } of jobs) {
     let rows: string;

@@ -1,0 +1,96 @@
+/*
+ * CONTRACT.md section 8: independent instances (`Persistency.open`) beside the singleton,
+ * and `listJobs()`.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { key, Persistency, type PersistencyEvents, payload } from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
+
+const tempDir = useTempDirs('persistency-instances-');
+const opened: Persistency[] = [];
+afterEach(async () => {
+  for (const p of opened.splice(0)) await p.close();
+});
+
+function open(root: string, options = {}): Persistency {
+  const p = unwrap(Persistency.open(root, options));
+  opened.push(p);
+  return p;
+}
+
+describe('Persistency.open', () => {
+  it('makes independent instances: their own jobs, events and options; closing one leaves the others', async () => {
+    const a = open(':memory:', { maxPayloadBytes: 4 });
+    const b = open(':memory:');
+    expect(a).not.toBe(b);
+    const seenA: PersistencyEvents['writeFailed'][] = [];
+    a.events.on('writeFailed', (e) => seenA.push(e));
+    const ja = unwrap(await a.openJob('same-id'));
+    const jb = unwrap(await b.openJob('same-id'));
+    ja.persistPut('c', key(1), payload('a'));
+    jb.persistPut('c', key(1), payload('b, longer than 4 bytes'));
+    ja.persistPut('c', key(2), payload('too long for a'));
+    expect(unwrap(await ja.get('c', key(1)))).toEqual(payload('a'));
+    expect(unwrap(await jb.get('c', key(1)))).toEqual(payload('b, longer than 4 bytes'));
+    expect(seenA.map((e) => e.reason)).toEqual(['invalid']); // a's option, a's events only
+    unwrap(await a.close());
+    expect(ja.running).toBe(false);
+    expect(unwrap(await jb.get('c', key(1)))).toEqual(payload('b, longer than 4 bytes'));
+  });
+
+  it('is not the singleton, and the singleton is not it', async () => {
+    const p = open(':memory:');
+    expect(Persistency.instance().isErr()).toBe(true); // no singleton yet
+    const single = unwrap(Persistency.instance(':memory:'));
+    expect(single).not.toBe(p);
+    expect(unwrap(Persistency.instance())).toBe(single);
+    unwrap(await p.openJob('j'));
+    unwrap(await p.close());
+    expect(unwrap(Persistency.instance())).toBe(single); // closing p left the singleton
+  });
+
+  it('two instances never own one root: the second is Busy until the first lets go', async () => {
+    const root = tempDir();
+    const first = open(root);
+    const second = open(root);
+    unwrap(await first.openJob('j'));
+    const refused = await second.openJob('j');
+    expect(refused.isErr() && refused.error.kind).toBe('Busy');
+    const other = await second.openJob('k');
+    expect(other.isErr() && other.error.kind).toBe('Busy');
+    unwrap(await first.close());
+    unwrap(await second.openJob('j'));
+  });
+
+  it('refuses a bad root or option like instance()', () => {
+    expect(Persistency.open('').isErr()).toBe(true);
+    const r = Persistency.open(':memory:', { sliceMs: 0 });
+    expect(r.isErr() && r.error.kind).toBe('InvalidArgument');
+  });
+});
+
+describe('listJobs', () => {
+  it('lists every job file of the root, open or not, sorted, decoded; other files are ignored', async () => {
+    const root = tempDir();
+    const p = open(root);
+    for (const id of ['b', 'a/1', 'Zed', 'é']) unwrap(await p.openJob(id));
+    unwrap(await p.closeJob('b'));
+    writeFileSync(join(root, 'notes.txt'), 'x');
+    writeFileSync(join(root, '%zz.db'), 'not a name of ours');
+    writeFileSync(join(root, 'orphan.db-wal'), '');
+    mkdirSync(join(root, 'dir.db'));
+    writeFileSync(join(root, 'Legacy.db'), ''); // a 0.1 name
+    expect(unwrap(await p.listJobs())).toEqual(['Legacy', 'Zed', 'a/1', 'b', 'é']);
+  });
+
+  it('a root not made yet has no jobs; a :memory: root lists its open and kept jobs', async () => {
+    expect(unwrap(await open(join(tempDir(), 'not yet')).listJobs())).toEqual([]);
+    const m = open(':memory:');
+    for (const id of ['y', 'x', 'gone']) unwrap(await m.openJob(id));
+    unwrap(await m.closeJob('y')); // closed, its data kept
+    unwrap(await m.dropJob('gone'));
+    expect(unwrap(await m.listJobs())).toEqual(['x', 'y']);
+  });
+});

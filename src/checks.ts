@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
 import { realBytes } from './bytes.js';
+import { compareBytes } from './codec/key.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
 import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limits.js';
@@ -113,12 +114,16 @@ export function prefixBounds(prefix: unknown, where: string): [Uint8Array, Uint8
 export function checkedScanOptions(
   options: unknown,
   where: string,
-): { reverse: boolean; limit: number } {
-  if (options === undefined) return { reverse: false, limit: -1 };
+): { reverse: boolean; limit: number; after: Uint8Array | undefined } {
+  if (options === undefined) return { reverse: false, limit: -1, after: undefined };
   if (options === null || typeof options !== 'object') {
     throw new Refused(`${where}: options must be an object, got ${describe(options)}`);
   }
-  const { reverse, limit } = options as { reverse?: unknown; limit?: unknown };
+  const { reverse, limit, after } = options as {
+    reverse?: unknown;
+    limit?: unknown;
+    after?: unknown;
+  };
   if (reverse !== undefined && typeof reverse !== 'boolean') {
     throw new Refused(`${where}: options.reverse must be a boolean, got ${describe(reverse)}`);
   }
@@ -130,7 +135,30 @@ export function checkedScanOptions(
       `${where}: options.limit must be a non-negative integer, got ${describe(limit)}`,
     );
   }
-  return { reverse: reverse === true, limit: limit === undefined ? -1 : limit };
+  return {
+    reverse: reverse === true,
+    limit: limit === undefined ? -1 : limit,
+    after: after === undefined ? undefined : checkedKey(after, where, 'options.after'),
+  };
+}
+
+/**
+ * The range `[start, stop)` (empty `stop`: no bound) narrowed to what comes strictly after
+ * `after` in scan order; undefined when nothing can. Appending a 0 byte gives the least
+ * key above `after`; with `reverse`, `after` itself is the (exclusive) stop.
+ */
+export function rangeAfter(
+  [start, stop]: [Uint8Array, Uint8Array],
+  after: Uint8Array,
+  reverse: boolean,
+): [Uint8Array, Uint8Array] | undefined {
+  if (reverse) {
+    if (after.length === 0) return undefined; // nothing is below the empty key
+    return stop.length === 0 || compareBytes(after, stop) < 0 ? [start, after] : [start, stop];
+  }
+  const next = new Uint8Array(after.length + 1);
+  next.set(after);
+  return compareBytes(next, start) > 0 ? [next, stop] : [start, stop];
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   type OpRecord,
   prefixBounds,
   Refused,
+  rangeAfter,
   refusal,
 } from './checks.js';
 import type { CloseOutcome } from './client-host.js';
@@ -354,9 +355,14 @@ export class Job {
     options: ScanOptions | undefined,
     where: string,
   ): (w: ByteWriter) => void {
-    const { reverse, limit } = checkedScanOptions(options, where);
+    const { reverse, limit, after } = checkedScanOptions(options, where);
     const cat = this.#category(category, where);
-    return (w) => writeScan(w, cat, start, stop, reverse, limit);
+    const range: [Uint8Array, Uint8Array] | undefined =
+      after === undefined ? [start, stop] : rangeAfter([start, stop], after, reverse);
+    // Nothing after the cursor: an empty scan (limit 0) keeps the request's place in order.
+    const [s, e] = range ?? [start, stop];
+    const n = range === undefined ? 0 : limit;
+    return (w) => writeScan(w, cat, s, e, reverse, n);
   }
 
   /**

@@ -49,6 +49,12 @@ export interface ScanOptions {
   readonly reverse?: boolean;
   /** At most this many rows; a non-negative integer. (default: no limit) */
   readonly limit?: number;
+  /**
+   * A cursor: start strictly after this key in scan order (strictly below it with
+   * `reverse`), so the last key of a page is where the next page starts. A key outside the
+   * range is allowed and only narrows it. (default: none)
+   */
+  readonly after?: Key;
 }
 
 /**

@@ -7,7 +7,7 @@
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { err, ok, type Result } from 'neverthrow';
-import { realBytes } from './bytes.js';
+import { lengthNow, realBytes } from './bytes.js';
 import { compareBytes } from './codec/key.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
@@ -92,6 +92,18 @@ export function checkedKey(k: unknown, where: string, name: string): Uint8Array 
   return bytes;
 }
 
+/** The bytes of each key of a list (an array of Keys, read once). */
+export function checkedKeys(keys: unknown, where: string): Uint8Array[] {
+  if (!Array.isArray(keys))
+    throw new Refused(`${where}: keys must be an array, got ${describe(keys)}`);
+  const n: unknown = keys.length; // read once: a proxy cannot change it under the loop
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0)
+    throw new Refused(`${where}: keys.length must be a non-negative integer, got ${describe(n)}`);
+  const out = new Array<Uint8Array>(n);
+  for (let i = 0; i < n; i++) out[i] = checkedKey(keys[i], where, `keys[${i}]`);
+  return out;
+}
+
 /** A range's start and stop bytes (an empty stop: no upper bound). */
 export function checkedRange(range: unknown, where: string): [Uint8Array, Uint8Array] {
   if (range === null || typeof range !== 'object') {
@@ -140,6 +152,46 @@ export function checkedScanOptions(
     limit: limit === undefined ? -1 : limit,
     after: after === undefined ? undefined : checkedKey(after, where, 'options.after'),
   };
+}
+
+/**
+ * A scan's bounds and options, checked, its range narrowed by its cursor (`after`); when
+ * nothing can come after the cursor, limit 0 (an empty scan keeps its place in order).
+ */
+export function checkedScan(
+  range: [Uint8Array, Uint8Array],
+  options: unknown,
+  where: string,
+): { start: Uint8Array; stop: Uint8Array; reverse: boolean; limit: number } {
+  const { reverse, limit, after } = checkedScanOptions(options, where);
+  const narrowed = after === undefined ? range : rangeAfter(range, after, reverse);
+  if (narrowed === undefined) return { start: range[0], stop: range[1], reverse, limit: 0 };
+  return { start: narrowed[0], stop: narrowed[1], reverse, limit };
+}
+
+/** The most bytes one atomic batch may encode to. */
+const MAX_BATCH_BYTES = 0xffff_fff0;
+
+/**
+ * The encoded length of a batch of checked records (after its tag and length). Refused when
+ * a payload was detached or resized by a getter run after it was read, or when the batch is
+ * too large.
+ */
+export function checkedBatchBody(records: readonly OpRecord[]): number {
+  let body = 4;
+  for (const r of records) {
+    body += 1 + 2 + r.category.length + 4 + r.key.length;
+    if (r.last === undefined) continue;
+    if (lengthNow(r.last) !== r.lastLength) {
+      throw new Refused(
+        `persist: a payload of ${r.lastLength} bytes was detached or resized while the batch was read`,
+      );
+    }
+    body += 4 + r.lastLength;
+  }
+  if (body > MAX_BATCH_BYTES)
+    throw new Refused(`persist: a batch encodes to at most ${MAX_BATCH_BYTES} bytes, got ${body}`);
+  return body;
 }
 
 /**

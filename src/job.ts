@@ -4,17 +4,18 @@
  * returns the `ResultAsync` its reply will settle (src/job-client.ts).
  */
 import { errAsync, type ResultAsync } from 'neverthrow';
-import { lengthNow, realBytes } from './bytes.js';
+import { realBytes } from './bytes.js';
 import {
   categoryBytes,
+  checkedBatchBody,
   checkedKey,
+  checkedKeys,
   checkedOp,
   checkedRange,
-  checkedScanOptions,
+  checkedScan,
   type OpRecord,
   prefixBounds,
   Refused,
-  rangeAfter,
   refusal,
 } from './checks.js';
 import type { CloseOutcome } from './client-host.js';
@@ -30,6 +31,7 @@ import {
   writeBatch,
   writeCount,
   writeFlush,
+  writeGetMany,
   writeKeyRequest,
   writePut,
   writeScan,
@@ -39,7 +41,6 @@ import type { KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
 /** A batch's encoded size is a u32 in the frame. */
-const MAX_BATCH_BYTES = 0xffff_fff0;
 /** Categories remembered as bytes per job (the cache is emptied when full). */
 const CATEGORY_CACHE = 1024;
 
@@ -250,33 +251,11 @@ export class Job {
       return;
     }
     if (records.length === 0) return; // an empty batch is a no-op
-    let body = 4;
-    for (const r of records) {
-      body += 1 + 2 + r.category.length + 4 + r.key.length;
-      if (r.last === undefined) continue;
-      // A getter run after this op was read may have detached or resized its payload.
-      if (lengthNow(r.last) !== r.lastLength) {
-        this.#host.writeFailed(
-          this.id,
-          'invalid',
-          ops,
-          invalidArgument(
-            `persist: a payload of ${r.lastLength} bytes was detached or resized while the batch was read`,
-          ),
-        );
-        return;
-      }
-      body += 4 + r.lastLength;
-    }
-    if (body > MAX_BATCH_BYTES) {
-      this.#host.writeFailed(
-        this.id,
-        'invalid',
-        ops,
-        invalidArgument(
-          `persist: a batch encodes to at most ${MAX_BATCH_BYTES} bytes, got ${body}`,
-        ),
-      );
+    let body: number;
+    try {
+      body = checkedBatchBody(records);
+    } catch (e) {
+      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
       return;
     }
     // From here on no caller code runs: the records are checked bytes.
@@ -310,6 +289,22 @@ export class Job {
    */
   get(category: string, key: Key): ResultAsync<Uint8Array | undefined, PersistencyError> {
     return this.#request('get', () => this.#catKey(Tag.Get, category, key, 'get'));
+  }
+
+  /**
+   * The payload under each of `keys` (`undefined` where there is none), in the order of
+   * `keys`: one request and one reply however many (duplicates and an empty list too).
+   * @example const [ada, bob] = (await job.getMany('users', [key('ada'), key('bob')]))._unsafeUnwrap();
+   */
+  getMany(
+    category: string,
+    keys: readonly Key[],
+  ): ResultAsync<(Uint8Array | undefined)[], PersistencyError> {
+    return this.#request('getMany', () => {
+      const cat = this.#category(category, 'getMany');
+      const list = checkedKeys(keys, 'getMany');
+      return (w) => writeGetMany(w, cat, list);
+    });
   }
 
   /**
@@ -355,14 +350,9 @@ export class Job {
     options: ScanOptions | undefined,
     where: string,
   ): (w: ByteWriter) => void {
-    const { reverse, limit, after } = checkedScanOptions(options, where);
+    const { start: s, stop: e, reverse, limit } = checkedScan([start, stop], options, where);
     const cat = this.#category(category, where);
-    const range: [Uint8Array, Uint8Array] | undefined =
-      after === undefined ? [start, stop] : rangeAfter([start, stop], after, reverse);
-    // Nothing after the cursor: an empty scan (limit 0) keeps the request's place in order.
-    const [s, e] = range ?? [start, stop];
-    const n = range === undefined ? 0 : limit;
-    return (w) => writeScan(w, cat, s, e, reverse, n);
+    return (w) => writeScan(w, cat, s, e, reverse, limit);
   }
 
   /**

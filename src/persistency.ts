@@ -287,6 +287,15 @@ export class Persistency {
     return this.#read(jobId, (j) => j.exists(category, key));
   }
 
+  /** @example await p.getMany('t1', 'users', [key('ada'), key('bob')]) */
+  getMany(
+    jobId: string,
+    category: string,
+    keys: readonly Key[],
+  ): ResultAsync<(Uint8Array | undefined)[], PersistencyError> {
+    return this.#read(jobId, (j) => j.getMany(category, keys));
+  }
+
   /** @example await p.scan('t1', 'log', prefixRange(key('c1'))) */
   scan(
     jobId: string,

@@ -31,8 +31,13 @@ function damage(file: string, how: Damage, rows: number, rnd: () => number): voi
   const bytes = readFileSync(file);
   switch (how) {
     case 'out-of-order key': {
-      const victim = 1 + Math.floor(rnd() * (rows - 1));
-      const smaller = Math.floor(rnd() * victim);
+      // Half the time the key ending a scan page (pages of 1,024 rows) takes the key that
+      // ended the page before: the case that sent unchecked paging round in a loop.
+      const pageEnd = rnd() < 0.5 && rows > 2048;
+      const victim = pageEnd
+        ? 1024 * (2 + Math.floor(rnd() * (Math.floor(rows / 1024) - 1))) - 1
+        : 1 + Math.floor(rnd() * (rows - 1));
+      const smaller = pageEnd ? victim - 1024 : Math.floor(rnd() * victim);
       const from = Buffer.from(key(victim).bytes);
       const to = Buffer.from(key(smaller).bytes);
       for (let at = bytes.indexOf(from); at >= 0; at = bytes.indexOf(from, at + 1))

@@ -5,7 +5,8 @@
  *
  *   u8 status, then: BYTES u32 len, bytes | NUMBER f64 | ROWS u32 n, (u32 klen, key,
  *   u32 plen, payload)* | ROWS_PART (as ROWS: some rows of a long scan, more follow) |
- *   ERROR u32 index into the message's `errors` | NONE, FALSE, TRUE, DONE: nothing more
+ *   ERROR u32 index into the message's `errors` | NONE, FALSE, TRUE, DONE: nothing more |
+ *   MANY u32 n, then n NONE or BYTES records (a getMany's values, in the order of its keys)
  */
 import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from '../errors.js';
@@ -25,6 +26,7 @@ export const Status = {
   Done: 7,
   /** Some rows of a scan; more follow, then its final `Rows` (or `Error`) record. */
   RowsPart: 8,
+  Many: 9,
 } as const;
 
 /** A reply message starts with a u32: how many frames the group finished. */
@@ -58,6 +60,12 @@ export function writeDone(w: ByteWriter): void {
 export function writeError(w: ByteWriter, index: number): void {
   w.u8(Status.Error);
   w.u32(index);
+}
+
+/** Start a getMany's record: `n` NONE or BYTES records follow. */
+export function beginMany(w: ByteWriter, n: number): void {
+  w.u8(Status.Many);
+  w.u32(n);
 }
 
 /** Start a rows record; returns where it starts, for `endRows`. */
@@ -120,6 +128,12 @@ export function readReply(
     case Status.Rows:
       readRows(r, partial);
       return ok(partial.splice(0));
+    case Status.Many: {
+      const values = new Array<Uint8Array | undefined>(r.u32());
+      for (let i = 0; i < values.length; i++)
+        values[i] = r.u8() === Status.Bytes ? r.blob().slice() : undefined;
+      return ok(values);
+    }
     case Status.Error: {
       partial.length = 0; // a scan that failed after sending parts
       const info = errors[r.u32()];

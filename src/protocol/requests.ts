@@ -13,6 +13,7 @@
  *                u8 reverse, f64 limit (-1 = none)
  *   COUNT        u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop
  *   FLUSH        u8 tag
+ *   GET_MANY     u8 tag, u16 catLen, cat, u32 n, (u32 keyLen, key)*
  *
  * A batch's "ops record" (from its op count to its end) is also what a failed batch is
  * sent back as, to be reported with its ops.
@@ -29,6 +30,7 @@ export const Tag = {
   Count: 5,
   DeleteAcked: 6,
   Flush: 7,
+  GetMany: 8,
 } as const;
 
 export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
@@ -101,6 +103,13 @@ export function writeKeyRequest(
   w.u8(tag);
   w.shortBlob(cat);
   w.blob(key);
+}
+
+export function writeGetMany(w: ByteWriter, cat: Uint8Array, keys: readonly Uint8Array[]): void {
+  w.u8(Tag.GetMany);
+  w.shortBlob(cat);
+  w.u32(keys.length);
+  for (const k of keys) w.blob(k);
 }
 
 export function writeScan(
@@ -179,6 +188,14 @@ export class RequestReader extends ByteReader {
     this.limit = this.f64();
   }
 
+  /** GetMany: `cat`, and its keys (views into the frame). */
+  getMany(): Uint8Array[] {
+    this.cat = this.category();
+    const keys = new Array<Uint8Array>(this.u32());
+    for (let i = 0; i < keys.length; i++) keys[i] = this.blob();
+    return keys;
+  }
+
   /** Count: `cat`, `key` (the start), `stop`. */
   count(): void {
     this.cat = this.category();
@@ -235,6 +252,12 @@ export class RequestReader extends ByteReader {
         break;
       case Tag.Flush:
         break;
+      case Tag.GetMany: {
+        this.pos += 2 + this.peekU16();
+        const n = this.u32();
+        for (let i = 0; i < n; i++) this.pos += 4 + readU32(this.buf, this.pos);
+        break;
+      }
       default:
         throw new Error(`persistency: unknown frame tag ${tag} at ${this.at}`);
     }

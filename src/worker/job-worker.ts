@@ -202,6 +202,11 @@ export class JobWorker {
           r.keyRequest();
           commit.deleteAcked(buf, r.at, r.cat, r.key);
           break;
+        case Tag.GetMany: {
+          const keys = r.getMany(); // sets r.cat
+          yield* reads.getMany(r.cat, keys);
+          break;
+        }
         case Tag.Flush:
           commit.flush(buf, r.at, this.#fileMoved('while the job was open'));
           break;

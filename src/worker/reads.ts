@@ -4,6 +4,7 @@
  * time and may pause between pages when the thread is shared.
  */
 import {
+  beginMany,
   beginRows,
   endRows,
   type LeadingValues,
@@ -78,6 +79,41 @@ export class JobReads {
     const pos = w.pos;
     try {
       writeValue(w, this.#backend.get(cat, key));
+    } catch (e) {
+      replies.failedAt(pos, e);
+      return;
+    }
+    replies.ok();
+  }
+
+  /**
+   * A getMany: one record with the value of each key, in their order, read GET_RUN_MAX keys
+   * to a statement (a payload too long to gather is read alone); on a shared thread it
+   * pauses between statements when the turn is up.
+   */
+  *getMany(cat: Uint8Array, keys: readonly Uint8Array[]): Generator<Pause, void, void> {
+    const replies = this.#replies;
+    const pos = replies.w.pos;
+    const b = this.#backend;
+    try {
+      beginMany(replies.w, keys.length);
+      for (let at = 0; at < keys.length; ) {
+        const n = Math.min(GET_RUN_MAX, keys.length - at);
+        let done = 0;
+        if (n >= 2 && b.canGetMany) {
+          const args = [...keys.slice(at, at + n), cat];
+          const inline = leadingValues(b.getMany(args, GET_MANY_MARKERS), n, LARGE);
+          if (inline !== undefined) {
+            replies.w.bytes(inline.records);
+            done = inline.count;
+          }
+        }
+        // The key that stopped the statement (a large payload), or every key of a short
+        // run, is read alone.
+        if (done < n) writeValue(replies.w, b.get(cat, keys[at + done++] as Uint8Array));
+        at += done;
+        if (at < keys.length && this.#slice.due()) yield 'slice';
+      }
     } catch (e) {
       replies.failedAt(pos, e);
       return;

@@ -21,7 +21,17 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodePayload, type Job, key, Persistency, payload, rawKey, u64 } from '../src/index.js';
+import {
+  decodePayload,
+  f64,
+  type Job,
+  key,
+  Persistency,
+  payload,
+  rawKey,
+  text,
+  u64,
+} from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -284,6 +294,33 @@ describe('scan and count', () => {
       `${hex('other', 0)}\t"elsewhere"`,
     ]);
     expect(lines(cli('scan', root, 'j', 'bin'))).toEqual([`${hex(7)}\t0001feff`]);
+  });
+
+  it('decodes text and f64 parts (--decode text,f64), in their natural order', async () => {
+    const root = tempDir();
+    await seed(root, {
+      j: (job) => {
+        for (const [name, x] of [
+          ['b', 1.5],
+          ['aa', -0.25],
+          ['a', 2],
+        ] as const)
+          job.persistPut('t', key(text(name), f64(x)), payload(f64(x)));
+      },
+    });
+    const r = cli('scan', root, 'j', 't', '--decode', 'text,f64', '--payload', 'f64');
+    expect(r.status, r.stderr).toBe(0);
+    expect(lines(r)).toEqual([
+      '[{"text":"a"},{"f64":2}]\t[{"f64":2}]',
+      '[{"text":"aa"},{"f64":-0.25}]\t[{"f64":-0.25}]',
+      '[{"text":"b"},{"f64":1.5}]\t[{"f64":1.5}]',
+    ]);
+    // What it prints is a prefix it reads back.
+    for (const line of lines(r)) {
+      const printed = line.split('\t')[0] as string;
+      const back = cli('scan', root, 'j', 't', '--prefix', printed, '--decode', 'text,f64');
+      expect(lines(back).map((l) => l.split('\t')[0])).toEqual([printed]);
+    }
   });
 
   it('decodes keys, filters by prefix, reverses and limits', async () => {

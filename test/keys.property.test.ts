@@ -13,6 +13,7 @@ import {
   compareKeys,
   decodeKey,
   decodePayload,
+  f64,
   i8,
   i16,
   i32,
@@ -25,6 +26,7 @@ import {
   payload,
   prefixRange,
   rawKey,
+  text,
   toKey,
   u8,
   u16,
@@ -466,6 +468,8 @@ describe('key codec properties', () => {
       i8: (v) => i8(v as number),
       u32: (v) => u32(v as number),
       u16: (v) => u16(v as number),
+      f64: (v) => f64(v as number),
+      text: (v) => text(v as string),
     };
     const types = Object.keys(encodeAs) as PartType[];
     // Bytes made of real encodings, sometimes damaged, read with a random spec.

@@ -44,6 +44,8 @@ export const PREFIX_HELP = `Prefix syntax: a JSON array of key parts, encoded li
   true, false                    a boolean part
   {"u64": "18446744073709551615"} a sized integer: i64 i32 i16 i8 u64 u32 u16 u8,
                                  given as a number or a decimal string
+  {"text": "ada"}                a text() part (code-point order)
+  {"f64": -1.5}                  an f64() part ("Infinity", "-Infinity", "-0" as strings)
   {"bytes": "00ff"}              a byte-string part (length-prefixed, like Uint8Array)
   {"raw": "000a6368"}            bytes taken verbatim (e.g. a hex key printed by scan)
 A single value that is not an array is one part.

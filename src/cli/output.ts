@@ -33,6 +33,13 @@ export function showPart(v: unknown, type: PartType): string {
   switch (type) {
     case 'string':
       return JSON.stringify(v);
+    case 'text':
+      return `{"text":${JSON.stringify(v)}}`;
+    case 'f64': {
+      // JSON has no -0, Infinity or -Infinity: those are written as strings.
+      const x = v as number;
+      return `{"f64":${Number.isFinite(x) && !Object.is(x, -0) ? String(x) : `"${Object.is(x, -0) ? '-0' : String(x)}"`}}`;
+    }
     case 'bool':
     case 'number':
     case 'i32':

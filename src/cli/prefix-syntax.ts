@@ -1,5 +1,6 @@
 import { PersistencyError } from '../errors.js';
 import {
+  f64,
   i8,
   i16,
   i32,
@@ -12,6 +13,7 @@ import {
   prefixRange,
   rawKey,
   type SizedInt,
+  text,
   u8,
   u16,
   u32,
@@ -98,6 +100,17 @@ export function toPart(v: unknown, where: string): KeyPart {
         if (typeof arg === 'string' && /^-?\d+$/.test(arg)) return sized(BigInt(arg));
         throw usage(`--prefix: ${where}: {"${tag}": …} takes an integer or a decimal string`);
       }
+      if (tag === 'text') {
+        if (typeof arg !== 'string') throw usage(`--prefix: ${where}: {"text": …} takes a string`);
+        return text(arg);
+      }
+      if (tag === 'f64') {
+        // A number, or "Infinity", "-Infinity", "-0" (which JSON cannot write).
+        const x = typeof arg === 'string' && arg.trim() !== '' ? Number(arg) : arg;
+        if (typeof x !== 'number' || Number.isNaN(x))
+          throw usage(`--prefix: ${where}: {"f64": …} takes a number (or "Infinity", "-0")`);
+        return f64(x);
+      }
       if (tag === 'bytes' || tag === 'raw') {
         if (typeof arg !== 'string' || !/^(?:[0-9a-fA-F]{2})*$/.test(arg))
           throw usage(`--prefix: ${where}: {"${tag}": …} takes an even-length hex string`);
@@ -107,7 +120,7 @@ export function toPart(v: unknown, where: string): KeyPart {
     }
   }
   throw usage(
-    `--prefix: ${where}: ${JSON.stringify(v)} is not a key part (a string, integer, boolean, or {"<i64|…|u8|bytes|raw>": …})`,
+    `--prefix: ${where}: ${JSON.stringify(v)} is not a key part (a string, integer, boolean, or {"<i64|…|u8|f64|text|bytes|raw>": …})`,
   );
 }
 

@@ -6,6 +6,7 @@ import { invalidArgument, PersistencyError } from '../errors.js';
 import { readU32 } from '../protocol/bytes.js';
 import { PartError } from './encode.js';
 import { bytesOf, type Key } from './key.js';
+import { readF64, readText } from './ordered.js';
 import { type IntWidth, SIGN_FLIP, TWO_32, WIDTHS } from './sized-int.js';
 
 /**
@@ -28,11 +29,13 @@ export interface PartTypeMap {
   i8: number;
   u32: number;
   u16: number;
+  f64: number;
+  text: string;
 }
 
 /**
  * A part type name for {@link decodeKey} and {@link decodePayload}: `'string' 'bytes'
- * 'bool' 'u8' 'i64' 'u64' 'number' 'i32' 'i16' 'i8' 'u32' 'u16'`.
+ * 'bool' 'u8' 'i64' 'u64' 'number' 'i32' 'i16' 'i8' 'u32' 'u16' 'f64' 'text'`.
  * @example const spec = ['string', 'i64'] as const satisfies readonly PartType[];
  */
 export type PartType = keyof PartTypeMap;
@@ -88,6 +91,16 @@ class Reader {
       case 'u8':
         this.need(1, type);
         return buf[this.pos++] as number;
+      case 'f64': {
+        const [x, end] = readF64(buf, this.pos);
+        this.pos = end;
+        return x;
+      }
+      case 'text': {
+        const [s, end] = readText(buf, this.pos);
+        this.pos = end;
+        return s;
+      }
       default: {
         this.need(8, type);
         const hi = readU32(buf, this.pos);
@@ -125,6 +138,8 @@ export const PART_TYPE_NAMES = Object.keys({
   i8: true,
   u32: true,
   u16: true,
+  f64: true,
+  text: true,
 } satisfies Record<PartType, true>) as readonly PartType[];
 
 const PART_TYPES: ReadonlySet<string> = new Set<string>(PART_TYPE_NAMES);

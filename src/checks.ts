@@ -92,15 +92,25 @@ export function checkedKey(k: unknown, where: string, name: string): Uint8Array 
   return bytes;
 }
 
+/** The length of a caller's array, read once: a proxy cannot change it under a loop. */
+export function checkedLength(list: unknown, where: string, name: string): number {
+  if (!Array.isArray(list))
+    throw new Refused(`${where}: ${name} must be an array, got ${describe(list)}`);
+  const n: unknown = list.length;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+    throw new Refused(
+      `${where}: ${name}.length must be a non-negative integer, got ${describe(n)}`,
+    );
+  }
+  return n;
+}
+
 /** The bytes of each key of a list (an array of Keys, read once). */
 export function checkedKeys(keys: unknown, where: string): Uint8Array[] {
-  if (!Array.isArray(keys))
-    throw new Refused(`${where}: keys must be an array, got ${describe(keys)}`);
-  const n: unknown = keys.length; // read once: a proxy cannot change it under the loop
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0)
-    throw new Refused(`${where}: keys.length must be a non-negative integer, got ${describe(n)}`);
+  const n = checkedLength(keys, where, 'keys');
+  const list = keys as readonly unknown[];
   const out = new Array<Uint8Array>(n);
-  for (let i = 0; i < n; i++) out[i] = checkedKey(keys[i], where, `keys[${i}]`);
+  for (let i = 0; i < n; i++) out[i] = checkedKey(list[i], where, `keys[${i}]`);
   return out;
 }
 

@@ -10,18 +10,18 @@ import {
   checkedBatchBody,
   checkedKey,
   checkedKeys,
+  checkedLength,
   checkedOp,
   checkedRange,
   checkedScan,
   type OpRecord,
   prefixBounds,
-  Refused,
   refusal,
 } from './checks.js';
 import type { CloseOutcome } from './client-host.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
-import { describe, isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
+import { isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
 import { rowFits } from './limits.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
@@ -128,15 +128,7 @@ export class Job {
   persist(ops: readonly TxOp[]): void {
     let n: number;
     try {
-      if (!Array.isArray(ops))
-        throw new Refused(`persist: ops must be an array, got ${describe(ops)}`);
-      const length: unknown = ops.length; // read once: a proxy cannot change it under the loop
-      if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) {
-        throw new Refused(
-          `persist: ops.length must be a non-negative integer, got ${describe(length)}`,
-        );
-      }
-      n = length;
+      n = checkedLength(ops, 'persist', 'ops');
     } catch (e) {
       this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
       return;

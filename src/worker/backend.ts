@@ -1,47 +1,17 @@
 /*
- * The only SQL the library runs on a job file: schema, migrations, pragmas and statements
- * of one job file (the root's lock, src/root-lock.ts, is another file). Runs inside the
- * job's worker, which alone owns the connection.
+ * The SQL the library runs on an open job file: its statements (the schema, migrations and
+ * pragmas it is opened with are src/worker/job-database.ts; the root's lock is
+ * src/root-lock.ts). Runs inside the job's worker, which alone owns the connection.
  *
  * Locking: a file job runs WAL in SQLite's normal locking mode, so its `-shm` index exists
  * while it is open and other processes can read its committed data through read-only
  * connections. Ownership is not this file's lock but the root's (src/root-lock.ts), taken
  * before a job opens: an exclusive lock on the job file would keep every reader out.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { type BackendOptions, openJobDatabase } from './job-database.js';
 
-/** The schema version this library writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 1;
-
-/**
- * Ordered migrations; entry i takes a file from version i to i + 1. Each runs in its own
- * transaction together with its version bump, so a crash leaves a file at one version.
- * Version 1 is the Nim reference's schema, byte for byte.
- */
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE IF NOT EXISTS kv (
-     category BLOB NOT NULL,
-     key BLOB NOT NULL,
-     payload BLOB NOT NULL,
-     PRIMARY KEY (category, key)
-   ) WITHOUT ROWID`,
-];
-
-export interface BackendOptions {
-  readonly busyTimeoutMs: number;
-  /**
-   * How long one statement waits in SQLite's busy handler (default: busyTimeoutMs). A
-   * thread shared by several jobs waits less and retries between turns instead.
-   */
-  readonly statementBusyMs?: number | undefined;
-  readonly journalSizeLimitBytes: number;
-  /** Bound on the file size via max_page_count; 0 = none. */
-  readonly maxJobBytes?: number;
-  /** Run quick_check at open and refuse a damaged file. */
-  readonly verifyOnOpen?: boolean;
-  /** Open an existing file only (a released job's), never create one. */
-  readonly mustExist?: boolean;
-}
+export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
 
 type Bytes = Uint8Array;
 
@@ -179,82 +149,11 @@ export class KvBackend {
   }
 
   /**
-   * Open (creating if needed) a job file: refuse a newer schema without writing, set the
-   * pragmas, run pending migrations. `image` restores an in-memory job. The caller owns the
-   * root (src/root-lock.ts).
+   * Open (creating if needed) a job file, set up by `openJobDatabase`. `image` restores an
+   * in-memory job. The caller owns the root (src/root-lock.ts).
    */
   static open(path: string, options: BackendOptions, image?: Uint8Array): KvBackend {
-    const memory = path === ':memory:';
-    // Fail fast on a lock held elsewhere: waiting here would only delay the Busy error.
-    const db = image
-      ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
-      : new Database(path, { timeout: 0, fileMustExist: options.mustExist === true });
-    try {
-      const version = db.pragma('user_version', { simple: true }) as number;
-      if (version < 0) {
-        throw Object.assign(
-          new Error(
-            `${path} has schema version ${version} in its header, which no version of this library writes: the file is damaged or not a job file; it was left untouched`,
-          ),
-          { code: 'SQLITE_CORRUPT' },
-        );
-      }
-      if (version > SCHEMA_VERSION) {
-        throw Object.assign(
-          new Error(
-            `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
-          ),
-          { code: 'SCHEMA_TOO_NEW' },
-        );
-      }
-      if (options.verifyOnOpen === true) {
-        let problems: { quick_check: string }[];
-        try {
-          problems = db.pragma('quick_check(5)') as { quick_check: string }[];
-        } catch (e) {
-          const code = (e as { code?: string }).code ?? 'SQLITE_CORRUPT';
-          throw Object.assign(new Error(`quick_check: ${(e as Error).message}`), { code });
-        }
-        if (problems[0]?.quick_check !== 'ok') {
-          throw Object.assign(
-            new Error(`quick_check found damage: ${problems.map((p) => p.quick_check).join('; ')}`),
-            { code: 'SQLITE_CORRUPT' },
-          );
-        }
-      }
-      if (!memory) {
-        const mode = db.pragma('journal_mode = WAL', { simple: true });
-        if (mode !== 'wal')
-          throw new Error(`${path}: could not enable WAL (journal_mode is ${String(mode)})`);
-      }
-      db.pragma('synchronous = FULL');
-      db.pragma(`journal_size_limit = ${Math.floor(options.journalSizeLimitBytes)}`);
-      if (options.maxJobBytes !== undefined && options.maxJobBytes > 0) {
-        const pageSize = db.pragma('page_size', { simple: true }) as number;
-        db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxJobBytes / pageSize))}`);
-      }
-      for (let v = version; v < MIGRATIONS.length; v++) {
-        db.transaction(() => {
-          db.exec(MIGRATIONS[v] as string);
-          db.pragma(`user_version = ${v + 1}`);
-        }).immediate();
-      }
-      // SQLite quietly opens a file it cannot write read-only; find out now, at open,
-      // rather than at the first write. In WAL's normal locking mode BEGIN IMMEDIATE alone
-      // succeeds on such a file (its write lock lives in the -shm), so a write that is
-      // rolled back, never reaching the WAL, tells.
-      const current = db.pragma('user_version', { simple: true }) as number;
-      db.exec(`BEGIN IMMEDIATE; PRAGMA user_version = ${current}; ROLLBACK`);
-      const busyMs = Math.min(
-        options.statementBusyMs ?? options.busyTimeoutMs,
-        options.busyTimeoutMs,
-      );
-      db.pragma(`busy_timeout = ${Math.floor(busyMs)}`);
-      return new KvBackend(db);
-    } catch (e) {
-      db.close();
-      throw e;
-    }
+    return new KvBackend(openJobDatabase(path, options, image));
   }
 
   get inTransaction(): boolean {

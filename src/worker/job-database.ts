@@ -1,0 +1,122 @@
+/*
+ * Opening a job file: its schema and migrations, and the pragmas it runs with. A file of an
+ * unknown (newer, or negative: damaged) schema version is refused before anything is
+ * written. Runs inside the job's worker (src/worker/backend.ts holds the statements).
+ */
+import Database from 'better-sqlite3';
+
+/** The schema version this library writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 1;
+
+/**
+ * Ordered migrations; entry i takes a file from version i to i + 1. Each runs in its own
+ * transaction together with its version bump, so a crash leaves a file at one version.
+ * Version 1 is the Nim reference's schema, byte for byte.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS kv (
+     category BLOB NOT NULL,
+     key BLOB NOT NULL,
+     payload BLOB NOT NULL,
+     PRIMARY KEY (category, key)
+   ) WITHOUT ROWID`,
+];
+
+export interface BackendOptions {
+  readonly busyTimeoutMs: number;
+  /**
+   * How long one statement waits in SQLite's busy handler (default: busyTimeoutMs). A
+   * thread shared by several jobs waits less and retries between turns instead.
+   */
+  readonly statementBusyMs?: number | undefined;
+  readonly journalSizeLimitBytes: number;
+  /** Bound on the file size via max_page_count; 0 = none. */
+  readonly maxJobBytes?: number;
+  /** Run quick_check at open and refuse a damaged file. */
+  readonly verifyOnOpen?: boolean;
+  /** Open an existing file only (a released job's), never create one. */
+  readonly mustExist?: boolean;
+}
+
+/**
+ * A job file's connection, set up: refuse an unknown schema without writing, check it with
+ * `verifyOnOpen`, set the pragmas, run pending migrations, and find out now whether it can
+ * be written. `image` restores an in-memory job.
+ */
+export function openJobDatabase(
+  path: string,
+  options: BackendOptions,
+  image?: Uint8Array,
+): Database.Database {
+  const memory = path === ':memory:';
+  // Fail fast on a lock held elsewhere: waiting here would only delay the Busy error.
+  const db = image
+    ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
+    : new Database(path, { timeout: 0, fileMustExist: options.mustExist === true });
+  try {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version < 0) {
+      throw Object.assign(
+        new Error(
+          `${path} has schema version ${version} in its header, which no version of this library writes: the file is damaged or not a job file; it was left untouched`,
+        ),
+        { code: 'SQLITE_CORRUPT' },
+      );
+    }
+    if (version > SCHEMA_VERSION) {
+      throw Object.assign(
+        new Error(
+          `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
+        ),
+        { code: 'SCHEMA_TOO_NEW' },
+      );
+    }
+    if (options.verifyOnOpen === true) {
+      let problems: { quick_check: string }[];
+      try {
+        problems = db.pragma('quick_check(5)') as { quick_check: string }[];
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'SQLITE_CORRUPT';
+        throw Object.assign(new Error(`quick_check: ${(e as Error).message}`), { code });
+      }
+      if (problems[0]?.quick_check !== 'ok') {
+        throw Object.assign(
+          new Error(`quick_check found damage: ${problems.map((p) => p.quick_check).join('; ')}`),
+          { code: 'SQLITE_CORRUPT' },
+        );
+      }
+    }
+    if (!memory) {
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal')
+        throw new Error(`${path}: could not enable WAL (journal_mode is ${String(mode)})`);
+    }
+    db.pragma('synchronous = FULL');
+    db.pragma(`journal_size_limit = ${Math.floor(options.journalSizeLimitBytes)}`);
+    if (options.maxJobBytes !== undefined && options.maxJobBytes > 0) {
+      const pageSize = db.pragma('page_size', { simple: true }) as number;
+      db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxJobBytes / pageSize))}`);
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      db.transaction(() => {
+        db.exec(MIGRATIONS[v] as string);
+        db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+    // SQLite quietly opens a file it cannot write read-only; find out now, at open,
+    // rather than at the first write. In WAL's normal locking mode BEGIN IMMEDIATE alone
+    // succeeds on such a file (its write lock lives in the -shm), so a write that is
+    // rolled back, never reaching the WAL, tells.
+    const current = db.pragma('user_version', { simple: true }) as number;
+    db.exec(`BEGIN IMMEDIATE; PRAGMA user_version = ${current}; ROLLBACK`);
+    const busyMs = Math.min(
+      options.statementBusyMs ?? options.busyTimeoutMs,
+      options.busyTimeoutMs,
+    );
+    db.pragma(`busy_timeout = ${Math.floor(busyMs)}`);
+    return db;
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}

@@ -139,7 +139,7 @@ export function readReply(
       const info = errors[r.u32()];
       return err(
         info === undefined
-          ? new PersistencyError('Backend', 'missing error detail')
+          ? new PersistencyError('Backend', 'missing error detail', { code: 'SQLITE_ERROR' })
           : fromErrorInfo(info),
       );
     }

@@ -37,6 +37,8 @@ export interface ClientHost {
   readonly writeFailed: ReportWriteFailure;
   /** Failed writes of the job no flush has reported yet (see src/write-failures.ts). */
   takeFailures(jobId: string): Failures | undefined;
+  /** `count` more of them (a worker hands its count over when it lets go of the job). */
+  recordFailures(jobId: string, count: number, first: PersistencyError): void;
   /** The job's thread died while it was open. */
   died(client: JobClient, error: PersistencyError): void;
 }

@@ -9,6 +9,7 @@ import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { type Result, ResultAsync } from 'neverthrow';
 import type { ClientHost, CloseOutcome } from './client-host.js';
 import { PersistencyError } from './errors.js';
+import { fileMoved } from './file-identity.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import {
   type ErrorInfo,
@@ -44,7 +45,8 @@ export class JobClient {
   #state: State = 'attaching';
   #port: MessagePort | undefined;
   #attachment: Attachment | undefined;
-  /** The job's file as first opened: a reattach opens that file or fails. */
+  /** The job's file (undefined: `:memory:`) and its identity: a reattach opens that file or fails. */
+  #file: string | undefined;
   #fileId: string | undefined;
   #deathError: PersistencyError | undefined;
   /** A released `:memory:` job's database, kept until it is attached again. */
@@ -198,6 +200,7 @@ export class JobClient {
     const a = r.value;
     this.#image = undefined; // the worker has it now
     this.#attachment = a;
+    this.#file = a.file;
     this.#fileId = a.fileId;
     this.#port = a.port;
     this.#referenced = true; // the handshake's listener left the port referenced
@@ -281,12 +284,19 @@ export class JobClient {
     if (this.#state === 'attached') this.#postClose();
     else if (this.#state === 'released') {
       void this.#releaseExited.then(() =>
-        this.#finishClose({ image: this.#image, error: undefined }),
+        this.#finishClose({ image: this.#image, error: this.#fileMoved() }),
       );
     }
     // 'attaching' and 'releasing' close once they are done.
     this.#updateRef();
     return this.#closed;
+  }
+
+  /** A released job's file, if it is no longer the one it had (closing it then is Err). */
+  #fileMoved(): PersistencyError | undefined {
+    if (this.#file === undefined || this.#fileId === undefined) return undefined;
+    const moved = fileMoved(this.#file, this.#fileId, 'while the job was released');
+    return moved === undefined ? undefined : fromErrorInfo(moved);
   }
 
   #postClose(): void {
@@ -307,9 +317,18 @@ export class JobClient {
     t: 'closed' | 'released';
     image: Uint8Array | undefined;
     error?: ErrorInfo | undefined;
+    unflushed: ErrorInfo | undefined;
     polls: PollStats;
     reads: ReadStats;
   }): void {
+    // The worker's count of failed writes goes on in the ledger, for the next flush.
+    const unflushed = m.unflushed === undefined ? undefined : fromErrorInfo(m.unflushed);
+    if (unflushed !== undefined)
+      this.#host.recordFailures(
+        this.#id,
+        unflushed.count ?? 1,
+        unflushed.cause as PersistencyError,
+      );
     const attachment = this.#attachment as Attachment;
     this.#attachment = undefined;
     this.#port = undefined;
@@ -327,7 +346,7 @@ export class JobClient {
         this.#host.reopened();
         void this.#attach();
       } else if (this.#closeRequested) {
-        void exited.then(() => this.#finishClose({ image: this.#image, error: undefined }));
+        void exited.then(() => this.#finishClose({ image: this.#image, error: this.#fileMoved() }));
       }
       return;
     }

@@ -90,6 +90,7 @@ export class JobRegistry {
         else this.#resident.delete(client);
       },
       takeFailures: (jobId) => this.#failures.take(jobId),
+      recordFailures: (jobId, count, first) => this.#failures.record(jobId, count, first),
       reopened: () => {
         this.#reopened++;
       },

@@ -39,8 +39,28 @@ describe.each<[string, PersistencyOptions]>([
     expect(read.isErr() && read.error.message).toContain(dbPath);
     expect(existsSync(dbPath)).toBe(false); // no new empty file in its place
     expect(p.hasJob('gone')).toBe(true); // still open, released: closeJob ends it
-    unwrap(await p.closeJob('gone'));
+    const closed = await p.closeJob('gone'); // Err too: the job's data is not in a file
+    expect(closed.isErr() && [closed.error.kind, closed.error.code]).toEqual(['Backend', 'ENOENT']);
+    expect(p.hasJob('gone')).toBe(false);
     await p.close();
+  });
+
+  it('closeJob as the first call after the file was removed or replaced: Err naming it', async () => {
+    const gone = await releasedWithOneRow(options, 'gone-close');
+    for (const f of [gone.dbPath, ...SIDECAR_SUFFIXES.map((s) => gone.dbPath + s)])
+      rmSync(f, { force: true });
+    const closed = await gone.p.closeJob('gone-close');
+    expect(gone.job.running).toBe(false);
+    expect(
+      closed.isErr() && [closed.error.code, closed.error.message.includes(gone.dbPath)],
+    ).toEqual(['ENOENT', true]);
+    await gone.p.close();
+    const swapped = await releasedWithOneRow(options, 'swapped-close');
+    copyFileSync(swapped.dbPath, `${swapped.dbPath}.copy`);
+    renameSync(`${swapped.dbPath}.copy`, swapped.dbPath);
+    const closed2 = await swapped.p.closeJob('swapped-close');
+    expect(closed2.isErr() && closed2.error.code).toBe('ESTALE');
+    await swapped.p.close();
   });
 
   it('a file put in its place is not taken for it (ESTALE)', async () => {

@@ -186,6 +186,8 @@ export type FromWorker =
       readonly t: 'closed' | 'released';
       readonly image: Uint8Array | undefined;
       readonly error: ErrorInfo | undefined;
+      /** Writes that failed since the last flush, which the next flush must still report. */
+      readonly unflushed: ErrorInfo | undefined;
       readonly polls: PollStats;
       readonly reads: ReadStats;
     };

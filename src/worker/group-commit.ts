@@ -402,6 +402,15 @@ export class GroupCommit {
     if (this.#unflushedFailures++ === 0) this.#firstUnflushedFailure = error;
   }
 
+  /** The failures no flush has reported yet (as a flush would), handed over at detach. */
+  takeUnflushed(): ErrorInfo | undefined {
+    const first = this.#firstUnflushedFailure;
+    if (first === undefined) return undefined;
+    const info = writesFailedInfo(this.#unflushedFailures, first);
+    this.#clearFailures();
+    return info;
+  }
+
   #clearFailures(): void {
     this.#unflushedFailures = 0;
     this.#firstUnflushedFailure = undefined;

@@ -262,6 +262,7 @@ export class JobWorker {
       t: how === 'close' ? 'closed' : 'released',
       image,
       error,
+      unflushed: this.#commit.takeUnflushed(),
       polls: { ...(this.#poller?.stats ?? Poller.none) },
       reads: { batched: this.#reads.batched, slices: this.#slices },
     };

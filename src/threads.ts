@@ -121,6 +121,8 @@ export class WorkerThreads {
     return new Promise((settle) => {
       let handler: ((m: FromWorker) => void) | undefined;
       let settled = false;
+      /** The thread said why it could not open (its exit is not a death then). */
+      let openFailed = false;
       const finish = (r: Result<Attachment, PersistencyError>) => {
         if (settled) return;
         settled = true;
@@ -149,6 +151,7 @@ export class WorkerThreads {
       const handshake = (m: FromWorker) => {
         if (m instanceof Uint8Array) return;
         if (m.t === 'openFailed') {
+          openFailed = true;
           port1.close();
           // Explained now, before the thread exits and gives its descriptors back.
           const failed = err(explainFdExhaustion(fromErrorInfo(m.error)));
@@ -172,11 +175,13 @@ export class WorkerThreads {
           died(error);
           return;
         }
-        // A thread that exits after saying why it could not open: read that first.
-        for (let m = receiveMessageOnPort(port1); m !== undefined && !settled; ) {
+        // A thread that exits after saying why it could not open: read that first. Its exit
+        // then ends the attach with that reason (the handshake saw to it), not as a death.
+        for (let m = receiveMessageOnPort(port1); m !== undefined && !settled && !openFailed; ) {
           handshake(m.message as FromWorker);
-          if (!settled) m = receiveMessageOnPort(port1);
+          if (!settled && !openFailed) m = receiveMessageOnPort(port1);
         }
+        if (openFailed) return;
         if (handler !== undefined) {
           died(error);
           return;

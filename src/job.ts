@@ -165,19 +165,20 @@ export class Job {
     // the general path, which validates and reports.
     const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
     const bytes = realBytes(payload);
+    const k = isKeyValue(key) ? keyBytes(key) : undefined;
     if (
       cat === undefined ||
       bytes === undefined ||
+      k === undefined ||
       !this.#client.running ||
-      !isKeyValue(key) ||
       bytes.length > this.#host.maxPayloadBytes ||
-      !rowFits(cat.length, keyBytes(key).length, bytes.length)
+      !rowFits(cat.length, k.length, bytes.length)
     ) {
       this.#single({ kind: 'put', category, key, payload });
       return;
     }
     const w = this.#client.frame();
-    writePut(w, cat, keyBytes(key), bytes);
+    writePut(w, cat, k, bytes);
     this.#client.sendIfLarge(w);
   }
 

@@ -134,7 +134,6 @@ export function jobFilesIn(
     if (!byId.has(id) || (current.ok && current.stem + DB_SUFFIX === entry.name))
       byId.set(id, entry.name);
   }
-  return [...byId]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([id, name]) => ({ id, name }));
+  // The default sort compares UTF-16 code units, as listJobs promises.
+  return [...byId.keys()].sort().map((id) => ({ id, name: byId.get(id) as string }));
 }

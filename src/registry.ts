@@ -320,7 +320,7 @@ export class JobRegistry {
     if (this.#rootDir === MEMORY_ROOT) {
       const ids = new Set(this.#images.keys());
       for (const [id, slot] of this.#slots) if (slot.job !== undefined) ids.add(id);
-      return ok([...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      return ok([...ids].sort()); // UTF-16 code-unit order, as for files
     }
     try {
       const entries = await readdir(this.#rootDir, { withFileTypes: true });

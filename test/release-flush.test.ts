@@ -51,14 +51,17 @@ describe.each<[string, PersistencyOptions]>([
   ['per-job', { workerThreads: 'per-job' }],
   ['2 threads', { workerThreads: 2 }],
 ])('no fault injection: a write over maxJobBytes, then an idle release (%s)', (_n, options) => {
-  it('the flush after the reattach is Err', async () => {
-    const p = unwrap(
+  /** A root whose jobs hold 1 MiB at most, so a 2 MiB put fails with SQLITE_FULL. */
+  const withQuota = () =>
+    unwrap(
       Persistency.instance(tempDir(), {
         ...options,
         maxJobBytes: 1024 * 1024,
         maxPayloadBytes: 4 * 1024 * 1024,
       }),
     );
+  it('the flush after the reattach is Err', async () => {
+    const p = withQuota();
     const failed: PersistencyEvents['writeFailed'][] = [];
     p.events.on('writeFailed', (e) => failed.push(e));
     const job = unwrap(await p.openJob('full'));
@@ -73,13 +76,7 @@ describe.each<[string, PersistencyOptions]>([
   });
 
   it('control: without the release the flush is Err', async () => {
-    const p = unwrap(
-      Persistency.instance(tempDir(), {
-        ...options,
-        maxJobBytes: 1024 * 1024,
-        maxPayloadBytes: 4 * 1024 * 1024,
-      }),
-    );
+    const p = withQuota();
     const job = unwrap(await p.openJob('full2'));
     job.persistPut('c', key(1), new Uint8Array(2 * 1024 * 1024));
     await job.get('c', key(0));

@@ -6,11 +6,13 @@
  *   npm run bench -- codec [--quick]  only the named benchmark(s)
  *   npm run bench -- peers [--quick]  persistency vs raw better-sqlite3, Deno KV, lmdb, LevelDB
  *   npm run bench -- tenants [--quick] 10,000 jobs in one process vs lmdb, LevelDB
+ *   npm run bench -- reads [--quick]  getMany, iterate, scan paging vs raw better-sqlite3
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
 import { runCodecBench } from './codec.js';
 import { runPeersBench } from './peers.js';
+import { runReadsBench } from './reads.js';
 import { runTenantsBench } from './tenants.js';
 
 export interface BenchOptions {
@@ -20,6 +22,7 @@ export interface BenchOptions {
 const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   codec: runCodecBench,
   peers: runPeersBench,
+  reads: runReadsBench,
   tenants: runTenantsBench,
 };
 

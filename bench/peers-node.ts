@@ -77,15 +77,18 @@ export function bundleForNode(root: string, entries: Record<string, string>): st
   return dir;
 }
 
-/** Bundle, run `node --expose-gc peers.js [--quick]` with the same terminal, clean up. */
-export async function reexecUnderNode(quick: boolean): Promise<void> {
+/**
+ * Bundle bench/<name>.ts (and the RSS child), run `node --expose-gc <name>.js [--quick]`
+ * with the same terminal, clean up.
+ */
+export async function reexecUnderNode(quick: boolean, name = 'peers'): Promise<void> {
   const root = repoRoot();
   const dir = bundleForNode(root, {
-    peers: join('bench', 'peers.ts'),
+    [name]: join('bench', `${name}.ts`),
     'rss-child': join('bench', 'rss-child.ts'),
   });
   try {
-    const args = ['--expose-gc', join(dir, 'peers.js'), ...(quick ? ['--quick'] : [])];
+    const args = ['--expose-gc', join(dir, `${name}.js`), ...(quick ? ['--quick'] : [])];
     const code = await new Promise<number | string>((resolve, reject) => {
       const child = spawn(process.execPath, args, {
         cwd: root,
@@ -95,7 +98,7 @@ export async function reexecUnderNode(quick: boolean): Promise<void> {
       child.on('error', reject);
       child.on('close', (c, signal) => resolve(c ?? signal ?? 'unknown'));
     });
-    if (code !== 0) throw new Error(`peers benchmark (bundled, plain node) failed: exit ${code}`);
+    if (code !== 0) throw new Error(`${name} benchmark (bundled, plain node) failed: exit ${code}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -37,6 +37,7 @@ export const DEFAULTS: Required<PersistencyOptions> = {
   workerThreads: 'per-job',
   idleCloseMs: 60_000,
   sliceMs: 2,
+  iteratorIdleMs: 60_000,
 };
 
 /** Invalid input found while validating; carries the user-facing message. */
@@ -177,6 +178,31 @@ export function checkedScan(
   const narrowed = after === undefined ? range : rangeAfter(range, after, reverse);
   if (narrowed === undefined) return { start: range[0], stop: range[1], reverse, limit: 0 };
   return { start: narrowed[0], stop: narrowed[1], reverse, limit };
+}
+
+/** `iterate`'s rows per page: the default and the most (a page is read in one turn). */
+export const ITERATE_PAGE_ROWS = 1024;
+export const MAX_ITERATE_PAGE_ROWS = 65_536;
+
+/** An iterate's range, options and page size, checked (see checkedScan). */
+export function checkedIterate(
+  range: [Uint8Array, Uint8Array],
+  options: unknown,
+  where: string,
+): { start: Uint8Array; stop: Uint8Array; reverse: boolean; limit: number; pageSize: number } {
+  const scan = checkedScan(range, options, where);
+  const pageSize = (options as { pageSize?: unknown } | undefined)?.pageSize;
+  if (pageSize === undefined) return { ...scan, pageSize: ITERATE_PAGE_ROWS };
+  if (
+    !(typeof pageSize === 'number' && Number.isSafeInteger(pageSize)) ||
+    pageSize < 1 ||
+    pageSize > MAX_ITERATE_PAGE_ROWS
+  ) {
+    throw new Refused(
+      `${where}: options.pageSize must be an integer from 1 to ${MAX_ITERATE_PAGE_ROWS}, got ${describe(pageSize)}`,
+    );
+  }
+  return { ...scan, pageSize };
 }
 
 /** The most bytes one atomic batch may encode to. */

@@ -34,6 +34,7 @@ export {
 export { decodePayload, payload, toPayload } from './payload.js';
 export { Persistency } from './persistency.js';
 export type {
+  IterateOptions,
   KvRow,
   PersistencyEvents,
   PersistencyOptions,

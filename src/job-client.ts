@@ -59,6 +59,8 @@ export class JobClient {
   readonly #replies = new ReplyQueue();
   #framesInFlight = 0;
   #referenced = false;
+  /** Iterator snapshots the job's worker holds: the job is not released while there are. */
+  snapshots = 0;
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
@@ -248,6 +250,7 @@ export class JobClient {
     if (
       this.#state !== 'attached' ||
       this.#closeRequested ||
+      this.snapshots > 0 ||
       this.lastActive > before ||
       this.#turn.open ||
       this.#framesInFlight > 0 ||

@@ -8,6 +8,7 @@ import { realBytes } from './bytes.js';
 import {
   categoryBytes,
   checkedBatchBody,
+  checkedIterate,
   checkedKey,
   checkedKeys,
   checkedLength,
@@ -36,7 +37,12 @@ import {
   writePut,
   writeScan,
 } from './protocol/requests.js';
-import type { KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
+import {
+  type IterateRequest,
+  type IteratorChannel,
+  SnapshotIterator,
+} from './snapshot-iterator.js';
+import type { IterateOptions, KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
 
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
@@ -61,6 +67,7 @@ export type ReportWriteFailure = (
 /** What a Job needs from the Persistency that owns it. */
 export interface JobHost {
   readonly maxPayloadBytes: number;
+  readonly iteratorIdleMs: number;
   readonly writeFailed: ReportWriteFailure;
 }
 
@@ -86,6 +93,7 @@ export class Job {
   readonly id: string;
   readonly #client: JobClient;
   readonly #host: JobHost;
+  readonly #iteratorChannel: IteratorChannel;
   readonly #categories = new Map<string, Uint8Array>();
   readonly #category = (category: unknown, where: string): Uint8Array => {
     const cached = typeof category === 'string' ? this.#categories.get(category) : undefined;
@@ -105,6 +113,16 @@ export class Job {
     this.id = id;
     this.#client = client;
     this.#host = host;
+    this.#iteratorChannel = {
+      page: (write) => this.#request('iterate', () => write),
+      post: (write) => {
+        if (client.running) write(client.frame());
+      },
+      held: (delta) => {
+        client.snapshots += delta;
+      },
+      idleMs: host.iteratorIdleMs,
+    };
   }
 
   /**
@@ -335,6 +353,53 @@ export class Job {
     return this.#request('scanPrefix', () =>
       this.#scanRecord(category, prefixBounds(prefix, 'scanPrefix'), options, 'scanPrefix'),
     );
+  }
+
+  /**
+   * The rows of `range` (as `scan`), read lazily a page (`pageSize` rows) at a time from a
+   * snapshot taken at the first `next()`: later writes are not seen. `break` lets go of the
+   * snapshot at once; a failure rejects `next()` (the one place the API rejects).
+   * @example for await (const { key, payload } of job.iterate('log', prefixRange(key('c1')))) use(key, payload);
+   */
+  iterate(
+    category: string,
+    range: KeyRange,
+    options?: IterateOptions,
+  ): AsyncIterableIterator<KvRow> {
+    return this.#iterator(category, () => checkedRange(range, 'iterate'), options, 'iterate');
+  }
+
+  /**
+   * `iterate(category, prefixRange(prefix), options)`: the rows whose key starts with `prefix`.
+   * @example for await (const row of job.iteratePrefix('msg', key('general'), { reverse: true })) show(row);
+   */
+  iteratePrefix(
+    category: string,
+    prefix: Key,
+    options?: IterateOptions,
+  ): AsyncIterableIterator<KvRow> {
+    return this.#iterator(
+      category,
+      () => prefixBounds(prefix, 'iteratePrefix'),
+      options,
+      'iteratePrefix',
+    );
+  }
+
+  #iterator(
+    category: string,
+    bounds: () => [Uint8Array, Uint8Array],
+    options: IterateOptions | undefined,
+    where: string,
+  ): SnapshotIterator {
+    let request: IterateRequest;
+    try {
+      const { start, stop, reverse, limit, pageSize } = checkedIterate(bounds(), options, where);
+      request = { cat: this.#category(category, where), start, stop, reverse, limit, pageSize };
+    } catch (e) {
+      request = { refused: refusal(e, where) };
+    }
+    return new SnapshotIterator(this.#iteratorChannel, request);
   }
 
   #scanRecord(

@@ -80,7 +80,11 @@ export class JobRegistry {
       options.openTimeoutMs,
     );
     const writeFailed = this.writeFailed;
-    this.#jobHost = { maxPayloadBytes: options.maxPayloadBytes, writeFailed };
+    this.#jobHost = {
+      maxPayloadBytes: options.maxPayloadBytes,
+      iteratorIdleMs: options.iteratorIdleMs,
+      writeFailed,
+    };
     this.#clientHost = {
       writeFailed,
       attach: (jobId, pin, image, fileId, died) =>

@@ -41,6 +41,15 @@ export type TxOp =
   | { readonly kind: 'deletePrefix'; readonly category: string; readonly prefix: Key };
 
 /**
+ * Options of `iterate` and `iteratePrefix`: those of a scan, and the rows per page.
+ * @example for await (const row of job.iteratePrefix('log', key('c1'), { pageSize: 256 })) use(row);
+ */
+export interface IterateOptions extends ScanOptions {
+  /** Rows read per trip to the worker, 1 to 65,536. (default: 1024) */
+  readonly pageSize?: number;
+}
+
+/**
  * Options of `scan` and `scanPrefix`.
  * @example job.scanPrefix('log', key('c1'), { reverse: true, limit: 20 })
  */
@@ -123,6 +132,13 @@ export interface PersistencyOptions {
    * elsewhere pauses at the next record, page of 1,024 rows or slice of 1,024 ops. (default: 2)
    */
   readonly sliceMs?: number;
+  /**
+   * An iterator (`job.iterate`) whose `next()` has not been called for this many ms ends:
+   * its snapshot is let go of (while one is held the job's WAL cannot be checkpointed past
+   * it, and the job is not released when idle), and its next `next()` rejects with
+   * `Timeout` (code `SNAPSHOT_EXPIRED`). 0 = never. (default: 60000)
+   */
+  readonly iteratorIdleMs?: number;
 }
 
 /**

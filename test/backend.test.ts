@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { decodeKey, decodePayload, key, Persistency, payload, prefixRange } from '../src/index.js';
+import { ByteReader, ByteWriter } from '../src/protocol/bytes.js';
 import { KvBackend, SCAN_PAGE_ROWS, SCHEMA_VERSION } from '../src/worker/backend.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persistency-backend-'));
@@ -17,8 +18,13 @@ const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/ /g, ''), 'hex'
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 /** Every row a backend scan visits, page after page. */
 const scanAll = (b: KvBackend, ...args: [Uint8Array, Uint8Array, Uint8Array, boolean, number]) => {
+  const w = new ByteWriter(64);
+  let n = 0;
+  for (const rows of b.scanPages(() => w, ...args)) n += rows;
+  const r = new ByteReader(w.buf.subarray(0, w.pos));
   const rows: (readonly [Uint8Array, Uint8Array])[] = [];
-  for (const page of b.scanPages(...args)) rows.push(...page);
+  for (let i = 0; i < n; i++) rows.push([r.blob().slice(), r.blob().slice()]);
+  expect(r.done).toBe(true);
   return rows;
 };
 
@@ -176,25 +182,56 @@ describe('scans read page by page', () => {
     return limit < 0 ? all : all.slice(0, limit);
   };
 
-  it('in the backend: every limit around the page size, both directions, open and closed', () => {
-    const b = KvBackend.open(fresh(), options);
-    try {
-      const cat = u8(0x73);
-      const k = (i: number) => u8(i >> 8, i & 0xff);
-      for (let i = 0; i < ROWS; i++) b.put(cat, k(i), u8(i & 0xff));
-      for (const [from, to] of ranges) {
-        for (const reverse of [false, true]) {
-          for (const limit of limits) {
-            const stop = to === undefined ? u8() : k(to);
-            const got = scanAll(b, cat, k(from), stop, reverse, limit).map(
-              ([key]) => ((key[0] as number) << 8) | (key[1] as number),
-            );
-            expect(got, `[${from}, ${to}) reverse ${reverse} limit ${limit}`).toEqual(
-              expected(from, to, reverse, limit),
-            );
+  // A UTF-8 file's pages are built by SQLite as records; a UTF-16 file's row by row.
+  it.each([
+    ['UTF-8', true],
+    ['UTF-16le', false],
+  ])(
+    'in the backend (%s): every limit around the page size, both directions, open and closed',
+    (encoding, records) => {
+      const file = fresh();
+      const db = new Database(file);
+      db.pragma(`encoding = '${encoding}'`);
+      db.exec('CREATE TABLE t (x)'); // the encoding is set once the file has content
+      db.close();
+      const b = KvBackend.open(file, options);
+      expect(b.canGetMany).toBe(records);
+      try {
+        const cat = u8(0x73);
+        const k = (i: number) => u8(i >> 8, i & 0xff);
+        for (let i = 0; i < ROWS; i++) b.put(cat, k(i), u8(i & 0xff));
+        for (const [from, to] of ranges) {
+          for (const reverse of [false, true]) {
+            for (const limit of limits) {
+              const stop = to === undefined ? u8() : k(to);
+              const got = scanAll(b, cat, k(from), stop, reverse, limit).map(
+                ([key]) => ((key[0] as number) << 8) | (key[1] as number),
+              );
+              expect(got, `[${from}, ${to}) reverse ${reverse} limit ${limit}`).toEqual(
+                expected(from, to, reverse, limit),
+              );
+            }
           }
         }
+      } finally {
+        b.close();
       }
+    },
+  );
+
+  it('a page too long for one SQLite value is read row by row', () => {
+    const b = KvBackend.open(':memory:', options);
+    try {
+      // Two rows whose records together pass SQLite's length limit (536,870,888 bytes).
+      const big = 300 * 1024 * 1024;
+      for (const i of [1, 2]) b.put(u8(1), u8(i), new Uint8Array(big).fill(i));
+      b.put(u8(1), u8(3), u8(3));
+      const rows = scanAll(b, u8(1), u8(), u8(), false, -1);
+      expect(rows.map(([k, p]) => [k[0], p.length, p[p.length - 1]])).toEqual([
+        [1, big, 1],
+        [2, big, 2],
+        [3, 1, 3],
+      ]);
     } finally {
       b.close();
     }

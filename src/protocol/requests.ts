@@ -14,6 +14,9 @@
  *   COUNT        u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop
  *   FLUSH        u8 tag
  *   GET_MANY     u8 tag, u16 catLen, cat, u32 n, (u32 keyLen, key)*
+ *   ITER_OPEN    u8 tag, u32 id, then as SCAN, then u32 pageSize
+ *   ITER_NEXT    u8 tag, u32 id
+ *   ITER_CLOSE   u8 tag, u32 id (the only record with no reply)
  *
  * A batch's "ops record" (from its op count to its end) is also what a failed batch is
  * sent back as, to be reported with its ops.
@@ -31,6 +34,10 @@ export const Tag = {
   DeleteAcked: 6,
   Flush: 7,
   GetMany: 8,
+  /** Take an iterator's snapshot and read its first page. */
+  IterOpen: 9,
+  IterNext: 10,
+  IterClose: 11,
 } as const;
 
 export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
@@ -119,13 +126,41 @@ export function writeScan(
   stop: Uint8Array,
   reverse: boolean,
   limit: number,
+  tagged = true,
 ): void {
-  w.u8(Tag.Scan);
+  if (tagged) w.u8(Tag.Scan);
   w.shortBlob(cat);
   w.blob(start);
   w.blob(stop);
   w.u8(reverse ? 1 : 0);
   w.f64(limit);
+}
+
+/** Open iterator `id`: its range and options as a scan's, and its page size. */
+export function writeIterOpen(
+  w: ByteWriter,
+  id: number,
+  cat: Uint8Array,
+  start: Uint8Array,
+  stop: Uint8Array,
+  reverse: boolean,
+  limit: number,
+  pageSize: number,
+): void {
+  w.u8(Tag.IterOpen);
+  w.u32(id);
+  writeScan(w, cat, start, stop, reverse, limit, false);
+  w.u32(pageSize);
+}
+
+/** Iterator `id`'s next page (IterNext) or its end (IterClose). */
+export function writeIterStep(
+  w: ByteWriter,
+  tag: typeof Tag.IterNext | typeof Tag.IterClose,
+  id: number,
+): void {
+  w.u8(tag);
+  w.u32(id);
 }
 
 export function writeCount(
@@ -162,6 +197,9 @@ export class RequestReader extends ByteReader {
   stop: Uint8Array = EMPTY;
   reverse = false;
   limit = -1;
+  /** An iterator's id and page size (IterOpen, IterNext, IterClose). */
+  iterator = 0;
+  pageSize = 0;
   /** A batch's end, and its op count (after `batch()`). */
   end = 0;
   opCount = 0;
@@ -186,6 +224,19 @@ export class RequestReader extends ByteReader {
     this.count();
     this.reverse = this.u8() === 1;
     this.limit = this.f64();
+  }
+
+  /** IterOpen: `iterator`, the fields of a scan, `pageSize`. */
+  iterOpen(): void {
+    this.iterator = this.u32();
+    this.scan();
+    this.pageSize = this.u32();
+  }
+
+  /** IterNext, IterClose: the iterator's id (also left in `iterator`). */
+  iteratorId(): number {
+    this.iterator = this.u32();
+    return this.iterator;
   }
 
   /** GetMany: `cat`, and its keys (views into the frame). */
@@ -251,6 +302,13 @@ export class RequestReader extends ByteReader {
         if (tag === Tag.Scan) this.pos += 9; // reverse flag, f64 limit
         break;
       case Tag.Flush:
+        break;
+      case Tag.IterOpen:
+        this.iterOpen();
+        break;
+      case Tag.IterNext:
+      case Tag.IterClose:
+        this.pos += 4;
         break;
       case Tag.GetMany: {
         this.pos += 2 + this.peekU16();
@@ -350,14 +408,18 @@ export function batchOps(record: Uint8Array): { ops: TxOp[]; count: number } {
   return { ops, count };
 }
 
-/** A frame's records in order: a batch as its ops record, any other record as its tag. */
+/**
+ * A frame's records in order: a batch as its ops record, a record answered by a reply as
+ * its tag (an IterClose, which has none, is left out).
+ */
 export function recordsOf(frame: Uint8Array): (Uint8Array | number)[] {
   const r = new RequestReader(frame);
   const out: (Uint8Array | number)[] = [];
   while (!r.done) {
     const tag = r.tag();
     const end = r.skip(tag);
-    out.push(tag === Tag.Batch ? frame.subarray(r.at + BATCH_HEADER, end) : tag);
+    if (tag !== Tag.IterClose)
+      out.push(tag === Tag.Batch ? frame.subarray(r.at + BATCH_HEADER, end) : tag);
   }
   return out;
 }

@@ -9,31 +9,19 @@
  * before a job opens: an exclusive lock on the job file would keep every reader out.
  */
 import type Database from 'better-sqlite3';
+import type { ByteWriter } from '../protocol/bytes.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
+import { concatKeepsBytes, inKeyOrder, RangePages } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
 
 type Bytes = Uint8Array;
 
 /**
- * Pages and chunks move on from the last key seen; a damaged file whose rows are out of
- * key order could send them back forever. Throws SQLITE_CORRUPT unless `next` is past `key`.
- */
-function inKeyOrder(key: Bytes, next: Bytes, reverse: boolean): void {
-  const order = Buffer.compare(next, key);
-  if (reverse ? order < 0 : order > 0) return;
-  throw Object.assign(new Error('rows out of key order: the file is damaged'), {
-    code: 'SQLITE_CORRUPT',
-  });
-}
-
-/**
  * Rows per multi-row insert: runs of single puts go to SQLite this many at a time, which
  * inserts faster than one statement per row (README, Design).
  */
 export const PUT_RUN = 32;
-type Row = [Buffer, Buffer];
-type ScanStatement = Database.Statement<(Bytes | number)[], Row>;
 
 /**
  * At most this many keys are read by one `getMany` statement: the most reads a frame holds
@@ -78,11 +66,7 @@ export class KvBackend {
   readonly #getMany = new Map<string, Database.Statement<[readonly Bytes[]], Buffer>>();
   /** Whether `getMany` works on this connection; undefined until first asked. */
   #getManyWorks: boolean | undefined;
-  /** Scan pages: [first page, later pages] per direction and stop (see `scanPage`). */
-  readonly #scan: Record<
-    'asc' | 'desc',
-    Record<'open' | 'closed', readonly [ScanStatement, ScanStatement]>
-  >;
+  readonly #pages: RangePages;
   readonly #countFrom: Database.Statement<[Bytes, Bytes], number>;
   readonly #countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
   readonly #begin: Database.Statement;
@@ -113,25 +97,7 @@ export class KvBackend {
     this.#exists = db
       .prepare<[Bytes, Bytes], number>('SELECT 1 FROM kv WHERE category = ? AND key = ?')
       .pluck();
-    const scan = (dir: 'ASC' | 'DESC', from: '>=' | '>', closed: boolean): ScanStatement =>
-      db
-        .prepare<(Bytes | number)[], Row>(
-          `SELECT key, payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''} ORDER BY key ${dir} LIMIT ?`,
-        )
-        .raw();
-    // Ascending pages go on after the last key; descending ones below it, which for an
-    // open-ended scan makes every later page a closed one.
-    const descClosed = scan('DESC', '>=', true);
-    this.#scan = {
-      asc: {
-        open: [scan('ASC', '>=', false), scan('ASC', '>', false)],
-        closed: [scan('ASC', '>=', true), scan('ASC', '>', true)],
-      },
-      desc: {
-        open: [scan('DESC', '>=', false), descClosed],
-        closed: [descClosed, descClosed],
-      },
-    };
+    this.#pages = new RangePages(db);
     this.#countFrom = db
       .prepare<[Bytes, Bytes], number>('SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?')
       .pluck();
@@ -268,31 +234,9 @@ export class KvBackend {
     return found;
   }
 
-  /**
-   * Whether `getMany` gives exact bytes here, found out once per connection. Its statement
-   * builds text (`||`, group_concat) and casts it back to a blob, which keeps bytes as they
-   * are only in a UTF-8 database (a file made elsewhere may be UTF-16), and needs SQLite
-   * 3.44 (ORDER BY inside an aggregate); a self-test on bytes that are not UTF-8 checks both.
-   */
+  /** Whether `getMany` gives exact bytes here (see concatKeepsBytes), found out once. */
   get canGetMany(): boolean {
-    if (this.#getManyWorks === undefined) {
-      try {
-        const encoding = this.db.pragma('encoding', { simple: true });
-        const sample = this.db
-          .prepare<[], Buffer>(
-            `SELECT CAST(group_concat(x'01' || v, x'' ORDER BY i) AS BLOB)
-             FROM (SELECT 1 AS i, x'00ff80c3' AS v UNION ALL SELECT 0, x'' UNION ALL SELECT 2, x'c328')`,
-          )
-          .pluck()
-          .get();
-        this.#getManyWorks =
-          encoding === 'UTF-8' &&
-          sample !== undefined &&
-          Buffer.compare(sample, Buffer.from('0101' + '00ff80c3' + '01c328', 'hex')) === 0;
-      } catch {
-        this.#getManyWorks = false;
-      }
-    }
+    this.#getManyWorks ??= concatKeepsBytes(this.db);
     return this.#getManyWorks;
   }
 
@@ -301,45 +245,29 @@ export class KvBackend {
   }
 
   /**
-   * The rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or reversed,
-   * at most `limit` of them (-1: no limit), a page at a time. A page is one `all()` of up to
-   * SCAN_PAGE_ROWS rows, going on after the last key of the page before (or below it,
-   * reversed): pages read a long range faster than one `iterate()` or one `all()` (README,
-   * Performance), and between pages the worker may serve another job.
+   * Write the rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or
+   * reversed, at most `limit` of them (-1: no limit), into `w` as row records, a page at a
+   * time (see RangePages), yielding each page's row count. Pages read a long range faster
+   * than one `iterate()` or one `all()` (README, Performance), and between pages the worker
+   * may serve another job.
    */
   *scanPages(
+    w: () => ByteWriter,
     category: Bytes,
     start: Bytes,
     stop: Bytes,
     reverse: boolean,
     limit: number,
-  ): Generator<readonly Row[], void, void> {
-    const [first, next] =
-      this.#scan[reverse ? 'desc' : 'asc'][stop.length === 0 ? 'open' : 'closed'];
+  ): Generator<number, void, void> {
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     let after: Bytes | undefined;
     while (left > 0) {
       const want = Math.min(SCAN_PAGE_ROWS, left);
-      let rows: Row[];
-      if (after === undefined) {
-        rows =
-          stop.length === 0
-            ? first.all(category, start, want)
-            : first.all(category, start, stop, want);
-      } else if (reverse) {
-        rows = next.all(category, start, after, want);
-      } else {
-        rows =
-          stop.length === 0
-            ? next.all(category, after, want)
-            : next.all(category, after, stop, want);
-      }
-      yield rows;
-      if (rows.length < want) return;
+      const page = this.#pages.page(w(), category, start, stop, reverse, after, want);
+      yield page.rows;
+      if (page.rows < want) return;
       left -= want;
-      const last = (rows[want - 1] as Row)[0];
-      if (after !== undefined) inKeyOrder(after, last, reverse);
-      after = last;
+      after = page.last;
     }
   }
 

@@ -29,6 +29,7 @@ import { GroupReplies } from './group-replies.js';
 import { Poller } from './poll.js';
 import { JobReads } from './reads.js';
 import { type Pause, SliceClock } from './slice.js';
+import { Snapshots } from './snapshots.js';
 
 /** On a shared thread, how long to wait before asking again for a write lock held elsewhere. */
 const LOCK_RETRY_MS = 5;
@@ -45,6 +46,7 @@ export class JobWorker {
   readonly #commit: GroupCommit;
   readonly #replies: GroupReplies;
   readonly #reads: JobReads;
+  readonly #snapshots: Snapshots;
   readonly #faults = new Faults();
   readonly #slice: SliceClock;
   readonly #poller: Poller | undefined;
@@ -83,6 +85,13 @@ export class JobWorker {
       this.#faults,
       this.#slice,
       req.busyTimeoutMs,
+    );
+    this.#snapshots = new Snapshots(
+      backend,
+      this.#replies,
+      req.dbPath,
+      Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs),
+      () => this.#fileMoved('while the job was open'),
     );
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
   }
@@ -207,6 +216,17 @@ export class JobWorker {
           yield* reads.getMany(r.cat, keys);
           break;
         }
+        case Tag.IterOpen:
+          r.iterOpen();
+          commit.commit(); // the snapshot holds every write issued before it
+          this.#snapshots.open(r.iterator, r.cat, r.key, r.stop, r.reverse, r.limit, r.pageSize);
+          break;
+        case Tag.IterNext:
+          this.#snapshots.next(r.iteratorId());
+          break;
+        case Tag.IterClose:
+          this.#snapshots.close(r.iteratorId());
+          break;
         case Tag.Flush:
           commit.flush(buf, r.at, this.#fileMoved('while the job was open'));
           break;
@@ -239,6 +259,7 @@ export class JobWorker {
    * so and stays. Returns whether the job is detached.
    */
   #detach(how: 'close' | 'release'): boolean {
+    this.#snapshots.closeAll(); // before the checkpoint, which a snapshot would hold back
     let image: Uint8Array | undefined;
     let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;
     try {

@@ -12,7 +12,6 @@ import {
   Status,
   writeBoolean,
   writeNumber,
-  writeRow,
   writeValue,
 } from '../protocol/replies.js';
 import { endOf, getKeyAt, type RequestReader } from '../protocol/requests.js';
@@ -247,13 +246,10 @@ export class JobReads {
     let at = beginRows(replies.w);
     try {
       let n = 0;
-      for (const rows of this.#backend.scanPages(cat, start, stop, reverse, limit)) {
+      const writer = () => replies.w;
+      for (const rows of this.#backend.scanPages(writer, cat, start, stop, reverse, limit)) {
+        n += rows;
         const w = replies.w;
-        for (let i = 0; i < rows.length; i++) {
-          const [k, p] = rows[i] as [Uint8Array, Uint8Array];
-          writeRow(w, k, p);
-          n++;
-        }
         if (stream && (w.pos - at >= SCAN_PART_BYTES || this.#slice.due())) {
           endRows(w, at, n, true);
           replies.send(0);

@@ -1,0 +1,162 @@
+/*
+ * The SQL that reads a range of one category a page at a time, prepared on one connection:
+ * the job's own (scans) or a snapshot's (iterators, src/worker/snapshots.ts). A page is
+ * written as row records (`ByteWriter.blob` of the key, then of the payload: the ROWS
+ * records of src/protocol/replies.ts), built by SQLite itself where it can.
+ */
+import type Database from 'better-sqlite3';
+import type { ByteWriter } from '../protocol/bytes.js';
+
+type Bytes = Uint8Array;
+type Row = [Buffer, Buffer];
+type PageStatement = Database.Statement<(Bytes | number)[], Row>;
+/** One page as records: the bytes (null for no row), the row count, the last key. */
+type RecordsStatement = Database.Statement<
+  (Bytes | number)[],
+  [Buffer | null, number, Buffer | null]
+>;
+
+/**
+ * Pages and chunks move on from the last key seen; a damaged file whose rows are out of
+ * key order could send them back forever. Throws SQLITE_CORRUPT unless `next` is past `key`.
+ */
+export function inKeyOrder(key: Bytes, next: Bytes, reverse: boolean): void {
+  const order = Buffer.compare(next, key);
+  if (reverse ? order < 0 : order > 0) return;
+  throw Object.assign(new Error('rows out of key order: the file is damaged'), {
+    code: 'SQLITE_CORRUPT',
+  });
+}
+
+/**
+ * Whether SQLite builds exact bytes by concatenation on this connection. `||` and
+ * group_concat build text and a CAST makes it a blob again, which keeps the bytes as they
+ * are only in a UTF-8 database (a file made elsewhere may be UTF-16); ORDER BY inside an
+ * aggregate needs SQLite 3.44. A self-test on bytes that are not UTF-8 checks both.
+ */
+export function concatKeepsBytes(db: Database.Database): boolean {
+  try {
+    const encoding = db.pragma('encoding', { simple: true });
+    const sample = db
+      .prepare<[], Buffer>(
+        `SELECT CAST(group_concat(x'01' || v, x'' ORDER BY i) AS BLOB)
+         FROM (SELECT 1 AS i, x'00ff80c3' AS v UNION ALL SELECT 0, x'' UNION ALL SELECT 2, x'c328')`,
+      )
+      .pluck()
+      .get();
+    return (
+      encoding === 'UTF-8' &&
+      sample !== undefined &&
+      Buffer.compare(sample, Buffer.from('0101' + '00ff80c3' + '01c328', 'hex')) === 0
+    );
+  } catch {
+    return false;
+  }
+}
+
+type Direction = 'asc' | 'desc';
+type Bound = 'open' | 'closed';
+/** Per direction and stop: [first page, later pages]. */
+type ByShape<T> = Record<Direction, Record<Bound, readonly [T, T]>>;
+
+/** The WHERE of each shape: ascending pages go on after the last key, descending ones below it. */
+function pageQuery(dir: Direction, bound: Bound, later: boolean): string {
+  const from = dir === 'asc' && later ? '>' : '>=';
+  // Below the last key, a descending page's range is closed even when the scan's is not.
+  const closed = bound === 'closed' || (dir === 'desc' && later);
+  return `SELECT key, payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
+}
+
+function byShape<T>(make: (dir: Direction, bound: Bound, later: boolean) => T): ByShape<T> {
+  const shape = (dir: Direction, bound: Bound) =>
+    [make(dir, bound, false), make(dir, bound, true)] as const;
+  return {
+    asc: { open: shape('asc', 'open'), closed: shape('asc', 'closed') },
+    desc: { open: shape('desc', 'open'), closed: shape('desc', 'closed') },
+  };
+}
+
+export class RangePages {
+  readonly #rows: ByShape<PageStatement>;
+  /**
+   * The same pages as records made by SQLite: one value per page instead of two Buffers
+   * per row (README, Performance); undefined where concatenation does not keep bytes.
+   */
+  readonly #records: ByShape<RecordsStatement> | undefined;
+
+  constructor(db: Database.Database) {
+    this.#rows = byShape((dir, bound, later) =>
+      db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later)).raw(),
+    );
+    if (!concatKeepsBytes(db)) return;
+    const length = (column: string) => `unhex(printf('%08x', length(${column})))`;
+    this.#records = byShape((dir, bound, later) =>
+      db
+        .prepare<(Bytes | number)[], [Buffer | null, number, Buffer | null]>(
+          `SELECT CAST(group_concat(${length('key')} || key || ${length('payload')} || payload, x'' ORDER BY key ${dir.toUpperCase()}) AS BLOB),
+                  count(*), ${dir === 'asc' ? 'max' : 'min'}(key)
+           FROM (${pageQuery(dir, bound, later)})`,
+        )
+        .raw(),
+    );
+  }
+
+  /**
+   * Write up to `want` rows of `[start, stop)` (an empty `stop`: no upper bound) in key
+   * order, or reversed, as row records into `w`; `after`: the last key of the page before
+   * (undefined for the first page). Returns how many rows, and the last key (checked to be
+   * past `after`) when there was one.
+   */
+  page(
+    w: ByteWriter,
+    category: Bytes,
+    start: Bytes,
+    stop: Bytes,
+    reverse: boolean,
+    after: Bytes | undefined,
+    want: number,
+  ): { rows: number; last: Buffer | undefined } {
+    const args = RangePages.#args(category, start, stop, reverse, after, want);
+    const shape = [reverse ? 'desc' : 'asc', stop.length === 0 ? 'open' : 'closed'] as const;
+    const later = after === undefined ? 0 : 1;
+    let rows = 0;
+    let last: Buffer | undefined;
+    const records = this.#records?.[shape[0]][shape[1]][later];
+    let made: [Buffer | null, number, Buffer | null] | undefined;
+    try {
+      made = records?.get(...args);
+    } catch (e) {
+      // A page too long for one value: read it row by row below.
+      if ((e as { code?: string }).code !== 'SQLITE_TOOBIG') throw e;
+    }
+    if (made !== undefined) {
+      if (made[0] !== null) w.bytes(made[0]);
+      rows = made[1];
+      last = made[2] ?? undefined;
+    } else {
+      const found = (this.#rows[shape[0]][shape[1]][later] as PageStatement).all(...args);
+      for (const [k, p] of found) {
+        w.blob(k);
+        w.blob(p);
+      }
+      rows = found.length;
+      last = found[rows - 1]?.[0];
+    }
+    if (last !== undefined && after !== undefined) inKeyOrder(after, last, reverse);
+    return { rows, last };
+  }
+
+  static #args(
+    category: Bytes,
+    start: Bytes,
+    stop: Bytes,
+    reverse: boolean,
+    after: Bytes | undefined,
+    want: number,
+  ): (Bytes | number)[] {
+    if (after === undefined)
+      return stop.length === 0 ? [category, start, want] : [category, start, stop, want];
+    if (reverse) return [category, start, after, want];
+    return stop.length === 0 ? [category, after, want] : [category, after, stop, want];
+  }
+}

@@ -1,0 +1,162 @@
+/*
+ * A job's iterators inside its worker. Each holds a snapshot of the job as it was when the
+ * iterator opened, read a page per request: for a file job a read-only connection of its
+ * own with a read transaction open (WAL lets the job's writer go on beside it), for a
+ * `:memory:` job a copy of the database. A snapshot ends with its range, its limit, an
+ * error, the iterator's IterClose, or the job's release or close.
+ *
+ * While a file snapshot is open, checkpoints cannot move the WAL past the frames it reads
+ * from, so the WAL grows with the job's writes until the snapshot ends (README, Paging and
+ * iterating).
+ */
+import Database from 'better-sqlite3';
+import type { ErrorInfo } from '../protocol/messages.js';
+import { beginRows, endRows } from '../protocol/replies.js';
+import type { KvBackend } from './backend.js';
+import type { GroupReplies } from './group-replies.js';
+import { RangePages } from './range-pages.js';
+
+interface Snapshot {
+  readonly db: Database.Database;
+  readonly pages: RangePages;
+  readonly cat: Uint8Array;
+  readonly start: Uint8Array;
+  readonly stop: Uint8Array;
+  readonly reverse: boolean;
+  readonly pageSize: number;
+  /** Rows the iterator's limit still allows. */
+  left: number;
+  /** The last key read: the next page goes on past it. */
+  after: Buffer | undefined;
+}
+
+export class Snapshots {
+  readonly #open = new Map<number, Snapshot>();
+  readonly #backend: KvBackend;
+  readonly #replies: GroupReplies;
+  /** The job file, or `:memory:`. */
+  readonly #path: string;
+  readonly #busyMs: number;
+  /** Why the job's path no longer holds the file the job opened, if it does not. */
+  readonly #fileMoved: () => ErrorInfo | undefined;
+
+  constructor(
+    backend: KvBackend,
+    replies: GroupReplies,
+    path: string,
+    busyMs: number,
+    fileMoved: () => ErrorInfo | undefined,
+  ) {
+    this.#backend = backend;
+    this.#replies = replies;
+    this.#path = path;
+    this.#busyMs = busyMs;
+    this.#fileMoved = fileMoved;
+  }
+
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Take iterator `id`'s snapshot of the job's committed data (the caller commits the
+   * group's writes first) and answer with its first page.
+   */
+  open(
+    id: number,
+    cat: Uint8Array,
+    start: Uint8Array,
+    stop: Uint8Array,
+    reverse: boolean,
+    limit: number,
+    pageSize: number,
+  ): void {
+    const replies = this.#replies;
+    const moved = this.#fileMoved();
+    if (moved !== undefined) {
+      replies.error(moved);
+      return;
+    }
+    this.close(id); // an id is never reused while open; be safe if it were
+    let db: Database.Database | undefined;
+    try {
+      if (this.#path === ':memory:') {
+        const image = this.#backend.serialize();
+        db = new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength));
+      } else {
+        db = new Database(this.#path, {
+          readonly: true,
+          fileMustExist: true,
+          timeout: this.#busyMs,
+        });
+        db.exec('BEGIN'); // the first page's read starts the snapshot
+      }
+      const pages = new RangePages(db);
+      const left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
+      this.#open.set(id, {
+        db,
+        pages,
+        cat,
+        start,
+        stop,
+        reverse,
+        pageSize,
+        left,
+        after: undefined,
+      });
+    } catch (e) {
+      db?.close();
+      replies.failedAt(replies.w.pos, e);
+      return;
+    }
+    this.next(id);
+  }
+
+  /** Answer with iterator `id`'s next page; the snapshot ends after its last. */
+  next(id: number): void {
+    const replies = this.#replies;
+    const s = this.#open.get(id);
+    if (s === undefined) {
+      replies.error({
+        kind: 'Closed',
+        message: `iterator ${id} has no snapshot: the job was released or closed since it began`,
+      });
+      return;
+    }
+    const at = beginRows(replies.w);
+    try {
+      const want = Math.min(s.pageSize, s.left);
+      let rows = 0;
+      if (want > 0) {
+        const page = s.pages.page(replies.w, s.cat, s.start, s.stop, s.reverse, s.after, want);
+        rows = page.rows;
+        s.after = page.last;
+      }
+      endRows(replies.w, at, rows);
+      s.left -= rows;
+      if (rows < want || s.left === 0) this.close(id);
+    } catch (e) {
+      this.close(id);
+      replies.failedAt(at, e);
+      return;
+    }
+    replies.ok();
+  }
+
+  /** End iterator `id`'s snapshot, if it is open. */
+  close(id: number): void {
+    const s = this.#open.get(id);
+    if (s === undefined) return;
+    this.#open.delete(id);
+    try {
+      s.db.close();
+    } catch {
+      // A read-only connection has nothing to lose.
+    }
+  }
+
+  /** End every snapshot (the job is being released or closed). */
+  closeAll(): void {
+    for (const id of [...this.#open.keys()]) this.close(id);
+  }
+}

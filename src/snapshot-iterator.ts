@@ -56,8 +56,9 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
   #ended = false;
   /** Why the iterator ended early; the next `next()` rejects with it. */
   #failure: PersistencyError | undefined;
-  /** A `next()` waiting for a page: later calls wait behind it. */
-  #busy: Promise<unknown> | undefined;
+  /** `next()` calls not yet answered; each waits for the one before (`#queue`). */
+  #waiting = 0;
+  #queue: Promise<unknown> = Promise.resolve();
   #lastNext = 0;
   #idleTimer: NodeJS.Timeout | undefined;
 
@@ -74,16 +75,21 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
 
   next(): Promise<IteratorResult<KvRow>> {
     this.#lastNext = performance.now();
-    if (this.#busy === undefined && this.#at < this.#rows.length) {
+    if (this.#waiting === 0 && this.#at < this.#rows.length) {
       return Promise.resolve({ done: false, value: this.#take() });
     }
-    const step = (this.#busy ?? Promise.resolve()).then(() => this.#step());
-    const busy = step.catch(() => undefined);
-    this.#busy = busy;
-    void busy.then(() => {
-      if (this.#busy === busy) this.#busy = undefined;
-    });
+    this.#waiting++;
+    const step = this.#queue.then(() => this.#stepInTurn());
+    this.#queue = step.catch(() => undefined);
     return step;
+  }
+
+  async #stepInTurn(): Promise<IteratorResult<KvRow>> {
+    try {
+      return await this.#step();
+    } finally {
+      this.#waiting--;
+    }
   }
 
   /** Stop: the worker lets go of the snapshot at once (`break` in `for await` calls this). */
@@ -198,7 +204,7 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
     const check = (): void => {
       if (!this.#holding) return;
       // A next() waiting for its page is not idle.
-      const idle = this.#busy === undefined ? performance.now() - this.#lastNext : 0;
+      const idle = this.#waiting === 0 ? performance.now() - this.#lastNext : 0;
       if (idle < idleMs) {
         this.#idleTimer = setTimeout(check, idleMs - idle).unref();
         return;

@@ -8,7 +8,7 @@
  */
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Result } from 'neverthrow';
+import { err, ok, type Result } from 'neverthrow';
 import { expect, it } from 'vitest';
 import { key, Persistency, PersistencyError, payload } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
@@ -70,6 +70,17 @@ function within<T>(p: PromiseLike<T>): Promise<T | 'hung'> {
   return Promise.race([p, hung]).finally(() => clearTimeout(timer));
 }
 
+/** An iteration as a Result: the rows seen, or what next() rejected with. */
+async function iterated(it: AsyncIterable<unknown>): Promise<Result<number, PersistencyError>> {
+  let n = 0;
+  try {
+    for await (const _ of it) n++;
+  } catch (e) {
+    return err(e as PersistencyError);
+  }
+  return ok(n);
+}
+
 it(
   `${ROUNDS} damaged files: every read ends with rows or a coded Err, nothing hangs or throws`,
   async () => {
@@ -110,6 +121,8 @@ it(
           async () => await job.get('c', key(Math.floor(rnd() * rows))),
           async () => await job.exists('c', key(rows - 1)),
           async () => await job.scanPrefix('c', key(Math.floor(rnd() * rows))),
+          async () => await iterated(job.iterate('c', { start: key() }, { pageSize: 100 })),
+          async () => await iterated(job.iteratePrefix('c', key(), { reverse: true })),
         ];
         for (const [i, call] of calls.entries()) {
           const r = await within(call());

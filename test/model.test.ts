@@ -465,13 +465,25 @@ class ExistsCmd extends Base {
   }
 }
 
+/** Scans go through the job, the facade (string id), or an iterator of small pages. */
+type ScanVia = 'job' | 'facade' | 'iterate';
+const scanViaArb = fc.constantFrom<ScanVia>('job', 'facade', 'iterate');
+/** Iterator pages of 3 rows: most iterations here cross pages. */
+const PAGE = 3;
+
+async function collect(it: AsyncIterable<KvRow>): Promise<KvRow[]> {
+  const rows: KvRow[] = [];
+  for await (const row of it) rows.push(row);
+  return rows;
+}
+
 class ScanCmd extends Base {
   constructor(
     readonly cat: string,
     readonly start: Labeled,
     readonly stop: Labeled | undefined,
     readonly options: ScanOptions | undefined,
-    readonly via: 'job' | 'facade',
+    readonly via: ScanVia,
   ) {
     super();
   }
@@ -480,18 +492,22 @@ class ScanCmd extends Base {
       this.stop === undefined
         ? { start: this.start.key }
         : { start: this.start.key, stop: this.stop.key };
-    const got = unwrap(
-      await (this.via === 'job'
-        ? r.job.scan(this.cat, range, this.options)
-        : r.p.scan(JOB_ID, this.cat, range, this.options)),
-      this.toString(),
-    );
+    const got =
+      this.via === 'iterate'
+        ? await collect(r.job.iterate(this.cat, range, { ...this.options, pageSize: PAGE }))
+        : unwrap(
+            await (this.via === 'job'
+              ? r.job.scan(this.cat, range, this.options)
+              : r.p.scan(JOB_ID, this.cat, range, this.options)),
+            this.toString(),
+          );
     const want = m.scan(m.range(this.cat, this.start.key, this.stop?.key), this.options);
     expect(rowsHex(got), this.toString()).toEqual(want);
   }
   toString(): string {
     const stop = this.stop === undefined ? '' : `, stop: ${this.stop.label}`;
-    return `${this.via}.scan('${this.cat}', { start: ${this.start.label}${stop} }${showOptions(this.options)})`;
+    const call = this.via === 'iterate' ? 'job.iterate' : `${this.via}.scan`;
+    return `${call}('${this.cat}', { start: ${this.start.label}${stop} }${showOptions(this.options)})`;
   }
 }
 
@@ -500,17 +516,22 @@ class ScanPrefixCmd extends Base {
     readonly cat: string,
     readonly prefix: Labeled,
     readonly options: ScanOptions | undefined,
-    readonly via: 'job' | 'facade',
+    readonly via: ScanVia,
   ) {
     super();
   }
   async apply(m: Model, r: Real): Promise<void> {
-    const got = unwrap(
-      await (this.via === 'job'
-        ? r.job.scanPrefix(this.cat, this.prefix.key, this.options)
-        : r.p.scanPrefix(JOB_ID, this.cat, this.prefix.key, this.options)),
-      this.toString(),
-    );
+    const got =
+      this.via === 'iterate'
+        ? await collect(
+            r.job.iteratePrefix(this.cat, this.prefix.key, { ...this.options, pageSize: PAGE }),
+          )
+        : unwrap(
+            await (this.via === 'job'
+              ? r.job.scanPrefix(this.cat, this.prefix.key, this.options)
+              : r.p.scanPrefix(JOB_ID, this.cat, this.prefix.key, this.options)),
+            this.toString(),
+          );
     const p = this.prefix.key.bytes;
     const want = m.scan(
       m.sorted(this.cat).filter((row) => startsWith(row.key, p)),
@@ -519,7 +540,8 @@ class ScanPrefixCmd extends Base {
     expect(rowsHex(got), this.toString()).toEqual(want);
   }
   toString(): string {
-    return `${this.via}.scanPrefix('${this.cat}', ${this.prefix.label}${showOptions(this.options)})`;
+    const call = this.via === 'iterate' ? 'job.iteratePrefix' : `${this.via}.scanPrefix`;
+    return `${call}('${this.cat}', ${this.prefix.label}${showOptions(this.options)})`;
   }
 }
 
@@ -665,13 +687,13 @@ const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
   {
     weight: 4,
     arbitrary: fc
-      .tuple(catArb, boundArb, stopArb, optionsArb, viaArb)
+      .tuple(catArb, boundArb, stopArb, optionsArb, scanViaArb)
       .map(([c, s, e, o, via]) => new ScanCmd(c, s, e, o, via)),
   },
   {
     weight: 2,
     arbitrary: fc
-      .tuple(catArb, boundArb, optionsArb, viaArb)
+      .tuple(catArb, boundArb, optionsArb, scanViaArb)
       .map(([c, k, o, via]) => new ScanPrefixCmd(c, k, o, via)),
   },
   {

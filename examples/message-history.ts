@@ -5,9 +5,11 @@
  *   log   key(channelId, lamport, messageId) -> author, text   (append-only)
  *
  * It appends under a Lamport clock (a late message from a peer sorts into the past, ties
- * broken by message id), pages through history newest first with scanPrefix + limit, evicts
- * the oldest messages past a cap in one atomic batch, and drops a channel with
- * persistDeletePrefix. Run it twice: the clocks and the capped history carry over.
+ * broken by message id), pages through history newest first with scanPrefix + limit and
+ * the `after` cursor, reads a whole channel lazily from a snapshot with iteratePrefix (an
+ * archive export that later writes do not disturb), evicts the oldest messages past a cap
+ * in one atomic batch, and drops a channel with persistDeletePrefix. Run it twice: the
+ * clocks and the capped history carry over.
  *
  *   npm run example:history            # root ./data/history
  *   npm run example:history -- /tmp/x  # another root
@@ -133,11 +135,25 @@ class Community {
     return lamport;
   }
 
-  /** Newest first: page 1 is scanPrefix + limit; each later page stops (exclusively) at the oldest key seen. */
-  async page(channelId: string, before?: KvRow): Promise<KvRow[]> {
-    const options = { reverse: true, limit: PAGE_SIZE };
-    if (before === undefined) return ok(await this.job.scanPrefix('log', key(channelId), options));
-    return ok(await this.job.scan('log', { start: key(channelId), stop: before.key }, options));
+  /**
+   * Newest first, PAGE_SIZE at a time: the last key of a page is the cursor (`after`) of the
+   * next, which starts strictly below it. Messages arriving meanwhile neither shift a page
+   * nor repeat one.
+   */
+  async page(channelId: string, after?: KvRow): Promise<KvRow[]> {
+    const options = { reverse: true, limit: PAGE_SIZE, ...(after && { after: after.key }) };
+    return ok(await this.job.scanPrefix('log', key(channelId), options));
+  }
+
+  /**
+   * Export a channel oldest first, lazily: pages of 64 rows from a snapshot taken at the
+   * first row, so memory stays at a page or two however long the history, and messages
+   * appended while it runs are not in this export (the next one has them).
+   */
+  async *archive(channelId: string): AsyncGenerator<Message> {
+    for await (const row of this.job.iteratePrefix('log', key(channelId), { pageSize: 64 })) {
+      yield messageOf(row);
+    }
   }
 
   /** Evict the oldest messages past the cap: every delete and the new state, all or none. */
@@ -228,7 +244,7 @@ console.log(
   `  at lamport ${tie}: ${tied.map((m) => m.id).join(' ')} (a tie is broken by message id, the same way on every replica)`,
 );
 
-step(`page through rust-lang/#general, newest first, ${PAGE_SIZE} per page`);
+step(`page through rust-lang/#general, newest first, ${PAGE_SIZE} per page (cursor: after)`);
 const total = ok(await rust.job.count('log', prefixRange(key('general'))));
 let cursor: KvRow | undefined;
 let pages = 0;
@@ -243,6 +259,20 @@ for (;;) {
   if (rows.length < PAGE_SIZE) break;
 }
 console.log(`  ${pages} pages held ${seen.size} distinct messages of ${total}`);
+
+step('export rust-lang/#general lazily from a snapshot while new messages arrive');
+const perAuthor = new Map<string, number>();
+let exported = 0;
+for await (const m of rust.archive('general')) {
+  perAuthor.set(m.author, (perAuthor.get(m.author) ?? 0) + 1);
+  exported++;
+  // Appended mid-export: committed at once, but after the snapshot, so not exported.
+  if (exported === 1) rust.append('general', { id: 'mid-export', author: 'eve', text: 'hi' });
+}
+const nowStored = ok(await rust.job.count('log', prefixRange(key('general'))));
+console.log(
+  `  exported ${exported} messages (${[...perAuthor].map(([a, n]) => `${a} ${n}`).join(', ')}); the channel holds ${nowStored} now, eve's mid-export message included`,
+);
 
 step(`evict past the cap of ${HISTORY_CAP}: the deletes and the new state in one atomic batch`);
 const evicted = await rust.evictPastCap('general');

@@ -97,7 +97,7 @@ describe('examples/quickstart.ts', () => {
 });
 
 describe('examples/message-history.ts', () => {
-  it('orders by Lamport clock, pages newest first, evicts past the cap atomically, drops a channel', async () => {
+  it('orders by Lamport clock, pages newest first with after, exports from a snapshot, evicts past the cap atomically, drops a channel', async () => {
     const root = tempDir();
     const run = await runExample('message-history.ts', [root]);
     expectSuccess(run);
@@ -111,12 +111,13 @@ describe('examples/message-history.ts', () => {
       'page 2: 25:ada 24:cy 23:bob 22:ada 21:cy 20:bob 19:ada 18:cy',
       'page 5: 1:ada',
       '5 pages held 33 distinct messages of 33',
-      'evicted 13 oldest (lamport 1..13); #general holds 20, oldest now lamport 14',
-      'meta blob: topic "anything Rust", clock 31, stored 20, evicted 13',
+      'exported 33 messages (ada 10, bob 10, cy 10, xena 1, max 1, zed 1); the channel holds 34 now',
+      'evicted 14 oldest (lamport 1..14); #general holds 20, oldest now lamport 15',
+      'meta blob: topic "anything Rust", clock 32, stored 20, evicted 14',
       'before: #dev 6 messages, #dev-ops 4',
       'after dropping #dev: #dev 0 messages (meta gone), #dev-ops 4',
       'gardening/#general: 3 messages; rust-lang/#general: 20',
-      'rust-lang/#general after reopen: clock 31, 20 stored, 13 evicted; newest: 31:zed 31:max 30:cy',
+      'rust-lang/#general after reopen: clock 32, 20 stored, 14 evicted; newest: 32:eve 31:zed 31:max',
       'write failures: 0',
     ]) {
       expect(run.stdout).toContain(line);
@@ -128,13 +129,13 @@ describe('examples/message-history.ts', () => {
     const general = unwrap(await rust.scanPrefix('log', key('general')));
     expect(general).toHaveLength(20);
     const lamports = general.map((row) => decodeKey(row.key, ['string', 'number', 'string'])[1]);
-    expect(lamports[0]).toBe(14);
-    expect(lamports.at(-1)).toBe(31);
+    expect(lamports[0]).toBe(15);
+    expect(lamports.at(-1)).toBe(32);
     expect([...lamports].sort((a, b) => a - b)).toEqual(lamports);
     const meta = unwrap(await rust.get('meta', key('general')));
     expect(
       meta === undefined ? null : decodePayload(meta, ['string', 'number', 'number', 'number']),
-    ).toEqual(['anything Rust', 31, 20, 13]);
+    ).toEqual(['anything Rust', 32, 20, 14]);
     expect(unwrap(await rust.count('log', prefixRange(key('dev'))))).toBe(0);
     expect(unwrap(await rust.exists('meta', key('dev')))).toBe(false);
     expect(unwrap(await rust.count('log', prefixRange(key('dev-ops'))))).toBe(4);

@@ -13,10 +13,11 @@
  * Engines are interleaved within each repetition; figures are medians. Like the peers
  * benchmark, it runs as an esbuild bundle under plain node (bench/peers-node.ts says why).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { type Job, key, Persistency, prefixRange } from '../src/index.js';
 import { reexecUnderNode, shouldReexec } from './peers-node.js';
@@ -109,23 +110,42 @@ async function load(job: Job, prefix: string, n: number): Promise<void> {
   (await job.flush())._unsafeUnwrap();
 }
 
-/** Peak RSS growth (bytes) over a baseline taken after a GC, sampled while `run` goes. */
-async function peakGrowth(run: (sample: () => void) => Promise<void>): Promise<number> {
+/**
+ * In a child process (this file with `--rss-child`): open `root`'s job 'big', then read its
+ * `rows` rows by `iterate` or by one `scan`; returns the peak RSS growth in bytes over the
+ * RSS before the read (after a GC), sampled every 5 ms and every 4,096 rows.
+ */
+function rssChild(root: string, how: 'iterate' | 'scan', rows: number): number {
+  const args = [...process.execArgv, fileURLToPath(import.meta.url), '--rss-child', root, how];
+  const out = execFileSync(process.execPath, [...args, String(rows)], { encoding: 'utf8' });
+  const growth = Number(out.trim().split('\n').at(-1));
+  check(Number.isFinite(growth), `rss child printed ${out}`);
+  return growth;
+}
+
+async function rssChildMain(root: string, how: string, rows: number): Promise<void> {
+  const p = Persistency.open(root)._unsafeUnwrap();
+  const big = (await p.openJob('big'))._unsafeUnwrap();
+  (await big.get(CAT, key('big', 0)))._unsafeUnwrap(); // the worker is up
   (globalThis as { gc?: () => void }).gc?.();
   const base = process.memoryUsage.rss();
   let peak = base;
   const sample = (): void => {
-    const rss = process.memoryUsage.rss();
-    if (rss > peak) peak = rss;
+    peak = Math.max(peak, process.memoryUsage.rss());
   };
   const timer = setInterval(sample, 5);
-  try {
-    await run(sample);
-  } finally {
-    clearInterval(timer);
-  }
+  let n = 0;
+  if (how === 'iterate') {
+    for await (const row of big.iteratePrefix(CAT, key('big'))) {
+      if (row.payload.length === PAYLOAD_BYTES) n++;
+      if ((n & 4095) === 0) sample();
+    }
+  } else n = (await big.scanPrefix(CAT, key('big')))._unsafeUnwrap().length;
   sample();
-  return peak - base;
+  clearInterval(timer);
+  check(n === rows, `${how} saw ${n} rows`);
+  (await p.close())._unsafeUnwrap();
+  console.log(peak - base);
 }
 
 export async function runReadsBench(options: { quick: boolean }): Promise<void> {
@@ -260,22 +280,13 @@ export async function runReadsBench(options: { quick: boolean }): Promise<void> 
     for (const name of Object.keys(samples))
       console.log(`| ${name} | ${fmt(med(name))} | ${spread(name)} |`);
 
-    // Memory: iterate 1M rows of another job; then one scan of them, for contrast.
+    // Memory: iterate 1M rows of another job, then scan them for contrast, each in a fresh
+    // process (this one's heap has grown with the loads above).
     const big = (await p.openJob('big'))._unsafeUnwrap();
     await load(big, 'big', scale.bigRows);
-    let seen = 0;
-    const iterGrowth = await peakGrowth(async (sample) => {
-      for await (const row of big.iteratePrefix(CAT, key('big'))) {
-        if (row.payload.length > 0) seen++;
-        if (seen % 4096 === 0) sample();
-      }
-    });
-    check(seen === scale.bigRows, `big iterate saw ${seen}`);
-    let scanned = 0;
-    const scanGrowth = await peakGrowth(async () => {
-      scanned = (await big.scanPrefix(CAT, key('big')))._unsafeUnwrap().length;
-    });
-    check(scanned === scale.bigRows, `big scan saw ${scanned}`);
+    (await p.close())._unsafeUnwrap();
+    const iterGrowth = rssChild(p.rootDir, 'iterate', scale.bigRows);
+    const scanGrowth = rssChild(p.rootDir, 'scan', scale.bigRows);
 
     const targets: [string, number, number][] = [
       ['getMany keys/s vs raw serial gets', med('getMany') / med('raw serial gets'), 1.0],
@@ -302,11 +313,15 @@ export async function runReadsBench(options: { quick: boolean }): Promise<void> 
       `(for contrast, one scan of the same ${scale.bigRows.toLocaleString('en-US')} rows: +${(scanGrowth / MiB).toFixed(1)} MiB)`,
     );
   } finally {
-    (await p.close())._unsafeUnwrap();
+    await p.close(); // Ok again when the memory part closed it
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
-if (invokedDirectly) await runReadsBench({ quick: process.argv.includes('--quick') });
+const child = process.argv.indexOf('--rss-child');
+if (invokedDirectly && child >= 0) {
+  const [root, how, rows] = process.argv.slice(child + 1);
+  await rssChildMain(root as string, how as string, Number(rows));
+} else if (invokedDirectly) await runReadsBench({ quick: process.argv.includes('--quick') });

@@ -1,14 +1,35 @@
 /*
- * What a job's client (src/job-client.ts) and the Persistency that owns the job (its
- * registry) promise each other.
+ * What a job (its handle, src/job.ts, and its client, src/job-client.ts) and the Persistency
+ * that owns it (its registry) promise each other.
  */
 import type { Result } from 'neverthrow';
 import type { PersistencyError } from './errors.js';
-import type { ReportWriteFailure } from './job.js';
 import type { JobClient } from './job-client.js';
 import type { PollStats, ReadStats } from './protocol/messages.js';
 import type { Attachment, OnThreadDeath } from './threads.js';
+import type { TxOp, WriteFailureReason } from './types.js';
 import type { Failures } from './write-failures.js';
+
+/**
+ * Report a write that did not reach the database (a `writeFailed` event); `count`
+ * defaults to the number of `ops` (pass it when the ops cannot be listed). The job's next
+ * flush reports it too, unless `counted` (the worker's flush counts it).
+ */
+export type ReportWriteFailure = (
+  jobId: string,
+  reason: WriteFailureReason,
+  ops: readonly TxOp[],
+  error: PersistencyError,
+  count?: number,
+  counted?: boolean,
+) => void;
+
+/** What a Job needs from the Persistency that owns it. */
+export interface JobHost {
+  readonly maxPayloadBytes: number;
+  readonly iteratorIdleMs: number;
+  readonly writeFailed: ReportWriteFailure;
+}
 
 /** The result of a job's close, for its owner. */
 export interface CloseOutcome {

@@ -8,18 +8,12 @@ import { realBytes } from './bytes.js';
 import {
   categoryBytes,
   checkedBatchBody,
-  checkedIterate,
-  checkedKey,
-  checkedKeys,
   checkedLength,
   checkedOp,
-  checkedRange,
-  checkedScan,
   type OpRecord,
-  prefixBounds,
   refusal,
 } from './checks.js';
-import type { CloseOutcome } from './client-host.js';
+import type { CloseOutcome, JobHost } from './client-host.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
@@ -27,49 +21,22 @@ import { rowFits } from './limits.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import type { InjectedFault } from './protocol/messages.js';
+import { Tag, writeBatch, writeFlush, writePut } from './protocol/requests.js';
 import {
-  Tag,
-  writeBatch,
-  writeCount,
-  writeFlush,
-  writeGetMany,
-  writeKeyRequest,
-  writePut,
-  writeScan,
-} from './protocol/requests.js';
-import {
-  type IterateRequest,
-  type IteratorChannel,
-  SnapshotIterator,
-} from './snapshot-iterator.js';
-import type { IterateOptions, KvRow, ScanOptions, TxOp, WriteFailureReason } from './types.js';
+  countRecord,
+  getManyRecord,
+  iterateRequest,
+  keyRecord,
+  scanRecord,
+} from './read-records.js';
+import { type IteratorChannel, SnapshotIterator } from './snapshot-iterator.js';
+import type { IterateOptions, KvRow, ScanOptions, TxOp } from './types.js';
 
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
 /** A batch's encoded size is a u32 in the frame. */
 /** Categories remembered as bytes per job (the cache is emptied when full). */
 const CATEGORY_CACHE = 1024;
-
-/**
- * Report a write that did not reach the database (a `writeFailed` event); `count`
- * defaults to the number of `ops` (pass it when the ops cannot be listed). The job's next
- * flush reports it too, unless `counted` (the worker's flush counts it).
- */
-export type ReportWriteFailure = (
-  jobId: string,
-  reason: WriteFailureReason,
-  ops: readonly TxOp[],
-  error: PersistencyError,
-  count?: number,
-  counted?: boolean,
-) => void;
-
-/** What a Job needs from the Persistency that owns it. */
-export interface JobHost {
-  readonly maxPayloadBytes: number;
-  readonly iteratorIdleMs: number;
-  readonly writeFailed: ReportWriteFailure;
-}
 
 let clientOf: (job: Job) => JobClient;
 
@@ -299,7 +266,7 @@ export class Job {
    * @example const r = await job.get('users', key('ada')); if (r.isOk() && r.value) use(r.value);
    */
   get(category: string, key: Key): ResultAsync<Uint8Array | undefined, PersistencyError> {
-    return this.#request('get', () => this.#catKey(Tag.Get, category, key, 'get'));
+    return this.#request('get', () => keyRecord(Tag.Get, this.#category, category, key, 'get'));
   }
 
   /**
@@ -311,11 +278,7 @@ export class Job {
     category: string,
     keys: readonly Key[],
   ): ResultAsync<(Uint8Array | undefined)[], PersistencyError> {
-    return this.#request('getMany', () => {
-      const cat = this.#category(category, 'getMany');
-      const list = checkedKeys(keys, 'getMany');
-      return (w) => writeGetMany(w, cat, list);
-    });
+    return this.#request('getMany', () => getManyRecord(this.#category, category, keys));
   }
 
   /**
@@ -323,7 +286,9 @@ export class Job {
    * @example await job.exists('users', key('ada')) // Ok(true)
    */
   exists(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
-    return this.#request('exists', () => this.#catKey(Tag.Exists, category, key, 'exists'));
+    return this.#request('exists', () =>
+      keyRecord(Tag.Exists, this.#category, category, key, 'exists'),
+    );
   }
 
   /**
@@ -337,7 +302,7 @@ export class Job {
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
     return this.#request('scan', () =>
-      this.#scanRecord(category, checkedRange(range, 'scan'), options, 'scan'),
+      scanRecord(this.#category, category, { range }, options, 'scan'),
     );
   }
 
@@ -351,7 +316,7 @@ export class Job {
     options?: ScanOptions,
   ): ResultAsync<KvRow[], PersistencyError> {
     return this.#request('scanPrefix', () =>
-      this.#scanRecord(category, prefixBounds(prefix, 'scanPrefix'), options, 'scanPrefix'),
+      scanRecord(this.#category, category, { prefix }, options, 'scanPrefix'),
     );
   }
 
@@ -366,7 +331,8 @@ export class Job {
     range: KeyRange,
     options?: IterateOptions,
   ): AsyncIterableIterator<KvRow> {
-    return this.#iterator(category, () => checkedRange(range, 'iterate'), options, 'iterate');
+    const request = iterateRequest(this.#category, category, { range }, options, 'iterate');
+    return new SnapshotIterator(this.#iteratorChannel, request);
   }
 
   /**
@@ -378,39 +344,9 @@ export class Job {
     prefix: Key,
     options?: IterateOptions,
   ): AsyncIterableIterator<KvRow> {
-    return this.#iterator(
-      category,
-      () => prefixBounds(prefix, 'iteratePrefix'),
-      options,
-      'iteratePrefix',
-    );
-  }
-
-  #iterator(
-    category: string,
-    bounds: () => [Uint8Array, Uint8Array],
-    options: IterateOptions | undefined,
-    where: string,
-  ): SnapshotIterator {
-    let request: IterateRequest;
-    try {
-      const { start, stop, reverse, limit, pageSize } = checkedIterate(bounds(), options, where);
-      request = { cat: this.#category(category, where), start, stop, reverse, limit, pageSize };
-    } catch (e) {
-      request = { refused: refusal(e, where) };
-    }
+    const where = 'iteratePrefix';
+    const request = iterateRequest(this.#category, category, { prefix }, options, where);
     return new SnapshotIterator(this.#iteratorChannel, request);
-  }
-
-  #scanRecord(
-    category: string,
-    [start, stop]: [Uint8Array, Uint8Array],
-    options: ScanOptions | undefined,
-    where: string,
-  ): (w: ByteWriter) => void {
-    const { start: s, stop: e, reverse, limit } = checkedScan([start, stop], options, where);
-    const cat = this.#category(category, where);
-    return (w) => writeScan(w, cat, s, e, reverse, limit);
   }
 
   /**
@@ -418,11 +354,7 @@ export class Job {
    * @example await job.count('log', prefixRange(key('c1')))
    */
   count(category: string, range: KeyRange): ResultAsync<number, PersistencyError> {
-    return this.#request('count', () => {
-      const [start, stop] = checkedRange(range, 'count');
-      const cat = this.#category(category, 'count');
-      return (w) => writeCount(w, cat, start, stop);
-    });
+    return this.#request('count', () => countRecord(this.#category, category, range));
   }
 
   /**
@@ -431,14 +363,8 @@ export class Job {
    */
   deleteAcked(category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#request('deleteAcked', () =>
-      this.#catKey(Tag.DeleteAcked, category, key, 'deleteAcked'),
+      keyRecord(Tag.DeleteAcked, this.#category, category, key, 'deleteAcked'),
     );
-  }
-
-  #catKey(tag: number, category: string, key: Key, where: string): (w: ByteWriter) => void {
-    const cat = this.#category(category, where);
-    const k = checkedKey(key, where, 'key');
-    return (w) => writeKeyRequest(w, tag, cat, k);
   }
 
   /**

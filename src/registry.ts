@@ -7,17 +7,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
-import type { ClientHost } from './client-host.js';
+import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
 import { codeOf, PersistencyError } from './errors.js';
 import { linkedJobFile } from './file-identity.js';
-import {
-  closeJobHandle,
-  Job,
-  type JobHost,
-  jobClient,
-  MAX_BATCH_OPS,
-  type ReportWriteFailure,
-} from './job.js';
+import { closeJobHandle, Job, jobClient, MAX_BATCH_OPS } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
 import {

@@ -78,6 +78,8 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
     if (this.#waiting === 0 && this.#at < this.#rows.length) {
       return Promise.resolve({ done: false, value: this.#take() });
     }
+    // The snapshot is asked for now, in issue order: a write issued after this call is not in it.
+    if (this.#request !== undefined) this.#begin(this.#request);
     this.#waiting++;
     const step = this.#queue.then(() => this.#stepInTurn());
     this.#queue = step.catch(() => undefined);
@@ -119,14 +121,17 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
         this.#end();
         return DONE;
       }
-      if (this.#request !== undefined) this.#begin(this.#request);
       const ahead = this.#ahead;
-      if (ahead === undefined) continue; // refused: #failure is set
+      if (ahead === undefined) {
+        this.#end(); // not reached: a page is asked for whenever another may follow
+        return DONE;
+      }
       const r = await ahead;
       this.#ahead = undefined;
       if (this.#ended) return DONE; // returned (or expired) while the page was on its way
       if (r.isErr()) {
         this.#release(); // the worker ended the snapshot with the error
+        this.#ended = true;
         this.#failure = r.error;
         continue;
       }

@@ -1125,7 +1125,10 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       job.persistPut('c', key(1), 'not bytes' as unknown as Uint8Array);
       expect(heard).toEqual(['star jobOpened', 'second throws', 'star writeFailed']);
       await new Promise<void>((resolve) => process.nextTick(resolve)); // warnings are emitted on the next tick
-      expect(warnings.stop()).toEqual([
+      // Leave out an earlier test's delayed warning about its own job, should it land here.
+      const other = (w: Error & { code?: string }) =>
+        w.code === 'PERSISTENCY_WRITE_FAILED' && !w.message.includes('job throws:');
+      expect(warnings.stop().filter((w) => !other(w))).toEqual([
         expect.objectContaining({ name: 'PersistencyWarning', code: 'PERSISTENCY_LISTENER_THREW' }),
       ]);
       expect(warnings.stop()[0]?.message).toContain('listener bug');
@@ -1137,7 +1140,8 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       const job = unwrap(await p.openJob('unheard'));
       for (let i = 0; i < 3; i++) job.persistPut('c', key(i), 'not bytes' as unknown as Uint8Array);
       await new Promise<void>((resolve) => process.nextTick(resolve));
-      const seen = warnings.stop();
+      // This job's warnings (an earlier test's delayed one for its own job may land here).
+      const seen = warnings.stop().filter((w) => w.message.includes('job unheard:'));
       expect(seen).toHaveLength(1); // the next two wait for the second to pass
       expect(seen[0]).toMatchObject({
         name: 'PersistencyWarning',

@@ -100,8 +100,9 @@ describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
     for (let i = 0; i < 3000; i += 2) job.persistPut('c', key(i), payload(i));
     const it = job.iteratePrefix('c', key(), { pageSize: 16 });
     job.persistPut('c', key(1), payload('issued before the first next()'));
-    const first = await it.next();
-    expect(ids([first.value as KvRow])).toEqual([0]);
+    const asked = it.next();
+    job.persistPut('c', key(5), payload('issued right after it, in the same turn'));
+    expect(ids([(await asked).value as KvRow])).toEqual([0]);
     // Writes issued while it runs, all over its range, committed and flushed.
     job.persistPut('c', key(3), payload('new'));
     job.persist([{ kind: 'delete', category: 'c', key: key(2998) }]);
@@ -119,6 +120,7 @@ describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
     // The writes are there for the next snapshot.
     seen = ids(await all(job.iteratePrefix('c', key())));
     expect(seen).toContain(3);
+    expect(seen).toContain(5);
     expect(seen).not.toContain(2998);
     unwrap(await p.close());
   });
@@ -151,6 +153,7 @@ describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
     unwrap(await p.closeJob('it'));
     expect((await rejection(it)).kind).toBe('Closed');
     expect((await rejection(later)).kind).toBe('Closed');
+    expect(await it.next()).toEqual({ done: true, value: undefined });
     unwrap(await p.close());
   });
 
@@ -173,6 +176,7 @@ describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
     crashJobWorker(job);
     const e = await rejection(it);
     expect(['Backend', 'Closed']).toContain(e.kind);
+    expect(await it.next()).toEqual({ done: true, value: undefined });
     unwrap(await p.close());
   });
 
@@ -318,7 +322,7 @@ describe.each(MODES.filter(([, memory]) => !memory))(
       }
       expect([n, inOrder, last]).toEqual([rows, true, 2 * (rows - 1)]);
       // 20 rounds of 101 new rows; the 19 rounds before the last deleted two original rows each.
-    expect(unwrap(await job.count('c', prefixRange(key())))).toBe(rows + 20 * 101 - 19 * 2);
+      expect(unwrap(await job.count('c', prefixRange(key())))).toBe(rows + 20 * 101 - 19 * 2);
       unwrap(await p.close());
     });
   },

@@ -106,12 +106,24 @@ export function checkedLength(list: unknown, where: string, name: string): numbe
   return n;
 }
 
-/** The bytes of each key of a list (an array of Keys, read once). */
+/**
+ * The bytes of each key of a list (an array of Keys, read once). A key that passes is
+ * taken as is; only one that is refused goes through `checkedKey`, so the per-key name in
+ * its message is built only then (building it for every key of a getMany took about 40%
+ * of the main thread's encoding time).
+ */
 export function checkedKeys(keys: unknown, where: string): Uint8Array[] {
   const n = checkedLength(keys, where, 'keys');
   const list = keys as readonly unknown[];
   const out = new Array<Uint8Array>(n);
-  for (let i = 0; i < n; i++) out[i] = checkedKey(list[i], where, `keys[${i}]`);
+  for (let i = 0; i < n; i++) {
+    const k = list[i];
+    const bytes = isKeyValue(k) ? keyBytes(k) : undefined;
+    out[i] =
+      bytes !== undefined && bytes.length <= MAX_KEY_BYTES
+        ? bytes
+        : checkedKey(k, where, `keys[${i}]`);
+  }
   return out;
 }
 

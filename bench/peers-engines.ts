@@ -35,6 +35,20 @@ export const ENGINE_NAMES: readonly EngineName[] = (() => {
 })();
 
 export const PAYLOAD_BYTES = 100;
+
+/** `count` row numbers below `rows`, the same pseudo-random sequence in every run. */
+export function randomOrder(count: number, rows: number): Uint32Array {
+  const out = new Uint32Array(count);
+  let s = 0x2545f491;
+  for (let i = 0; i < count; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s >>> 0) % rows;
+  }
+  return out;
+}
+
 const POOL_SIZE = 4096;
 /** The category of every row (ours and raw). */
 export const CATEGORY = 'kv';

@@ -37,6 +37,7 @@ import {
   PAYLOAD_BYTES,
   packageVersions,
   Rows,
+  randomOrder,
   type Store,
 } from './peers-engines.js';
 import { reexecUnderNode, repoRoot, rssChildArgs, runtime, shouldReexec } from './peers-node.js';
@@ -521,17 +522,6 @@ class Bench {
 }
 
 /** `count` row indexes in [0, rows), from a fixed-seed generator: the same for every engine. */
-function randomOrder(count: number, rows: number): Uint32Array {
-  const out = new Uint32Array(count);
-  let s = 0x2545f491;
-  for (let i = 0; i < count; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) % rows;
-  }
-  return out;
-}
 
 function checkGot(v: Uint8Array | undefined, i: number): void {
   if (v === undefined || v.length !== PAYLOAD_BYTES) throw new Error(`get(${i}) missed`);

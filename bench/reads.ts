@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { type Job, key, Persistency, prefixRange } from '../src/index.js';
+import { randomOrder } from './peers-engines.js';
 import { reexecUnderNode, shouldReexec } from './peers-node.js';
 
 interface Scale {
@@ -44,18 +45,6 @@ function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
-function randomOrder(count: number, rows: number): Uint32Array {
-  const out = new Uint32Array(count);
-  let s = 0x2545f491;
-  for (let i = 0; i < count; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) % rows;
-  }
-  return out;
 }
 
 /** Seconds taken by `run`. */

@@ -35,6 +35,9 @@ export type IterateRequest =
     }
   | { readonly refused: PersistencyError };
 
+/** Node's longest timer; a longer `iteratorIdleMs` is waited out in several. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Iterator ids, unique within the process (and so within every job's worker). */
 let lastId = 0;
 
@@ -130,8 +133,9 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
       this.#ahead = undefined;
       if (this.#ended) return DONE; // returned (or expired) while the page was on its way
       if (r.isErr()) {
-        this.#release(); // the worker ended the snapshot with the error
-        this.#ended = true;
+        // The worker may still hold the snapshot (a page failed with a lost commit group it
+        // did not depend on): end it there too; an id the worker already ended is ignored.
+        this.#end();
         this.#failure = r.error;
         continue;
       }
@@ -211,7 +215,7 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
       // A next() waiting for its page is not idle.
       const idle = this.#waiting === 0 ? performance.now() - this.#lastNext : 0;
       if (idle < idleMs) {
-        this.#idleTimer = setTimeout(check, idleMs - idle).unref();
+        this.#idleTimer = setTimeout(check, Math.min(idleMs - idle, MAX_TIMER_MS)).unref();
         return;
       }
       this.#end();
@@ -221,6 +225,6 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
         { code: 'SNAPSHOT_EXPIRED' },
       );
     };
-    this.#idleTimer = setTimeout(check, idleMs).unref();
+    this.#idleTimer = setTimeout(check, Math.min(idleMs, MAX_TIMER_MS)).unref();
   }
 }

@@ -20,7 +20,7 @@ import {
   payload,
   prefixRange,
 } from '../src/index.js';
-import { crashJobWorker, jobClient } from '../src/job.js';
+import { crashJobWorker, injectFault, jobClient } from '../src/job.js';
 import { releaseIdleJobs } from '../src/persistency.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
@@ -327,3 +327,42 @@ describe.each(MODES.filter(([, memory]) => !memory))(
     });
   },
 );
+
+describe('an iterator page lost with a failed commit group (review)', () => {
+  it('the iterator rejects, and the worker lets go of its snapshot too', async () => {
+    const p = unwrap(Persistency.open(tempDir(), { workerThreads: 'per-job' }));
+    const job = unwrap(await p.openJob('j'));
+    const file = `${p.rootDir}/${unwrap(await p.listJobs())[0]}.db`;
+    for (let i = 0; i < 100; i++) job.persistPut('c', key(i), payload(i));
+    unwrap(await job.flush());
+    const it = job.iteratePrefix('c', key(), { pageSize: 10 });
+    for (let i = 0; i < 10; i++) expect((await it.next()).done).toBe(false);
+    unwrap(await job.flush()); // page 2 has arrived (asked for ahead)
+    injectFault(job, 'commit');
+    // The worker is busy with these when the next IterNext comes: it joins their group.
+    for (let i = 0; i < 100_000; i++) job.persistPut('w', key(i), payload(i));
+    let rows = 10;
+    let failed = false;
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done === true) break;
+        rows++;
+      }
+    } catch {
+      failed = true;
+    }
+    expect((await job.flush()).isErr()).toBe(true); // the group's writes were lost
+    expect(failed || rows === 100).toBe(true);
+    expect(jobClient(job).snapshots).toBe(0);
+    // The worker holds no snapshot either: a checkpoint from another connection completes.
+    const big = new Uint8Array(4096);
+    for (let i = 0; i < 256; i++) job.persistPut('x', key(i), big);
+    unwrap(await job.flush());
+    const other = new Database(file, { timeout: 0 });
+    const [cp] = other.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[];
+    other.close();
+    expect(cp?.checkpointed).toBe(cp?.log);
+    unwrap(await p.close());
+  });
+});

@@ -259,11 +259,12 @@ export class KvBackend {
     reverse: boolean,
     limit: number,
   ): Generator<number, void, void> {
+    const range = { category, start, stop, reverse };
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     let after: Bytes | undefined;
     while (left > 0) {
       const want = Math.min(SCAN_PAGE_ROWS, left);
-      const page = this.#pages.page(w(), category, start, stop, reverse, after, want);
+      const page = this.#pages.page(w(), range, after, want);
       yield page.rows;
       if (page.rows < want) return;
       left -= want;

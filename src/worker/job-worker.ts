@@ -219,7 +219,12 @@ export class JobWorker {
         case Tag.IterOpen:
           r.iterOpen();
           commit.commit(); // the snapshot holds every write issued before it
-          this.#snapshots.open(r.iterator, r.cat, r.key, r.stop, r.reverse, r.limit, r.pageSize);
+          this.#snapshots.open(
+            r.iterator,
+            { category: r.cat, start: r.key, stop: r.stop, reverse: r.reverse },
+            r.limit,
+            r.pageSize,
+          );
           break;
         case Tag.IterNext:
           this.#snapshots.next(r.iteratorId());

@@ -76,6 +76,14 @@ function byShape<T>(make: (dir: Direction, bound: Bound, later: boolean) => T): 
   };
 }
 
+/** A range of one category: `[start, stop)` (an empty `stop`: no upper bound), in key order or reversed. */
+export interface Range {
+  readonly category: Bytes;
+  readonly start: Bytes;
+  readonly stop: Bytes;
+  readonly reverse: boolean;
+}
+
 export class RangePages {
   readonly #rows: ByShape<PageStatement>;
   /**
@@ -102,21 +110,18 @@ export class RangePages {
   }
 
   /**
-   * Write up to `want` rows of `[start, stop)` (an empty `stop`: no upper bound) in key
-   * order, or reversed, as row records into `w`; `after`: the last key of the page before
-   * (undefined for the first page). Returns how many rows, and the last key (checked to be
-   * past `after`) when there was one.
+   * Write up to `want` rows of `range` as row records into `w`; `after`: the last key of the
+   * page before (undefined for the first page). Returns how many rows, and the last key
+   * (checked to be past `after`) when there was one.
    */
   page(
     w: ByteWriter,
-    category: Bytes,
-    start: Bytes,
-    stop: Bytes,
-    reverse: boolean,
+    range: Range,
     after: Bytes | undefined,
     want: number,
   ): { rows: number; last: Buffer | undefined } {
-    const args = RangePages.#args(category, start, stop, reverse, after, want);
+    const { stop, reverse } = range;
+    const args = RangePages.#args(range, after, want);
     const shape = [reverse ? 'desc' : 'asc', stop.length === 0 ? 'open' : 'closed'] as const;
     const later = after === undefined ? 0 : 1;
     let rows = 0;
@@ -147,10 +152,7 @@ export class RangePages {
   }
 
   static #args(
-    category: Bytes,
-    start: Bytes,
-    stop: Bytes,
-    reverse: boolean,
+    { category, start, stop, reverse }: Range,
     after: Bytes | undefined,
     want: number,
   ): (Bytes | number)[] {

@@ -14,15 +14,12 @@ import type { ErrorInfo } from '../protocol/messages.js';
 import { beginRows, endRows } from '../protocol/replies.js';
 import type { KvBackend } from './backend.js';
 import type { GroupReplies } from './group-replies.js';
-import { RangePages } from './range-pages.js';
+import { type Range, RangePages } from './range-pages.js';
 
 interface Snapshot {
   readonly db: Database.Database;
   readonly pages: RangePages;
-  readonly cat: Uint8Array;
-  readonly start: Uint8Array;
-  readonly stop: Uint8Array;
-  readonly reverse: boolean;
+  readonly range: Range;
   readonly pageSize: number;
   /** Rows the iterator's limit still allows. */
   left: number;
@@ -62,15 +59,7 @@ export class Snapshots {
    * Take iterator `id`'s snapshot of the job's committed data (the caller commits the
    * group's writes first) and answer with its first page.
    */
-  open(
-    id: number,
-    cat: Uint8Array,
-    start: Uint8Array,
-    stop: Uint8Array,
-    reverse: boolean,
-    limit: number,
-    pageSize: number,
-  ): void {
+  open(id: number, range: Range, limit: number, pageSize: number): void {
     const replies = this.#replies;
     const moved = this.#fileMoved();
     if (moved !== undefined) {
@@ -96,10 +85,7 @@ export class Snapshots {
       this.#open.set(id, {
         db,
         pages,
-        cat,
-        start,
-        stop,
-        reverse,
+        range,
         pageSize,
         left,
         after: undefined,
@@ -128,7 +114,7 @@ export class Snapshots {
       const want = Math.min(s.pageSize, s.left);
       let rows = 0;
       if (want > 0) {
-        const page = s.pages.page(replies.w, s.cat, s.start, s.stop, s.reverse, s.after, want);
+        const page = s.pages.page(replies.w, s.range, s.after, want);
         rows = page.rows;
         s.after = page.last;
       }

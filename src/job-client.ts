@@ -19,11 +19,14 @@ import {
   type ReadStats,
   type ToWorker,
 } from './protocol/messages.js';
+import type { ReplyExtras } from './protocol/replies.js';
 import { batchOps } from './protocol/requests.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
 import { failUnsent, flushOutcome } from './write-failures.js';
+
+const NO_EXTRAS: ReplyExtras = { errors: [], attached: [] };
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
 
@@ -393,12 +396,12 @@ export class JobClient {
 
   #onMessage(m: FromWorker): void {
     if (m instanceof Uint8Array) {
-      this.#onReplies(m, []);
+      this.#onReplies(m, NO_EXTRAS);
       return;
     }
     switch (m.t) {
       case 'replies':
-        this.#onReplies(m.bytes, m.errors);
+        this.#onReplies(m.bytes, m);
         for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
         return;
       case 'closed':
@@ -417,8 +420,8 @@ export class JobClient {
   }
 
   /** A group's replies: how many frames it finished, then one record per read or flush. */
-  #onReplies(bytes: Uint8Array, errors: readonly ErrorInfo[]): void {
-    this.#framesInFlight -= this.#replies.settle(bytes, errors);
+  #onReplies(bytes: Uint8Array, extras: ReplyExtras): void {
+    this.#framesInFlight -= this.#replies.settle(bytes, extras);
     this.lastActive = performance.now();
     this.#updateRef();
   }

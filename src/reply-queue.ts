@@ -5,8 +5,7 @@
 import { err, type Result } from 'neverthrow';
 import type { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
-import type { ErrorInfo } from './protocol/messages.js';
-import { framesDone, readReply } from './protocol/replies.js';
+import { framesDone, type ReplyExtras, readReply } from './protocol/replies.js';
 import type { KvRow } from './types.js';
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
@@ -28,11 +27,11 @@ export class ReplyQueue {
   }
 
   /** Settle the requests a reply message answers; returns how many frames it finished. */
-  settle(bytes: Uint8Array, errors: readonly ErrorInfo[]): number {
+  settle(bytes: Uint8Array, extras: ReplyExtras): number {
     const r = new ByteReader(bytes);
     const frames = framesDone(r);
     while (!r.done) {
-      const value = readReply(r, errors, this.#partialRows);
+      const value = readReply(r, extras, this.#partialRows);
       if (value === undefined) continue; // part of a long scan: more of it follows
       const resolve = this.#next();
       if (resolve === undefined)

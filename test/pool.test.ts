@@ -8,7 +8,10 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
+  decodeKey,
+  decodePayload,
   type Job,
+  type KvRow,
   key,
   Persistency,
   type PersistencyError,
@@ -83,6 +86,30 @@ describe('workerThreads: N', () => {
       const scan = big.scan('s', { start: key(0) }).map((rows) => rows.length);
       expect(await getsDuring(Promise.resolve(scan), small)).toBeGreaterThan(0);
       expect(unwrap(await scan)).toBe(200_000);
+      const outcome = await closeJobHandle(big);
+      expect(outcome.reads?.slices).toBeGreaterThan(1);
+    });
+
+    it('an iterator page of 65,536 rows on one job does not hold up gets on another', async () => {
+      const { jobs } = await openAll(options, 'big', 'small');
+      const [big, small] = jobs as [Job, Job];
+      const ops: TxOp[] = [];
+      for (let i = 0; i < 100_000; i++)
+        ops.push({ kind: 'put', category: 's', key: key(i), payload: payload(i) });
+      big.persist(ops);
+      small.persistPut('c', key('k'), payload('other'));
+      unwrap(await big.flush());
+      unwrap(await small.flush());
+      const it = big.iteratePrefix('s', key(), { pageSize: 65_536 });
+      const first = it.next(); // takes the snapshot and reads the first page
+      expect(await getsDuring(first, small)).toBeGreaterThan(0);
+      // The page came in parts: every row, whole and in order.
+      const ids: number[] = [];
+      const rows = [(await first).value as KvRow];
+      for await (const row of it) rows.push(row);
+      for (const row of rows) ids.push(Number(decodeKey(row.key, ['i64'])[0]));
+      expect(ids).toEqual(Array.from({ length: 100_000 }, (_, i) => i));
+      expect(rows.every((row, i) => Number(decodePayload(row.payload, 'i64')) === i)).toBe(true);
       const outcome = await closeJobHandle(big);
       expect(outcome.reads?.slices).toBeGreaterThan(1);
     });

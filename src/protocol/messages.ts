@@ -164,8 +164,8 @@ export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany'
 
 /**
  * The worker's answers on a job's port. A group's replies travel as a bare Uint8Array
- * (u32 frames done, then the reply records) when nothing failed; otherwise as a
- * `replies` object.
+ * (u32 frames done, then the reply records) when nothing failed and nothing is attached;
+ * otherwise as a `replies` object.
  */
 export type FromWorker =
   | Uint8Array
@@ -180,6 +180,8 @@ export type FromWorker =
       readonly bytes: Uint8Array;
       readonly errors: readonly ErrorInfo[];
       readonly failures: readonly BatchFailure[];
+      /** Bytes handed over whole that ATTACHED_ROWS records point to. */
+      readonly attached: readonly Uint8Array[];
     }
   | {
       /** The answer to `close` (`released`: to `release`); the port closes after it. */

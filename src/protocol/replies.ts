@@ -6,13 +6,16 @@
  *   u8 status, then: BYTES u32 len, bytes | NUMBER f64 | ROWS u32 n, (u32 klen, key,
  *   u32 plen, payload)* | ROWS_PART (as ROWS: some rows of a long scan, more follow) |
  *   ERROR u32 index into the message's `errors` | NONE, FALSE, TRUE, DONE: nothing more |
- *   MANY u32 n, then n NONE or BYTES records (a getMany's values, in the order of its keys)
+ *   MANY u32 n, then n NONE or BYTES records (a getMany's values, in the order of its keys) |
+ *   ATTACHED_ROWS u32 n, u32 index: as ROWS, the rows' bytes being the message's attachment
+ *   `index` (an iterator's page as SQLite built it, handed over rather than copied) |
+ *   ATTACHED_ROWS_PART (as ATTACHED_ROWS: some rows of a page, more follow)
  */
 import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from '../errors.js';
 import { adoptKey } from '../keys.js';
 import type { KvRow } from '../types.js';
-import { type ByteReader, type ByteWriter, readU32 } from './bytes.js';
+import { ByteReader, type ByteWriter, readU32 } from './bytes.js';
 import { type ErrorInfo, fromErrorInfo } from './messages.js';
 
 export const Status = {
@@ -27,6 +30,9 @@ export const Status = {
   /** Some rows of a scan; more follow, then its final `Rows` (or `Error`) record. */
   RowsPart: 8,
   Many: 9,
+  AttachedRows: 10,
+  /** As RowsPart, with the rows' bytes attached. */
+  AttachedRowsPart: 11,
 } as const;
 
 /** A reply message starts with a u32: how many frames the group finished. */
@@ -87,6 +93,16 @@ export function endRows(w: ByteWriter, at: number, n: number, part = false): voi
   w.patchU32(at + 1, n);
 }
 
+/**
+ * A rows record of `n` rows whose bytes are attachment `index` of the reply message;
+ * `part`: more rows of it follow.
+ */
+export function writeAttachedRows(w: ByteWriter, n: number, index: number, part = false): void {
+  w.u8(part ? Status.AttachedRowsPart : Status.AttachedRows);
+  w.u32(n);
+  w.u32(index);
+}
+
 /** Patch the frames-finished count at the head of a reply message. */
 export function writeFramesDone(w: ByteWriter, frames: number): void {
   w.patchU32(0, frames);
@@ -94,6 +110,12 @@ export function writeFramesDone(w: ByteWriter, frames: number): void {
 
 // ---------------------------------------------------------------------------------------
 // Reading (main thread)
+
+/** What a reply message carries beside its records: the errors and attachments they point to. */
+export interface ReplyExtras {
+  readonly errors: readonly ErrorInfo[];
+  readonly attached: readonly Uint8Array[];
+}
 
 /** How many frames the reply message finished. */
 export function framesDone(r: ByteReader): number {
@@ -106,7 +128,7 @@ export function framesDone(r: ByteReader): number {
  */
 export function readReply(
   r: ByteReader,
-  errors: readonly ErrorInfo[],
+  { errors, attached }: ReplyExtras,
   partial: KvRow[],
 ): Result<unknown, PersistencyError> | undefined {
   const status = r.u8();
@@ -128,6 +150,14 @@ export function readReply(
     case Status.Rows:
       readRows(r, partial);
       return ok(partial.splice(0));
+    case Status.AttachedRowsPart:
+    case Status.AttachedRows: {
+      const n = r.u32();
+      const bytes = attached[r.u32()];
+      if (bytes === undefined) throw new Error('persistency: a reply lacks its attachment');
+      readRowRecords(new ByteReader(bytes), n, partial);
+      return status === Status.AttachedRows ? ok(partial.splice(0)) : undefined;
+    }
     case Status.Many: {
       const values = new Array<Uint8Array | undefined>(r.u32());
       for (let i = 0; i < values.length; i++)
@@ -149,7 +179,10 @@ export function readReply(
 }
 
 function readRows(r: ByteReader, rows: KvRow[]): void {
-  const n = r.u32();
+  readRowRecords(r, r.u32(), rows);
+}
+
+function readRowRecords(r: ByteReader, n: number, rows: KvRow[]): void {
   for (let i = 0; i < n; i++) {
     const key = adoptKey(r.blob());
     rows.push({ key, payload: r.blob() });

@@ -11,7 +11,7 @@
 import type Database from 'better-sqlite3';
 import type { ByteWriter } from '../protocol/bytes.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
-import { concatKeepsBytes, inKeyOrder, RangePages } from './range-pages.js';
+import { concatKeepsBytes, inKeyOrder, RangePages, type RowSizeHint } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
 
@@ -49,7 +49,7 @@ export interface GetManyMarkers {
 const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
 
 /** Rows per page of a scan (see `scanPage`). */
-export const SCAN_PAGE_ROWS = 1024;
+export const SCAN_PAGE_ROWS = 256;
 
 export class KvBackend {
   readonly db: Database.Database;
@@ -67,6 +67,8 @@ export class KvBackend {
   /** Whether `getMany` works on this connection; undefined until first asked. */
   #getManyWorks: boolean | undefined;
   readonly #pages: RangePages;
+  /** Whether this job's pages have shown large rows (its snapshots' pages share it). */
+  readonly rowSize: RowSizeHint = { large: false };
   readonly #countFrom: Database.Statement<[Bytes, Bytes], number>;
   readonly #countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
   readonly #begin: Database.Statement;
@@ -97,7 +99,7 @@ export class KvBackend {
     this.#exists = db
       .prepare<[Bytes, Bytes], number>('SELECT 1 FROM kv WHERE category = ? AND key = ?')
       .pluck();
-    this.#pages = new RangePages(db);
+    this.#pages = new RangePages(db, this.rowSize);
     this.#countFrom = db
       .prepare<[Bytes, Bytes], number>('SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?')
       .pluck();
@@ -264,7 +266,9 @@ export class KvBackend {
     let after: Bytes | undefined;
     while (left > 0) {
       const want = Math.min(SCAN_PAGE_ROWS, left);
-      const page = this.#pages.page(w(), range, after, want);
+      const out = w();
+      const page = this.#pages.page(out, range, after, want);
+      if (page.built !== undefined) out.bytes(page.built);
       yield page.rows;
       if (page.rows < want) return;
       left -= want;

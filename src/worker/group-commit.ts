@@ -9,6 +9,7 @@ import { type ErrorInfo, toErrorInfo, writesFailedInfo } from '../protocol/messa
 import { writeBoolean, writeDone } from '../protocol/replies.js';
 import { OpKind, RequestReader, singlePutEnd, Tag } from '../protocol/requests.js';
 import { type KvBackend, PUT_RUN } from './backend.js';
+import { DirtyReplies } from './dirty-replies.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
 import { type Pause, RANGE_CHUNK, type SliceClock } from './slice.js';
@@ -20,15 +21,6 @@ export const SLICE_OPS = 1024;
 interface RecordAt {
   readonly buf: Uint8Array;
   readonly at: number;
-}
-
-/** A flush answered while the transaction was open: rewritten if the group is lost. */
-interface DirtyFlush extends RecordAt {
-  /** Its reply's index in the group's replies. */
-  readonly reply: number;
-  /** The failures it reported, and the first of them. */
-  readonly failed: number;
-  readonly first: ErrorInfo | undefined;
 }
 
 export class GroupCommit {
@@ -43,10 +35,8 @@ export class GroupCommit {
   #txFrames: Uint8Array[] = [];
   #txFrom = 0;
   #txFailed: RecordAt[] = [];
-  /** Replies from here on depend on the open transaction's writes. */
-  #dirtyPos = -1;
-  #dirtyCount = 0;
-  #dirtyFlushes: DirtyFlush[] = [];
+  /** Replies that depend on the open transaction's writes. */
+  readonly dirty: DirtyReplies;
 
   /** Write failures not yet reported to a flush: the next flush returns Err. */
   #unflushedFailures = 0;
@@ -63,6 +53,7 @@ export class GroupCommit {
   ) {
     this.#backend = backend;
     this.#replies = replies;
+    this.dirty = new DirtyReplies(replies);
     this.#faults = faults;
     this.#slice = slice;
     this.#busyTimeoutMs = busyTimeoutMs;
@@ -70,7 +61,7 @@ export class GroupCommit {
 
   /** No write of the open group yet: replies gathered so far are final. */
   get clean(): boolean {
-    return this.#dirtyPos < 0;
+    return this.dirty.clean;
   }
 
   /** A frame of the group begins: part of the transaction if one is open. */
@@ -80,7 +71,7 @@ export class GroupCommit {
 
   /** The turn is over: let replies that are final leave, then pause. */
   pause(): Pause {
-    if (this.#dirtyPos < 0) this.#replies.send(0);
+    if (this.dirty.clean) this.#replies.send(0);
     return 'slice';
   }
 
@@ -97,8 +88,7 @@ export class GroupCommit {
     }
     const failed = this.#unflushedFailures;
     const first = this.#firstUnflushedFailure;
-    if (this.#dirtyPos >= 0)
-      this.#dirtyFlushes.push({ buf, at, reply: replies.count, failed, first });
+    this.dirty.flush(buf, at, failed, first);
     if (first === undefined) {
       writeDone(replies.w);
       replies.ok();
@@ -115,7 +105,7 @@ export class GroupCommit {
     while (!this.#backend.inTransaction) {
       const error = this.#beginIfNeeded(buf, at);
       if (error === undefined || error.kind !== 'Busy' || performance.now() >= giveUp) return;
-      if (this.#dirtyPos < 0) this.#replies.send(0);
+      if (this.dirty.clean) this.#replies.send(0);
       yield 'wait';
     }
   }
@@ -270,11 +260,7 @@ export class GroupCommit {
     this.#txFrames = [buf];
     this.#txFrom = at;
     this.#txFailed = [];
-    if (this.#dirtyPos < 0) {
-      this.#dirtyPos = this.#replies.w.pos;
-      this.#dirtyCount = this.#replies.count;
-      this.#dirtyFlushes = [];
-    }
+    this.dirty.begin();
     return undefined;
   }
 
@@ -353,7 +339,7 @@ export class GroupCommit {
   #loseGroup(error: ErrorInfo, until?: RecordAt): void {
     this.#backend.rollback();
     const frames = this.#txFrames;
-    const flushes = this.#dirtyFlushes;
+    const flushes = this.dirty.flushes;
     const lostBefore = new Array<number>(flushes.length).fill(0);
     let lostAfter = 0;
     this.#eachTxWrite(until, (r, tag) => {
@@ -368,27 +354,8 @@ export class GroupCommit {
     });
     this.#txFrames = [];
     this.#txFailed = [];
-    if (this.#dirtyPos >= 0) {
-      // Replies computed from the lost writes must not reach the caller as Ok.
-      const replies = this.#replies;
-      const n = replies.count - this.#dirtyCount;
-      replies.w.pos = this.#dirtyPos;
-      replies.count = this.#dirtyCount;
-      let f = 0;
-      for (let i = 0; i < n; i++) {
-        const flush = flushes[f];
-        if (flush?.reply !== this.#dirtyCount + i) {
-          replies.error(error);
-          continue;
-        }
-        replies.error(
-          writesFailedInfo(flush.failed + (lostBefore[f] as number), flush.first ?? error),
-        );
-        f++;
-      }
-      this.#dirtyPos = -1;
-    }
-    this.#dirtyFlushes = [];
+    // Replies computed from the lost writes must not reach the caller as Ok.
+    this.dirty.fail(error, lostBefore);
     for (let i = 0; i < lostAfter; i++) this.#countFailure(error);
   }
 
@@ -428,6 +395,6 @@ export class GroupCommit {
     }
     this.#txFrames = [];
     this.#txFailed = [];
-    this.#dirtyPos = -1;
+    this.dirty.reset();
   }
 }

@@ -29,6 +29,7 @@ export class GroupReplies {
   answered = false;
   #errors: ErrorInfo[] = [];
   #failures: BatchFailure[] = [];
+  #attached: Uint8Array[] = [];
   readonly #port: MessagePort;
 
   constructor(port: MessagePort) {
@@ -60,6 +61,16 @@ export class GroupReplies {
     this.error(toErrorInfo(e));
   }
 
+  /**
+   * Send `bytes` with the replies, handed over rather than copied (the caller keeps no
+   * reference); returns the index an ATTACHED_ROWS record names it by.
+   */
+  attach(bytes: Uint8Array): number {
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    this.#attached.push(whole ? bytes : bytes.slice());
+    return this.#attached.length - 1;
+  }
+
   batchFailed(failure: BatchFailure): void {
     this.#failures.push(failure);
   }
@@ -81,15 +92,18 @@ export class GroupReplies {
     writeFramesDone(w, framesDone);
     const [bytes, transfer, handedOver] = takeBytes(w);
     const failures = this.#failures;
-    const simple = this.#errors.length === 0 && failures.length === 0;
+    const attached = this.#attached;
+    const simple = this.#errors.length === 0 && failures.length === 0 && attached.length === 0;
     const msg: FromWorker = simple
       ? bytes
-      : { t: 'replies', bytes, errors: this.#errors, failures };
+      : { t: 'replies', bytes, errors: this.#errors, failures, attached };
+    for (const a of attached) transfer.push(a.buffer as ArrayBuffer);
     this.#port.postMessage(msg, transfer);
     if (handedOver) this.w = GroupReplies.#writer();
     this.w.pos = REPLY_HEADER;
     this.count = 0;
     if (this.#errors.length > 0) this.#errors = [];
     if (failures.length > 0) this.#failures = [];
+    if (attached.length > 0) this.#attached = [];
   }
 }

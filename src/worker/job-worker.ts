@@ -91,6 +91,7 @@ export class JobWorker {
       this.#replies,
       req.dbPath,
       Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs),
+      this.#slice,
       () => this.#fileMoved('while the job was open'),
     );
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
@@ -219,16 +220,20 @@ export class JobWorker {
         case Tag.IterOpen:
           r.iterOpen();
           commit.commit(); // the snapshot holds every write issued before it
-          this.#snapshots.open(
+          yield* this.#snapshots.open(
             r.iterator,
             { category: r.cat, start: r.key, stop: r.stop, reverse: r.reverse },
             r.limit,
             r.pageSize,
           );
           break;
-        case Tag.IterNext:
-          this.#snapshots.next(r.iteratorId());
+        case Tag.IterNext: {
+          // A page of a snapshot taken before the group's writes: a lost group keeps it.
+          const at = this.#replies.w.pos;
+          yield* this.#snapshots.next(r.iteratorId());
+          commit.dirty.keep(at);
           break;
+        }
         case Tag.IterClose:
           this.#snapshots.close(r.iteratorId());
           break;

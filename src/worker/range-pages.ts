@@ -84,7 +84,19 @@ export interface Range {
   readonly reverse: boolean;
 }
 
+/**
+ * Rows this long on average are read row by row: SQLite builds a long concatenation by
+ * copying it as it grows, and past its length limit (1 GB) it fails after building it.
+ */
+const LARGE_ROW_BYTES = 64 * 1024;
+
+/** What the pages of one job have shown of its rows' size, shared by its connections. */
+export interface RowSizeHint {
+  large: boolean;
+}
+
 export class RangePages {
+  readonly #hint: RowSizeHint;
   readonly #rows: ByShape<PageStatement>;
   /**
    * The same pages as records made by SQLite: one value per page instead of two Buffers
@@ -92,7 +104,8 @@ export class RangePages {
    */
   readonly #records: ByShape<RecordsStatement> | undefined;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, hint: RowSizeHint) {
+    this.#hint = hint;
     this.#rows = byShape((dir, bound, later) =>
       db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later)).raw(),
     );
@@ -110,23 +123,26 @@ export class RangePages {
   }
 
   /**
-   * Write up to `want` rows of `range` as row records into `w`; `after`: the last key of the
-   * page before (undefined for the first page). Returns how many rows, and the last key
-   * (checked to be past `after`) when there was one.
+   * Read up to `want` rows of `range` as row records; `after`: the last key of the page
+   * before (undefined for the first page). Returns how many rows, the last key (checked to
+   * be past `after`) when there was one, and the records when SQLite built them (owned by
+   * the caller); otherwise they were written row by row into `w`.
    */
   page(
     w: ByteWriter,
     range: Range,
     after: Bytes | undefined,
     want: number,
-  ): { rows: number; last: Buffer | undefined } {
+  ): { rows: number; last: Buffer | undefined; built: Buffer | undefined } {
     const { stop, reverse } = range;
     const args = RangePages.#args(range, after, want);
     const shape = [reverse ? 'desc' : 'asc', stop.length === 0 ? 'open' : 'closed'] as const;
     const later = after === undefined ? 0 : 1;
     let rows = 0;
     let last: Buffer | undefined;
-    const records = this.#records?.[shape[0]][shape[1]][later];
+    let built: Buffer | undefined;
+    const hint = this.#hint;
+    const records = hint.large ? undefined : this.#records?.[shape[0]][shape[1]][later];
     let made: [Buffer | null, number, Buffer | null] | undefined;
     try {
       made = records?.get(...args);
@@ -135,20 +151,23 @@ export class RangePages {
       if ((e as { code?: string }).code !== 'SQLITE_TOOBIG') throw e;
     }
     if (made !== undefined) {
-      if (made[0] !== null) w.bytes(made[0]);
+      built = made[0] ?? undefined;
       rows = made[1];
       last = made[2] ?? undefined;
+      hint.large = rows > 0 && (built?.length ?? 0) / rows >= LARGE_ROW_BYTES;
     } else {
       const found = (this.#rows[shape[0]][shape[1]][later] as PageStatement).all(...args);
+      const from = w.pos;
       for (const [k, p] of found) {
         w.blob(k);
         w.blob(p);
       }
       rows = found.length;
       last = found[rows - 1]?.[0];
+      if (rows > 0) hint.large = (w.pos - from) / rows >= LARGE_ROW_BYTES;
     }
     if (last !== undefined && after !== undefined) inKeyOrder(after, last, reverse);
-    return { rows, last };
+    return { rows, last, built };
   }
 
   static #args(

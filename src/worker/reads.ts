@@ -44,7 +44,7 @@ const GET_RUN_MIN = 6;
 const GET_MANY_BACKOFF = 64;
 const GET_MANY_MAX_BACKOFF = 4096;
 /** A long scan is sent in parts of about this size while it runs (clean groups only). */
-const SCAN_PART_BYTES = 256 * 1024;
+const SCAN_PART_BYTES = 64 * 1024;
 
 export class JobReads {
   /** Gets answered by a `getMany` statement (tests and diagnostics). */

@@ -11,10 +11,11 @@
  */
 import Database from 'better-sqlite3';
 import type { ErrorInfo } from '../protocol/messages.js';
-import { beginRows, endRows } from '../protocol/replies.js';
-import type { KvBackend } from './backend.js';
+import { beginRows, endRows, writeAttachedRows } from '../protocol/replies.js';
+import { type KvBackend, SCAN_PAGE_ROWS } from './backend.js';
 import type { GroupReplies } from './group-replies.js';
 import { type Range, RangePages } from './range-pages.js';
+import type { Pause, SliceClock } from './slice.js';
 
 interface Snapshot {
   readonly db: Database.Database;
@@ -34,6 +35,7 @@ export class Snapshots {
   /** The job file, or `:memory:`. */
   readonly #path: string;
   readonly #busyMs: number;
+  readonly #slice: SliceClock;
   /** Why the job's path no longer holds the file the job opened, if it does not. */
   readonly #fileMoved: () => ErrorInfo | undefined;
 
@@ -42,8 +44,10 @@ export class Snapshots {
     replies: GroupReplies,
     path: string,
     busyMs: number,
+    slice: SliceClock,
     fileMoved: () => ErrorInfo | undefined,
   ) {
+    this.#slice = slice;
     this.#backend = backend;
     this.#replies = replies;
     this.#path = path;
@@ -59,7 +63,7 @@ export class Snapshots {
    * Take iterator `id`'s snapshot of the job's committed data (the caller commits the
    * group's writes first) and answer with its first page.
    */
-  open(id: number, range: Range, limit: number, pageSize: number): void {
+  *open(id: number, range: Range, limit: number, pageSize: number): Generator<Pause, void, void> {
     const replies = this.#replies;
     const moved = this.#fileMoved();
     if (moved !== undefined) {
@@ -80,7 +84,7 @@ export class Snapshots {
         });
         db.exec('BEGIN'); // the first page's read starts the snapshot
       }
-      const pages = new RangePages(db);
+      const pages = new RangePages(db, this.#backend.rowSize);
       const left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
       this.#open.set(id, {
         db,
@@ -95,11 +99,15 @@ export class Snapshots {
       replies.failedAt(replies.w.pos, e);
       return;
     }
-    this.next(id);
+    yield* this.next(id);
   }
 
-  /** Answer with iterator `id`'s next page; the snapshot ends after its last. */
-  next(id: number): void {
+  /**
+   * Answer with iterator `id`'s next page; the snapshot ends after its last. On a shared
+   * thread the page is read SCAN_PAGE_ROWS rows at a time, pausing between them when the
+   * thread's other jobs are due a turn (it goes out as one record per part).
+   */
+  *next(id: number): Generator<Pause, void, void> {
     const replies = this.#replies;
     const s = this.#open.get(id);
     if (s === undefined) {
@@ -109,21 +117,34 @@ export class Snapshots {
       });
       return;
     }
-    const at = beginRows(replies.w);
+    const start = replies.w.pos;
     try {
       const want = Math.min(s.pageSize, s.left);
+      const partRows = this.#slice.shared ? SCAN_PAGE_ROWS : want;
       let rows = 0;
-      if (want > 0) {
-        const page = s.pages.page(replies.w, s.range, s.after, want);
-        rows = page.rows;
-        s.after = page.last;
+      for (;;) {
+        const ask = Math.min(partRows, want - rows);
+        const at = beginRows(replies.w);
+        const part = ask > 0 ? s.pages.page(replies.w, s.range, s.after, ask) : undefined;
+        const got = part?.rows ?? 0;
+        rows += got;
+        s.after = part?.last ?? s.after;
+        const more = got === ask && rows < want;
+        if (part?.built === undefined) endRows(replies.w, at, got, more);
+        else {
+          // Rows SQLite built go over as they are: not copied, and no garbage left in this
+          // thread (its collector would let many pages pile up before freeing them).
+          replies.w.pos = at;
+          writeAttachedRows(replies.w, got, replies.attach(part.built), more);
+        }
+        if (!more) break;
+        if (this.#slice.due()) yield 'slice';
       }
-      endRows(replies.w, at, rows);
       s.left -= rows;
       if (rows < want || s.left === 0) this.close(id);
     } catch (e) {
       this.close(id);
-      replies.failedAt(at, e);
+      replies.failedAt(start, e);
       return;
     }
     replies.ok();

@@ -4,7 +4,7 @@
  * failure rejects next(), closing the job ends it with Err(Closed), many at once on one job
  * and on several; in both threading modes, on file and `:memory:` roots.
  */
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
@@ -366,3 +366,44 @@ describe('a failed commit group with an iterator page in it (review)', () => {
     unwrap(await p.close());
   });
 });
+
+describe.each(MODES.filter(([, memory]) => !memory))(
+  'descriptors of ended iterators (%s)',
+  (_name, _memory, options) => {
+    it('are reused by later iterators: a job holds about as many as it had iterators open at once', async () => {
+      const fds = () => readdirSync('/proc/self/fd').length;
+      const p = unwrap(Persistency.open(tempDir(), options));
+      const job = unwrap(await p.openJob('j'));
+      for (let i = 0; i < 30; i++) job.persistPut('c', key(i), payload(i));
+      unwrap(await job.flush());
+      expect((await all(job.iteratePrefix('c', key()))).length).toBe(30);
+      const before = fds();
+      for (let n = 0; n < 40; n++) {
+        job.persistPut('c', key(100 + n), payload(n)); // each snapshot sees the writes before it
+        expect(ids(await all(job.iteratePrefix('c', key(), { pageSize: 7 })))).toEqual([
+          ...Array.from({ length: 30 }, (_, i) => i),
+          ...Array.from({ length: n + 1 }, (_, i) => 100 + i),
+        ]);
+      }
+      const sequential = fds() - before;
+      const open = Array.from({ length: 6 }, () => job.iteratePrefix('c', key(), { pageSize: 5 }));
+      for (const it of open) expect((await it.next()).done).toBe(false);
+      const whileOpen = fds() - before;
+      for (const it of open) await it.return?.();
+      unwrap(await job.flush()); // the worker has ended the six snapshots
+      const ended = fds() - before;
+      unwrap(await p.closeJob('j'));
+      const closed = fds() - before;
+      unwrap(await p.close());
+      // 40 one after another: SQLite hands the `.db` descriptor an ended connection left
+      // to the next one. Six at once: a `.db` and a `-wal` each; after they end SQLite keeps
+      // their `.db` descriptors (the job's connection holds locks on the file) until closeJob.
+      expect({ sequential, whileOpen, ended: ended <= 6, closed: closed <= 0 }).toEqual({
+        sequential: 0,
+        whileOpen: ended + 6,
+        ended: true,
+        closed: true,
+      });
+    });
+  },
+);

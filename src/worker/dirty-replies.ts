@@ -25,8 +25,8 @@ export class DirtyReplies {
   #pos = -1;
   #count = 0;
   #flushes: DirtyFlush[] = [];
-  /** Dependent by position only: their record bytes, by reply index. */
-  #kept = new Map<number, Uint8Array>();
+  /** Dependent by position only: where their records are, by reply index. */
+  #kept = new Map<number, readonly [number, number]>();
 
   constructor(replies: GroupReplies) {
     this.#replies = replies;
@@ -56,7 +56,7 @@ export class DirtyReplies {
   /** The reply just written from `pos` on depends on none of the group's writes. */
   keep(pos: number): void {
     const replies = this.#replies;
-    if (this.#pos >= 0) this.#kept.set(replies.count - 1, replies.w.buf.slice(pos, replies.w.pos));
+    if (this.#pos >= 0) this.#kept.set(replies.count - 1, [pos, replies.w.pos]);
   }
 
   /**
@@ -67,14 +67,17 @@ export class DirtyReplies {
     if (this.#pos < 0) return;
     const replies = this.#replies;
     const n = replies.count - this.#count;
+    // Copied out only now: the rewrite below may overwrite where they are.
+    const kept = new Map<number, Uint8Array>();
+    for (const [i, [from, to]] of this.#kept) kept.set(i, replies.w.buf.slice(from, to));
     replies.w.pos = this.#pos;
     replies.count = this.#count;
     let f = 0;
     for (let i = this.#count; i < this.#count + n; i++) {
-      const kept = this.#kept.get(i);
+      const bytes = kept.get(i);
       const flush = this.#flushes[f];
-      if (kept !== undefined) {
-        replies.w.bytes(kept);
+      if (bytes !== undefined) {
+        replies.w.bytes(bytes);
         replies.ok();
       } else if (flush?.reply === i) {
         replies.error(writesFailedInfo(flush.failed + (lostBefore[f] ?? 0), flush.first ?? error));

@@ -7,7 +7,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeKey,
-  type KvRow,
   key,
   Persistency,
   type PersistencyOptions,
@@ -16,6 +15,7 @@ import {
 } from '../src/index.js';
 import { closeJobHandle, injectFault, jobClient } from '../src/job.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { all, ids } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-iterate-pages-');
 
@@ -25,14 +25,6 @@ const MODES: [string, boolean, PersistencyOptions][] = [
   [':memory:, per-job', true, { workerThreads: 'per-job' }],
   [':memory:, 1 thread sliceMs 1', true, { workerThreads: 1, sliceMs: 1 }],
 ];
-
-const ids = (rows: readonly KvRow[]) => rows.map((r) => Number(decodeKey(r.key, ['i64'])[0]));
-
-async function all(it: AsyncIterable<KvRow>): Promise<KvRow[]> {
-  const rows: KvRow[] = [];
-  for await (const row of it) rows.push(row);
-  return rows;
-}
 
 /** Row i's payload: large (70 KiB) for i in a band, else small; its first 4 bytes are i. */
 function body(i: number, large: (i: number) => boolean): Uint8Array {

@@ -23,6 +23,7 @@ import {
 import { crashJobWorker, injectFault, jobClient } from '../src/job.js';
 import { releaseIdleJobs } from '../src/persistency.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { all, ids } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-iterate-');
 
@@ -32,15 +33,6 @@ const MODES: [string, boolean, PersistencyOptions][] = [
   [':memory:, per-job', true, { workerThreads: 'per-job' }],
   [':memory:, 2 threads', true, { workerThreads: 2 }],
 ];
-
-/** The i64 key parts of rows, as numbers. */
-const ids = (rows: readonly KvRow[]) => rows.map((r) => Number(decodeKey(r.key, ['i64'])[0]));
-
-async function all(it: AsyncIterable<KvRow>): Promise<KvRow[]> {
-  const rows: KvRow[] = [];
-  for await (const row of it) rows.push(row);
-  return rows;
-}
 
 /** What next() rejects with, once the rows before it are read; fails if it never rejects. */
 async function rejection(it: AsyncIterator<KvRow>): Promise<PersistencyError> {

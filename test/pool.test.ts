@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
-  decodeKey,
   decodePayload,
   type Job,
   type KvRow,
@@ -21,6 +20,7 @@ import {
 } from '../src/index.js';
 import { closeJobHandle, crashJobWorker } from '../src/job.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { all, ids } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-pool-');
 
@@ -73,16 +73,22 @@ describe('workerThreads: N', () => {
   describe('fairness: jobs sharing one thread take turns', () => {
     const options: PersistencyOptions = { workerThreads: 1, sliceMs: 1 };
 
-    it('a 200,000-row scan on one job does not hold up gets on another', async () => {
+    /** Jobs `big` (`rows` rows in category 's', key i → payload i) and `small` on one thread. */
+    async function bigAndSmall(rows: number): Promise<[Job, Job]> {
       const { jobs } = await openAll(options, 'big', 'small');
       const [big, small] = jobs as [Job, Job];
       const ops: TxOp[] = [];
-      for (let i = 0; i < 200_000; i++)
+      for (let i = 0; i < rows; i++)
         ops.push({ kind: 'put', category: 's', key: key(i), payload: payload(i) });
       big.persist(ops);
       small.persistPut('c', key('k'), payload('other'));
       unwrap(await big.flush());
       unwrap(await small.flush());
+      return [big, small];
+    }
+
+    it('a 200,000-row scan on one job does not hold up gets on another', async () => {
+      const [big, small] = await bigAndSmall(200_000);
       const scan = big.scan('s', { start: key(0) }).map((rows) => rows.length);
       expect(await getsDuring(Promise.resolve(scan), small)).toBeGreaterThan(0);
       expect(unwrap(await scan)).toBe(200_000);
@@ -91,24 +97,13 @@ describe('workerThreads: N', () => {
     });
 
     it('an iterator page of 65,536 rows on one job does not hold up gets on another', async () => {
-      const { jobs } = await openAll(options, 'big', 'small');
-      const [big, small] = jobs as [Job, Job];
-      const ops: TxOp[] = [];
-      for (let i = 0; i < 100_000; i++)
-        ops.push({ kind: 'put', category: 's', key: key(i), payload: payload(i) });
-      big.persist(ops);
-      small.persistPut('c', key('k'), payload('other'));
-      unwrap(await big.flush());
-      unwrap(await small.flush());
+      const [big, small] = await bigAndSmall(100_000);
       const it = big.iteratePrefix('s', key(), { pageSize: 65_536 });
       const first = it.next(); // takes the snapshot and reads the first page
       expect(await getsDuring(first, small)).toBeGreaterThan(0);
       // The page came in parts: every row, whole and in order.
-      const ids: number[] = [];
-      const rows = [(await first).value as KvRow];
-      for await (const row of it) rows.push(row);
-      for (const row of rows) ids.push(Number(decodeKey(row.key, ['i64'])[0]));
-      expect(ids).toEqual(Array.from({ length: 100_000 }, (_, i) => i));
+      const rows = [(await first).value as KvRow, ...(await all(it))];
+      expect(ids(rows)).toEqual(Array.from({ length: 100_000 }, (_, i) => i));
       expect(rows.every((row, i) => Number(decodePayload(row.payload, 'i64')) === i)).toBe(true);
       const outcome = await closeJobHandle(big);
       expect(outcome.reads?.slices).toBeGreaterThan(1);

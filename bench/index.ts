@@ -7,9 +7,11 @@
  *   npm run bench -- peers [--quick]  persistency vs raw better-sqlite3, Deno KV, lmdb, LevelDB
  *   npm run bench -- tenants [--quick] 10,000 jobs in one process vs lmdb, LevelDB
  *   npm run bench -- reads [--quick]  getMany, iterate, scan paging vs raw better-sqlite3
+ *   npm run bench -- atomic [--quick] CAS and add vs Deno KV, persistAdd vs persistPut, watch cost
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
+import { runAtomicBench } from './atomic.js';
 import { runCodecBench } from './codec.js';
 import { runPeersBench } from './peers.js';
 import { runReadsBench } from './reads.js';
@@ -20,6 +22,7 @@ export interface BenchOptions {
 }
 
 const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
+  atomic: runAtomicBench,
   codec: runCodecBench,
   peers: runPeersBench,
   reads: runReadsBench,

@@ -1,44 +1,15 @@
-/*
- * Every check of a caller's input, in one place: job method arguments (categories, keys,
- * ranges, scan options, write ops), and the options and root of a Persistency. A check
- * either returns the normalised bytes or throws `Refused` with the user-facing message;
- * `refusal` turns whatever was thrown while reading arguments into InvalidArgument.
- */
-import { statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { err, ok, type Result } from 'neverthrow';
 import { lengthNow, realBytes } from './bytes.js';
 import { compareBytes } from './codec/key.js';
+import { counterBytes, inInt64 } from './counter.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
 import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limits.js';
 import { OpKind } from './protocol/requests.js';
-import type { PersistencyOptions } from './types.js';
 
 export const MEMORY_ROOT = ':memory:';
 export const MAX_CATEGORY_BYTES = 0xffff;
-/** The largest `pollMicros` accepted (one second). */
-const MAX_POLL_MICROS = 1_000_000;
-/** The most worker threads `workerThreads: N` may ask for. */
-const MAX_WORKER_THREADS = 256;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
-
-/** Every option with its default (README, API). */
-export const DEFAULTS: Required<PersistencyOptions> = {
-  busyTimeoutMs: 5000,
-  journalSizeLimitBytes: 64 * 1024 * 1024,
-  openTimeoutMs: 30_000,
-  maxPayloadBytes: SQLITE_MAX_LENGTH - 1024,
-  maxJobBytes: 0,
-  verifyOnOpen: false,
-  prestartWorker: true,
-  pollMicros: 100,
-  workerThreads: 'per-job',
-  idleCloseMs: 60_000,
-  sliceMs: 2,
-  iteratorIdleMs: 60_000,
-};
 
 /** Invalid input found while validating; carries the user-facing message. */
 export class Refused extends Error {}
@@ -268,9 +239,10 @@ export function rangeAfter(
 export function checkedOp(
   op: unknown,
   where: string,
-  maxPayloadBytes: number,
+  limits: WriteLimits,
   category: (c: unknown, where: string) => Uint8Array,
 ): OpRecord {
+  const { maxPayloadBytes } = limits;
   if (op === null || typeof op !== 'object')
     throw new Refused(`${where}: expected an op object, got ${describe(op)}`);
   const o = op as Record<string, unknown>;
@@ -295,7 +267,16 @@ export function checkedOp(
           `${where}: a row of ${row} bytes (category, key, payload and ${ROW_OVERHEAD} of header) exceeds SQLite's limit of ${SQLITE_MAX_LENGTH}`,
         );
       }
-      return { kind: OpKind.Put, category: cat, key: k, last: payload, lastLength: payload.length };
+      const expireInMs = o.expireInMs;
+      if (expireInMs === undefined)
+        return {
+          kind: OpKind.Put,
+          category: cat,
+          key: k,
+          last: payload,
+          lastLength: payload.length,
+        };
+      return expiringPut(cat, k, payload, checkedExpiry(expireInMs, where, limits.now));
     }
     case 'delete': {
       const cat = category(o.category, where);
@@ -324,91 +305,77 @@ export function checkedOp(
   }
 }
 
-/** Check a Persistency's options and fill in the defaults. */
-export function checkOptions(
-  options: unknown,
-): Result<Required<PersistencyOptions>, PersistencyError> {
-  if (options === undefined) return ok(DEFAULTS);
-  if (options === null || typeof options !== 'object') {
-    return err(invalidArgument(`Persistency options must be an object, got ${describe(options)}`));
-  }
-  const out: Record<string, unknown> = { ...DEFAULTS };
-  for (const [name, value] of Object.entries(options)) {
-    if (!(name in DEFAULTS)) {
-      return err(invalidArgument(`unknown Persistency option ${JSON.stringify(name)}`));
-    }
-    if (value === undefined) continue;
-    const problem = optionProblem(name as keyof PersistencyOptions, value);
-    if (problem !== undefined) {
-      return err(invalidArgument(`Persistency option ${name} ${problem}, got ${describe(value)}`));
-    }
-    out[name] = value;
-  }
-  return ok(out as unknown as Required<PersistencyOptions>);
+/** What a write is checked against: the instance's payload limit and clock. */
+export interface WriteLimits {
+  readonly maxPayloadBytes: number;
+  readonly now: () => number;
 }
 
-/** What is wrong with one option's value, or undefined. */
-function optionProblem(name: keyof PersistencyOptions, value: unknown): string | undefined {
-  const natural = typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-  switch (name) {
-    case 'verifyOnOpen':
-    case 'prestartWorker':
-      return typeof value === 'boolean' ? undefined : 'must be a boolean';
-    case 'workerThreads':
-      if (value === 'per-job') return undefined;
-      return natural && value >= 1 && value <= MAX_WORKER_THREADS
-        ? undefined
-        : `must be 'per-job' or an integer from 1 to ${MAX_WORKER_THREADS}`;
-    case 'pollMicros':
-      return natural && value <= MAX_POLL_MICROS
-        ? undefined
-        : `must be a non-negative integer of at most ${MAX_POLL_MICROS} (one second)`;
-    case 'maxPayloadBytes':
-      return natural && value <= SQLITE_MAX_LENGTH
-        ? undefined
-        : `must be a non-negative integer within SQLite's limit of ${SQLITE_MAX_LENGTH} bytes`;
-    case 'sliceMs':
-      return natural && value >= 1 ? undefined : 'must be a positive integer';
-    default:
-      return natural ? undefined : 'must be a non-negative integer';
-  }
+/** The `expireInMs` of a put's options (checked with the op, by checkedExpiry). */
+export function expiryOption(options: unknown, where: string): unknown {
+  if (options === null || typeof options !== 'object')
+    throw new Refused(`${where}: options must be an object, got ${describe(options)}`);
+  return (options as { expireInMs?: unknown }).expireInMs;
 }
 
-/** Validate a root without touching the disk beyond `stat`. */
-export function checkRoot(rootDir: unknown): Result<string, PersistencyError> {
-  if (typeof rootDir !== 'string')
-    return err(invalidArgument(`rootDir must be a string, got ${describe(rootDir)}`));
-  if (rootDir.length === 0) return err(invalidArgument('rootDir is empty'));
-  if (rootDir === MEMORY_ROOT) return ok(MEMORY_ROOT);
-  if (rootDir.includes('\0')) return err(invalidArgument('rootDir contains a NUL byte'));
-  const abs = resolve(rootDir);
-  let probe = abs;
-  for (;;) {
-    let isDir: boolean | undefined;
-    try {
-      isDir = statSync(probe).isDirectory();
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code !== 'ENOENT') {
-        if (code === 'ENOTDIR')
-          return err(invalidArgument(`rootDir ${abs}: a parent of it is not a directory`));
-        return err(
-          invalidArgument(`rootDir ${abs}: cannot inspect ${probe} (${code ?? String(e)})`, e),
-        );
-      }
-    }
-    if (isDir === true) return ok(abs);
-    if (isDir === false) {
-      return err(
-        invalidArgument(
-          probe === abs
-            ? `rootDir ${abs} exists and is not a directory`
-            : `rootDir ${abs}: ${probe} is not a directory`,
-        ),
-      );
-    }
-    const parent = dirname(probe);
-    if (parent === probe) return ok(abs);
-    probe = parent;
+/** When a put with `expireInMs` expires (ms since the epoch, by `now`). */
+export function checkedExpiry(expireInMs: unknown, where: string, now: () => number): number {
+  if (!(typeof expireInMs === 'number' && Number.isFinite(expireInMs) && expireInMs >= 0)) {
+    throw new Refused(
+      `${where}: expireInMs must be a non-negative finite number of ms, got ${describe(expireInMs)}`,
+    );
   }
+  const at = now() + expireInMs;
+  if (!Number.isFinite(at))
+    throw new Refused(`${where}: the clock gave no usable time (${describe(at)})`);
+  return at;
+}
+
+/** A put that expires at `expiresAt`: its `last` is the expiry (f64), then the payload. */
+function expiringPut(
+  cat: Uint8Array,
+  k: Uint8Array,
+  payload: Uint8Array,
+  expiresAt: number,
+): OpRecord {
+  const last = new Uint8Array(8 + payload.length);
+  new DataView(last.buffer).setFloat64(0, expiresAt);
+  last.set(payload, 8);
+  return { kind: OpKind.PutExpiring, category: cat, key: k, last, lastLength: last.length };
+}
+
+/** An `add` of `delta` (a safe integer or an int64 bigint) to the counter at `key`. */
+export function checkedAdd(
+  category: Uint8Array,
+  key: unknown,
+  delta: unknown,
+  where: string,
+): OpRecord {
+  const k = checkedKey(key, where, 'key');
+  let n: bigint;
+  if (typeof delta === 'bigint') n = delta;
+  else if (typeof delta === 'number' && Number.isSafeInteger(delta)) n = BigInt(delta);
+  else
+    throw new Refused(`${where}: delta must be a safe integer or a bigint, got ${describe(delta)}`);
+  if (!inInt64(n)) throw new Refused(`${where}: delta ${n} is outside int64`);
+  const last = counterBytes(n);
+  return { kind: OpKind.Add, category, key: k, last, lastLength: last.length };
+}
+
+/** An atomic batch's check: `key` holds exactly `expected`, or (undefined) no live row. */
+export function checkedCheck(
+  category: Uint8Array,
+  key: unknown,
+  expected: unknown,
+  where: string,
+): OpRecord {
+  const k = checkedKey(key, where, 'key');
+  if (expected === undefined) return { kind: OpKind.CheckAbsent, category, key: k, lastLength: 0 };
+  const bytes = realBytes(expected);
+  if (bytes === undefined) {
+    throw new Refused(
+      `${where}: expected must be a Uint8Array or undefined (absent), got ${describe(expected)}`,
+    );
+  }
+  return { kind: OpKind.CheckValue, category, key: k, last: bytes, lastLength: bytes.length };
 }

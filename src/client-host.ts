@@ -28,6 +28,8 @@ export type ReportWriteFailure = (
 export interface JobHost {
   readonly maxPayloadBytes: number;
   readonly iteratorIdleMs: number;
+  /** The clock expiry is measured by (the `clock` option). */
+  readonly now: () => number;
   readonly writeFailed: ReportWriteFailure;
 }
 
@@ -55,6 +57,8 @@ export interface ClientHost {
   resident(client: JobClient, resident: boolean): void;
   /** A released job is being taken up again. */
   reopened(): void;
+  /** An injected clock, whose time each frame takes to the worker (undefined: the system's). */
+  readonly clock: (() => number) | undefined;
   readonly writeFailed: ReportWriteFailure;
   /** Failed writes of the job no flush has reported yet (see src/write-failures.ts). */
   takeFailures(jobId: string): Failures | undefined;

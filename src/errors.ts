@@ -12,6 +12,7 @@
  * | `JobNotFound` | a string-id call (or `p.job(id)`) named a job that is not open |
  * | `Busy` | the job's root is owned by another process or another `Persistency`, or another connection holds the job's file (`SQLITE_BUSY`, `SQLITE_LOCKED`) |
  * | `WriteFailed` | a `flush()` after writes that were refused or failed since the previous flush (`count` says how many, `cause` is the first one's error) |
+ * | `Overflow` | a watcher fell too far behind (`job.watch`'s `maxQueued`), or an `add` would take a counter out of int64 (code `COUNTER_OVERFLOW`) |
  *
  * @example
  * ```ts
@@ -26,7 +27,8 @@ export type PersistencyErrorKind =
   | 'Timeout'
   | 'JobNotFound'
   | 'Busy'
-  | 'WriteFailed';
+  | 'WriteFailed'
+  | 'Overflow';
 
 /**
  * Extra detail attached to a {@link PersistencyError}: the third argument of its

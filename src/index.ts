@@ -1,4 +1,6 @@
 // Public surface: re-exports only.
+
+export { AtomicBatch } from './atomic-batch.js';
 export {
   PersistencyError,
   type PersistencyErrorKind,
@@ -33,13 +35,17 @@ export {
 } from './keys.js';
 export { decodePayload, payload, toPayload } from './payload.js';
 export { Persistency } from './persistency.js';
+export type { Change } from './protocol/changes.js';
 export type {
+  AtomicResult,
   IterateOptions,
   KvRow,
   PersistencyEvents,
   PersistencyOptions,
   PersistencyStats,
+  PutOptions,
   ScanOptions,
   TxOp,
+  WatchOptions,
   WriteFailureReason,
 } from './types.js';

@@ -20,7 +20,7 @@ import {
   type ToWorker,
 } from './protocol/messages.js';
 import type { ReplyExtras } from './protocol/replies.js';
-import { batchOps } from './protocol/requests.js';
+import { batchOps } from './protocol/request-reader.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
@@ -55,15 +55,17 @@ export class JobClient {
   /** A released `:memory:` job's database, kept until it is attached again. */
   #image: Uint8Array | undefined;
 
-  readonly #turn = new TurnFrame(() => this.send());
+  readonly #turn: TurnFrame;
   /** Messages waiting for the job to be attached, in order. */
   #backlog: [ToWorker, ArrayBuffer[]][] = [];
   /** Reads and flushes waiting for their reply, in issue order. */
   readonly #replies = new ReplyQueue();
   #framesInFlight = 0;
   #referenced = false;
-  /** Iterator snapshots the job's worker holds: the job is not released while there are. */
+  /** Iterator snapshots and watches the job's worker holds: the job is not released while there are. */
   snapshots = 0;
+  /** The job's watches: the changes each reply message brings, and the job's end. */
+  watchers: { changes(bytes: Uint8Array): void; ended(error: PersistencyError): void } | undefined;
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
@@ -90,6 +92,7 @@ export class JobClient {
     this.#host = host;
     this.#image = image;
     this.pin = pin;
+    this.#turn = new TurnFrame(() => this.send(), host.clock);
   }
 
   /** Attach for the first time; the job is usable once this resolves Ok. */
@@ -314,7 +317,9 @@ export class JobClient {
   #finishClose(outcome: CloseOutcome): void {
     if (this.#state !== 'dead') this.#state = 'closed';
     this.#host.resident(this, false);
-    this.#replies.failAll(new PersistencyError('Closed', `job ${this.#id} is closed`));
+    const closed = new PersistencyError('Closed', `job ${this.#id} is closed`);
+    this.#replies.failAll(closed);
+    this.watchers?.ended(closed);
     this.#closeResolve?.(outcome);
   }
 
@@ -386,6 +391,7 @@ export class JobClient {
     });
     this.#failUnsent(this.#deathError);
     this.#settleRelease();
+    this.watchers?.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
     if (this.#closeRequested) this.#closeResolve?.({ image: undefined, error: this.#deathError });
@@ -401,6 +407,8 @@ export class JobClient {
     }
     switch (m.t) {
       case 'replies':
+        // Watchers first: whoever awaits a reply of the same commit finds them told.
+        if (m.changes !== undefined) this.watchers?.changes(m.changes);
         this.#onReplies(m.bytes, m);
         for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
         return;

@@ -4,25 +4,20 @@
  * returns the `ResultAsync` its reply will settle (src/job-client.ts).
  */
 import { errAsync, type ResultAsync } from 'neverthrow';
-import { realBytes } from './bytes.js';
-import {
-  categoryBytes,
-  checkedBatchBody,
-  checkedLength,
-  checkedOp,
-  type OpRecord,
-  refusal,
-} from './checks.js';
+import { AtomicBatch, type AtomicChannel, atomicResult } from './atomic-batch.js';
+import { checkedBatchBody, refusal } from './checks.js';
 import type { CloseOutcome, JobHost } from './client-host.js';
-import { invalidArgument, type PersistencyError } from './errors.js';
+import type { PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
-import { isKeyValue, type Key, type KeyRange, keyBytes } from './keys.js';
-import { rowFits } from './limits.js';
-import { toPayload } from './payload.js';
+import { JobWrites } from './job-writes.js';
+import type { Key, KeyRange } from './keys.js';
+import type { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
+import type { Change } from './protocol/changes.js';
 import type { InjectedFault } from './protocol/messages.js';
-import { Tag, writeBatch, writeFlush, writePut } from './protocol/requests.js';
+import { Tag, writeBatch, writeFlush } from './protocol/requests.js';
 import {
+  type CategoryOf,
   countRecord,
   getManyRecord,
   iterateRequest,
@@ -30,13 +25,15 @@ import {
   scanRecord,
 } from './read-records.js';
 import { type IteratorChannel, SnapshotIterator } from './snapshot-iterator.js';
-import type { IterateOptions, KvRow, ScanOptions, TxOp } from './types.js';
-
-/** The most ops one atomic batch may hold. */
-export const MAX_BATCH_OPS = 1 << 22;
-/** A batch's encoded size is a u32 in the frame. */
-/** Categories remembered as bytes per job (the cache is emptied when full). */
-const CATEGORY_CACHE = 1024;
+import type {
+  IterateOptions,
+  KvRow,
+  PutOptions,
+  ScanOptions,
+  TxOp,
+  WatchOptions,
+} from './types.js';
+import { JobWatches } from './watch-registry.js';
 
 let clientOf: (job: Job) => JobClient;
 
@@ -59,17 +56,11 @@ export class Job {
    */
   readonly id: string;
   readonly #client: JobClient;
-  readonly #host: JobHost;
   readonly #iteratorChannel: IteratorChannel;
-  readonly #categories = new Map<string, Uint8Array>();
-  readonly #category = (category: unknown, where: string): Uint8Array => {
-    const cached = typeof category === 'string' ? this.#categories.get(category) : undefined;
-    if (cached !== undefined) return cached;
-    const bytes = categoryBytes(category, where);
-    if (this.#categories.size >= CATEGORY_CACHE) this.#categories.clear();
-    this.#categories.set(category as string, bytes);
-    return bytes;
-  };
+  readonly #atomicChannel: AtomicChannel;
+  readonly #watches: JobWatches;
+  readonly #writes: JobWrites;
+  readonly #category: CategoryOf;
 
   static {
     clientOf = (job) => job.#client;
@@ -79,7 +70,8 @@ export class Job {
   constructor(id: string, client: JobClient, host: JobHost) {
     this.id = id;
     this.#client = client;
-    this.#host = host;
+    this.#writes = new JobWrites(id, client, host);
+    this.#category = this.#writes.category;
     this.#iteratorChannel = {
       page: (write) => this.#request('iterate', () => write),
       post: (write) => {
@@ -90,6 +82,16 @@ export class Job {
       },
       idleMs: host.iteratorIdleMs,
     };
+    this.#atomicChannel = {
+      limits: host,
+      category: this.#category,
+      commit: (records) =>
+        this.#request<number>('commit', () => {
+          const body = checkedBatchBody(records);
+          return (w) => writeBatch(w, records, body, Tag.Atomic);
+        }).map(atomicResult),
+    };
+    this.#watches = new JobWatches(client, this.#category);
   }
 
   /**
@@ -102,7 +104,7 @@ export class Job {
   }
 
   // -------------------------------------------------------------------------------------
-  // Writes
+  // Writes (src/job-writes.ts)
 
   /**
    * Apply `ops` as one atomic batch: all of them or none. Invalid ops, or more than
@@ -111,60 +113,17 @@ export class Job {
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
-    let n: number;
-    try {
-      n = checkedLength(ops, 'persist', 'ops');
-    } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persist'));
-      return;
-    }
-    if (n > MAX_BATCH_OPS) {
-      const error = invalidArgument(
-        `persist: a batch holds at most ${MAX_BATCH_OPS} ops, got ${n}`,
-      );
-      this.#host.writeFailed(this.id, 'invalid', [], error, n);
-      return;
-    }
-    // A snapshot, each element read once (at most MAX_BATCH_OPS of them): getters or
-    // proxies cannot change the batch while it is checked and encoded, and the event for a
-    // refused batch lists it whole without reading the caller's array again.
-    const list: TxOp[] = new Array(n);
-    const records: OpRecord[] = new Array(n);
-    try {
-      for (let i = 0; i < n; i++) list[i] = ops[i] as TxOp;
-      for (let i = 0; i < n; i++) records[i] = this.#checkedOp(list[i], `persist: ops[${i}]`);
-    } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', list, refusal(e, 'persist'), n);
-      return;
-    }
-    this.#batch(list, records);
+    this.#writes.persist(ops);
   }
 
   /**
-   * Insert or replace one row. A bad category, key or payload (not a `Uint8Array`, or over
-   * `maxPayloadBytes`) is reported as a `writeFailed` event and not queued.
+   * Insert or replace one row; with `{ expireInMs }`, one that expires. A bad category, key,
+   * payload (not a `Uint8Array`, or over `maxPayloadBytes`) or option is reported as a
+   * `writeFailed` event and not queued.
    * @example job.persistPut('users', key('ada'), payload('Ada'))
    */
-  persistPut(category: string, key: Key, payload: Uint8Array): void {
-    // The hot path: a known category, a real Key and payload. Anything else goes through
-    // the general path, which validates and reports.
-    const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
-    const bytes = realBytes(payload);
-    const k = isKeyValue(key) ? keyBytes(key) : undefined;
-    if (
-      cat === undefined ||
-      bytes === undefined ||
-      k === undefined ||
-      !this.#client.running ||
-      bytes.length > this.#host.maxPayloadBytes ||
-      !rowFits(cat.length, k.length, bytes.length)
-    ) {
-      this.#single({ kind: 'put', category, key, payload });
-      return;
-    }
-    const w = this.#client.frame();
-    writePut(w, cat, k, bytes);
-    this.#client.sendIfLarge(w);
+  persistPut(category: string, key: Key, payload: Uint8Array, options?: PutOptions): void {
+    this.#writes.persistPut(category, key, payload, options);
   }
 
   /**
@@ -172,7 +131,7 @@ export class Job {
    * @example job.persistDelete('users', key('ada'))
    */
   persistDelete(category: string, key: Key): void {
-    this.#single({ kind: 'delete', category, key });
+    this.#writes.persistDelete(category, key);
   }
 
   /**
@@ -180,7 +139,7 @@ export class Job {
    * @example job.persistDeletePrefix('log', key('channel-42'))
    */
   persistDeletePrefix(category: string, prefix: Key): void {
-    this.#single({ kind: 'deletePrefix', category, prefix });
+    this.#writes.persistDeletePrefix(category, prefix);
   }
 
   /**
@@ -188,65 +147,48 @@ export class Job {
    * @example job.persistEncoded('meta', key('c1'), { name: 'general', members: 42 })
    */
   persistEncoded(category: string, key: Key, value: Parameters<typeof toPayload>[0]): void {
-    let bytes: Uint8Array;
-    try {
-      bytes = toPayload(value);
-    } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', [], refusal(e, 'persistEncoded'), 1);
-      return;
-    }
-    this.#single({ kind: 'put', category, key, payload: bytes });
-  }
-
-  #checkedOp(op: unknown, where: string): OpRecord {
-    return checkedOp(op, where, this.#host.maxPayloadBytes, this.#category);
-  }
-
-  #single(op: TxOp): void {
-    let record: OpRecord;
-    try {
-      const where =
-        op.kind === 'put'
-          ? 'persistPut'
-          : op.kind === 'delete'
-            ? 'persistDelete'
-            : 'persistDeletePrefix';
-      record = this.#checkedOp(op, where);
-    } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', [op], refusal(e, 'write'));
-      return;
-    }
-    this.#batch([op], [record]);
+    this.#writes.persistEncoded(category, key, value);
   }
 
   /**
-   * Append one atomic batch of checked records to the turn's frame. No caller code runs
-   * here (it all ran in `checkedOp`), so nothing can call back into the job mid-record.
+   * Add `delta` (a safe integer or a bigint) to the int64 counter at `key`: an absent row
+   * counts as 0, the payload is `toPayload(i64(n))`, and a row's expiry is kept. Applied in
+   * order with the other writes, with no read on this thread, so concurrent adds never
+   * conflict. A sum outside int64, or a payload that is not a counter, fails this write alone
+   * (a `writeFailed` event with an `Overflow` or `InvalidArgument` error; the next flush is Err).
+   * @example job.persistAdd('counters', key('visits', day), 1)
    */
-  #batch(ops: readonly TxOp[], records: readonly OpRecord[]): void {
-    if (!this.#client.running) {
-      this.#host.writeFailed(this.id, 'closed', ops, this.#client.notOpenError());
-      return;
-    }
-    if (records.length === 0) return; // an empty batch is a no-op
-    let body: number;
-    try {
-      body = checkedBatchBody(records);
-    } catch (e) {
-      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
-      return;
-    }
-    // From here on no caller code runs: the records are checked bytes.
-    const w = this.#client.frame();
-    const start = w.pos;
-    try {
-      writeBatch(w, records, body);
-    } catch (e) {
-      w.pos = start; // never leave half a batch in the frame
-      this.#host.writeFailed(this.id, 'invalid', ops, refusal(e, 'persist'));
-      return;
-    }
-    this.#client.sendIfLarge(w);
+  persistAdd(category: string, key: Key, delta: number | bigint): void {
+    this.#writes.persistAdd(category, key, delta);
+  }
+
+  /**
+   * A batch of checks and writes applied all or none, where the job's writes are applied and
+   * in their order: see AtomicBatch.
+   * @example
+   * ```ts
+   * const seen = (await job.get('stock', k))._unsafeUnwrap();
+   * const r = await job.atomic().check('stock', k, seen).put('stock', k, next(seen)).commit();
+   * if (r.isOk() && !r.value.ok) retry();
+   * ```
+   */
+  atomic(): AtomicBatch {
+    return new AtomicBatch(this.#atomicChannel);
+  }
+
+  /**
+   * The committed changes of `range` in `category` from now on, one array per commit, in
+   * commit order (see ChangeFeed). `break` stops it at once; a watcher that falls more than
+   * `maxQueued` changes behind ends with `Overflow`; closing the job ends it with `Closed`.
+   * A watched job is not released when idle.
+   * @example for await (const changes of job.watch('counters', prefixRange(key()))) render(changes);
+   */
+  watch(
+    category: string,
+    range: KeyRange,
+    options?: WatchOptions,
+  ): AsyncIterableIterator<Change[]> {
+    return this.#watches.watch(category, range, options);
   }
 
   // -------------------------------------------------------------------------------------

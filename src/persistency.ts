@@ -5,10 +5,12 @@
  */
 import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
-import { checkOptions, checkRoot } from './checks.js';
+import { AtomicBatch } from './atomic-batch.js';
+import { categoryBytes } from './checks.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { Job } from './job.js';
 import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
+import { checkOptions, checkRoot } from './option-checks.js';
 import type { toPayload } from './payload.js';
 import { JobRegistry } from './registry.js';
 import type {
@@ -16,6 +18,7 @@ import type {
   PersistencyEvents,
   PersistencyOptions,
   PersistencyStats,
+  PutOptions,
   ScanOptions,
   TxOp,
 } from './types.js';
@@ -239,10 +242,36 @@ export class Persistency {
   }
 
   /** @example p.persistPut('t1', 'users', key('ada'), payload('Ada')) */
-  persistPut(jobId: string, category: string, key: Key, payload: Uint8Array): void {
+  persistPut(
+    jobId: string,
+    category: string,
+    key: Key,
+    payload: Uint8Array,
+    options?: PutOptions,
+  ): void {
     this.#write(jobId, [{ kind: 'put', category, key, payload }], (j) =>
-      j.persistPut(category, key, payload),
+      j.persistPut(category, key, payload, options),
     );
+  }
+
+  /** @example p.persistAdd('t1', 'counters', key('visits'), 1) */
+  persistAdd(jobId: string, category: string, key: Key, delta: number | bigint): void {
+    this.#write(jobId, [], (j) => j.persistAdd(category, key, delta), 1);
+  }
+
+  /**
+   * `job(jobId).atomic()`; on a job that is not open, its `commit()` is Err(JobNotFound).
+   * @example await p.atomic('t1').add('counters', key('visits'), 1).commit()
+   */
+  atomic(jobId: string): AtomicBatch {
+    const job = this.#jobs.openJobOf(jobId);
+    if (job !== undefined) return job.atomic();
+    const notFound = this.#jobs.notFound(jobId);
+    return new AtomicBatch({
+      limits: { maxPayloadBytes: Number.MAX_SAFE_INTEGER, now: Date.now },
+      category: categoryBytes,
+      commit: () => errAsync(notFound),
+    });
   }
 
   /** @example p.persistDelete('t1', 'users', key('ada')) */

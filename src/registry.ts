@@ -10,8 +10,9 @@ import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
 import { codeOf, PersistencyError } from './errors.js';
 import { linkedJobFile } from './file-identity.js';
-import { closeJobHandle, Job, jobClient, MAX_BATCH_OPS } from './job.js';
+import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
+import { MAX_BATCH_OPS } from './job-writes.js';
 import { describe } from './keys.js';
 import {
   adoptLegacyJobFile,
@@ -76,10 +77,12 @@ export class JobRegistry {
     this.#jobHost = {
       maxPayloadBytes: options.maxPayloadBytes,
       iteratorIdleMs: options.iteratorIdleMs,
+      now: options.clock,
       writeFailed,
     };
     this.#clientHost = {
       writeFailed,
+      clock: options.clock === Date.now ? undefined : options.clock,
       attach: (jobId, pin, image, fileId, died) =>
         this.#threads.attach({ ...this.#openRequest(jobId, image), fileId }, pin, died),
       resident: (client, resident) => {

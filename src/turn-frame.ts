@@ -3,6 +3,7 @@
  * as one message, sent at the end of the turn (a microtask) or early once it is large.
  */
 import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
+import { writeNow } from './protocol/requests.js';
 
 /**
  * Send a turn's frame early once it holds this much: a huge turn then streams to the
@@ -23,10 +24,15 @@ export class TurnFrame {
   /** A writer whose bytes were copied out, ready for the next turn. */
   #idle: ByteWriter | undefined;
   readonly #send: () => void;
+  /** An injected clock: each frame starts with its time (a NOW record). */
+  readonly #clock: (() => number) | undefined;
+  /** Where the frame's own records start (after its NOW record). */
+  #start = 0;
 
   /** `send` takes the frame (see `take`) and posts it. */
-  constructor(send: () => void) {
+  constructor(send: () => void, clock?: () => number) {
     this.#send = send;
+    this.#clock = clock;
   }
 
   /** The current turn's writer, started on first use; sent at the end of the turn. */
@@ -36,6 +42,8 @@ export class TurnFrame {
     const w = this.#idle ?? new ByteWriter(this.#sizeHint);
     this.#idle = undefined;
     w.pos = 0;
+    if (this.#clock !== undefined) writeNow(w, this.#clock());
+    this.#start = w.pos;
     this.#writer = w;
     this.#reads = 0;
     queueMicrotask(() => {
@@ -63,7 +71,7 @@ export class TurnFrame {
     const w = this.#writer;
     if (w === undefined) return undefined;
     this.#writer = undefined;
-    if (w.pos === 0) {
+    if (w.pos === this.#start) {
       this.#idle = w;
       return undefined;
     }

@@ -36,9 +36,49 @@ export type TxOp =
       readonly category: string;
       readonly key: Key;
       readonly payload: Uint8Array;
+      /** The row expires this many ms from now (see `PutOptions`). */
+      readonly expireInMs?: number;
     }
   | { readonly kind: 'delete'; readonly category: string; readonly key: Key }
   | { readonly kind: 'deletePrefix'; readonly category: string; readonly prefix: Key };
+
+/**
+ * Options of a put (`persistPut`, an atomic batch's `put`, a `put` op of `persist`).
+ * @example job.persistPut('sessions', key(id), payload(user), { expireInMs: 30 * 60_000 })
+ */
+export interface PutOptions {
+  /**
+   * The row expires this many ms after the put is issued (by the instance's `clock`): from
+   * then on every read acts as if it were absent, and it is removed in the background. A
+   * later put without it keeps the row for good; `add` keeps a row's expiry. A
+   * non-negative finite number. (default: never)
+   */
+  readonly expireInMs?: number;
+}
+
+/**
+ * What an atomic batch's `commit()` resolves to: `ok: true` once it is applied and durable;
+ * `ok: false` when nothing of it was applied, `reason` saying why: a check did not hold
+ * (`'check'`), an `add` would leave int64 (`'overflow'`) or met a payload that is not a
+ * counter (`'notCounter'`).
+ * @example const r = await job.atomic().check('c', k, old).put('c', k, next).commit(); if (r.isOk() && !r.value.ok) retry();
+ */
+export type AtomicResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly reason: 'check' | 'overflow' | 'notCounter' };
+
+/**
+ * Options of `job.watch`.
+ * @example job.watch('counters', prefixRange(key('tenant-1')), { maxQueued: 1000 })
+ */
+export interface WatchOptions {
+  /**
+   * The most changes waiting for the watcher to take them; past it the watcher ends: its
+   * next `next()` (after the changes already queued) rejects with `Overflow`. A positive
+   * integer. (default: 100,000)
+   */
+  readonly maxQueued?: number;
+}
 
 /**
  * Options of `iterate` and `iteratePrefix`: those of a scan, and the rows per page.
@@ -139,6 +179,13 @@ export interface PersistencyOptions {
    * `Timeout` (code `SNAPSHOT_EXPIRED`). 0 = never. (default: 60000)
    */
   readonly iteratorIdleMs?: number;
+  /**
+   * The clock expiry is measured by, in ms since the epoch: read on the main thread when a
+   * put with `expireInMs` is issued and, with each turn's requests, taken to the worker,
+   * whose reads and background removal go by it. For tests (a clock they move) and
+   * simulations. (default: `Date.now`)
+   */
+  readonly clock?: () => number;
 }
 
 /**

@@ -8,7 +8,8 @@
 import { err, type Result } from 'neverthrow';
 import { type PersistencyError, writesFailed } from './errors.js';
 import type { ToWorker } from './protocol/messages.js';
-import { recordsOf, Tag } from './protocol/requests.js';
+import { recordsOf } from './protocol/request-reader.js';
+import { Tag } from './protocol/requests.js';
 import type { ReplyQueue } from './reply-queue.js';
 
 /** Failed writes (batches) not yet reported by a flush: how many, the first one's error. */

@@ -38,8 +38,9 @@ describe('KvBackend.open', () => {
       const pragma = (name: string) => b.db.pragma(name, { simple: true });
       expect(pragma('journal_mode')).toBe('wal');
       expect(pragma('synchronous')).toBe(2); // FULL
-      expect(pragma('user_version')).toBe(SCHEMA_VERSION);
-      expect(SCHEMA_VERSION).toBe(1);
+      // A new file has the reference's schema (1); 2, expiry, comes with its first use.
+      expect(pragma('user_version')).toBe(1);
+      expect(SCHEMA_VERSION).toBe(2);
       expect(pragma('journal_size_limit')).toBe(3 * 1024 * 1024);
       expect(pragma('busy_timeout')).toBe(1234);
       // Not exclusive: readers in other processes may read the file (src/root-lock.ts owns it).
@@ -84,7 +85,7 @@ describe('KvBackend.open', () => {
     raw.pragma('user_version = 7');
     raw.close();
     const before = sha(file);
-    expect(() => KvBackend.open(file, options)).toThrow(/schema version 7.*version 1/);
+    expect(() => KvBackend.open(file, options)).toThrow(/schema version 7.*version 2/);
     expect(sha(file)).toBe(before);
     expect(existsSync(`${file}-wal`)).toBe(false);
   });

@@ -295,6 +295,27 @@ describe('scan and count', () => {
     expect(lines(cli('scan', root, 'j', 'bin'))).toEqual([`${hex(7)}\t0001feff`]);
   });
 
+  it('shows when a row expires and leaves out rows already expired (scan, count, ls)', async () => {
+    const root = tempDir();
+    // The clock of the writer: a row expired long ago, one that expires in 2100, one for good.
+    const p = unwrap(Persistency.open(root, { clock: () => Date.UTC(2000, 0, 1) }));
+    const job = unwrap(await p.openJob('j'));
+    job.persistPut('s', key('gone'), enc.encode('old'), { expireInMs: 1000 });
+    job.persistPut('s', key('later'), enc.encode('soon'), {
+      expireInMs: Date.UTC(2100, 0, 1) - Date.UTC(2000, 0, 1),
+    });
+    job.persistPut('s', key('kept'), enc.encode('for good'));
+    unwrap(await p.close());
+    const r = cli('scan', root, 'j', 's');
+    expect(r.status, r.stderr).toBe(0);
+    expect(lines(r)).toEqual([
+      `${key('kept').toString()}\t"for good"`,
+      `${key('later').toString()}\t"soon"\texpires 2100-01-01T00:00:00.000Z`,
+    ]);
+    expect(lines(cli('count', root, 'j', 's'))).toEqual(['2']);
+    expect(lines(cli('ls', root, 'j'))).toEqual(['s\t2']);
+  });
+
   it('decodes text and f64 parts (--decode text,f64), in their natural order', async () => {
     const root = tempDir();
     await seed(root, {
@@ -459,7 +480,7 @@ describe('check', () => {
     await seed(root, { j: fillLog });
     const path = join(root, 'j.db');
     const db = new Database(path);
-    db.pragma('user_version = 2');
+    db.pragma('user_version = 3');
     db.close();
     const before = readFileSync(path);
     for (const args of [
@@ -467,7 +488,7 @@ describe('check', () => {
       ['scan', root, 'j', 'log'],
       ['backup', root, 'j', join(root, 'b.db')],
     ])
-      expectFailure(cli(...args), 5, 'schema version 2, newer than version 1');
+      expectFailure(cli(...args), 5, 'schema version 3, newer than version 2');
     expect(readFileSync(path).equals(before)).toBe(true);
     expect(existsSync(join(root, 'b.db'))).toBe(false);
   });

@@ -84,13 +84,13 @@ describe('schema versions', () => {
     mkdirSync(root, { recursive: true });
     const file = join(root, 'future.db');
     const raw = new Database(file);
-    raw.pragma('user_version = 2');
+    raw.pragma('user_version = 3');
     raw.close();
     const before = readFileSync(file);
     const p = Persistency.instance(root)._unsafeUnwrap();
     const r = await p.openJob('future');
     expect(r.isErr()).toBe(true);
-    expect(r._unsafeUnwrapErr().message).toMatch(/schema version 2.*version 1/);
+    expect(r._unsafeUnwrapErr().message).toMatch(/schema version 3.*version 2/);
     expect(readFileSync(file).equals(before)).toBe(true);
     // No -wal or -shm: only the root's lock file beside it.
     expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'future.db']);

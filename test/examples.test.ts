@@ -144,6 +144,39 @@ describe('examples/message-history.ts', () => {
   });
 });
 
+describe('examples/counters-and-watch.ts', () => {
+  it('counts with persistAdd into a watched live view, hands out codes by compare-and-set, expires sessions', async () => {
+    const root = tempDir();
+    const run = await runExample('counters-and-watch.ts', [root]);
+    expectSuccess(run);
+    expect(run.stderr).toBe('');
+    for (const line of [
+      'acme stored: / 200, /pricing 200',
+      'acme live view: / 200, /pricing 200 (from',
+      "globex stored: / 100, /pricing 100 (not in acme's view)",
+      'granted 5 of 20; 0 left (with retries)',
+      '09:00 ada, bob',
+      '09:20 bob is active again: ada, bob',
+      "09:35 bob (ada's expired)",
+      '09:55 0 sessions',
+      'write failures: 0',
+    ]) {
+      expect(run.stdout).toContain(line);
+    }
+    // What it left, read with the library: counters are toPayload(i64(n)).
+    const p = unwrap(Persistency.open(root));
+    const acme = unwrap(await p.openJob('acme'));
+    const views = unwrap(await acme.scan('views', prefixRange(key())));
+    expect(views.map((r) => [decodeKey(r.key, 'string'), decodePayload(r.payload, 'i64')])).toEqual(
+      [
+        ['/', 200n],
+        ['/pricing', 200n],
+      ],
+    );
+    await p.close();
+  });
+});
+
 describe('examples/cbor-keys.ts', () => {
   it('prints the order CBOR keys and built-in keys give, from real scans', async () => {
     const run = await runExample('cbor-keys.ts', [tempDir()]);

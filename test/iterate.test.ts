@@ -15,7 +15,6 @@ import {
   type KvRow,
   key,
   Persistency,
-  type PersistencyError,
   type PersistencyOptions,
   payload,
   prefixRange,
@@ -23,31 +22,12 @@ import {
 import { crashJobWorker, injectFault, jobClient } from '../src/job.js';
 import { releaseIdleJobs } from '../src/persistency.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { FILE_MODES, ROOT_MODES, rejection } from './support/modes.js';
 import { all, ids } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-iterate-');
 
-const MODES: [string, boolean, PersistencyOptions][] = [
-  ['file, per-job', false, { workerThreads: 'per-job' }],
-  ['file, 2 threads', false, { workerThreads: 2 }],
-  [':memory:, per-job', true, { workerThreads: 'per-job' }],
-  [':memory:, 2 threads', true, { workerThreads: 2 }],
-];
-
-/** What next() rejects with, once the rows before it are read; fails if it never rejects. */
-async function rejection(it: AsyncIterator<KvRow>): Promise<PersistencyError> {
-  for (;;) {
-    let r: IteratorResult<KvRow>;
-    try {
-      r = await it.next();
-    } catch (e) {
-      return e as PersistencyError;
-    }
-    if (r.done === true) throw new Error('the iterator ended without rejecting');
-  }
-}
-
-describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
+describe.each(ROOT_MODES)('iterate (%s)', (_name, memory, options) => {
   const open = async (extra: PersistencyOptions = {}) => {
     const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), { ...options, ...extra }));
     return { p, job: unwrap(await p.openJob('it')) };
@@ -240,85 +220,79 @@ describe.each(MODES)('iterate (%s)', (_name, memory, options) => {
   });
 });
 
-describe.each(MODES.filter(([, memory]) => !memory))(
-  'a snapshot and the WAL (%s)',
-  (_n, _m, options) => {
-    it('holds back checkpoints while it is open, not the writer; after it ends the WAL is reset', async () => {
-      const limit = 256 * 1024;
-      const p = unwrap(Persistency.open(tempDir(), { ...options, journalSizeLimitBytes: limit }));
-      const job = unwrap(await p.openJob('wal'));
-      const file = `${p.rootDir}/${unwrap(await p.listJobs())[0]}.db`;
-      for (let i = 0; i < 100; i++) job.persistPut('c', key(i), payload(i));
-      unwrap(await job.flush());
-      const it = job.iteratePrefix('c', key(), { pageSize: 10 });
-      await it.next();
-      // 4 MiB written while the snapshot is held: every write is durable, none waits for it.
-      const big = new Uint8Array(4096);
-      for (let i = 0; i < 1024; i++) job.persistPut('w', key(i), big);
-      unwrap(await job.flush());
-      const other = new Database(file, { timeout: 0 }); // a checkpoint needs a writable connection
-      try {
-        // The checkpoint cannot get past the frames the snapshot reads from.
-        const [held] = other.pragma('wal_checkpoint(PASSIVE)') as {
-          busy: number;
-          log: number;
-          checkpointed: number;
-        }[];
-        expect(held?.checkpointed).toBeLessThan(held?.log as number);
-        expect(statSync(`${file}-wal`).size).toBeGreaterThan(4 * 1024 * 1024);
-        expect(ids(await all(it))).toHaveLength(99);
-        // Ended, the next writes reset the WAL and journal_size_limit trims it.
-        for (let round = 0; round < 3; round++) {
-          for (let i = 0; i < 10; i++) job.persistPut('w', key(i), big);
-          unwrap(await job.flush());
-        }
-        const [free] = other.pragma('wal_checkpoint(PASSIVE)') as {
-          log: number;
-          checkpointed: number;
-        }[];
-        expect(free?.checkpointed).toBe(free?.log);
-      } finally {
-        other.close();
+describe.each(FILE_MODES)('a snapshot and the WAL (%s)', (_n, _m, options) => {
+  it('holds back checkpoints while it is open, not the writer; after it ends the WAL is reset', async () => {
+    const limit = 256 * 1024;
+    const p = unwrap(Persistency.open(tempDir(), { ...options, journalSizeLimitBytes: limit }));
+    const job = unwrap(await p.openJob('wal'));
+    const file = `${p.rootDir}/${unwrap(await p.listJobs())[0]}.db`;
+    for (let i = 0; i < 100; i++) job.persistPut('c', key(i), payload(i));
+    unwrap(await job.flush());
+    const it = job.iteratePrefix('c', key(), { pageSize: 10 });
+    await it.next();
+    // 4 MiB written while the snapshot is held: every write is durable, none waits for it.
+    const big = new Uint8Array(4096);
+    for (let i = 0; i < 1024; i++) job.persistPut('w', key(i), big);
+    unwrap(await job.flush());
+    const other = new Database(file, { timeout: 0 }); // a checkpoint needs a writable connection
+    try {
+      // The checkpoint cannot get past the frames the snapshot reads from.
+      const [held] = other.pragma('wal_checkpoint(PASSIVE)') as {
+        busy: number;
+        log: number;
+        checkpointed: number;
+      }[];
+      expect(held?.checkpointed).toBeLessThan(held?.log as number);
+      expect(statSync(`${file}-wal`).size).toBeGreaterThan(4 * 1024 * 1024);
+      expect(ids(await all(it))).toHaveLength(99);
+      // Ended, the next writes reset the WAL and journal_size_limit trims it.
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 10; i++) job.persistPut('w', key(i), big);
+        unwrap(await job.flush());
       }
-      unwrap(await p.close());
-    });
-  },
-);
+      const [free] = other.pragma('wal_checkpoint(PASSIVE)') as {
+        log: number;
+        checkpointed: number;
+      }[];
+      expect(free?.checkpointed).toBe(free?.log);
+    } finally {
+      other.close();
+    }
+    unwrap(await p.close());
+  });
+});
 
-describe.each(MODES.filter(([, memory]) => !memory))(
-  'a 1,000,000-row snapshot (%s)',
-  (_n, _m, options) => {
-    it('pages through every row as of its first next() while writes land all over the range', async () => {
-      const rows = 1_000_000;
-      const p = unwrap(Persistency.open(tempDir(), options));
-      const job = unwrap(await p.openJob('big'));
-      for (let i = 0; i < rows; i++) job.persistPut('c', key(2 * i), payload(i));
-      unwrap(await job.flush());
-      let n = 0;
-      let inOrder = true;
-      let last = -2;
-      for await (const row of job.iteratePrefix('c', key())) {
-        const id = Number(decodeKey(row.key, ['i64'])[0]);
-        inOrder &&= id === last + 2 && Number(decodePayload(row.payload, 'i64')) === id / 2;
-        last = id;
-        if (++n % 50_000 === 0) {
-          // Rows inserted ahead of it and behind it, and a stretch ahead deleted.
-          for (let i = 0; i < 100; i++) job.persistPut('c', key(2 * n + 2 * i + 1), payload(-1));
-          job.persistPut('c', key(2 * (n - 10) + 1), payload(-1));
-          job.persist([
-            { kind: 'deletePrefix', category: 'c', prefix: key(2 * n + 1000) },
-            { kind: 'delete', category: 'c', key: key(2 * n + 2000) },
-          ]);
-          unwrap(await job.flush());
-        }
+describe.each(FILE_MODES)('a 1,000,000-row snapshot (%s)', (_n, _m, options) => {
+  it('pages through every row as of its first next() while writes land all over the range', async () => {
+    const rows = 1_000_000;
+    const p = unwrap(Persistency.open(tempDir(), options));
+    const job = unwrap(await p.openJob('big'));
+    for (let i = 0; i < rows; i++) job.persistPut('c', key(2 * i), payload(i));
+    unwrap(await job.flush());
+    let n = 0;
+    let inOrder = true;
+    let last = -2;
+    for await (const row of job.iteratePrefix('c', key())) {
+      const id = Number(decodeKey(row.key, ['i64'])[0]);
+      inOrder &&= id === last + 2 && Number(decodePayload(row.payload, 'i64')) === id / 2;
+      last = id;
+      if (++n % 50_000 === 0) {
+        // Rows inserted ahead of it and behind it, and a stretch ahead deleted.
+        for (let i = 0; i < 100; i++) job.persistPut('c', key(2 * n + 2 * i + 1), payload(-1));
+        job.persistPut('c', key(2 * (n - 10) + 1), payload(-1));
+        job.persist([
+          { kind: 'deletePrefix', category: 'c', prefix: key(2 * n + 1000) },
+          { kind: 'delete', category: 'c', key: key(2 * n + 2000) },
+        ]);
+        unwrap(await job.flush());
       }
-      expect([n, inOrder, last]).toEqual([rows, true, 2 * (rows - 1)]);
-      // 20 rounds of 101 new rows; the 19 rounds before the last deleted two original rows each.
-      expect(unwrap(await job.count('c', prefixRange(key())))).toBe(rows + 20 * 101 - 19 * 2);
-      unwrap(await p.close());
-    });
-  },
-);
+    }
+    expect([n, inOrder, last]).toEqual([rows, true, 2 * (rows - 1)]);
+    // 20 rounds of 101 new rows; the 19 rounds before the last deleted two original rows each.
+    expect(unwrap(await job.count('c', prefixRange(key())))).toBe(rows + 20 * 101 - 19 * 2);
+    unwrap(await p.close());
+  });
+});
 
 describe('a failed commit group with an iterator page in it (review)', () => {
   it('the page, read from the snapshot, still arrives; the worker lets go of the snapshot at its end', async () => {
@@ -359,43 +333,40 @@ describe('a failed commit group with an iterator page in it (review)', () => {
   });
 });
 
-describe.each(MODES.filter(([, memory]) => !memory))(
-  'descriptors of ended iterators (%s)',
-  (_name, _memory, options) => {
-    it('are reused by later iterators: a job holds about as many as it had iterators open at once', async () => {
-      const fds = () => readdirSync('/proc/self/fd').length;
-      const p = unwrap(Persistency.open(tempDir(), options));
-      const job = unwrap(await p.openJob('j'));
-      for (let i = 0; i < 30; i++) job.persistPut('c', key(i), payload(i));
-      unwrap(await job.flush());
-      expect((await all(job.iteratePrefix('c', key()))).length).toBe(30);
-      const before = fds();
-      for (let n = 0; n < 40; n++) {
-        job.persistPut('c', key(100 + n), payload(n)); // each snapshot sees the writes before it
-        expect(ids(await all(job.iteratePrefix('c', key(), { pageSize: 7 })))).toEqual([
-          ...Array.from({ length: 30 }, (_, i) => i),
-          ...Array.from({ length: n + 1 }, (_, i) => 100 + i),
-        ]);
-      }
-      const sequential = fds() - before;
-      const open = Array.from({ length: 6 }, () => job.iteratePrefix('c', key(), { pageSize: 5 }));
-      for (const it of open) expect((await it.next()).done).toBe(false);
-      const whileOpen = fds() - before;
-      for (const it of open) await it.return?.();
-      unwrap(await job.flush()); // the worker has ended the six snapshots
-      const ended = fds() - before;
-      unwrap(await p.closeJob('j'));
-      const closed = fds() - before;
-      unwrap(await p.close());
-      // 40 one after another: SQLite hands the `.db` descriptor an ended connection left
-      // to the next one. Six at once: a `.db` and a `-wal` each; after they end SQLite keeps
-      // their `.db` descriptors (the job's connection holds locks on the file) until closeJob.
-      expect({ sequential, whileOpen, ended: ended <= 6, closed: closed <= 0 }).toEqual({
-        sequential: 0,
-        whileOpen: ended + 6,
-        ended: true,
-        closed: true,
-      });
+describe.each(FILE_MODES)('descriptors of ended iterators (%s)', (_name, _memory, options) => {
+  it('are reused by later iterators: a job holds about as many as it had iterators open at once', async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const p = unwrap(Persistency.open(tempDir(), options));
+    const job = unwrap(await p.openJob('j'));
+    for (let i = 0; i < 30; i++) job.persistPut('c', key(i), payload(i));
+    unwrap(await job.flush());
+    expect((await all(job.iteratePrefix('c', key()))).length).toBe(30);
+    const before = fds();
+    for (let n = 0; n < 40; n++) {
+      job.persistPut('c', key(100 + n), payload(n)); // each snapshot sees the writes before it
+      expect(ids(await all(job.iteratePrefix('c', key(), { pageSize: 7 })))).toEqual([
+        ...Array.from({ length: 30 }, (_, i) => i),
+        ...Array.from({ length: n + 1 }, (_, i) => 100 + i),
+      ]);
+    }
+    const sequential = fds() - before;
+    const open = Array.from({ length: 6 }, () => job.iteratePrefix('c', key(), { pageSize: 5 }));
+    for (const it of open) expect((await it.next()).done).toBe(false);
+    const whileOpen = fds() - before;
+    for (const it of open) await it.return?.();
+    unwrap(await job.flush()); // the worker has ended the six snapshots
+    const ended = fds() - before;
+    unwrap(await p.closeJob('j'));
+    const closed = fds() - before;
+    unwrap(await p.close());
+    // 40 one after another: SQLite hands the `.db` descriptor an ended connection left
+    // to the next one. Six at once: a `.db` and a `-wal` each; after they end SQLite keeps
+    // their `.db` descriptors (the job's connection holds locks on the file) until closeJob.
+    expect({ sequential, whileOpen, ended: ended <= 6, closed: closed <= 0 }).toEqual({
+      sequential: 0,
+      whileOpen: ended + 6,
+      ended: true,
+      closed: true,
     });
-  },
-);
+  });
+});

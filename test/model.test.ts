@@ -19,6 +19,7 @@ import type { Result } from 'neverthrow';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
   compareKeys,
+  i64,
   type Job,
   Key,
   type KvRow,
@@ -588,6 +589,99 @@ class DeleteAckedCmd extends Base {
   }
 }
 
+/** An int64 counter's value, or undefined when the payload is not 8 bytes. */
+function counterOf(payload: Uint8Array): bigint | undefined {
+  if (payload.length !== 8) return undefined;
+  const view = new DataView(payload.buffer, payload.byteOffset, 8);
+  return BigInt.asIntN(64, view.getBigUint64(0) ^ (1n << 63n));
+}
+
+const INT64_MIN = -(1n << 63n);
+const INT64_MAX = (1n << 63n) - 1n;
+
+/**
+ * Add to a counter. Fire-and-forget (`persistAdd`) where the model says it applies; an
+ * awaited atomic add where it must fail (not a counter, or out of int64), whose outcome is
+ * checked (a fire-and-forget failure would be reported later, not at this command).
+ */
+class AddCmd extends Base {
+  constructor(
+    readonly cat: string,
+    readonly k: Labeled,
+    readonly delta: number,
+    readonly via: 'job' | 'facade' | 'atomic',
+  ) {
+    super();
+  }
+  async apply(m: Model, r: Real): Promise<void> {
+    const row = m.table(this.cat).get(hex(this.k.key.bytes));
+    const old = row === undefined ? 0n : counterOf(row.payload);
+    const sum = old === undefined ? undefined : old + BigInt(this.delta);
+    const fails =
+      sum === undefined
+        ? 'notCounter'
+        : sum < INT64_MIN || sum > INT64_MAX
+          ? 'overflow'
+          : undefined;
+    if (fails === undefined && this.via !== 'atomic') {
+      if (this.via === 'job') r.job.persistAdd(this.cat, this.k.key, this.delta);
+      else r.p.persistAdd(JOB_ID, this.cat, this.k.key, this.delta);
+    } else {
+      const done = await r.job.atomic().add(this.cat, this.k.key, this.delta).commit();
+      expect(unwrap(done, this.toString()), this.toString()).toEqual(
+        fails === undefined ? { ok: true } : { ok: false, reason: fails },
+      );
+    }
+    if (fails === undefined) m.put(this.cat, this.k.key, toPayload(i64(sum as bigint)));
+  }
+  toString(): string {
+    return `${this.via}.add('${this.cat}', ${this.k.label}, ${this.delta})`;
+  }
+}
+
+/** An atomic batch: checks that hold or not (as the model says), then ops, all or none. */
+class AtomicCmd extends Base {
+  constructor(
+    readonly checks: readonly {
+      cat: string;
+      k: Labeled;
+      expect: 'current' | 'absent' | Uint8Array;
+    }[],
+    readonly ops: readonly LabeledOp[],
+  ) {
+    super();
+  }
+  async apply(m: Model, r: Real): Promise<void> {
+    let batch = r.job.atomic();
+    let holds = true;
+    for (const c of this.checks) {
+      const row = m.table(c.cat).get(hex(c.k.key.bytes));
+      const expected =
+        c.expect === 'current' ? row?.payload : c.expect === 'absent' ? undefined : c.expect;
+      holds &&=
+        expected === undefined
+          ? row === undefined
+          : row !== undefined && hex(row.payload) === hex(expected);
+      batch = batch.check(c.cat, c.k.key, expected);
+    }
+    for (const { op } of this.ops) {
+      if (op.kind === 'put') batch = batch.put(op.category, op.key, op.payload);
+      else if (op.kind === 'delete') batch = batch.delete(op.category, op.key);
+      else batch = batch.deletePrefix(op.category, op.prefix);
+    }
+    const done = unwrap(await batch.commit(), this.toString());
+    expect(done, this.toString()).toEqual(holds ? { ok: true } : { ok: false, reason: 'check' });
+    if (holds) for (const { op } of this.ops) m.apply(op);
+  }
+  toString(): string {
+    const checks = this.checks.map(
+      (c) =>
+        `check('${c.cat}', ${c.k.label}, ${typeof c.expect === 'string' ? c.expect : hex(c.expect) || '∅'})`,
+    );
+    return `job.atomic().${[...checks, ...this.ops.map((o) => o.label)].join('.')}.commit()`;
+  }
+}
+
 /** A flush: Ok, or Err(WriteFailed) counting the writes refused since the last flush. */
 async function expectFlush(m: Model, r: Real, what: string): Promise<void> {
   const flushed = await r.job.flush();
@@ -706,6 +800,37 @@ const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.constant(new FlushCmd()) },
   { weight: 1, arbitrary: fc.constant(new ReopenCmd()) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(
+        catArb,
+        keyArb,
+        fc.integer({ min: -3, max: 3 }),
+        fc.constantFrom('job' as const, 'facade' as const, 'atomic' as const),
+      )
+      .map(([c, k, d, via]) => new AddCmd(c, k, d, via)),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(
+        fc.array(
+          fc.record({
+            cat: catArb,
+            k: keyArb,
+            expect: fc.oneof(
+              { weight: 3, arbitrary: fc.constant('current' as const) },
+              { weight: 1, arbitrary: fc.constant('absent' as const) },
+              { weight: 1, arbitrary: payloadArb },
+            ),
+          }),
+          { maxLength: 2 },
+        ),
+        fc.array(opArb, { minLength: 1, maxLength: 4 }),
+      )
+      .map(([checks, ops]) => new AtomicCmd(checks, ops)),
+  },
 );
 
 // ---------------------------------------------------------------------------------------

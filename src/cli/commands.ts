@@ -85,9 +85,11 @@ export function scan(root: string, id: string, category: string, values: Values)
   withJobFile(path, label(id), {}, (job) => {
     const { start, stop } = rangeOf(prefix);
     const cat = Buffer.from(category, 'utf8');
-    for (const [k, payload] of job.scan(cat, start, stop, reverse, limit)) {
+    for (const [k, payload, expiresAt] of job.scan(cat, start, stop, reverse, limit)) {
       const shownKey = keyParts === undefined ? k.toString('hex') : keyParts.show(k);
-      out.line(`${shownKey}\t${showPayload.show(payload)}`);
+      // A third column for a row that expires: when, in UTC.
+      const expiry = expiresAt === null ? '' : `\texpires ${new Date(expiresAt).toISOString()}`;
+      out.line(`${shownKey}\t${showPayload.show(payload)}${expiry}`);
     }
   });
   for (const [view, what] of [

@@ -62,6 +62,9 @@ Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failur
 
 Print the rows of <category> in key order, one per line:
   <key> TAB <payload>
+and, for a row written with expireInMs, a third column:
+  <key> TAB <payload> TAB expires <UTC time, ISO 8601>
+Rows already expired are not printed (as the library does not return them).
 
 Options:
   --prefix <json>   only keys that start with this prefix (syntax below)
@@ -102,7 +105,8 @@ Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failur
   count: {
     help: `Usage: persistency count <root> <job> <category> [--prefix <json>]
 
-Print the number of rows of <category> (only keys under the prefix, with --prefix).
+Print the number of rows of <category> (only keys under the prefix, with --prefix); rows
+already expired are not counted.
 
 ${PREFIX_HELP}
 

@@ -5,6 +5,7 @@
  * bytes inside frames and replies are requests.ts and replies.ts.
  */
 import type { MessagePort } from 'node:worker_threads';
+import { COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
 import {
   codeOf,
   PersistencyError,
@@ -41,7 +42,14 @@ export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
     codeOf(e) ??
     (e instanceof RangeError && /too big/.test(e.message) ? 'SQLITE_TOOBIG' : 'SQLITE_ERROR');
   const message = e instanceof Error ? e.message : String(e);
-  const kind = code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' ? 'Busy' : 'Backend';
+  const kind: PersistencyErrorKind =
+    code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED'
+      ? 'Busy'
+      : code === COUNTER_OVERFLOW
+        ? 'Overflow'
+        : code === NOT_A_COUNTER
+          ? 'InvalidArgument'
+          : 'Backend';
   return { kind, message: context === undefined ? message : `${context}: ${message}`, code };
 }
 
@@ -158,9 +166,17 @@ export type ToWorker =
  *   (SQLITE_FULL), as it may on I/O errors; the group's earlier writes must be redone;
  * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost;
  * - `getMany`: the next statement reading several keys fails (`skipWrites` is ignored);
- * - `serialize`: the next image of a `:memory:` job (taken to release it) fails.
+ * - `serialize`: the next image of a `:memory:` job (taken to release it) fails;
+ * - `kill-in-migration`: the process is killed (SIGKILL) inside the next expiry migration,
+ *   after its schema change and before its commit (crash tests, in a child process).
  */
-export type InjectedFault = 'commit' | 'rollback' | 'rollback-twice' | 'getMany' | 'serialize';
+export type InjectedFault =
+  | 'commit'
+  | 'rollback'
+  | 'rollback-twice'
+  | 'getMany'
+  | 'serialize'
+  | 'kill-in-migration';
 
 /**
  * The worker's answers on a job's port. A group's replies travel as a bare Uint8Array
@@ -182,6 +198,8 @@ export type FromWorker =
       readonly failures: readonly BatchFailure[];
       /** Bytes handed over whole that ATTACHED_ROWS records point to. */
       readonly attached: readonly Uint8Array[];
+      /** Committed changes for the job's watchers (src/protocol/changes.ts). */
+      readonly changes?: Uint8Array | undefined;
     }
   | {
       /** The answer to `close` (`released`: to `release`); the port closes after it. */

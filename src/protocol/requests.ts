@@ -7,7 +7,11 @@
  * Frame records (all integers big-endian):
  *   BATCH        u8 tag, u32 byteLength (of what follows), u32 opCount, then per op:
  *                  u8 kind, u16 catLen, cat, u32 keyLen, key,
- *                  put: u32 payloadLen, payload | deletePrefix: u32 stopLen, stop (0 = open)
+ *                  then the op's `last` (u32 len, bytes) unless it is a delete or checkAbsent:
+ *                  put: the payload | deletePrefix: the stop (0 = open) | add: the delta as
+ *                  8 bytes of i64 | putExpiring: f64 expiry (ms since the epoch), then the
+ *                  payload | checkValue: the payload expected
+ *   ATOMIC       as BATCH (its ops may hold checks); answered by a NUMBER (AtomicOutcome)
  *   GET/EXISTS/DELETE_ACKED   u8 tag, u16 catLen, cat, u32 keyLen, key
  *   SCAN         u8 tag, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop,
  *                u8 reverse, f64 limit (-1 = none)
@@ -16,14 +20,16 @@
  *   GET_MANY     u8 tag, u16 catLen, cat, u32 n, (u32 keyLen, key)*
  *   ITER_OPEN    u8 tag, u32 id, then as SCAN, then u32 pageSize
  *   ITER_NEXT    u8 tag, u32 id
- *   ITER_CLOSE   u8 tag, u32 id (the only record with no reply)
+ *   ITER_CLOSE   u8 tag, u32 id (no reply)
+ *   WATCH_OPEN   u8 tag, u32 id, u16 catLen, cat, u32 startLen, start, u32 stopLen, stop
+ *                (no reply: changes come with later replies)
+ *   WATCH_CLOSE  u8 tag, u32 id (no reply)
+ *   NOW          u8 tag, f64 ms since the epoch: the injected clock's time (no reply)
  *
  * A batch's "ops record" (from its op count to its end) is also what a failed batch is
  * sent back as, to be reported with its ops.
  */
-import { adoptKey } from '../keys.js';
-import type { TxOp } from '../types.js';
-import { ByteReader, type ByteWriter, readU32 } from './bytes.js';
+import type { ByteWriter } from './bytes.js';
 
 export const Tag = {
   Batch: 1,
@@ -38,14 +44,52 @@ export const Tag = {
   IterOpen: 9,
   IterNext: 10,
   IterClose: 11,
+  /** A batch with checks whose caller awaits its outcome. */
+  Atomic: 12,
+  WatchOpen: 13,
+  WatchClose: 14,
+  Now: 15,
 } as const;
 
-export const OpKind = { Put: 1, Delete: 2, DeletePrefix: 3 } as const;
+export const OpKind = {
+  Put: 1,
+  Delete: 2,
+  DeletePrefix: 3,
+  Add: 4,
+  CheckValue: 5,
+  CheckAbsent: 6,
+  PutExpiring: 7,
+} as const;
+
+/** Whether an op of `kind` has a `last` field (see the BATCH record). */
+export function opHasLast(kind: number): boolean {
+  return kind !== OpKind.Delete && kind !== OpKind.CheckAbsent;
+}
+
+/** An atomic batch's outcome, the NUMBER its ATOMIC record is answered with. */
+export const AtomicOutcome = {
+  Applied: 0,
+  /** A check did not hold: nothing was applied. */
+  CheckFailed: 1,
+  /** An `add` would leave int64: nothing was applied. */
+  Overflow: 2,
+  /** An `add` met a payload that is not 8 bytes: nothing was applied. */
+  NotCounter: 3,
+} as const;
+
+/** Records that the worker answers with no reply. */
+export function hasReply(tag: number): boolean {
+  return (
+    tag !== Tag.Batch &&
+    tag !== Tag.IterClose &&
+    tag !== Tag.WatchOpen &&
+    tag !== Tag.WatchClose &&
+    tag !== Tag.Now
+  );
+}
 
 /** Tag and body length of a batch. */
-const BATCH_HEADER = 5;
-const EMPTY = new Uint8Array(0);
-const utf8 = new TextDecoder();
+export const BATCH_HEADER = 5;
 
 /** One op of a batch as bytes: for a put `last` is the payload, for a prefix the stop. */
 export interface OpBytes {
@@ -68,10 +112,15 @@ export function batchBodyBytes(ops: readonly OpBytes[]): number {
   return body;
 }
 
-/** A batch whose body is `body` bytes (batchBodyBytes). */
-export function writeBatch(w: ByteWriter, ops: readonly OpBytes[], body: number): void {
+/** A batch (or, with `tag` Atomic, an atomic batch) whose body is `body` bytes (batchBodyBytes). */
+export function writeBatch(
+  w: ByteWriter,
+  ops: readonly OpBytes[],
+  body: number,
+  tag: typeof Tag.Batch | typeof Tag.Atomic = Tag.Batch,
+): void {
   w.reserve(BATCH_HEADER + body);
-  w.u8(Tag.Batch);
+  w.u8(tag);
   w.u32(body);
   w.u32(ops.length);
   for (const op of ops) {
@@ -179,247 +228,28 @@ export function writeFlush(w: ByteWriter): void {
   w.u8(Tag.Flush);
 }
 
-// ---------------------------------------------------------------------------------------
-// Reading (worker)
-
-/**
- * Reads a frame's records. After `tag()`, one of the record readers fills the fields
- * (`cat`, `key`, `stop`, `reverse`, `limit`) without allocating. Consecutive records
- * usually share a category: the same bytes object is handed out again (a copy, so that
- * keeping it does not keep a frame alive).
- */
-export class RequestReader extends ByteReader {
-  /** Where the current record starts (its tag). */
-  at = 0;
-  cat: Uint8Array = EMPTY;
-  key: Uint8Array = EMPTY;
-  /** A scan's or count's stop, a deletePrefix op's stop. */
-  stop: Uint8Array = EMPTY;
-  reverse = false;
-  limit = -1;
-  /** An iterator's id and page size (IterOpen, IterNext, IterClose). */
-  iterator = 0;
-  pageSize = 0;
-  /** A batch's end, and its op count (after `batch()`). */
-  end = 0;
-  opCount = 0;
-
-  constructor(buf: Uint8Array, start = 0) {
-    super(buf, start);
-  }
-
-  tag(): number {
-    this.at = this.pos;
-    return this.u8();
-  }
-
-  /** Get, Exists, DeleteAcked: `cat`, `key`. */
-  keyRequest(): void {
-    this.cat = this.category();
-    this.key = this.blob();
-  }
-
-  /** Scan: `cat`, `key` (the start), `stop`, `reverse`, `limit` (-1: none). */
-  scan(): void {
-    this.count();
-    this.reverse = this.u8() === 1;
-    this.limit = this.f64();
-  }
-
-  /** IterOpen: `iterator`, the fields of a scan, `pageSize`. */
-  iterOpen(): void {
-    this.iterator = this.u32();
-    this.scan();
-    this.pageSize = this.u32();
-  }
-
-  /** IterNext, IterClose: the iterator's id (also left in `iterator`). */
-  iteratorId(): number {
-    this.iterator = this.u32();
-    return this.iterator;
-  }
-
-  /** GetMany: `cat`, and its keys (views into the frame). */
-  getMany(): Uint8Array[] {
-    this.cat = this.category();
-    const keys = new Array<Uint8Array>(this.u32());
-    for (let i = 0; i < keys.length; i++) keys[i] = this.blob();
-    return keys;
-  }
-
-  /** Count: `cat`, `key` (the start), `stop`. */
-  count(): void {
-    this.cat = this.category();
-    this.key = this.blob();
-    this.stop = this.blob();
-  }
-
-  /** Batch: `end`, `opCount`; the reader is then at the first op. */
-  batch(): void {
-    this.end = this.u32() + this.pos;
-    this.opCount = this.u32();
-  }
-
-  /** One op of a batch: its kind; `cat`, `key`, and `stop` (a put's payload, a prefix's stop). */
-  op(): number {
-    const kind = this.u8();
-    this.cat = this.category();
-    this.key = this.blob();
-    this.stop = kind === OpKind.Delete ? EMPTY : this.blob();
-    return kind;
-  }
-
-  /** The ops record of the batch just read (from its op count to its end), copied. */
-  opsRecord(): Uint8Array {
-    return this.buf.slice(this.at + BATCH_HEADER, this.end);
-  }
-
-  /** Move to the record at `at` and past its header, so that a record reader can read it. */
-  reopen(at: number): number {
-    this.pos = at;
-    const tag = this.tag();
-    if (tag === Tag.Batch) this.batch();
-    return tag;
-  }
-
-  /** Move past the rest of the record whose tag was just read; returns its end. */
-  skip(tag: number): number {
-    switch (tag) {
-      case Tag.Batch:
-        this.pos = this.u32() + this.pos;
-        break;
-      case Tag.Get:
-      case Tag.Exists:
-      case Tag.DeleteAcked:
-        this.pos += 2 + this.peekU16();
-        this.pos += 4 + readU32(this.buf, this.pos);
-        break;
-      case Tag.Scan:
-      case Tag.Count:
-        this.pos += 2 + this.peekU16();
-        this.pos += 4 + readU32(this.buf, this.pos);
-        this.pos += 4 + readU32(this.buf, this.pos);
-        if (tag === Tag.Scan) this.pos += 9; // reverse flag, f64 limit
-        break;
-      case Tag.Flush:
-        break;
-      case Tag.IterOpen:
-        this.iterOpen();
-        break;
-      case Tag.IterNext:
-      case Tag.IterClose:
-        this.pos += 4;
-        break;
-      case Tag.GetMany: {
-        this.pos += 2 + this.peekU16();
-        const n = this.u32();
-        for (let i = 0; i < n; i++) this.pos += 4 + readU32(this.buf, this.pos);
-        break;
-      }
-      default:
-        throw new Error(`persistency: unknown frame tag ${tag} at ${this.at}`);
-    }
-    return this.pos;
-  }
-
-  #lastCategory: Uint8Array = EMPTY;
-
-  category(): Uint8Array {
-    const n = this.u16();
-    const buf = this.buf;
-    const p = this.pos;
-    this.pos += n;
-    const last = this.#lastCategory;
-    if (last.length === n) {
-      let i = 0;
-      while (i < n && last[i] === buf[p + i]) i++;
-      if (i === n) return last;
-    }
-    this.#lastCategory = buf.slice(p, p + n);
-    return this.#lastCategory;
-  }
-
-  /** Carry the remembered category over from the reader of the frame before. */
-  follow(previous: RequestReader | undefined): this {
-    if (previous !== undefined) this.#lastCategory = previous.#lastCategory;
-    return this;
-  }
-
-  peekU16(): number {
-    return ((this.buf[this.pos] as number) << 8) | (this.buf[this.pos + 1] as number);
-  }
+/** Start watching `[start, stop)` of `cat` as watch `id`. */
+export function writeWatchOpen(
+  w: ByteWriter,
+  id: number,
+  cat: Uint8Array,
+  start: Uint8Array,
+  stop: Uint8Array,
+): void {
+  w.u8(Tag.WatchOpen);
+  w.u32(id);
+  w.shortBlob(cat);
+  w.blob(start);
+  w.blob(stop);
 }
 
-/** The op count of the batch whose ops record starts at `opsAt`. */
-export function opCountAt(buf: Uint8Array, opsAt: number): number {
-  return readU32(buf, opsAt);
+export function writeWatchClose(w: ByteWriter, id: number): void {
+  w.u8(Tag.WatchClose);
+  w.u32(id);
 }
 
-/** Where the batch of one put that starts at `p` ends, or -1 when no such record is there. */
-export function singlePutEnd(buf: Uint8Array, p: number): number {
-  if (p + 10 > buf.length || buf[p] !== Tag.Batch) return -1;
-  if (readU32(buf, p + 5) !== 1 || buf[p + 9] !== OpKind.Put) return -1;
-  return p + BATCH_HEADER + readU32(buf, p + 1);
-}
-
-/**
- * The key of the Get record of category `cat` that starts at `p` (a view into the frame,
- * ending where the record ends), or undefined when no such record is there.
- */
-export function getKeyAt(buf: Uint8Array, p: number, cat: Uint8Array): Uint8Array | undefined {
-  if (p >= buf.length || buf[p] !== Tag.Get) return undefined;
-  const n = cat.length;
-  if (((buf[p + 1] as number) << 8) + (buf[p + 2] as number) !== n) return undefined;
-  if (n > 64) {
-    if (!Buffer.from(buf.buffer, buf.byteOffset + p + 3, n).equals(cat)) return undefined;
-  } else {
-    for (let i = 0; i < n; i++) if (buf[p + 3 + i] !== cat[i]) return undefined;
-  }
-  const keyAt = p + 3 + n + 4;
-  return buf.subarray(keyAt, keyAt + readU32(buf, keyAt - 4));
-}
-
-/** Where a view returned by `getKeyAt` ends in its frame. */
-export function endOf(view: Uint8Array, frame: Uint8Array): number {
-  return view.byteOffset - frame.byteOffset + view.length;
-}
-
-/**
- * A batch's ops record (a failed batch) as the ops a caller gave, and how many there were:
- * the ops are a courtesy of the report, the count is known even if they cannot be read.
- */
-export function batchOps(record: Uint8Array): { ops: TxOp[]; count: number } {
-  const count = record.length >= 4 ? readU32(record, 0) : 0;
-  const ops: TxOp[] = [];
-  try {
-    const r = new RequestReader(record);
-    r.u32();
-    for (let i = 0; i < count; i++) {
-      const kind = r.op();
-      const category = utf8.decode(r.cat);
-      const key = adoptKey(r.key.slice());
-      if (kind === OpKind.Put) ops.push({ kind: 'put', category, key, payload: r.stop.slice() });
-      else if (kind === OpKind.Delete) ops.push({ kind: 'delete', category, key });
-      else ops.push({ kind: 'deletePrefix', category, prefix: key });
-    }
-  } catch {
-    return { ops: [], count };
-  }
-  return { ops, count };
-}
-
-/**
- * A frame's records in order: a batch as its ops record, a record answered by a reply as
- * its tag (an IterClose, which has none, is left out).
- */
-export function recordsOf(frame: Uint8Array): (Uint8Array | number)[] {
-  const r = new RequestReader(frame);
-  const out: (Uint8Array | number)[] = [];
-  while (!r.done) {
-    const tag = r.tag();
-    const end = r.skip(tag);
-    if (tag !== Tag.IterClose)
-      out.push(tag === Tag.Batch ? frame.subarray(r.at + BATCH_HEADER, end) : tag);
-  }
-  return out;
+/** The time of the injected clock, at the head of a frame. */
+export function writeNow(w: ByteWriter, ms: number): void {
+  w.u8(Tag.Now);
+  w.f64(ms);
 }

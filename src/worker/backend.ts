@@ -1,7 +1,7 @@
 /*
- * The SQL the library runs on an open job file: its statements (the schema, migrations and
- * pragmas it is opened with are src/worker/job-database.ts; the root's lock is
- * src/root-lock.ts). Runs inside the job's worker, which alone owns the connection.
+ * The SQL the library runs on an open job file: its statements (those that depend on the
+ * file's schema are src/worker/kv-statements.ts; the schema, migrations and pragmas it is
+ * opened with are src/worker/job-database.ts; the root's lock is src/root-lock.ts). Runs inside the job's worker, which alone owns the connection.
  *
  * Locking: a file job runs WAL in SQLite's normal locking mode, so its `-shm` index exists
  * while it is open and other processes can read its committed data through read-only
@@ -9,9 +9,12 @@
  * before a job opens: an exclusive lock on the job file would keep every reader out.
  */
 import type Database from 'better-sqlite3';
+import { addToCounter } from '../counter.js';
 import type { ByteWriter } from '../protocol/bytes.js';
+import { EXPIRY_MIGRATION, EXPIRY_VERSION, hasExpiry, JobClock, liveOnly } from './expiry.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
-import { concatKeepsBytes, inKeyOrder, RangePages, type RowSizeHint } from './range-pages.js';
+import { ExpiryStatements, ReadStatements } from './kv-statements.js';
+import { concatKeepsBytes, inKeyOrder, type RowSizeHint } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
 
@@ -47,6 +50,7 @@ export interface GetManyMarkers {
 }
 
 const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
 /** Rows per page of a scan (see `scanPage`). */
 export const SCAN_PAGE_ROWS = 256;
@@ -60,17 +64,14 @@ export class KvBackend {
   readonly #nthInRange: Database.Statement<[Bytes, Bytes, Bytes, number], Buffer>;
   readonly #deleteRange: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #putRun: Database.Statement<[readonly Bytes[]]>;
-  readonly #get: Database.Statement<[Bytes, Bytes], Buffer>;
-  readonly #exists: Database.Statement<[Bytes, Bytes], number>;
+  #reads: ReadStatements;
+  #expiry: ExpiryStatements | undefined;
   /** `getMany` statements by key count, prepared when first needed. */
   readonly #getMany = new Map<string, Database.Statement<[readonly Bytes[]], Buffer>>();
   /** Whether `getMany` works on this connection; undefined until first asked. */
   #getManyWorks: boolean | undefined;
-  readonly #pages: RangePages;
   /** Whether this job's pages have shown large rows (its snapshots' pages share it). */
   readonly rowSize: RowSizeHint = { large: false };
-  readonly #countFrom: Database.Statement<[Bytes, Bytes], number>;
-  readonly #countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
   readonly #begin: Database.Statement;
   readonly #commit: Database.Statement;
   readonly #rollback: Database.Statement;
@@ -93,21 +94,12 @@ export class KvBackend {
       .prepare<[Bytes, Bytes, Bytes, number], Buffer>(nth('key >= ? AND key < ?'))
       .pluck();
     this.#deleteRange = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?');
-    this.#get = db
-      .prepare<[Bytes, Bytes], Buffer>('SELECT payload FROM kv WHERE category = ? AND key = ?')
-      .pluck();
-    this.#exists = db
-      .prepare<[Bytes, Bytes], number>('SELECT 1 FROM kv WHERE category = ? AND key = ?')
-      .pluck();
-    this.#pages = new RangePages(db, this.rowSize);
-    this.#countFrom = db
-      .prepare<[Bytes, Bytes], number>('SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?')
-      .pluck();
-    this.#countRange = db
-      .prepare<[Bytes, Bytes, Bytes], number>(
-        'SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ? AND key < ?',
-      )
-      .pluck();
+    db.function('persistency_add', { deterministic: true }, (stored: unknown, delta: unknown) =>
+      asBuffer(addToCounter(stored as Buffer, delta as Buffer)),
+    );
+    const expiry = hasExpiry(db);
+    this.#reads = new ReadStatements(db, expiry, this.rowSize);
+    this.#expiry = expiry ? new ExpiryStatements(db) : undefined;
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
     this.#rollback = db.prepare('ROLLBACK');
@@ -116,12 +108,46 @@ export class KvBackend {
     this.#rollbackTo = db.prepare('ROLLBACK TO batch');
   }
 
+  /** Whether the file has expiry (schema version 2). */
+  get expiry(): boolean {
+    return this.#expiry !== undefined;
+  }
+
+  /**
+   * Give the file expiry (schema version 1 to 2) in a transaction of its own; the caller
+   * has no transaction open. `crashInside` (tests) runs between the change and its commit.
+   */
+  migrateToExpiry(crashInside?: () => void): void {
+    if (this.#expiry !== undefined) return;
+    const db = this.db;
+    db.transaction(() => {
+      db.exec(EXPIRY_MIGRATION);
+      crashInside?.();
+      db.pragma(`user_version = ${EXPIRY_VERSION}`);
+    }).immediate();
+    this.#reads = new ReadStatements(db, true, this.rowSize);
+    this.#expiry = new ExpiryStatements(db);
+    this.#getMany.clear();
+  }
+
   /**
    * Open (creating if needed) a job file, set up by `openJobDatabase`. `image` restores an
    * in-memory job. The caller owns the root (src/root-lock.ts).
    */
-  static open(path: string, options: BackendOptions, image?: Uint8Array): KvBackend {
-    return new KvBackend(openJobDatabase(path, options, image));
+  static open(
+    path: string,
+    options: BackendOptions,
+    image?: Uint8Array,
+    clock: JobClock = new JobClock(),
+  ): KvBackend {
+    const db = openJobDatabase(path, options, image);
+    try {
+      clock.install(db);
+      return new KvBackend(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
   }
 
   get inTransaction(): boolean {
@@ -170,6 +196,38 @@ export class KvBackend {
     return this.#delete.run(category, key).changes;
   }
 
+  /** Delete one row; whether a live one (not expired) was there. */
+  deleteLive(category: Bytes, key: Bytes): boolean {
+    const statement = this.#reads.deleteLive;
+    if (statement === undefined) return this.#delete.run(category, key).changes > 0;
+    return statement.get(category, key) === 1;
+  }
+
+  /** Add the counter payload `delta` to the counter at `key` (absent or expired: 0). */
+  add(category: Bytes, key: Bytes, delta: Bytes): void {
+    this.#reads.add.run(category, key, delta);
+  }
+
+  /** Put a row that expires at `expiresAt` (ms since the epoch); the file must have expiry. */
+  putExpiring(category: Bytes, key: Bytes, payload: Bytes, expiresAt: number): void {
+    (this.#expiry as ExpiryStatements).putExpiring.run(category, key, payload, expiresAt);
+  }
+
+  /** When `key` expires (undefined: never, or no such row, or no expiry on this file). */
+  expiresAt(category: Bytes, key: Bytes): number | undefined {
+    return this.#expiry?.expiresAt.get(category, key) ?? undefined;
+  }
+
+  /** The earliest expiry of any row (undefined: none). */
+  nextExpiry(): number | undefined {
+    return this.#expiry?.next.get() ?? undefined;
+  }
+
+  /** Delete up to `max` rows expired at `now`, earliest first; their categories and keys. */
+  sweep(now: number, max: number): [Buffer, Buffer][] {
+    return this.#expiry?.sweep.all(now, max) ?? [];
+  }
+
   /** Delete `[start, stop)`; an empty `stop` means no upper bound. */
   deleteRange(category: Bytes, start: Bytes, stop: Bytes): number {
     return stop.length === 0
@@ -188,7 +246,7 @@ export class KvBackend {
   }
 
   get(category: Bytes, key: Bytes): Buffer | undefined {
-    return this.#get.get(category, key);
+    return this.#reads.get.get(category, key);
   }
 
   /**
@@ -204,6 +262,7 @@ export class KvBackend {
   getMany(args: readonly Bytes[], markers: GetManyMarkers): Buffer {
     const n = args.length - 1;
     const name = `${n} ${markers.absent} ${markers.present} ${markers.large}`;
+    const live = liveOnly(this.expiry);
     let statement = this.#getMany.get(name);
     if (statement === undefined) {
       if (n < 2 || n > GET_RUN_MAX) throw new RangeError(`getMany takes 2 to ${GET_RUN_MAX} keys`);
@@ -222,7 +281,7 @@ export class KvBackend {
                     WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(markers.large)}'
                     ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
                END, x'' ORDER BY q.i) AS BLOB)
-             FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k`,
+             FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k${live}`,
           )
           .pluck();
       } catch (e) {
@@ -243,7 +302,7 @@ export class KvBackend {
   }
 
   exists(category: Bytes, key: Bytes): boolean {
-    return this.#exists.get(category, key) !== undefined;
+    return this.#reads.exists.get(category, key) !== undefined;
   }
 
   /**
@@ -267,7 +326,7 @@ export class KvBackend {
     while (left > 0) {
       const want = Math.min(SCAN_PAGE_ROWS, left);
       const out = w();
-      const page = this.#pages.page(out, range, after, want);
+      const page = this.#reads.pages.page(out, range, after, want);
       if (page.built !== undefined) out.bytes(page.built);
       yield page.rows;
       if (page.rows < want) return;
@@ -279,8 +338,8 @@ export class KvBackend {
   count(category: Bytes, start: Bytes, stop: Bytes): number {
     return (
       (stop.length === 0
-        ? this.#countFrom.get(category, start)
-        : this.#countRange.get(category, start, stop)) ?? 0
+        ? this.#reads.countFrom.get(category, start)
+        : this.#reads.countRange.get(category, start, stop)) ?? 0
     );
   }
 

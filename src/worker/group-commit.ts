@@ -1,27 +1,24 @@
 /*
- * Group commit for one job: the writes of a group go into one transaction, each batch under
- * its own savepoint so that a failing batch rolls back alone. The transaction's writes are
- * not copied anywhere: they are the write records of the group's frames, enough to redo
- * them when SQLite drops the transaction on an I/O error, or to report them all when the
- * group is lost. Replies that depend on the group's writes wait for its commit.
+ * Group commit for one job: the writes of a group go into one transaction (src/worker/
+ * group-tx.ts keeps it), each batch under its own savepoint so that a failing batch rolls
+ * back alone: plain batches, runs of single puts, atomic batches with their checks, and
+ * deleteAcked. Replies that depend on the group's writes wait for its commit.
  */
-import { type ErrorInfo, toErrorInfo, writesFailedInfo } from '../protocol/messages.js';
-import { writeBoolean, writeDone } from '../protocol/replies.js';
-import { OpKind, RequestReader, singlePutEnd, Tag } from '../protocol/requests.js';
+import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
+import { writeBoolean, writeNumber } from '../protocol/replies.js';
+import { type RequestReader, singlePutEnd } from '../protocol/request-reader.js';
+import { AtomicOutcome, OpKind, Tag } from '../protocol/requests.js';
+import { counterFailure, NeedsExpiry, OpApplier } from './apply-ops.js';
 import { type KvBackend, PUT_RUN } from './backend.js';
-import { DirtyReplies } from './dirty-replies.js';
+import type { DirtyReplies } from './dirty-replies.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
+import { GroupTx } from './group-tx.js';
 import { type Pause, RANGE_CHUNK, type SliceClock } from './slice.js';
+import type { Watches } from './watches.js';
 
 /** On a shared thread a batch's ops are applied this many at a time between turn checks. */
 export const SLICE_OPS = 1024;
-
-/** A write record of the open transaction: the frame it is in and the offset of its tag. */
-interface RecordAt {
-  readonly buf: Uint8Array;
-  readonly at: number;
-}
 
 export class GroupCommit {
   readonly #backend: KvBackend;
@@ -29,18 +26,12 @@ export class GroupCommit {
   readonly #faults: Faults;
   readonly #slice: SliceClock;
   readonly #busyTimeoutMs: number;
+  readonly #ops: OpApplier;
+  readonly #watches: Watches;
+  /** Test hook: run inside the expiry migration, before its commit (a crash there). */
+  migrationHook: (() => void) | undefined;
 
-  // The open transaction: the write records of `#txFrames` (from offset `#txFrom` in the
-  // first), minus those in `#txFailed`, which failed alone and were already reported.
-  #txFrames: Uint8Array[] = [];
-  #txFrom = 0;
-  #txFailed: RecordAt[] = [];
-  /** Replies that depend on the open transaction's writes. */
-  readonly dirty: DirtyReplies;
-
-  /** Write failures not yet reported to a flush: the next flush returns Err. */
-  #unflushedFailures = 0;
-  #firstUnflushedFailure: ErrorInfo | undefined;
+  readonly #tx: GroupTx;
   /** The bound values of a run of single puts. */
   readonly #runArgs: Uint8Array[] = new Array(PUT_RUN * 3);
 
@@ -50,10 +41,18 @@ export class GroupCommit {
     faults: Faults,
     slice: SliceClock,
     busyTimeoutMs: number,
+    watches: Watches,
   ) {
     this.#backend = backend;
+    this.#watches = watches;
+    this.#ops = new OpApplier(backend, watches);
     this.#replies = replies;
-    this.dirty = new DirtyReplies(replies);
+    this.#tx = new GroupTx(backend, replies, watches, (r, tag) => {
+      if (tag === Tag.DeleteAcked) {
+        r.keyRequest();
+        backend.delete(r.cat, r.key);
+      } else this.#applyBatch(r);
+    });
     this.#faults = faults;
     this.#slice = slice;
     this.#busyTimeoutMs = busyTimeoutMs;
@@ -61,12 +60,32 @@ export class GroupCommit {
 
   /** No write of the open group yet: replies gathered so far are final. */
   get clean(): boolean {
-    return this.dirty.clean;
+    return this.#tx.clean;
+  }
+
+  /** Replies that depend on the open transaction's writes. */
+  get dirty(): DirtyReplies {
+    return this.#tx.dirty;
   }
 
   /** A frame of the group begins: part of the transaction if one is open. */
   frame(buf: Uint8Array): void {
-    if (this.#backend.inTransaction) this.#txFrames.push(buf);
+    this.#tx.frame(buf);
+  }
+
+  /** A flush (the record at `at`); see GroupTx.flush. */
+  flush(buf: Uint8Array, at: number, moved: ErrorInfo | undefined): void {
+    this.#tx.flush(buf, at, moved);
+  }
+
+  /** Commit the group's transaction; the group's replies can then be sent. */
+  commit(): void {
+    this.#tx.commit(this.#faults);
+  }
+
+  /** The failures no flush has reported yet (as a flush would), handed over at detach. */
+  takeUnflushed(): ErrorInfo | undefined {
+    return this.#tx.takeUnflushed();
   }
 
   /** The turn is over: let replies that are final leave, then pause. */
@@ -76,34 +95,13 @@ export class GroupCommit {
   }
 
   /**
-   * A flush (the record at `at`): Ok, or Err when a write failed since the previous flush,
-   * or `moved` when the job's file is no longer at its path (nothing written is there).
-   */
-  flush(buf: Uint8Array, at: number, moved: ErrorInfo | undefined): void {
-    const replies = this.#replies;
-    if (moved !== undefined) {
-      replies.error(moved);
-      this.#clearFailures();
-      return;
-    }
-    const failed = this.#unflushedFailures;
-    const first = this.#firstUnflushedFailure;
-    this.dirty.flush(buf, at, failed, first);
-    if (first === undefined) {
-      writeDone(replies.w);
-      replies.ok();
-    } else replies.error(writesFailedInfo(failed, first));
-    this.#clearFailures();
-  }
-
-  /**
    * On a shared thread, a write lock held by another connection is waited for in pauses
    * (up to busyTimeoutMs), not in SQLite's busy handler, which would hold the whole thread.
    */
   *awaitWriteLock(buf: Uint8Array, at: number): Generator<Pause, void, void> {
     const giveUp = performance.now() + this.#busyTimeoutMs;
     while (!this.#backend.inTransaction) {
-      const error = this.#beginIfNeeded(buf, at);
+      const error = this.#tx.begin(buf, at);
       if (error === undefined || error.kind !== 'Busy' || performance.now() >= giveUp) return;
       if (this.dirty.clean) this.#replies.send(0);
       yield 'wait';
@@ -133,34 +131,30 @@ export class GroupCommit {
       args[i * 3 + 1] = r.key;
       args[i * 3 + 2] = r.stop;
     }
-    const notBegun = this.#beginIfNeeded(buf, at);
+    const notBegun = this.#tx.begin(buf, at);
     if (notBegun !== undefined) return false; // each batch then reports it
     try {
       this.#backend.putRun(args);
+      if (this.#watches.active)
+        for (let i = 0; i < PUT_RUN * 3; i += 3)
+          this.#watches.put(
+            args[i] as Uint8Array,
+            args[i + 1] as Uint8Array,
+            args[i + 2] as Uint8Array,
+          );
     } catch {
       // The statement undid itself; redo the group's earlier writes if SQLite dropped the
       // transaction, then let each batch of the run go alone and fail alone.
-      if (!this.#backend.inTransaction) this.#redoBefore({ buf, at });
+      if (!this.#backend.inTransaction) this.#tx.redoBefore({ buf, at });
       return false;
     }
     return true;
   }
 
-  /** Apply `n` ops of the batch `r` is in. */
-  #applyOps(r: RequestReader, n: number): void {
-    const b = this.#backend;
-    for (let i = 0; i < n; i++) {
-      const kind = r.op();
-      if (kind === OpKind.Put) b.put(r.cat, r.key, r.stop);
-      else if (kind === OpKind.Delete) b.delete(r.cat, r.key);
-      else b.deleteRange(r.cat, r.key, r.stop);
-    }
-  }
-
-  /** Apply a whole batch's ops, `r` at its first op (also used to redo it). */
+  /** Apply a whole batch's ops, `r` at its first op (also used to redo it: checks held). */
   #applyBatch(r: RequestReader): void {
     if (this.#faults.any) this.#faults.fire(['rollback', 'rollback-twice'], this.#backend);
-    this.#applyOps(r, r.opCount);
+    this.#ops.applyAll(r, r.opCount);
   }
 
   /**
@@ -170,9 +164,9 @@ export class GroupCommit {
    * whether a savepoint was taken.
    */
   #beginBatch(r: RequestReader, statements = false): boolean | undefined {
-    const notBegun = this.#beginIfNeeded(r.buf, r.at);
+    const notBegun = this.#tx.begin(r.buf, r.at);
     if (notBegun !== undefined) {
-      this.#batchFailed(r, notBegun);
+      this.#tx.batchFailed(r, notBegun);
       return undefined;
     }
     const multi = r.opCount > 1 || statements;
@@ -181,14 +175,96 @@ export class GroupCommit {
   }
 
   batch(r: RequestReader): void {
+    const at = r.pos;
     const multi = this.#beginBatch(r);
     if (multi === undefined) return;
+    const mark = this.#watches.mark();
     try {
       this.#applyBatch(r);
       if (multi) this.#backend.release();
     } catch (e) {
+      this.#watches.undo(mark);
+      if (e instanceof NeedsExpiry && this.#migrated(multi, r)) {
+        r.pos = at;
+        this.batch(r);
+        return;
+      }
       this.#batchError(e, multi, r);
     }
+  }
+
+  /**
+   * An expiring put met a file without expiry: undo the batch so far, commit the group,
+   * and give the file expiry in its own transaction. False (the batch then fails with
+   * the reason) when that cannot be done.
+   */
+  #migrated(savepoint: boolean, r: RequestReader): boolean {
+    const b = this.#backend;
+    if (savepoint) b.rollbackToSavepoint();
+    this.commit();
+    try {
+      b.migrateToExpiry(this.migrationHook);
+      return true;
+    } catch (e) {
+      const error = toErrorInfo(e, 'adding expiry to the file (schema version 2)');
+      if (r.at >= 0) this.#batchFailedOrAnswered(r, error);
+      return false;
+    }
+  }
+
+  /** A batch that could not be applied: reported (plain) or answered (atomic). */
+  #batchFailedOrAnswered(r: RequestReader, error: ErrorInfo): void {
+    if (r.buf[r.at] === Tag.Atomic) this.#replies.error(error);
+    else this.#tx.batchFailed(r, error);
+  }
+
+  /**
+   * An atomic batch: its checks, then its ops, all under one savepoint; answered with its
+   * outcome (AtomicOutcome), or Err. Its reply waits for the group's commit like any
+   * reply after a write, so `commit()` resolves once the batch is durable.
+   */
+  *atomic(r: RequestReader): Generator<Pause, void, void> {
+    const at = r.pos;
+    const notBegun = this.#tx.begin(r.buf, r.at);
+    if (notBegun !== undefined) {
+      this.#replies.error(notBegun);
+      return;
+    }
+    const b = this.#backend;
+    const mark = this.#watches.mark();
+    b.savepoint();
+    let outcome: number = AtomicOutcome.Applied;
+    try {
+      if (this.#faults.any) this.#faults.fire(['rollback', 'rollback-twice'], b);
+      if (!this.#ops.checksHold(r, r.opCount)) outcome = AtomicOutcome.CheckFailed;
+      else if (this.#slice.shared) yield* this.#applySliced(r);
+      else this.#ops.applyAll(r, r.opCount);
+    } catch (e) {
+      this.#watches.undo(mark);
+      if (e instanceof NeedsExpiry) {
+        if (this.#migrated(true, r)) {
+          r.pos = at;
+          yield* this.atomic(r);
+        }
+        return;
+      }
+      const failed = counterFailure(e);
+      if (failed === undefined) {
+        const error = toErrorInfo(e);
+        this.#tx.undoFailedWrite(true, r.buf, r.at, error);
+        this.#replies.error(error);
+        return;
+      }
+      outcome = failed;
+    }
+    if (outcome === AtomicOutcome.Applied) b.release();
+    else {
+      this.#watches.undo(mark);
+      b.rollbackToSavepoint();
+      this.#tx.notApplied(r.buf, r.at); // nothing of it to redo
+    }
+    writeNumber(this.#replies.w, outcome);
+    this.#replies.ok();
   }
 
   /**
@@ -196,205 +272,69 @@ export class GroupCommit {
    * `RANGE_CHUNK` rows, pausing when the turn is up; still all under one savepoint.
    */
   *batchInSlices(r: RequestReader): Generator<Pause, void, void> {
+    const at = r.pos;
     const multi = this.#beginBatch(r, r.buf[r.pos] === OpKind.DeletePrefix);
     if (multi === undefined) return;
+    const mark = this.#watches.mark();
     try {
       if (this.#faults.any) this.#faults.fire(['rollback', 'rollback-twice'], this.#backend);
-      const b = this.#backend;
-      for (let i = 1; i <= r.opCount; i++) {
-        const kind = r.op();
-        if (kind === OpKind.Put) b.put(r.cat, r.key, r.stop);
-        else if (kind === OpKind.Delete) b.delete(r.cat, r.key);
-        else {
-          const { cat, stop } = r;
-          for (let from = r.key; ; ) {
-            const next = b.keyAfter(cat, from, stop, RANGE_CHUNK);
-            b.deleteRange(cat, from, next ?? stop);
-            if (next === undefined) break;
-            from = next;
-            if (this.#slice.due()) yield this.pause();
-          }
-        }
-        if (i % SLICE_OPS === 0 && i < r.opCount && this.#slice.due()) yield this.pause();
-      }
-      if (multi) b.release();
+      yield* this.#applySliced(r);
+      if (multi) this.#backend.release();
     } catch (e) {
+      this.#watches.undo(mark);
+      if (e instanceof NeedsExpiry && this.#migrated(multi, r)) {
+        r.pos = at;
+        yield* this.batchInSlices(r);
+        return;
+      }
       this.#batchError(e, multi, r);
+    }
+  }
+
+  /** The ops of the batch `r` is at, pausing between slices of them and chunks of a range. */
+  *#applySliced(r: RequestReader): Generator<Pause, void, void> {
+    const b = this.#backend;
+    for (let i = 1; i <= r.opCount; i++) {
+      const kind = r.op();
+      if (kind !== OpKind.DeletePrefix) this.#ops.apply(kind, r);
+      else {
+        const { cat, stop } = r;
+        for (let from = r.key; ; ) {
+          const next = b.keyAfter(cat, from, stop, RANGE_CHUNK);
+          this.#ops.deleteRange(cat, from, next ?? stop);
+          if (next === undefined) break;
+          from = next;
+          if (this.#slice.due()) yield this.pause();
+        }
+      }
+      if (i % SLICE_OPS === 0 && i < r.opCount && this.#slice.due()) yield this.pause();
     }
   }
 
   #batchError(e: unknown, savepoint: boolean, r: RequestReader): void {
     const error = toErrorInfo(e);
-    this.#undoFailedWrite(savepoint, r.buf, r.at, error);
-    this.#batchFailed(r, error);
+    this.#tx.undoFailedWrite(savepoint, r.buf, r.at, error);
+    this.#tx.batchFailed(r, error);
   }
 
   deleteAcked(buf: Uint8Array, at: number, cat: Uint8Array, key: Uint8Array): void {
-    const notBegun = this.#beginIfNeeded(buf, at);
+    const notBegun = this.#tx.begin(buf, at);
     if (notBegun !== undefined) {
       this.#replies.error(notBegun);
       return;
     }
     let removed: boolean;
     try {
-      removed = this.#backend.delete(cat, key) > 0;
+      removed = this.#backend.deleteLive(cat, key);
+      this.#ops.deleted(cat, key, removed);
     } catch (e) {
       const error = toErrorInfo(e);
-      this.#undoFailedWrite(false, buf, at, error);
+      this.#tx.undoFailedWrite(false, buf, at, error);
       this.#replies.error(error);
       return;
     }
     // If the group is lost later, this reply is rewritten with the other dirty ones.
     writeBoolean(this.#replies.w, removed);
     this.#replies.ok();
-  }
-
-  /** Open the group's transaction if it is not open; the error if it cannot be. */
-  #beginIfNeeded(buf: Uint8Array, at: number): ErrorInfo | undefined {
-    if (this.#backend.inTransaction) return undefined;
-    try {
-      this.#backend.begin();
-    } catch (e) {
-      return toErrorInfo(e, 'begin transaction');
-    }
-    this.#txFrames = [buf];
-    this.#txFrom = at;
-    this.#txFailed = [];
-    this.dirty.begin();
-    return undefined;
-  }
-
-  /**
-   * Undo the write at `at`, which failed: its savepoint (or, for one statement, SQLite's
-   * statement rollback) takes it back alone. If SQLite dropped the whole transaction (it
-   * does on some I/O errors), the group's earlier writes are redone in a new one.
-   */
-  #undoFailedWrite(savepoint: boolean, buf: Uint8Array, at: number, error: ErrorInfo): void {
-    const b = this.#backend;
-    if (b.inTransaction) {
-      if (savepoint) {
-        try {
-          b.rollbackToSavepoint();
-        } catch (e) {
-          this.#loseGroup(toErrorInfo(e, 'rollback to savepoint'), { buf, at });
-          return;
-        }
-      }
-      this.#txFailed.push({ buf, at });
-      return;
-    }
-    if (this.#redoBefore({ buf, at }, error)) this.#txFailed.push({ buf, at });
-  }
-
-  /**
-   * SQLite dropped the transaction: begin a new one and redo the group's writes before
-   * `until`. If that fails too, the group is lost. Returns whether the redo succeeded.
-   */
-  #redoBefore(until: RecordAt, cause?: ErrorInfo): boolean {
-    const b = this.#backend;
-    try {
-      b.begin();
-      this.#eachTxWrite(until, (r, tag) => {
-        if (tag === Tag.Batch) {
-          this.#applyBatch(r);
-        } else {
-          r.keyRequest();
-          b.delete(r.cat, r.key);
-        }
-      });
-      return true;
-    } catch (e) {
-      const info = toErrorInfo(e, cause === undefined ? 'redo' : `redo after ${cause.message}`);
-      this.#loseGroup(info, until);
-      return false;
-    }
-  }
-
-  /**
-   * Visit the open transaction's applied writes before `until`, the reader past each one's
-   * header (a batch at its first op).
-   */
-  #eachTxWrite(until: RecordAt | undefined, visit: (r: RequestReader, tag: number) => void): void {
-    const frames = this.#txFrames;
-    for (let f = 0; f < frames.length; f++) {
-      const buf = frames[f] as Uint8Array;
-      const r = new RequestReader(buf, f === 0 ? this.#txFrom : 0);
-      while (!r.done) {
-        const at = r.pos;
-        if (until !== undefined && buf === until.buf && at >= until.at) return;
-        const end = r.skip(r.tag());
-        const failed = this.#txFailed.some((x) => x.buf === buf && x.at === at);
-        const tag = r.reopen(at);
-        if ((tag === Tag.Batch || tag === Tag.DeleteAcked) && !failed) visit(r, tag);
-        r.pos = end;
-      }
-      if (until !== undefined && buf === until.buf) return;
-    }
-  }
-
-  /**
-   * The open transaction is gone for good: every write in it failed. Each lost write counts
-   * for the first flush answered after it (whose reply is rewritten), or else for the next.
-   */
-  #loseGroup(error: ErrorInfo, until?: RecordAt): void {
-    this.#backend.rollback();
-    const frames = this.#txFrames;
-    const flushes = this.dirty.flushes;
-    const lostBefore = new Array<number>(flushes.length).fill(0);
-    let lostAfter = 0;
-    this.#eachTxWrite(until, (r, tag) => {
-      if (tag === Tag.Batch) this.#replies.batchFailed({ record: r.opsRecord(), error });
-      const frame = frames.indexOf(r.buf);
-      const f = flushes.findIndex((x) => {
-        const xFrame = frames.indexOf(x.buf);
-        return frame < xFrame || (frame === xFrame && r.at < x.at);
-      });
-      if (f >= 0) lostBefore[f] = (lostBefore[f] as number) + 1;
-      else if (tag === Tag.Batch) lostAfter++; // a deleteAcked's own reply says it failed
-    });
-    this.#txFrames = [];
-    this.#txFailed = [];
-    // Replies computed from the lost writes must not reach the caller as Ok.
-    this.dirty.fail(error, lostBefore);
-    for (let i = 0; i < lostAfter; i++) this.#countFailure(error);
-  }
-
-  /** The batch `r` is at (after its header) failed: report its ops record. */
-  #batchFailed(r: RequestReader, error: ErrorInfo): void {
-    this.#replies.batchFailed({ record: r.opsRecord(), error });
-    this.#countFailure(error);
-  }
-
-  #countFailure(error: ErrorInfo): void {
-    if (this.#unflushedFailures++ === 0) this.#firstUnflushedFailure = error;
-  }
-
-  /** The failures no flush has reported yet (as a flush would), handed over at detach. */
-  takeUnflushed(): ErrorInfo | undefined {
-    const first = this.#firstUnflushedFailure;
-    if (first === undefined) return undefined;
-    const info = writesFailedInfo(this.#unflushedFailures, first);
-    this.#clearFailures();
-    return info;
-  }
-
-  #clearFailures(): void {
-    this.#unflushedFailures = 0;
-    this.#firstUnflushedFailure = undefined;
-  }
-
-  /** Commit the group's transaction; the group's replies can then be sent. */
-  commit(): void {
-    if (this.#backend.inTransaction) {
-      try {
-        if (this.#faults.any) this.#faults.fire(['commit'], this.#backend);
-        this.#backend.commit();
-      } catch (e) {
-        this.#loseGroup(toErrorInfo(e, 'commit'));
-      }
-    }
-    this.#txFrames = [];
-    this.#txFailed = [];
-    this.dirty.reset();
   }
 }

@@ -31,9 +31,12 @@ export class GroupReplies {
   #failures: BatchFailure[] = [];
   #attached: Uint8Array[] = [];
   readonly #port: MessagePort;
+  /** The committed changes for the job's watchers, sent with the replies. */
+  readonly #changes: () => Uint8Array | undefined;
 
-  constructor(port: MessagePort) {
+  constructor(port: MessagePort, changes: () => Uint8Array | undefined) {
     this.#port = port;
+    this.#changes = changes;
   }
 
   static #writer(): ByteWriter {
@@ -88,16 +91,23 @@ export class GroupReplies {
    */
   send(framesDone: number): void {
     const w = this.w;
-    if (framesDone === 0 && this.count === 0 && w.pos === REPLY_HEADER) return;
+    const changes = this.#changes();
+    if (framesDone === 0 && this.count === 0 && w.pos === REPLY_HEADER && changes === undefined)
+      return;
     writeFramesDone(w, framesDone);
     const [bytes, transfer, handedOver] = takeBytes(w);
     const failures = this.#failures;
     const attached = this.#attached;
-    const simple = this.#errors.length === 0 && failures.length === 0 && attached.length === 0;
+    const simple =
+      this.#errors.length === 0 &&
+      failures.length === 0 &&
+      attached.length === 0 &&
+      changes === undefined;
     const msg: FromWorker = simple
       ? bytes
-      : { t: 'replies', bytes, errors: this.#errors, failures, attached };
+      : { t: 'replies', bytes, errors: this.#errors, failures, attached, changes };
     for (const a of attached) transfer.push(a.buffer as ArrayBuffer);
+    if (changes !== undefined) transfer.push(changes.buffer as ArrayBuffer);
     this.#port.postMessage(msg, transfer);
     if (handedOver) this.w = GroupReplies.#writer();
     this.w.pos = REPLY_HEADER;

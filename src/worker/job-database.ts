@@ -4,14 +4,22 @@
  * written. Runs inside the job's worker (src/worker/backend.ts holds the statements).
  */
 import Database from 'better-sqlite3';
-
-/** The schema version this library writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 1;
+import { EXPIRY_VERSION } from './expiry.js';
 
 /**
- * Ordered migrations; entry i takes a file from version i to i + 1. Each runs in its own
- * transaction together with its version bump, so a crash leaves a file at one version.
- * Version 1 is the Nim reference's schema, byte for byte.
+ * The newest schema version this library knows (`PRAGMA user_version`): 2 adds expiry
+ * (src/worker/expiry.ts), applied only by the first write that uses it.
+ */
+export const SCHEMA_VERSION = EXPIRY_VERSION;
+/** The version a file is brought to at open: the reference's schema. */
+export const BASE_VERSION = 1;
+
+/**
+ * Ordered migrations run at open; entry i takes a file from version i to i + 1. Each runs
+ * in its own transaction together with its version bump, so a crash leaves a file at one
+ * version. Version 1 is the Nim reference's schema, byte for byte; version 2 is applied on
+ * first use instead (KvBackend.migrateToExpiry), so that a file that never used expiry stays
+ * readable by the reference.
  */
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS kv (

@@ -3,8 +3,10 @@
  * nothing written, no migration, no checkpoint. Errors are SQLite's, thrown as they are.
  */
 import Database from 'better-sqlite3';
+import { EXPIRY_VERSION } from './expiry.js';
 
-type Row = [Buffer, Buffer];
+/** Key, payload, and when the row expires (ms since the epoch; null: never). */
+type Row = [Buffer, Buffer, number | null];
 
 export class JobFileReader {
   readonly #db: Database.Database;
@@ -45,29 +47,46 @@ export class JobFileReader {
     return e instanceof Database.SqliteError ? e.code : undefined;
   }
 
-  rowCount(): number {
-    return this.#db.prepare<[], number>('SELECT COUNT(*) FROM kv').pluck().get() ?? 0;
+  /** Rows not expired at `now`. */
+  rowCount(now = Date.now()): number {
+    const sql = `SELECT COUNT(*) FROM kv WHERE 1${this.#live(now)}`;
+    return this.#db.prepare<[], number>(sql).pluck().get() ?? 0;
   }
 
-  /** Each category's bytes and row count, in byte order. */
-  categories(): IterableIterator<[Buffer, number]> {
+  /** Each category's bytes and count of rows not expired at `now`, in byte order. */
+  categories(now = Date.now()): IterableIterator<[Buffer, number]> {
     return this.#db
       .prepare<[], [Buffer, number]>(
-        'SELECT category, COUNT(*) FROM kv GROUP BY category ORDER BY category',
+        `SELECT category, COUNT(*) FROM kv WHERE 1${this.#live(now)} GROUP BY category ORDER BY category`,
       )
       .raw()
       .iterate();
   }
 
-  /** Rows of `[start, stop)` (no `stop`: no upper bound), in key order or reversed. */
+  /** Whether the file has expiry (src/worker/expiry.ts). */
+  get #expiry(): boolean {
+    return this.version >= EXPIRY_VERSION;
+  }
+
+  /** The condition that leaves out rows expired at `now`, as the library's reads do. */
+  #live(now: number): string {
+    return this.#expiry ? ` AND (expires_at IS NULL OR expires_at > ${Math.floor(now)})` : '';
+  }
+
+  /**
+   * Rows of `[start, stop)` (no `stop`: no upper bound), in key order or reversed, with
+   * their expiry; rows expired at `now` are left out.
+   */
   scan(
     category: Uint8Array,
     start: Uint8Array,
     stop: Uint8Array | undefined,
     reverse: boolean,
     limit: number,
+    now = Date.now(),
   ): IterableIterator<Row> {
-    const sql = `SELECT key, payload FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'} ORDER BY key ${reverse ? 'DESC' : 'ASC'} LIMIT ?`;
+    const expires = this.#expiry ? 'expires_at' : 'NULL';
+    const sql = `SELECT key, payload, ${expires} FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}${this.#live(now)} ORDER BY key ${reverse ? 'DESC' : 'ASC'} LIMIT ?`;
     const params: (Uint8Array | number)[] = [category, start];
     if (stop !== undefined) params.push(stop);
     params.push(limit);
@@ -77,8 +96,14 @@ export class JobFileReader {
       .iterate(...params);
   }
 
-  count(category: Uint8Array, start: Uint8Array, stop: Uint8Array | undefined): number {
-    const sql = `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}`;
+  /** Rows of `[start, stop)` not expired at `now`. */
+  count(
+    category: Uint8Array,
+    start: Uint8Array,
+    stop: Uint8Array | undefined,
+    now = Date.now(),
+  ): number {
+    const sql = `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}${this.#live(now)}`;
     const params: Uint8Array[] = [category, start];
     if (stop !== undefined) params.push(stop);
     return (

@@ -21,8 +21,11 @@ import {
   type ToWorker,
   toErrorInfo,
 } from '../protocol/messages.js';
-import { RequestReader, Tag } from '../protocol/requests.js';
+import { RequestReader } from '../protocol/request-reader.js';
+import { Tag } from '../protocol/requests.js';
 import type { KvBackend } from './backend.js';
+import type { JobClock } from './expiry.js';
+import { ExpirySweep } from './expiry-sweep.js';
 import { Faults } from './faults.js';
 import { GroupCommit } from './group-commit.js';
 import { GroupReplies } from './group-replies.js';
@@ -30,6 +33,7 @@ import { Poller } from './poll.js';
 import { JobReads } from './reads.js';
 import { type Pause, SliceClock } from './slice.js';
 import { Snapshots } from './snapshots.js';
+import { Watches } from './watches.js';
 
 /** On a shared thread, how long to wait before asking again for a write lock held elsewhere. */
 const LOCK_RETRY_MS = 5;
@@ -47,6 +51,9 @@ export class JobWorker {
   readonly #replies: GroupReplies;
   readonly #reads: JobReads;
   readonly #snapshots: Snapshots;
+  readonly #watches = new Watches();
+  readonly #clock: JobClock;
+  readonly #sweep: ExpirySweep;
   readonly #faults = new Faults();
   readonly #slice: SliceClock;
   readonly #poller: Poller | undefined;
@@ -68,15 +75,17 @@ export class JobWorker {
     backend: KvBackend,
     req: OpenRequest,
     fileId: string | undefined,
+    clock: JobClock,
     detached: () => void,
   ) {
     this.#port = port;
+    this.#clock = clock;
     this.#backend = backend;
     this.#memory = req.dbPath === ':memory:';
     this.#path = req.dbPath;
     this.#fileId = fileId;
     this.#detached = detached;
-    this.#replies = new GroupReplies(port);
+    this.#replies = new GroupReplies(port, () => this.#watches.take());
     this.#slice = new SliceClock(req.sliceMs);
     this.#reads = new JobReads(backend, this.#replies, this.#faults, this.#slice);
     this.#commit = new GroupCommit(
@@ -85,6 +94,7 @@ export class JobWorker {
       this.#faults,
       this.#slice,
       req.busyTimeoutMs,
+      this.#watches,
     );
     this.#snapshots = new Snapshots(
       backend,
@@ -93,7 +103,9 @@ export class JobWorker {
       Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs),
       this.#slice,
       () => this.#fileMoved('while the job was open'),
+      clock,
     );
+    this.#sweep = new ExpirySweep(backend, clock, this.#watches, this.#replies);
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
   }
 
@@ -103,9 +115,28 @@ export class JobWorker {
       this.#inbox.push(m);
       return;
     }
+    this.#sweep.cancel();
     this.#task = this.#serve(m);
     this.#resume();
   }
+
+  /** The next expiry came while the job was idle: sweep. */
+  readonly #wake = (): void => {
+    if (this.#task !== undefined || this.#detachedNow) return;
+    this.#task = this.#sweepWhenIdle();
+    this.#resume();
+  };
+
+  *#sweepWhenIdle(): Generator<Pause, void, void> {
+    yield* this.#sweep.run(this.#waiting);
+    const next = this.#inbox.shift();
+    if (next !== undefined) yield* this.#serve(next);
+  }
+
+  /** Whether requests of the job wait behind the work in progress. */
+  readonly #waiting = (): boolean => this.#inbox.length > 0;
+
+  #detachedNow = false;
 
   readonly #resume = (): void => {
     const task = this.#task as Generator<Pause, void, void>;
@@ -113,6 +144,7 @@ export class JobWorker {
     const step = task.next();
     if (step.done === true) {
       this.#task = undefined;
+      if (!this.#detachedNow) this.#sweep.schedule(this.#wake);
       return;
     }
     this.#slices++;
@@ -129,6 +161,7 @@ export class JobWorker {
     while (msg !== undefined) {
       this.#replies.answered = false;
       if (yield* this.#group(msg)) return;
+      if (this.#sweep.due()) yield* this.#sweep.run(this.#waiting);
       // Later messages come from the port's listener (other jobs of the thread go first),
       // or, right after an answer, from the poll.
       msg = this.#inbox.shift() ?? (this.#replies.answered ? this.#poller?.next() : undefined);
@@ -159,7 +192,9 @@ export class JobWorker {
             if (msg.how === 'exit') process.exit(70);
             throw new Error('persistency worker: crash requested by a test');
           case 'inject':
-            this.#faults.add(msg.fault, msg.skipWrites);
+            if (msg.fault === 'kill-in-migration')
+              this.#commit.migrationHook = () => process.kill(process.pid, 'SIGKILL');
+            else this.#faults.add(msg.fault, msg.skipWrites);
             break;
         }
       }
@@ -191,6 +226,22 @@ export class JobWorker {
           r.pos = r.end;
           break;
         }
+        case Tag.Atomic:
+          if (this.#slice.shared) yield* commit.awaitWriteLock(buf, r.at);
+          r.batch();
+          yield* commit.atomic(r);
+          r.pos = r.end;
+          break;
+        case Tag.WatchOpen:
+          r.watchOpen();
+          this.#watches.open(r.iterator, r.cat, r.key, r.stop);
+          break;
+        case Tag.WatchClose:
+          this.#watches.close(r.iteratorId());
+          break;
+        case Tag.Now:
+          this.#clock.injected = r.f64();
+          break;
         case Tag.Get:
           r.keyRequest();
           if (!reads.getRun(r)) reads.get(r.cat, r.key);
@@ -258,6 +309,7 @@ export class JobWorker {
   /** Commit the group's transaction, then send every reply of the group. */
   #endGroup(): void {
     this.#commit.commit();
+    this.#sweep.written();
     this.#reads.endGroup();
     this.#replies.send(this.#frames);
     this.#frames = 0;
@@ -270,6 +322,8 @@ export class JobWorker {
    */
   #detach(how: 'close' | 'release'): boolean {
     this.#snapshots.closeAll(); // before the checkpoint, which a snapshot would hold back
+    this.#sweep.cancel();
+    this.#detachedNow = true;
     let image: Uint8Array | undefined;
     let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;
     try {

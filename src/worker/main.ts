@@ -17,6 +17,7 @@ import {
   toErrorInfo,
 } from '../protocol/messages.js';
 import { KvBackend } from './backend.js';
+import { JobClock } from './expiry.js';
 import { JobWorker } from './job-worker.js';
 
 /** Turn SQLite's terse open errors into ones that say what to do. */
@@ -45,14 +46,14 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
 }
 
 /** Open a job's file; a released job's reattach opens the file it had, or fails. */
-function openJobFile(req: OpenRequest): KvBackend {
+function openJobFile(req: OpenRequest, clock: JobClock): KvBackend {
   const { dbPath, fileId } = req;
   const linked = dbPath === ':memory:' ? undefined : linkedJobFile(dbPath);
   if (linked !== undefined) throw Object.assign(new Error(linked.message), { code: linked.code });
-  if (fileId === undefined) return KvBackend.open(dbPath, req, req.image);
+  if (fileId === undefined) return KvBackend.open(dbPath, req, req.image, clock);
   const moved = fileMoved(dbPath, fileId, 'while the job was released');
   if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });
-  return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image);
+  return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image, clock);
 }
 
 if (!isMainThread && parentPort) {
@@ -66,8 +67,9 @@ if (!isMainThread && parentPort) {
 
   const attach = (req: OpenRequest, port: MessagePort): void => {
     let backend: KvBackend;
+    const clock = new JobClock();
     try {
-      backend = openJobFile(req);
+      backend = openJobFile(req, clock);
     } catch (e) {
       port.postMessage({
         t: 'openFailed',
@@ -80,7 +82,7 @@ if (!isMainThread && parentPort) {
     hosted++;
     const memory = req.dbPath === ':memory:';
     const fileId = memory ? undefined : fileIdOf(req.dbPath);
-    const job = new JobWorker(port, backend, req, fileId, () => {
+    const job = new JobWorker(port, backend, req, fileId, clock, () => {
       hosted--;
       exitIfIdle();
     });

@@ -6,6 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { ByteWriter } from '../protocol/bytes.js';
+import { liveOnly } from './expiry.js';
 
 type Bytes = Uint8Array;
 type Row = [Buffer, Buffer];
@@ -60,11 +61,11 @@ type Bound = 'open' | 'closed';
 type ByShape<T> = Record<Direction, Record<Bound, readonly [T, T]>>;
 
 /** The WHERE of each shape: ascending pages go on after the last key, descending ones below it. */
-function pageQuery(dir: Direction, bound: Bound, later: boolean): string {
+function pageQuery(dir: Direction, bound: Bound, later: boolean, expiry: boolean): string {
   const from = dir === 'asc' && later ? '>' : '>=';
   // Below the last key, a descending page's range is closed even when the scan's is not.
   const closed = bound === 'closed' || (dir === 'desc' && later);
-  return `SELECT key, payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
+  return `SELECT key, payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''}${liveOnly(expiry)} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
 }
 
 function byShape<T>(make: (dir: Direction, bound: Bound, later: boolean) => T): ByShape<T> {
@@ -104,10 +105,11 @@ export class RangePages {
    */
   readonly #records: ByShape<RecordsStatement> | undefined;
 
-  constructor(db: Database.Database, hint: RowSizeHint) {
+  /** `expiry`: the file has expiry, whose expired rows the pages leave out. */
+  constructor(db: Database.Database, hint: RowSizeHint, expiry: boolean) {
     this.#hint = hint;
     this.#rows = byShape((dir, bound, later) =>
-      db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later)).raw(),
+      db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw(),
     );
     if (!concatKeepsBytes(db)) return;
     const length = (column: string) => `unhex(printf('%08x', length(${column})))`;
@@ -116,7 +118,7 @@ export class RangePages {
         .prepare<(Bytes | number)[], [Buffer | null, number, Buffer | null]>(
           `SELECT CAST(group_concat(${length('key')} || key || ${length('payload')} || payload, x'' ORDER BY key ${dir.toUpperCase()}) AS BLOB),
                   count(*), ${dir === 'asc' ? 'max' : 'min'}(key)
-           FROM (${pageQuery(dir, bound, later)})`,
+           FROM (${pageQuery(dir, bound, later, expiry)})`,
         )
         .raw(),
     );

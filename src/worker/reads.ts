@@ -14,7 +14,7 @@ import {
   writeNumber,
   writeValue,
 } from '../protocol/replies.js';
-import { endOf, getKeyAt, type RequestReader } from '../protocol/requests.js';
+import { endOf, getKeyAt, type RequestReader } from '../protocol/request-reader.js';
 import { GET_RUN_MAX, type GetManyMarkers, type KvBackend } from './backend.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';

@@ -13,6 +13,7 @@ import Database from 'better-sqlite3';
 import type { ErrorInfo } from '../protocol/messages.js';
 import { beginRows, endRows, writeAttachedRows } from '../protocol/replies.js';
 import { type KvBackend, SCAN_PAGE_ROWS } from './backend.js';
+import { hasExpiry, type JobClock } from './expiry.js';
 import type { GroupReplies } from './group-replies.js';
 import { type Range, RangePages } from './range-pages.js';
 import type { Pause, SliceClock } from './slice.js';
@@ -38,6 +39,7 @@ export class Snapshots {
   readonly #slice: SliceClock;
   /** Why the job's path no longer holds the file the job opened, if it does not. */
   readonly #fileMoved: () => ErrorInfo | undefined;
+  readonly #clock: JobClock;
 
   constructor(
     backend: KvBackend,
@@ -46,7 +48,9 @@ export class Snapshots {
     busyMs: number,
     slice: SliceClock,
     fileMoved: () => ErrorInfo | undefined,
+    clock: JobClock,
   ) {
+    this.#clock = clock;
     this.#slice = slice;
     this.#backend = backend;
     this.#replies = replies;
@@ -84,7 +88,8 @@ export class Snapshots {
         });
         db.exec('BEGIN'); // the first page's read starts the snapshot
       }
-      const pages = new RangePages(db, this.#backend.rowSize);
+      this.#clock.install(db);
+      const pages = new RangePages(db, this.#backend.rowSize, hasExpiry(db));
       const left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
       this.#open.set(id, {
         db,

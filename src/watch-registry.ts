@@ -1,0 +1,89 @@
+/*
+ * The watches of one job on the main thread: each `job.watch` call's feed (src/change-feed.ts),
+ * its WATCH_OPEN and WATCH_CLOSE records, and the changes and the end its job's client
+ * hands over.
+ */
+import { ChangeFeed } from './change-feed.js';
+import { checkedRange, refusal } from './checks.js';
+import type { PersistencyError } from './errors.js';
+import type { JobClient } from './job-client.js';
+import { describe, type KeyRange } from './keys.js';
+import { readChanges } from './protocol/changes.js';
+import { writeWatchClose, writeWatchOpen } from './protocol/requests.js';
+import type { CategoryOf } from './read-records.js';
+import type { WatchOptions } from './types.js';
+
+/** The changes a watcher may fall behind by before it is ended (`maxQueued`'s default). */
+export const WATCH_MAX_QUEUED = 100_000;
+
+export class JobWatches {
+  readonly #client: JobClient;
+  readonly #category: CategoryOf;
+  readonly #feeds = new Map<number, ChangeFeed>();
+  readonly #channel = { stop: (id: number) => this.#stop(id) };
+
+  constructor(client: JobClient, category: CategoryOf) {
+    this.#client = client;
+    this.#category = category;
+    client.watchers = {
+      changes: (bytes) =>
+        readChanges(bytes, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
+      ended: (error) => this.#endAll(error),
+    };
+  }
+
+  watch(category: unknown, range: unknown, options: unknown): ChangeFeed {
+    const client = this.#client;
+    let cat: Uint8Array;
+    let bounds: [Uint8Array, Uint8Array];
+    let maxQueued: number;
+    try {
+      cat = this.#category(category, 'watch');
+      bounds = checkedRange(range as KeyRange, 'watch');
+      maxQueued = checkedMaxQueued(options);
+    } catch (e) {
+      return endedFeed(refusal(e, 'watch'));
+    }
+    if (!client.running) return endedFeed(client.notOpenError());
+    const feed = new ChangeFeed(this.#channel, maxQueued);
+    this.#feeds.set(feed.id, feed);
+    client.snapshots += 1; // a watched job stays resident: its watch lives in the worker
+    writeWatchOpen(client.frame(), feed.id, cat, bounds[0], bounds[1]);
+    return feed;
+  }
+
+  #stop(id: number): void {
+    if (!this.#feeds.delete(id)) return;
+    const client = this.#client;
+    client.snapshots -= 1;
+    if (client.running) writeWatchClose(client.frame(), id);
+  }
+
+  #endAll(error: PersistencyError): void {
+    const feeds = [...this.#feeds.values()];
+    this.#client.snapshots -= feeds.length;
+    this.#feeds.clear();
+    for (const feed of feeds) feed.ended(error);
+  }
+}
+
+function checkedMaxQueued(options: unknown): number {
+  if (options === undefined) return WATCH_MAX_QUEUED;
+  if (options === null || typeof options !== 'object')
+    throw refusal(new Error(`options must be an object, got ${describe(options)}`), 'watch');
+  const n = (options as WatchOptions).maxQueued;
+  if (n === undefined) return WATCH_MAX_QUEUED;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
+    throw refusal(
+      new Error(`options.maxQueued must be a positive integer, got ${describe(n)}`),
+      'watch',
+    );
+  return n;
+}
+
+/** A feed that ends at its first `next()` with `error`. */
+function endedFeed(error: PersistencyError): ChangeFeed {
+  const feed = new ChangeFeed({ stop: () => {} }, 1);
+  feed.ended(error);
+  return feed;
+}

@@ -1,0 +1,107 @@
+/*
+ * Applying the ops of one batch to a job's connection, op by op, telling the job's watches
+ * what changed. Shared by plain batches, atomic batches (whose checks are evaluated here
+ * first, against the state before any of their ops) and the redo of a group.
+ */
+import { COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
+import type { RequestReader } from '../protocol/request-reader.js';
+import { AtomicOutcome, OpKind } from '../protocol/requests.js';
+import type { KvBackend } from './backend.js';
+import type { Watches } from './watches.js';
+
+const F64_BYTES = 8;
+
+/**
+ * Thrown by an expiring put on a file without expiry: the caller commits its group, gives
+ * the file expiry in a transaction of its own, and applies the batch again.
+ */
+export class NeedsExpiry extends Error {}
+
+/** The outcome of an atomic batch that an `add` failed, or undefined for another error. */
+export function counterFailure(e: unknown): number | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === COUNTER_OVERFLOW) return AtomicOutcome.Overflow;
+  if (code === NOT_A_COUNTER) return AtomicOutcome.NotCounter;
+  return undefined;
+}
+
+export class OpApplier {
+  readonly #backend: KvBackend;
+  readonly #watches: Watches;
+
+  constructor(backend: KvBackend, watches: Watches) {
+    this.#backend = backend;
+    this.#watches = watches;
+  }
+
+  /** Apply the op `r.op()` just read (a check is skipped: see `checksHold`). */
+  apply(kind: number, r: RequestReader): void {
+    const b = this.#backend;
+    const watches = this.#watches;
+    const { cat, key, stop } = r;
+    switch (kind) {
+      case OpKind.Put:
+        b.put(cat, key, stop);
+        if (watches.active) watches.put(cat, key, stop);
+        return;
+      case OpKind.Delete:
+        if (b.delete(cat, key) > 0 && watches.active) watches.delete(cat, key);
+        return;
+      case OpKind.DeletePrefix:
+        this.deleteRange(cat, key, stop);
+        return;
+      case OpKind.Add:
+        b.add(cat, key, stop);
+        if (watches.active && watches.covers(cat, key))
+          watches.put(cat, key, b.get(cat, key) as Uint8Array);
+        return;
+      case OpKind.PutExpiring: {
+        if (!b.expiry) throw new NeedsExpiry('the file has no expiry yet');
+        const expiresAt = new DataView(stop.buffer, stop.byteOffset, F64_BYTES).getFloat64(0);
+        const payload = stop.subarray(F64_BYTES);
+        b.putExpiring(cat, key, payload, expiresAt);
+        if (watches.active) watches.put(cat, key, payload);
+        return;
+      }
+      default:
+        return; // a check
+    }
+  }
+
+  /** Delete `[start, stop)` of `category` (a deletePrefix, or a chunk of one). */
+  deleteRange(category: Uint8Array, start: Uint8Array, stop: Uint8Array): number {
+    const n = this.#backend.deleteRange(category, start, stop);
+    if (n > 0 && this.#watches.active) this.#watches.prefix(category, start, stop);
+    return n;
+  }
+
+  /** Apply the next `n` ops of the batch `r` is in. */
+  applyAll(r: RequestReader, n: number): void {
+    for (let i = 0; i < n; i++) this.apply(r.op(), r);
+  }
+
+  /** A row deleted by a deleteAcked (`removed`: a live row was there). */
+  deleted(category: Uint8Array, key: Uint8Array, removed: boolean): void {
+    if (removed && this.#watches.active) this.#watches.delete(category, key);
+  }
+
+  /**
+   * Whether every check among the next `n` ops holds now; `r` is left where it was.
+   * A check reads what the batch's own earlier writes cannot have changed: none applied yet.
+   */
+  checksHold(r: RequestReader, n: number): boolean {
+    const from = r.pos;
+    const b = this.#backend;
+    let holds = true;
+    for (let i = 0; i < n && holds; i++) {
+      const kind = r.op();
+      if (kind === OpKind.CheckAbsent) holds = !b.exists(r.cat, r.key);
+      else if (kind === OpKind.CheckValue) {
+        const found = b.get(r.cat, r.key);
+        holds = found !== undefined && Buffer.compare(found, r.stop) === 0;
+      }
+    }
+    r.pos = from;
+    return holds;
+  }
+}

@@ -1,0 +1,96 @@
+/*
+ * The statements of a job's connection whose SQL depends on the file's schema: those that
+ * read rows (a file with expiry leaves expired rows out, src/worker/expiry.ts), the counter
+ * upsert, and those that exist only on a file with expiry. KvBackend prepares them again
+ * when the file gains expiry.
+ */
+import type Database from 'better-sqlite3';
+import { liveOnly } from './expiry.js';
+import { RangePages, type RowSizeHint } from './range-pages.js';
+
+type Bytes = Uint8Array;
+
+/** Statements whose SQL depends on whether the file has expiry (see src/worker/expiry.ts). */
+export class ReadStatements {
+  readonly get: Database.Statement<[Bytes, Bytes], Buffer>;
+  readonly exists: Database.Statement<[Bytes, Bytes], number>;
+  readonly countFrom: Database.Statement<[Bytes, Bytes], number>;
+  readonly countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
+  /** Delete one row; its one result row says whether it was live (not expired). */
+  readonly deleteLive: Database.Statement<[Bytes, Bytes], number> | undefined;
+  readonly add: Database.Statement<[Bytes, Bytes, Bytes]>;
+  readonly pages: RangePages;
+
+  constructor(db: Database.Database, expiry: boolean, hint: RowSizeHint) {
+    const live = liveOnly(expiry);
+    this.get = db
+      .prepare<[Bytes, Bytes], Buffer>(
+        `SELECT payload FROM kv WHERE category = ? AND key = ?${live}`,
+      )
+      .pluck();
+    this.exists = db
+      .prepare<[Bytes, Bytes], number>(`SELECT 1 FROM kv WHERE category = ? AND key = ?${live}`)
+      .pluck();
+    this.countFrom = db
+      .prepare<[Bytes, Bytes], number>(
+        `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${live}`,
+      )
+      .pluck();
+    this.countRange = db
+      .prepare<[Bytes, Bytes, Bytes], number>(
+        `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ? AND key < ?${live}`,
+      )
+      .pluck();
+    this.deleteLive = expiry
+      ? db
+          .prepare<[Bytes, Bytes], number>(
+            `DELETE FROM kv WHERE category = ? AND key = ?
+             RETURNING expires_at IS NULL OR expires_at > persistency_now()`,
+          )
+          .pluck()
+      : undefined;
+    // The inserted value is the delta's own counter payload: 0 + delta. An expired row
+    // counts as absent, and the sum keeps a live row's expiry.
+    const expired = 'expires_at IS NOT NULL AND expires_at <= persistency_now()';
+    this.add = db.prepare(
+      `INSERT INTO kv (category, key, payload) VALUES (?, ?, ?)
+       ON CONFLICT (category, key) DO UPDATE SET ${
+         expiry
+           ? `payload = CASE WHEN ${expired} THEN excluded.payload ELSE persistency_add(payload, excluded.payload) END,
+              expires_at = CASE WHEN ${expired} THEN NULL ELSE expires_at END`
+           : 'payload = persistency_add(payload, excluded.payload)'
+       }`,
+    );
+    this.pages = new RangePages(db, hint, expiry);
+  }
+}
+
+/** Statements that exist only on a file with expiry. */
+export class ExpiryStatements {
+  readonly putExpiring: Database.Statement<[Bytes, Bytes, Bytes, number]>;
+  readonly sweep: Database.Statement<[number, number], [Buffer, Buffer]>;
+  readonly next: Database.Statement<[], number | null>;
+  readonly expiresAt: Database.Statement<[Bytes, Bytes], number | null>;
+
+  constructor(db: Database.Database) {
+    this.putExpiring = db.prepare(
+      'INSERT OR REPLACE INTO kv (category, key, payload, expires_at) VALUES (?, ?, ?, ?)',
+    );
+    this.sweep = db
+      .prepare<[number, number], [Buffer, Buffer]>(
+        `DELETE FROM kv WHERE (category, key) IN (
+           SELECT category, key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?
+           ORDER BY expires_at LIMIT ?)
+         RETURNING category, key`,
+      )
+      .raw();
+    this.next = db
+      .prepare<[], number | null>('SELECT min(expires_at) FROM kv WHERE expires_at IS NOT NULL')
+      .pluck();
+    this.expiresAt = db
+      .prepare<[Bytes, Bytes], number | null>(
+        'SELECT expires_at FROM kv WHERE category = ? AND key = ?',
+      )
+      .pluck();
+  }
+}

@@ -1,0 +1,120 @@
+/*
+ * A job's watches inside its worker: the ranges watched, and the changes of the open
+ * transaction that fall in them (src/protocol/changes.ts). Changes wait until their
+ * transaction commits; a batch that fails takes its own back, a lost group all of its.
+ */
+import { ByteWriter } from '../protocol/bytes.js';
+import { ChangeKind, COMMIT_END } from '../protocol/changes.js';
+
+type Bytes = Uint8Array;
+
+interface Watch {
+  readonly id: number;
+  readonly category: Bytes;
+  readonly start: Bytes;
+  /** Empty: no upper bound. */
+  readonly stop: Bytes;
+}
+
+const sameBytes = (a: Bytes, b: Bytes): boolean =>
+  a === b || (a.length === b.length && Buffer.compare(a, b) === 0);
+
+export class Watches {
+  #list: Watch[] = [];
+  /** Changes recorded; those before `#committed` belong to committed transactions. */
+  #w = new ByteWriter(256);
+  #committed = 0;
+  /** While the group's writes are redone, their changes are already recorded. */
+  paused = false;
+
+  /** Whether any watch is open (if not, recording costs one check per op). */
+  get active(): boolean {
+    return this.#list.length > 0 && !this.paused;
+  }
+
+  open(id: number, category: Bytes, start: Bytes, stop: Bytes): void {
+    this.#list = [...this.#list, { id, category: category.slice(), start, stop }];
+  }
+
+  close(id: number): void {
+    this.#list = this.#list.filter((w) => w.id !== id);
+  }
+
+  /** Where the changes recorded so far end (a failed batch goes back to it). */
+  mark(): number {
+    return this.#w.pos;
+  }
+
+  undo(mark: number): void {
+    this.#w.pos = Math.max(mark, this.#committed);
+  }
+
+  /** Whether a watch covers `key` of `category`. */
+  covers(category: Bytes, key: Bytes): boolean {
+    for (const w of this.#list) if (Watches.#inRange(w, category, key)) return true;
+    return false;
+  }
+
+  put(category: Bytes, key: Bytes, payload: Bytes): void {
+    for (const w of this.#list) {
+      if (!Watches.#inRange(w, category, key)) continue;
+      this.#record(w.id, ChangeKind.Put, key);
+      this.#w.blob(payload);
+    }
+  }
+
+  delete(category: Bytes, key: Bytes): void {
+    for (const w of this.#list)
+      if (Watches.#inRange(w, category, key)) this.#record(w.id, ChangeKind.Delete, key);
+  }
+
+  /** Rows of `[start, stop)` were removed (a deletePrefix of `start`). */
+  prefix(category: Bytes, start: Bytes, stop: Bytes): void {
+    for (const w of this.#list) {
+      if (!sameBytes(w.category, category)) continue;
+      const below = w.stop.length > 0 && Buffer.compare(start, w.stop) >= 0;
+      const above = stop.length > 0 && Buffer.compare(stop, w.start) <= 0;
+      if (!below && !above) this.#record(w.id, ChangeKind.Prefix, start);
+    }
+  }
+
+  /** The open transaction committed: its changes can go. */
+  commit(): void {
+    if (this.#w.pos === this.#committed) return;
+    this.#w.u32(COMMIT_END);
+    this.#committed = this.#w.pos;
+  }
+
+  /** The open transaction is lost: forget its changes. */
+  lose(): void {
+    this.#w.pos = this.#committed;
+  }
+
+  /** The committed changes not yet sent, handed over (undefined: none). */
+  take(): Uint8Array | undefined {
+    const n = this.#committed;
+    if (n === 0) return undefined;
+    const w = this.#w;
+    const out = w.buf.slice(0, n);
+    const rest = w.buf.subarray(n, w.pos);
+    w.pos = 0;
+    w.bytes(rest);
+    this.#committed = 0;
+    return out;
+  }
+
+  #record(id: number, kind: number, key: Bytes): void {
+    const w = this.#w;
+    w.u32(id);
+    w.u8(kind);
+    w.blob(key);
+  }
+
+  static #inRange(w: Watch, category: Bytes, key: Bytes): boolean {
+    return (
+      sameBytes(w.category, category) &&
+      Buffer.compare(key, w.start) >= 0 &&
+      (w.stop.length === 0 || Buffer.compare(key, w.stop) < 0)
+    );
+  }
+}

@@ -18,9 +18,9 @@ import type { JobHost } from './client-host.js';
 import { invalidArgument } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { isKeyValue, type Key, keyBytes } from './keys.js';
-import { rowFits } from './limits.js';
+import { MAX_KEY_BYTES, rowFits } from './limits.js';
 import { toPayload } from './payload.js';
-import { writeBatch, writePut } from './protocol/requests.js';
+import { writeAdd, writeBatch, writePut } from './protocol/requests.js';
 import type { PutOptions, TxOp } from './types.js';
 
 /** The most ops one atomic batch may hold. */
@@ -157,6 +157,21 @@ export class JobWrites {
    * @example job.persistAdd('counters', key('visits', day), 1)
    */
   persistAdd(category: string, key: Key, delta: number | bigint): void {
+    // The hot path: a known category, a real Key, a safe integer.
+    const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
+    const k = isKeyValue(key) ? keyBytes(key) : undefined;
+    if (
+      cat !== undefined &&
+      k !== undefined &&
+      k.length <= MAX_KEY_BYTES &&
+      Number.isSafeInteger(delta) &&
+      this.#client.running
+    ) {
+      const w = this.#client.frame();
+      writeAdd(w, cat, k, delta as number);
+      this.#client.sendIfLarge(w);
+      return;
+    }
     let record: OpRecord;
     try {
       record = checkedAdd(this.category(category, 'persistAdd'), key, delta, 'persistAdd');

@@ -198,10 +198,13 @@ export function opCountAt(buf: Uint8Array, opsAt: number): number {
   return readU32(buf, opsAt);
 }
 
-/** Where the batch of one put that starts at `p` ends, or -1 when no such record is there. */
-export function singlePutEnd(buf: Uint8Array, p: number): number {
+/**
+ * Where the batch of one op of `kind` that starts at `p` ends, or -1 when no such record is
+ * there.
+ */
+export function singleOpEnd(buf: Uint8Array, p: number, kind: number): number {
   if (p + 10 > buf.length || buf[p] !== Tag.Batch) return -1;
-  if (readU32(buf, p + 5) !== 1 || buf[p + 9] !== OpKind.Put) return -1;
+  if (readU32(buf, p + 5) !== 1 || buf[p + 9] !== kind) return -1;
   return p + BATCH_HEADER + readU32(buf, p + 1);
 }
 

@@ -7,6 +7,7 @@ import { COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
 import type { RequestReader } from '../protocol/request-reader.js';
 import { AtomicOutcome, OpKind } from '../protocol/requests.js';
 import type { KvBackend } from './backend.js';
+import { BY_SQL, Counters } from './counters.js';
 import type { Watches } from './watches.js';
 
 const F64_BYTES = 8;
@@ -28,10 +29,12 @@ export function counterFailure(e: unknown): number | undefined {
 export class OpApplier {
   readonly #backend: KvBackend;
   readonly #watches: Watches;
+  readonly counters: Counters;
 
   constructor(backend: KvBackend, watches: Watches) {
     this.#backend = backend;
     this.#watches = watches;
+    this.counters = new Counters(backend);
   }
 
   /** Apply the op `r.op()` just read (a check is skipped: see `checksHold`). */
@@ -39,6 +42,7 @@ export class OpApplier {
     const b = this.#backend;
     const watches = this.#watches;
     const { cat, key, stop } = r;
+    if (kind !== OpKind.Add) this.counters.forget(); // a write that may change a counter
     switch (kind) {
       case OpKind.Put:
         b.put(cat, key, stop);
@@ -50,11 +54,18 @@ export class OpApplier {
       case OpKind.DeletePrefix:
         this.deleteRange(cat, key, stop);
         return;
-      case OpKind.Add:
-        b.add(cat, key, stop);
+      case OpKind.Add: {
+        const sum = this.counters.sum(cat, key, stop);
+        if (sum !== BY_SQL) {
+          b.put(cat, key, sum); // a row without an expiry: a put keeps it so
+          if (watches.active) watches.put(cat, key, sum);
+          return;
+        }
+        b.add(cat, key, stop); // a row with an expiry: SQL knows the time
         if (watches.active && watches.covers(cat, key))
           watches.put(cat, key, b.get(cat, key) as Uint8Array);
         return;
+      }
       case OpKind.PutExpiring: {
         if (!b.expiry) throw new NeedsExpiry('the file has no expiry yet');
         const expiresAt = new DataView(stop.buffer, stop.byteOffset, F64_BYTES).getFloat64(0);
@@ -70,6 +81,7 @@ export class OpApplier {
 
   /** Delete `[start, stop)` of `category` (a deletePrefix, or a chunk of one). */
   deleteRange(category: Uint8Array, start: Uint8Array, stop: Uint8Array): number {
+    this.counters.forget();
     const n = this.#backend.deleteRange(category, start, stop);
     if (n > 0 && this.#watches.active) this.#watches.prefix(category, start, stop);
     return n;
@@ -82,6 +94,7 @@ export class OpApplier {
 
   /** A row deleted by a deleteAcked (`removed`: a live row was there). */
   deleted(category: Uint8Array, key: Uint8Array, removed: boolean): void {
+    this.counters.forget();
     if (removed && this.#watches.active) this.#watches.delete(category, key);
   }
 

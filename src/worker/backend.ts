@@ -203,7 +203,12 @@ export class KvBackend {
     return statement.get(category, key) === 1;
   }
 
-  /** Add the counter payload `delta` to the counter at `key` (absent or expired: 0). */
+  /** A row's payload and expiry (null: none), expired or not; undefined when absent. */
+  counterRow(category: Bytes, key: Bytes): [Buffer, number | null] | undefined {
+    return this.#reads.counterRow.get(category, key);
+  }
+
+  /** Add the counter payload `delta` to the counter at `key` (absent or expired: 0), in SQL. */
   add(category: Bytes, key: Bytes, delta: Bytes): void {
     this.#reads.add.run(category, key, delta);
   }

@@ -6,10 +6,11 @@
  */
 import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
 import { writeBoolean, writeNumber } from '../protocol/replies.js';
-import { type RequestReader, singlePutEnd } from '../protocol/request-reader.js';
+import { type RequestReader, singleOpEnd } from '../protocol/request-reader.js';
 import { AtomicOutcome, OpKind, Tag } from '../protocol/requests.js';
 import { counterFailure, NeedsExpiry, OpApplier } from './apply-ops.js';
 import { type KvBackend, PUT_RUN } from './backend.js';
+import { BY_SQL } from './counters.js';
 import type { DirtyReplies } from './dirty-replies.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
@@ -47,12 +48,18 @@ export class GroupCommit {
     this.#watches = watches;
     this.#ops = new OpApplier(backend, watches);
     this.#replies = replies;
-    this.#tx = new GroupTx(backend, replies, watches, (r, tag) => {
-      if (tag === Tag.DeleteAcked) {
-        r.keyRequest();
-        backend.delete(r.cat, r.key);
-      } else this.#applyBatch(r);
-    });
+    this.#tx = new GroupTx(
+      backend,
+      replies,
+      watches,
+      (r, tag) => {
+        if (tag === Tag.DeleteAcked) {
+          r.keyRequest();
+          backend.delete(r.cat, r.key);
+        } else this.#applyBatch(r);
+      },
+      () => this.#ops.counters.forget(),
+    );
     this.#faults = faults;
     this.#slice = slice;
     this.#busyTimeoutMs = busyTimeoutMs;
@@ -109,45 +116,61 @@ export class GroupCommit {
   }
 
   /**
-   * If the frame holds `PUT_RUN` single-put batches in a row from the record whose tag was
-   * just read, insert them with one statement and leave `r` past them. Each batch stays
-   * atomic on its own: if the statement fails (SQLite undoes all of it), they are applied
-   * one by one instead, so only the failing one fails. False when there is no such run, or
-   * on failure.
+   * If the frame holds `PUT_RUN` batches of one put, or of one add, in a row from the record
+   * at `at`, apply them with one statement (for adds, of the sums made in JavaScript: see
+   * src/worker/counters.ts) and leave `r` past them. Each batch stays atomic on its own: if
+   * the statement fails (SQLite undoes all of it), or an add of the run would fail or needs
+   * SQL, they are applied one by one instead, so only the failing one fails. False when
+   * there is no such run, or on failure.
    */
-  putRun(r: RequestReader): boolean {
+  run(r: RequestReader, at: number): boolean {
     const buf = r.buf;
-    const at = r.at;
-    // First look, without decoding: PUT_RUN records, each a batch of one put.
+    // First look, without decoding: PUT_RUN records, each a batch of one op of one kind.
+    const kind = buf[at + 9];
+    if (kind !== OpKind.Put && kind !== OpKind.Add) return false;
     let p = at;
-    for (let i = 0; i < PUT_RUN && p >= 0; i++) p = singlePutEnd(buf, p);
+    for (let i = 0; i < PUT_RUN && p >= 0; i++) p = singleOpEnd(buf, p, kind);
     if (p < 0) return false;
     const args = this.#runArgs;
+    const counters = this.#ops.counters;
     r.pos = at;
-    for (let i = 0; i < PUT_RUN; i++) {
-      r.reopen(r.pos);
-      r.op();
-      args[i * 3] = r.cat;
-      args[i * 3 + 1] = r.key;
-      args[i * 3 + 2] = r.stop;
+    try {
+      for (let i = 0; i < PUT_RUN; i++) {
+        r.reopen(r.pos);
+        r.op();
+        const last = kind === OpKind.Put ? r.stop : counters.sum(r.cat, r.key, r.stop, true);
+        if (last === BY_SQL) throw new Error('an add the run cannot make');
+        args[i * 3] = r.cat;
+        args[i * 3 + 1] = r.key;
+        args[i * 3 + 2] = last;
+      }
+    } catch {
+      counters.settle(false);
+      return false; // the adds go one by one: the one that fails fails alone
     }
     const notBegun = this.#tx.begin(buf, at);
-    if (notBegun !== undefined) return false; // each batch then reports it
+    if (notBegun !== undefined) {
+      counters.settle(false);
+      return false; // each batch then reports it
+    }
     try {
-      this.#backend.putRun(args);
-      if (this.#watches.active)
-        for (let i = 0; i < PUT_RUN * 3; i += 3)
-          this.#watches.put(
-            args[i] as Uint8Array,
-            args[i + 1] as Uint8Array,
-            args[i + 2] as Uint8Array,
-          );
+      if (kind === OpKind.Put) counters.forget();
+      this.#backend.putRun(args); // sums of rows without an expiry: a put keeps them so
     } catch {
       // The statement undid itself; redo the group's earlier writes if SQLite dropped the
       // transaction, then let each batch of the run go alone and fail alone.
+      counters.settle(false);
       if (!this.#backend.inTransaction) this.#tx.redoBefore({ buf, at });
       return false;
     }
+    counters.settle(true);
+    if (this.#watches.active)
+      for (let i = 0; i < PUT_RUN * 3; i += 3)
+        this.#watches.put(
+          args[i] as Uint8Array,
+          args[i + 1] as Uint8Array,
+          args[i + 2] as Uint8Array,
+        );
     return true;
   }
 
@@ -201,6 +224,7 @@ export class GroupCommit {
   #migrated(savepoint: boolean, r: RequestReader): boolean {
     const b = this.#backend;
     if (savepoint) b.rollbackToSavepoint();
+    this.#ops.counters.forget();
     this.commit();
     try {
       b.migrateToExpiry(this.migrationHook);
@@ -259,6 +283,7 @@ export class GroupCommit {
     }
     if (outcome === AtomicOutcome.Applied) b.release();
     else {
+      this.#ops.counters.forget();
       this.#watches.undo(mark);
       b.rollbackToSavepoint();
       this.#tx.notApplied(r.buf, r.at); // nothing of it to redo

@@ -29,6 +29,8 @@ export class GroupTx {
   readonly #replies: GroupReplies;
   readonly #watches: Watches;
   readonly #redo: Redo;
+  /** What the worker knows of the data besides SQLite (counter values) is stale: drop it. */
+  readonly #forget: () => void;
   // The write records of `#frames` (from offset `#from` in the first), minus those in
   // `#failed`, which failed alone (or were not applied) and were already answered.
   #frames: Uint8Array[] = [];
@@ -41,8 +43,15 @@ export class GroupTx {
   #unflushedFailures = 0;
   #firstUnflushedFailure: ErrorInfo | undefined;
 
-  constructor(backend: KvBackend, replies: GroupReplies, watches: Watches, redo: Redo) {
+  constructor(
+    backend: KvBackend,
+    replies: GroupReplies,
+    watches: Watches,
+    redo: Redo,
+    forget: () => void,
+  ) {
     this.#backend = backend;
+    this.#forget = forget;
     this.#replies = replies;
     this.#watches = watches;
     this.#redo = redo;
@@ -106,6 +115,7 @@ export class GroupTx {
    * does on some I/O errors), the group's earlier writes are redone in a new one.
    */
   undoFailedWrite(savepoint: boolean, buf: Uint8Array, at: number, error: ErrorInfo): void {
+    this.#forget();
     const b = this.#backend;
     if (b.inTransaction) {
       if (savepoint) {
@@ -127,6 +137,7 @@ export class GroupTx {
    * `until`. If that fails too, the group is lost. Returns whether the redo succeeded.
    */
   redoBefore(until: RecordAt, cause?: ErrorInfo): boolean {
+    this.#forget();
     const b = this.#backend;
     this.#watches.paused = true; // the changes of what is redone are recorded already
     try {
@@ -170,6 +181,7 @@ export class GroupTx {
    * for the first flush answered after it (whose reply is rewritten), or else for the next.
    */
   loseGroup(error: ErrorInfo, until?: RecordAt): void {
+    this.#forget();
     this.#backend.rollback();
     this.#watches.lose();
     const frames = this.#frames;

@@ -219,7 +219,7 @@ export class JobWorker {
         case Tag.Batch: {
           const at = r.at;
           if (this.#slice.shared) yield* commit.awaitWriteLock(buf, at);
-          if (!this.#faults.any && commit.putRun(r)) break; // r is past the run
+          if (!this.#faults.any && commit.run(r, at)) break; // r is past the run
           r.reopen(at);
           if (this.#slice.shared) yield* commit.batchInSlices(r);
           else commit.batch(r);

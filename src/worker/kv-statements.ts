@@ -19,6 +19,8 @@ export class ReadStatements {
   /** Delete one row; its one result row says whether it was live (not expired). */
   readonly deleteLive: Database.Statement<[Bytes, Bytes], number> | undefined;
   readonly add: Database.Statement<[Bytes, Bytes, Bytes]>;
+  /** A row's payload and expiry (null: none), whether expired or not. */
+  readonly counterRow: Database.Statement<[Bytes, Bytes], [Buffer, number | null]>;
   readonly pages: RangePages;
 
   constructor(db: Database.Database, expiry: boolean, hint: RowSizeHint) {
@@ -61,6 +63,11 @@ export class ReadStatements {
            : 'payload = persistency_add(payload, excluded.payload)'
        }`,
     );
+    this.counterRow = db
+      .prepare<[Bytes, Bytes], [Buffer, number | null]>(
+        `SELECT payload, ${expiry ? 'expires_at' : 'NULL'} FROM kv WHERE category = ? AND key = ?`,
+      )
+      .raw();
     this.pages = new RangePages(db, hint, expiry);
   }
 }

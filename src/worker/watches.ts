@@ -3,6 +3,7 @@
  * transaction that fall in them (src/protocol/changes.ts). Changes wait until their
  * transaction commits; a batch that fails takes its own back, a lost group all of its.
  */
+import { compareBytes } from '../codec/key.js';
 import { ByteWriter } from '../protocol/bytes.js';
 import { ChangeKind, COMMIT_END } from '../protocol/changes.js';
 
@@ -14,15 +15,20 @@ interface Watch {
   readonly start: Bytes;
   /** Empty: no upper bound. */
   readonly stop: Bytes;
+  /** The last bytes object found to be `category`: the frames hand out one per category. */
+  seen: Bytes | undefined;
 }
 
 const sameBytes = (a: Bytes, b: Bytes): boolean =>
-  a === b || (a.length === b.length && Buffer.compare(a, b) === 0);
+  a === b || (a.length === b.length && compareBytes(a, b) === 0);
+
+/** A writer for the changes of the next commits, sized like the last one's. */
+const INITIAL_BYTES = 4096;
 
 export class Watches {
   #list: Watch[] = [];
   /** Changes recorded; those before `#committed` belong to committed transactions. */
-  #w = new ByteWriter(256);
+  #w = new ByteWriter(INITIAL_BYTES);
   #committed = 0;
   /** While the group's writes are redone, their changes are already recorded. */
   paused = false;
@@ -33,7 +39,7 @@ export class Watches {
   }
 
   open(id: number, category: Bytes, start: Bytes, stop: Bytes): void {
-    this.#list = [...this.#list, { id, category: category.slice(), start, stop }];
+    this.#list = [...this.#list, { id, category: category.slice(), start, stop, seen: undefined }];
   }
 
   close(id: number): void {
@@ -72,8 +78,8 @@ export class Watches {
   prefix(category: Bytes, start: Bytes, stop: Bytes): void {
     for (const w of this.#list) {
       if (!sameBytes(w.category, category)) continue;
-      const below = w.stop.length > 0 && Buffer.compare(start, w.stop) >= 0;
-      const above = stop.length > 0 && Buffer.compare(stop, w.start) <= 0;
+      const below = w.stop.length > 0 && compareBytes(start, w.stop) >= 0;
+      const above = stop.length > 0 && compareBytes(stop, w.start) <= 0;
       if (!below && !above) this.#record(w.id, ChangeKind.Prefix, start);
     }
   }
@@ -95,12 +101,13 @@ export class Watches {
     const n = this.#committed;
     if (n === 0) return undefined;
     const w = this.#w;
-    const out = w.buf.slice(0, n);
-    const rest = w.buf.subarray(n, w.pos);
-    w.pos = 0;
-    w.bytes(rest);
     this.#committed = 0;
-    return out;
+    // Hand the whole buffer over (it is transferred, not copied) and start a new one with
+    // what the open transaction recorded so far.
+    const next = new ByteWriter(Math.max(INITIAL_BYTES, Math.min(w.pos, 64 * 1024 * 1024)));
+    next.bytes(w.buf.subarray(n, w.pos));
+    this.#w = next;
+    return w.buf.subarray(0, n);
   }
 
   #record(id: number, kind: number, key: Bytes): void {
@@ -111,10 +118,12 @@ export class Watches {
   }
 
   static #inRange(w: Watch, category: Bytes, key: Bytes): boolean {
+    if (category !== w.seen) {
+      if (!sameBytes(w.category, category)) return false;
+      w.seen = category;
+    }
     return (
-      sameBytes(w.category, category) &&
-      Buffer.compare(key, w.start) >= 0 &&
-      (w.stop.length === 0 || Buffer.compare(key, w.stop) < 0)
+      compareBytes(key, w.start) >= 0 && (w.stop.length === 0 || compareBytes(key, w.stop) < 0)
     );
   }
 }

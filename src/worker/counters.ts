@@ -1,0 +1,183 @@
+/*
+ * Counter sums made in the worker's JavaScript: the value of each counter a run of adds
+ * touches is read once and then known (`#known`) until something else may have changed it
+ * (any other write, a rollback: `forget`), so that an add costs a put of its new value,
+ * or a share of one statement for a run of adds, and never a call from SQLite back into
+ * JavaScript per row. A row that has an expiry is left to SQL (KvBackend.add), which
+ * knows the time and keeps the expiry; any other row, present or not, has none to keep.
+ */
+import { COUNTER_BYTES, COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
+import type { KvBackend } from './backend.js';
+
+const TWO_32 = 4294967296;
+/** Sums are cut from buffers of this size (see #slot). */
+const SLAB_BYTES = 2048;
+/** Counters remembered at most (they are all forgotten when there are more). */
+const MAX_KNOWN = 4096;
+const latin1Slice = Buffer.prototype.latin1Slice as (
+  this: Uint8Array,
+  start: number,
+  end: number,
+) => string;
+/** Bytes as a string (one char per byte), to index a Map. */
+const idOf = (b: Uint8Array): string => latin1Slice.call(b, 0, b.length);
+
+/** What an add needs from SQL instead: the row has an expiry. */
+export const BY_SQL = 0;
+
+type Known = Map<string, Uint8Array | null>;
+
+/** An error that fails an add's batch (see counterFailure). */
+function failure(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export class Counters {
+  readonly #backend: KvBackend;
+  /** Counter values by category, then key (null: no row). */
+  #known = new Map<string, Known>();
+  #size = 0;
+  /** The category looked up last, and its map: consecutive adds share one. */
+  #lastCategory: Uint8Array | undefined;
+  #lastKnown: Known | undefined;
+  /**
+   * What the run being prepared changed in `#known`, to take back if its statement does not
+   * run: [map, key, the value before (undefined: not known)].
+   */
+  readonly #journal: [Known, string, Uint8Array | null | undefined][] = [];
+  #slab = new Uint8Array(SLAB_BYTES);
+  #slabAt = 0;
+
+  constructor(backend: KvBackend) {
+    this.#backend = backend;
+  }
+
+  /** Something else may have changed a counter: read each again. */
+  forget(): void {
+    if (this.#size === 0) return;
+    this.#known = new Map();
+    this.#size = 0;
+    this.#lastCategory = undefined;
+    this.#lastKnown = undefined;
+  }
+
+  /**
+   * The counter payload `stored + delta` for an add to `key`, or BY_SQL when the row has an
+   * expiry; throws the add's failure (overflow, not a counter). `pending`: part of a run
+   * whose statement has not run yet (see `settle`); otherwise the sum is written already.
+   */
+  sum(
+    category: Uint8Array,
+    key: Uint8Array,
+    delta: Uint8Array,
+    pending = false,
+  ): Uint8Array | typeof BY_SQL {
+    const known = this.#knownOf(category);
+    const id = idOf(key);
+    const before = known.get(id);
+    let stored = before;
+    if (stored === undefined) {
+      const row = this.#backend.counterRow(category, key);
+      if (row !== undefined && row[1] !== null) return BY_SQL;
+      stored = row === undefined ? null : row[0];
+    }
+    const next = sumInto(this.#slot(), stored, delta);
+    if (pending) this.#journal.push([known, id, before]);
+    else if (before === undefined && this.#size >= MAX_KNOWN) {
+      this.forget(); // too many to keep: start again (never inside a run, whose journal needs them)
+      this.#knownOf(category).set(id, next);
+      this.#size = 1;
+      return next;
+    }
+    if (before === undefined) this.#size++;
+    known.set(id, next);
+    return next;
+  }
+
+  /**
+   * 8 bytes for a sum, cut from a larger buffer: SQLite reads a small Uint8Array of its
+   * own much more slowly (V8 keeps its bytes on the heap and must move them out first).
+   */
+  #slot(): Uint8Array {
+    if (this.#slabAt === SLAB_BYTES) {
+      this.#slab = new Uint8Array(SLAB_BYTES);
+      this.#slabAt = 0;
+    }
+    const at = this.#slabAt;
+    this.#slabAt += COUNTER_BYTES;
+    return this.#slab.subarray(at, at + COUNTER_BYTES);
+  }
+
+  /** The run's statement ran (`written`) or not: keep its sums, or drop them. */
+  settle(written: boolean): void {
+    const journal = this.#journal;
+    if (!written) {
+      for (let i = journal.length - 1; i >= 0; i--) {
+        const [known, id, before] = journal[i] as [Known, string, Uint8Array | null | undefined];
+        if (before === undefined) known.delete(id);
+        else known.set(id, before);
+      }
+    }
+    journal.length = 0;
+  }
+
+  #knownOf(category: Uint8Array): Known {
+    if (category === this.#lastCategory && this.#lastKnown !== undefined) return this.#lastKnown;
+    const name = idOf(category);
+    let known = this.#known.get(name);
+    if (known === undefined) {
+      known = new Map();
+      this.#known.set(name, known);
+    }
+    this.#lastCategory = category;
+    this.#lastKnown = known;
+    return known;
+  }
+}
+
+/** The big-endian u32 at `i`. */
+function u32(b: Uint8Array, i: number): number {
+  return (
+    (b[i] as number) * 0x1000000 +
+    (((b[i + 1] as number) << 16) | ((b[i + 2] as number) << 8) | (b[i + 3] as number))
+  );
+}
+
+/**
+ * `stored + delta` (absent: `delta`), both counter payloads, into `out`, in two 32-bit
+ * halves (no BigInt).
+ */
+function sumInto(out: Uint8Array, stored: Uint8Array | null, delta: Uint8Array): Uint8Array {
+  if (stored === null) {
+    out.set(delta);
+    return out;
+  }
+  if (stored.length !== COUNTER_BYTES) {
+    throw failure(
+      NOT_A_COUNTER,
+      `add: the stored payload of ${stored.length} bytes is not a counter (8 bytes of i64)`,
+    );
+  }
+  const a = stored;
+  const d = delta;
+  // High halves as signed 32-bit numbers (their sign bit flipped back), low halves unsigned.
+  let top = (u32(a, 0) ^ 0x80000000) + (u32(d, 0) ^ 0x80000000);
+  let lo = u32(a, 4) + u32(d, 4);
+  if (lo >= TWO_32) {
+    lo -= TWO_32;
+    top += 1;
+  }
+  if (top > 0x7fffffff || top < -0x80000000) {
+    throw failure(COUNTER_OVERFLOW, 'add: counter overflow (the sum is outside int64)');
+  }
+  const h = (top ^ 0x80000000) >>> 0;
+  out[0] = h >>> 24;
+  out[1] = (h >>> 16) & 0xff;
+  out[2] = (h >>> 8) & 0xff;
+  out[3] = h & 0xff;
+  out[4] = lo >>> 24;
+  out[5] = (lo >>> 16) & 0xff;
+  out[6] = (lo >>> 8) & 0xff;
+  out[7] = lo & 0xff;
+  return out;
+}

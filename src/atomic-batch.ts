@@ -120,7 +120,10 @@ export class AtomicBatch {
   #add(what: string, make: () => OpRecord): this {
     if (this.#refused !== undefined || this.#committed) return this;
     try {
-      this.#records.push(make());
+      // Bytes as they are now (a payload, an expected value): the caller may reuse its buffer.
+      const record = make();
+      const last = record.last;
+      this.#records.push(last === undefined ? record : { ...record, last: last.slice() });
     } catch (e) {
       this.#refused = refusal(e, `atomic: ${what}`);
     }

@@ -318,6 +318,8 @@ export function expiryOption(options: unknown, where: string): unknown {
   return (options as { expireInMs?: unknown }).expireInMs;
 }
 
+const MAX_TIME_MS = 8.64e15;
+
 /** When a put with `expireInMs` expires (ms since the epoch, by `now`). */
 export function checkedExpiry(expireInMs: unknown, where: string, now: () => number): number {
   if (!(typeof expireInMs === 'number' && Number.isFinite(expireInMs) && expireInMs >= 0)) {
@@ -326,8 +328,11 @@ export function checkedExpiry(expireInMs: unknown, where: string, now: () => num
     );
   }
   const at = now() + expireInMs;
-  if (!Number.isFinite(at))
-    throw new Refused(`${where}: the clock gave no usable time (${describe(at)})`);
+  // A time a Date can hold (±8.64e15 ms: about 275,000 years either way of 1970).
+  if (!(Math.abs(at) <= MAX_TIME_MS))
+    throw new Refused(
+      `${where}: expireInMs ${expireInMs} from now (${describe(at)} ms after 1970) is past the last time a Date can hold`,
+    );
   return at;
 }
 

@@ -187,6 +187,49 @@ describe.each(ROOT_MODES)('atomic (%s)', (_name, memory, options) => {
     await p.close();
   });
 
+  it('keeps counters exact across rollbacks: a failed write, a lost transaction, a batch not applied', async () => {
+    const { p, job } = await open();
+    p.events.on('writeFailed', () => {});
+    const k = key('c');
+    const value = async () => counter(unwrap(await job.get('n', k)));
+    job.persistAdd('n', k, 1);
+    job.persistAdd('n', k, 1);
+    unwrap(await job.flush());
+    // The next write fails and SQLite drops the transaction: the writes before it are redone.
+    job.persistAdd('n', k, 10);
+    injectFault(job, 'rollback', 1);
+    job.persistAdd('n', k, 100); // passed over (skipWrites 1)
+    job.persistAdd('n', k, 1000); // fails
+    expect((await job.flush()).isErr()).toBe(true);
+    expect(await value()).toBe(112n);
+    // An atomic batch whose second add overflows applies nothing, its first add included.
+    job.persistPut('n', key('max'), toPayload(i64(INT64_MAX)));
+    const r = await job.atomic().add('n', k, 5).add('n', key('max'), 1).commit();
+    expect(unwrap(r)).toEqual({ ok: false, reason: 'overflow' });
+    job.persistAdd('n', k, 1);
+    expect(await value()).toBe(113n);
+    // A put, a delete and a prefix delete change counters under the adds.
+    job.persistPut('n', k, toPayload(i64(-7)));
+    job.persistAdd('n', k, 1);
+    expect(await value()).toBe(-6n);
+    job.persistDelete('n', k);
+    job.persistAdd('n', k, 2);
+    expect(await value()).toBe(2n);
+    job.persistDeletePrefix('n', key());
+    job.persistAdd('n', k, 3);
+    expect(await value()).toBe(3n);
+    expect(unwrap(await job.deleteAcked('n', k))).toBe(true);
+    job.persistAdd('n', k, 4);
+    expect(await value()).toBe(4n);
+    // A commit that fails loses the adds of its group.
+    injectFault(job, 'commit');
+    job.persistAdd('n', k, 50);
+    expect((await job.flush()).isErr()).toBe(true);
+    job.persistAdd('n', k, 1);
+    expect(await value()).toBe(5n);
+    await p.close();
+  });
+
   it('refuses bad arguments up front, commits once, and answers Closed and JobNotFound', async () => {
     const { p, job } = await open();
     const bad = [

@@ -88,7 +88,7 @@ export function scan(root: string, id: string, category: string, values: Values)
     for (const [k, payload, expiresAt] of job.scan(cat, start, stop, reverse, limit)) {
       const shownKey = keyParts === undefined ? k.toString('hex') : keyParts.show(k);
       // A third column for a row that expires: when, in UTC.
-      const expiry = expiresAt === null ? '' : `\texpires ${new Date(expiresAt).toISOString()}`;
+      const expiry = expiresAt === null ? '' : `\texpires ${showTime(expiresAt)}`;
       out.line(`${shownKey}\t${showPayload.show(payload)}${expiry}`);
     }
   });
@@ -104,6 +104,12 @@ export function scan(root: string, id: string, category: string, values: Values)
     }
   }
   return EXIT.ok;
+}
+
+/** A time in ms since the epoch, as ISO 8601 UTC, or as a number past what a Date holds. */
+function showTime(ms: number): string {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `${ms} ms after 1970` : date.toISOString();
 }
 
 export function count(root: string, id: string, category: string, values: Values): number {

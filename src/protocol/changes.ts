@@ -7,7 +7,7 @@
  *   u32 COMMIT_END: the changes before it (since the last one) were one commit's
  */
 import { adoptKey, type Key } from '../keys.js';
-import { ByteReader } from './bytes.js';
+import { readU32 } from './bytes.js';
 
 export const ChangeKind = { Put: 1, Delete: 2, Prefix: 3 } as const;
 export const COMMIT_END = 0xffff_ffff;
@@ -30,27 +30,37 @@ export function readChanges(
   bytes: Uint8Array,
   deliver: (watch: number, changes: Change[]) => void,
 ): void {
-  const r = new ByteReader(bytes);
   const commit = new Map<number, Change[]>();
-  while (!r.done) {
-    const id = r.u32();
-    if (id === COMMIT_END) {
-      for (const [watch, changes] of commit) deliver(watch, changes);
+  // The watch of the records just read: usually one per message.
+  let id = -1;
+  let list: Change[] = [];
+  const end = bytes.length;
+  for (let p = 0; p < end; ) {
+    const watch = readU32(bytes, p);
+    p += 4;
+    if (watch === COMMIT_END) {
+      for (const [w, changes] of commit) deliver(w, changes);
       commit.clear();
+      id = -1;
       continue;
     }
-    const kind = r.u8();
-    const key = adoptKey(r.blob());
+    const kind = bytes[p++] as number;
+    const keyLength = readU32(bytes, p);
+    const key = adoptKey(bytes.subarray(p + 4, p + 4 + keyLength));
+    p += 4 + keyLength;
     let change: Change;
-    if (kind === ChangeKind.Put) change = { key, payload: r.blob() };
-    else if (kind === ChangeKind.Delete) change = { key, payload: undefined };
+    if (kind === ChangeKind.Put) {
+      const n = readU32(bytes, p);
+      change = { key, payload: bytes.subarray(p + 4, p + 4 + n) };
+      p += 4 + n;
+    } else if (kind === ChangeKind.Delete) change = { key, payload: undefined };
     else change = { prefix: key, deleted: true };
-    let list = commit.get(id);
-    if (list === undefined) {
-      list = [];
-      commit.set(id, list);
+    if (watch !== id) {
+      id = watch;
+      list = commit.get(watch) ?? [];
+      if (list.length === 0) commit.set(watch, list);
     }
     list.push(change);
   }
-  for (const [watch, changes] of commit) deliver(watch, changes);
+  for (const [w, changes] of commit) deliver(w, changes);
 }

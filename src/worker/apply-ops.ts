@@ -11,6 +11,7 @@ import { BY_SQL, Counters } from './counters.js';
 import type { Watches } from './watches.js';
 
 const F64_BYTES = 8;
+const NONE: readonly number[] = [];
 
 /**
  * Thrown by an expiring put on a file without expiry: the caller commits its group, gives
@@ -51,9 +52,12 @@ export class OpApplier {
       case OpKind.Delete:
         if (b.delete(cat, key) > 0 && watches.active) watches.delete(cat, key);
         return;
-      case OpKind.DeletePrefix:
-        this.deleteRange(cat, key, stop);
+      case OpKind.DeletePrefix: {
+        const touched = this.touchedBy(cat, key, stop);
+        b.deleteRange(cat, key, stop);
+        this.told(touched, key);
         return;
+      }
       case OpKind.Add: {
         const sum = this.counters.sum(cat, key, stop);
         if (sum !== BY_SQL) {
@@ -79,12 +83,27 @@ export class OpApplier {
     }
   }
 
-  /** Delete `[start, stop)` of `category` (a deletePrefix, or a chunk of one). */
-  deleteRange(category: Uint8Array, start: Uint8Array, stop: Uint8Array): number {
+  /**
+   * The watches a deletePrefix of `[start, stop)` will tell (asked before it runs): those
+   * with rows in the part of their range it covers.
+   */
+  touchedBy(category: Uint8Array, start: Uint8Array, stop: Uint8Array): readonly number[] {
+    if (!this.#watches.active) return NONE;
+    const b = this.#backend;
+    return this.#watches.touchedBy(category, start, stop, (from, to) =>
+      b.hasRow(category, from, to),
+    );
+  }
+
+  /** A deletePrefix of `prefix` is done: tell the watches it touched. */
+  told(touched: readonly number[], prefix: Uint8Array): void {
+    if (touched.length > 0) this.#watches.prefix(touched, prefix);
+  }
+
+  /** Delete a chunk `[start, stop)` of a deletePrefix (its watches are told by `told`). */
+  deleteChunk(category: Uint8Array, start: Uint8Array, stop: Uint8Array): void {
     this.counters.forget();
-    const n = this.#backend.deleteRange(category, start, stop);
-    if (n > 0 && this.#watches.active) this.#watches.prefix(category, start, stop);
-    return n;
+    this.#backend.deleteRange(category, start, stop);
   }
 
   /** Apply the next `n` ops of the batch `r` is in. */

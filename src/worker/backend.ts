@@ -63,6 +63,8 @@ export class KvBackend {
   readonly #nthFrom: Database.Statement<[Bytes, Bytes, number], Buffer>;
   readonly #nthInRange: Database.Statement<[Bytes, Bytes, Bytes, number], Buffer>;
   readonly #deleteRange: Database.Statement<[Bytes, Bytes, Bytes]>;
+  readonly #anyFrom: Database.Statement<[Bytes, Bytes], number>;
+  readonly #anyInRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
   readonly #putRun: Database.Statement<[readonly Bytes[]]>;
   #reads: ReadStatements;
   #expiry: ExpiryStatements | undefined;
@@ -94,6 +96,11 @@ export class KvBackend {
       .prepare<[Bytes, Bytes, Bytes, number], Buffer>(nth('key >= ? AND key < ?'))
       .pluck();
     this.#deleteRange = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?');
+    const any = (range: string) => `SELECT 1 FROM kv WHERE category = ? AND ${range} LIMIT 1`;
+    this.#anyFrom = db.prepare<[Bytes, Bytes], number>(any('key >= ?')).pluck();
+    this.#anyInRange = db
+      .prepare<[Bytes, Bytes, Bytes], number>(any('key >= ? AND key < ?'))
+      .pluck();
     db.function('persistency_add', { deterministic: true }, (stored: unknown, delta: unknown) =>
       asBuffer(addToCounter(stored as Buffer, delta as Buffer)),
     );
@@ -196,11 +203,15 @@ export class KvBackend {
     return this.#delete.run(category, key).changes;
   }
 
-  /** Delete one row; whether a live one (not expired) was there. */
-  deleteLive(category: Bytes, key: Bytes): boolean {
+  /** Delete one row: whether one was there, and whether it was live (not expired). */
+  deleteLive(category: Bytes, key: Bytes): { removed: boolean; live: boolean } {
     const statement = this.#reads.deleteLive;
-    if (statement === undefined) return this.#delete.run(category, key).changes > 0;
-    return statement.get(category, key) === 1;
+    if (statement === undefined) {
+      const removed = this.#delete.run(category, key).changes > 0;
+      return { removed, live: removed };
+    }
+    const live = statement.get(category, key);
+    return { removed: live !== undefined, live: live === 1 };
   }
 
   /** A row's payload and expiry (null: none), expired or not; undefined when absent. */
@@ -238,6 +249,15 @@ export class KvBackend {
     return stop.length === 0
       ? this.#deleteFrom.run(category, start).changes
       : this.#deleteRange.run(category, start, stop).changes;
+  }
+
+  /** Whether `[start, stop)` (empty `stop`: no bound) holds a row, expired or not. */
+  hasRow(category: Bytes, start: Bytes, stop: Bytes): boolean {
+    const found =
+      stop.length === 0
+        ? this.#anyFrom.get(category, start)
+        : this.#anyInRange.get(category, start, stop);
+    return found !== undefined;
   }
 
   /** The key `n` rows past `start` in `[start, stop)` (empty `stop`: no bound), if any. */

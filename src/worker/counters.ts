@@ -6,6 +6,8 @@
  * JavaScript per row. A row that has an expiry is left to SQL (KvBackend.add), which
  * knows the time and keeps the expiry; any other row, present or not, has none to keep.
  */
+
+import { compareBytes } from '../codec/key.js';
 import { COUNTER_BYTES, COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
 import type { KvBackend } from './backend.js';
 
@@ -19,13 +21,29 @@ const latin1Slice = Buffer.prototype.latin1Slice as (
   start: number,
   end: number,
 ) => string;
-/** Bytes as a string (one char per byte), to index a Map. */
+/** A category's bytes as a string (one char per byte), to index a Map. */
 const idOf = (b: Uint8Array): string => latin1Slice.call(b, 0, b.length);
 
 /** What an add needs from SQL instead: the row has an expiry. */
 export const BY_SQL = 0;
 
-type Known = Map<string, Uint8Array | null>;
+/** A counter known: its key (a copy), its value (null: no row; undefined: to read again). */
+interface Entry {
+  readonly key: Uint8Array;
+  value: Uint8Array | null | undefined;
+  /** Another key of the same hash. */
+  next: Entry | undefined;
+}
+
+/** One category's counters, by a hash of the key. */
+type Known = Map<number, Entry>;
+
+/** FNV-1a: cheaper than a string per key, and the bytes are compared on a hit anyway. */
+function hashOf(b: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ (b[i] as number), 0x01000193);
+  return h;
+}
 
 /** An error that fails an add's batch (see counterFailure). */
 function failure(code: string, message: string): Error {
@@ -34,17 +52,18 @@ function failure(code: string, message: string): Error {
 
 export class Counters {
   readonly #backend: KvBackend;
-  /** Counter values by category, then key (null: no row). */
+  /** Counters by category, then key. */
   #known = new Map<string, Known>();
   #size = 0;
   /** The category looked up last, and its map: consecutive adds share one. */
   #lastCategory: Uint8Array | undefined;
   #lastKnown: Known | undefined;
   /**
-   * What the run being prepared changed in `#known`, to take back if its statement does not
-   * run: [map, key, the value before (undefined: not known)].
+   * What the run being prepared changed, to take back if its statement does not run: the
+   * entries, and the value each had before.
    */
-  readonly #journal: [Known, string, Uint8Array | null | undefined][] = [];
+  readonly #journal: Entry[] = [];
+  readonly #journalBefore: (Uint8Array | null | undefined)[] = [];
   #slab = new Uint8Array(SLAB_BYTES);
   #slabAt = 0;
 
@@ -73,24 +92,32 @@ export class Counters {
     pending = false,
   ): Uint8Array | typeof BY_SQL {
     const known = this.#knownOf(category);
-    const id = idOf(key);
-    const before = known.get(id);
-    let stored = before;
+    const hash = hashOf(key);
+    const first = known.get(hash);
+    let entry = first;
+    while (entry !== undefined && compareBytes(entry.key, key) !== 0) entry = entry.next;
+    let stored = entry?.value;
     if (stored === undefined) {
       const row = this.#backend.counterRow(category, key);
       if (row !== undefined && row[1] !== null) return BY_SQL;
       stored = row === undefined ? null : row[0];
     }
     const next = sumInto(this.#slot(), stored, delta);
-    if (pending) this.#journal.push([known, id, before]);
-    else if (before === undefined && this.#size >= MAX_KNOWN) {
-      this.forget(); // too many to keep: start again (never inside a run, whose journal needs them)
-      this.#knownOf(category).set(id, next);
-      this.#size = 1;
-      return next;
+    if (entry === undefined) {
+      let chain = first;
+      if (!pending && this.#size >= MAX_KNOWN) {
+        this.forget(); // too many: start again (never inside a run, whose journal needs them)
+        chain = undefined;
+      }
+      entry = { key: key.slice(), value: undefined, next: chain };
+      this.#knownOf(category).set(hash, entry);
+      this.#size++;
     }
-    if (before === undefined) this.#size++;
-    known.set(id, next);
+    if (pending) {
+      this.#journal.push(entry);
+      this.#journalBefore.push(entry.value);
+    }
+    entry.value = next;
     return next;
   }
 
@@ -108,17 +135,14 @@ export class Counters {
     return this.#slab.subarray(at, at + COUNTER_BYTES);
   }
 
-  /** The run's statement ran (`written`) or not: keep its sums, or drop them. */
+  /** The run's statement ran (`written`) or not: keep its sums, or take them back. */
   settle(written: boolean): void {
     const journal = this.#journal;
-    if (!written) {
-      for (let i = journal.length - 1; i >= 0; i--) {
-        const [known, id, before] = journal[i] as [Known, string, Uint8Array | null | undefined];
-        if (before === undefined) known.delete(id);
-        else known.set(id, before);
-      }
-    }
+    const before = this.#journalBefore;
+    if (!written)
+      for (let i = journal.length - 1; i >= 0; i--) (journal[i] as Entry).value = before[i];
     journal.length = 0;
+    before.length = 0;
   }
 
   #knownOf(category: Uint8Array): Known {

@@ -207,10 +207,12 @@ export class GroupCommit {
       if (multi) this.#backend.release();
     } catch (e) {
       this.#watches.undo(mark);
-      if (e instanceof NeedsExpiry && this.#migrated(multi, r)) {
-        r.pos = at;
-        this.batch(r);
-        return;
+      if (e instanceof NeedsExpiry) {
+        if (this.#migrated(multi, r)) {
+          r.pos = at;
+          this.batch(r);
+        }
+        return; // else #migrated reported it
       }
       this.#batchError(e, multi, r);
     }
@@ -225,6 +227,9 @@ export class GroupCommit {
     const b = this.#backend;
     if (savepoint) b.rollbackToSavepoint();
     this.#ops.counters.forget();
+    // The group's writes before this one are committed; this one is not among them (if
+    // the commit fails, it is not reported lost: it is applied again after the migration).
+    this.#tx.notApplied(r.buf, r.at);
     this.commit();
     try {
       b.migrateToExpiry(this.migrationHook);
@@ -307,10 +312,12 @@ export class GroupCommit {
       if (multi) this.#backend.release();
     } catch (e) {
       this.#watches.undo(mark);
-      if (e instanceof NeedsExpiry && this.#migrated(multi, r)) {
-        r.pos = at;
-        yield* this.batchInSlices(r);
-        return;
+      if (e instanceof NeedsExpiry) {
+        if (this.#migrated(multi, r)) {
+          r.pos = at;
+          yield* this.batchInSlices(r);
+        }
+        return; // else #migrated reported it
       }
       this.#batchError(e, multi, r);
     }
@@ -323,14 +330,16 @@ export class GroupCommit {
       const kind = r.op();
       if (kind !== OpKind.DeletePrefix) this.#ops.apply(kind, r);
       else {
-        const { cat, stop } = r;
-        for (let from = r.key; ; ) {
+        const { cat, key, stop } = r;
+        const touched = this.#ops.touchedBy(cat, key, stop);
+        for (let from = key; ; ) {
           const next = b.keyAfter(cat, from, stop, RANGE_CHUNK);
-          this.#ops.deleteRange(cat, from, next ?? stop);
+          this.#ops.deleteChunk(cat, from, next ?? stop);
           if (next === undefined) break;
           from = next;
           if (this.#slice.due()) yield this.pause();
         }
+        this.#ops.told(touched, key);
       }
       if (i % SLICE_OPS === 0 && i < r.opCount && this.#slice.due()) yield this.pause();
     }
@@ -350,8 +359,9 @@ export class GroupCommit {
     }
     let removed: boolean;
     try {
-      removed = this.#backend.deleteLive(cat, key);
-      this.#ops.deleted(cat, key, removed);
+      const gone = this.#backend.deleteLive(cat, key);
+      this.#ops.deleted(cat, key, gone.removed); // an expired row too: watchers mirror rows
+      removed = gone.live;
     } catch (e) {
       const error = toErrorInfo(e);
       this.#tx.undoFailedWrite(false, buf, at, error);

@@ -323,7 +323,6 @@ export class JobWorker {
   #detach(how: 'close' | 'release'): boolean {
     this.#snapshots.closeAll(); // before the checkpoint, which a snapshot would hold back
     this.#sweep.cancel();
-    this.#detachedNow = true;
     let image: Uint8Array | undefined;
     let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;
     try {
@@ -338,6 +337,7 @@ export class JobWorker {
         return false;
       }
     }
+    this.#detachedNow = true; // no sweep from now on (a declined release goes on as before)
     try {
       this.#backend.close();
     } catch (e) {

@@ -214,7 +214,8 @@ export class JobReads {
       let from = start;
       if (this.#slice.shared) {
         for (let next = b.keyAfter(cat, from, stop, RANGE_CHUNK); next !== undefined; ) {
-          n += RANGE_CHUNK;
+          // A chunk holds RANGE_CHUNK rows, some of which may have expired.
+          n += b.expiry ? b.count(cat, from, next) : RANGE_CHUNK;
           from = next;
           if (this.#slice.due()) yield 'slice';
           next = b.keyAfter(cat, from, stop, RANGE_CHUNK);

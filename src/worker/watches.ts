@@ -5,6 +5,16 @@
  */
 import { compareBytes } from '../codec/key.js';
 import { ByteWriter } from '../protocol/bytes.js';
+
+/** Write `v` as a big-endian u32 at `p` (room for it is reserved); returns `p + 4`. */
+function writeU32(buf: Uint8Array, p: number, v: number): number {
+  buf[p] = v >>> 24;
+  buf[p + 1] = (v >>> 16) & 0xff;
+  buf[p + 2] = (v >>> 8) & 0xff;
+  buf[p + 3] = v & 0xff;
+  return p + 4;
+}
+
 import { ChangeKind, COMMIT_END } from '../protocol/changes.js';
 
 type Bytes = Uint8Array;
@@ -64,8 +74,17 @@ export class Watches {
   put(category: Bytes, key: Bytes, payload: Bytes): void {
     for (const w of this.#list) {
       if (!Watches.#inRange(w, category, key)) continue;
-      this.#record(w.id, ChangeKind.Put, key);
-      this.#w.blob(payload);
+      // The whole record at once: one bounds check, then the bytes.
+      const out = this.#w;
+      out.reserve(13 + key.length + payload.length);
+      const buf = out.buf;
+      let p = writeU32(buf, out.pos, w.id);
+      buf[p++] = ChangeKind.Put;
+      p = writeU32(buf, p, key.length);
+      buf.set(key, p);
+      p = writeU32(buf, p + key.length, payload.length);
+      buf.set(payload, p);
+      out.pos = p + payload.length;
     }
   }
 
@@ -74,14 +93,35 @@ export class Watches {
       if (Watches.#inRange(w, category, key)) this.#record(w.id, ChangeKind.Delete, key);
   }
 
-  /** Rows of `[start, stop)` were removed (a deletePrefix of `start`). */
-  prefix(category: Bytes, start: Bytes, stop: Bytes): void {
+  /**
+   * The watches a deletePrefix of `[start, stop)` of `category` would tell: those with a row
+   * in the part of their range it covers (`hasRow(from, to)`, an empty `to`: no bound).
+   */
+  touchedBy(
+    category: Bytes,
+    start: Bytes,
+    stop: Bytes,
+    hasRow: (from: Bytes, to: Bytes) => boolean,
+  ): number[] {
+    const touched: number[] = [];
     for (const w of this.#list) {
       if (!sameBytes(w.category, category)) continue;
-      const below = w.stop.length > 0 && compareBytes(start, w.stop) >= 0;
-      const above = stop.length > 0 && compareBytes(stop, w.start) <= 0;
-      if (!below && !above) this.#record(w.id, ChangeKind.Prefix, start);
+      const from = compareBytes(start, w.start) >= 0 ? start : w.start;
+      const to =
+        stop.length === 0
+          ? w.stop
+          : w.stop.length === 0 || compareBytes(stop, w.stop) < 0
+            ? stop
+            : w.stop;
+      if (to.length > 0 && compareBytes(from, to) >= 0) continue;
+      if (hasRow(from, to)) touched.push(w.id);
     }
+    return touched;
+  }
+
+  /** The rows under `prefix` were removed: tell the watches it touched (see touchedBy). */
+  prefix(touched: readonly number[], prefix: Bytes): void {
+    for (const id of touched) this.#record(id, ChangeKind.Prefix, prefix);
   }
 
   /** The open transaction committed: its changes can go. */

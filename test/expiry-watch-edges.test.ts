@@ -26,28 +26,11 @@ import {
 } from '../src/index.js';
 import { injectFault } from '../src/job.js';
 import { releaseIdleJobs } from '../src/persistency.js';
+import { hex, plain, testClock } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-review15-');
-
-const hex = (k: Key | Uint8Array): string =>
-  Buffer.from(k instanceof Uint8Array ? k : k.bytes).toString('hex');
-
-function plain(c: Change): unknown {
-  if ('prefix' in c) return { prefix: hex(c.prefix) };
-  return { key: hex(c.key), payload: c.payload === undefined ? null : hex(c.payload) };
-}
-
-function testClock(start = Date.UTC(2026, 0, 1)): { now: () => number; advance(ms: number): void } {
-  let t = start;
-  return {
-    now: () => t,
-    advance: (ms) => {
-      t += ms;
-    },
-  };
-}
 
 const POOL: PersistencyOptions = { workerThreads: 2 };
 const PER_JOB: PersistencyOptions = { workerThreads: 'per-job' };

@@ -18,6 +18,7 @@ import {
   prefixRange,
   toPayload,
 } from '../src/index.js';
+import { hex, testClock } from './support/changes.js';
 import { Child, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { FILE_MODES, ROOT_MODES } from './support/modes.js';
@@ -25,17 +26,6 @@ import { all } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-expiry-');
 afterEach(stopChildren);
-
-/** A clock the test moves. */
-function testClock(start = Date.UTC(2026, 0, 1)): { now: () => number; advance(ms: number): void } {
-  let t = start;
-  return {
-    now: () => t,
-    advance: (ms) => {
-      t += ms;
-    },
-  };
-}
 
 /** What a file holds, read past the library (version, every row's key and expiry). */
 function rawFile(file: string): {
@@ -57,8 +47,6 @@ function rawFile(file: string): {
     db.close();
   }
 }
-
-const hex = (k: { bytes: Uint8Array }): string => Buffer.from(k.bytes).toString('hex');
 
 describe.each(ROOT_MODES)('expiry (%s)', (_name, memory, options) => {
   async function open(clock = testClock()) {

@@ -11,7 +11,6 @@ import {
   type Change,
   decodePayload,
   type Job,
-  type Key,
   key,
   Persistency,
   payload,
@@ -20,22 +19,11 @@ import {
 } from '../src/index.js';
 import { injectFault, jobClient } from '../src/job.js';
 import { releaseIdleJobs } from '../src/persistency.js';
+import { hex, plain } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES, rejection } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-watch-');
-
-const hex = (k: Key | Uint8Array): string =>
-  Buffer.from(k instanceof Uint8Array ? k : k.bytes).toString('hex');
-
-/** A change as plain data, for comparisons. */
-function plain(c: Change): unknown {
-  if ('prefix' in c) return { prefix: hex(c.prefix) };
-  return {
-    key: hex(c.key),
-    payload: c.payload === undefined ? null : hex(c.payload),
-  };
-}
 
 /** Take `n` changes (whatever the commits) from a watch, as arrays per commit. */
 async function take(feed: AsyncIterator<Change[]>, n: number): Promise<Change[][]> {

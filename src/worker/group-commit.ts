@@ -206,16 +206,22 @@ export class GroupCommit {
       this.#applyBatch(r);
       if (multi) this.#backend.release();
     } catch (e) {
-      this.#watches.undo(mark);
-      if (e instanceof NeedsExpiry) {
-        if (this.#migrated(multi, r)) {
-          r.pos = at;
-          this.batch(r);
-        }
-        return; // else #migrated reported it
+      if (this.#failed(e, multi, r, mark)) {
+        r.pos = at;
+        this.batch(r);
       }
-      this.#batchError(e, multi, r);
     }
+  }
+
+  /**
+   * The batch `r` is in failed with `e`: undo it and report it. True when instead it is to
+   * be applied again: it needed the file to gain expiry, which it now has.
+   */
+  #failed(e: unknown, savepoint: boolean, r: RequestReader, mark: number): boolean {
+    this.#watches.undo(mark);
+    if (e instanceof NeedsExpiry) return this.#migrated(savepoint, r); // it reports a failure
+    this.#batchError(e, savepoint, r);
+    return false;
   }
 
   /**
@@ -311,15 +317,10 @@ export class GroupCommit {
       yield* this.#applySliced(r);
       if (multi) this.#backend.release();
     } catch (e) {
-      this.#watches.undo(mark);
-      if (e instanceof NeedsExpiry) {
-        if (this.#migrated(multi, r)) {
-          r.pos = at;
-          yield* this.batchInSlices(r);
-        }
-        return; // else #migrated reported it
+      if (this.#failed(e, multi, r, mark)) {
+        r.pos = at;
+        yield* this.batchInSlices(r);
       }
-      this.#batchError(e, multi, r);
     }
   }
 

@@ -22,7 +22,7 @@ import type {
   ScanOptions,
   TxOp,
 } from './types.js';
-import { UnheardFailures, warnListenerThrew } from './warnings.js';
+import { emitToAll, UnheardFailures } from './warnings.js';
 
 // mitt ships ESM at runtime but CommonJS-style typings, which NodeNext reads as a
 // namespace; the runtime default export is the factory itself.
@@ -81,7 +81,9 @@ export class Persistency {
 
   private constructor(rootDir: string, options: Required<PersistencyOptions>) {
     this.rootDir = rootDir;
-    this.#jobs = new JobRegistry(rootDir, options, (type, event) => this.#emit(type, event));
+    this.#jobs = new JobRegistry(rootDir, options, (type, event) =>
+      emitToAll(this.events, this.#unheard, type, event),
+    );
   }
 
   /**
@@ -374,35 +376,6 @@ export class Persistency {
   ): ResultAsync<T, PersistencyError> {
     const job = this.#jobs.openJobOf(jobId);
     return job !== undefined ? run(job) : errAsync(this.#jobs.notFound(jobId));
-  }
-
-  /**
-   * Emit to every listener of `type`, then of `'*'`, whatever one of them throws (mitt
-   * would stop at the first that throws): a throw becomes a warning (src/warnings.ts). A
-   * write failure that no listener hears becomes a warning too.
-   */
-  #emit<K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]): void {
-    const typed = this.events.all.get(type);
-    const wild = this.events.all.get('*');
-    if (type === 'writeFailed' && !typed?.length && !wild?.length) {
-      const failure = event as PersistencyEvents['writeFailed'];
-      this.#unheard.add(failure.jobId, failure.count, failure.error);
-      return;
-    }
-    for (const handler of typed?.slice() ?? []) {
-      try {
-        (handler as (e: PersistencyEvents[K]) => void)(event);
-      } catch (e) {
-        warnListenerThrew(type, e);
-      }
-    }
-    for (const handler of wild?.slice() ?? []) {
-      try {
-        (handler as (t: K, e: PersistencyEvents[K]) => void)(type, event);
-      } catch (e) {
-        warnListenerThrew(type, e);
-      }
-    }
   }
 }
 

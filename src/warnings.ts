@@ -2,8 +2,11 @@
  * What the library tells the process when nobody else hears it: a listener that threw,
  * and write failures no listener received (CONTRACT.md section 7). Both go through
  * `process.emitWarning` with the name `PersistencyWarning`, which Node prints to stderr
- * unless the application listens for 'warning' itself.
+ * unless the application listens for 'warning' itself. And the delivery of events that
+ * makes them so.
  */
+import type { Emitter } from 'mitt';
+import type { PersistencyEvents } from './types.js';
 
 const NAME = 'PersistencyWarning';
 /** Unheard write failures of one job are reported at most once per this many ms. */
@@ -52,5 +55,39 @@ export class UnheardFailures {
       `job ${jobId}: ${entry.count} write(s) failed and no 'writeFailed' listener heard it; first: ${entry.first.message}`,
       { type: NAME, code: 'PERSISTENCY_WRITE_FAILED', detail: entry.first.stack },
     );
+  }
+}
+
+/**
+ * Emit to every listener of `type`, then of `'*'`, whatever one of them throws (mitt
+ * would stop at the first that throws): a throw becomes a warning. A write failure that no
+ * listener hears becomes a warning too (`unheard`).
+ */
+export function emitToAll<K extends keyof PersistencyEvents>(
+  events: Emitter<PersistencyEvents>,
+  unheard: UnheardFailures,
+  type: K,
+  event: PersistencyEvents[K],
+): void {
+  const typed = events.all.get(type);
+  const wild = events.all.get('*');
+  if (type === 'writeFailed' && !typed?.length && !wild?.length) {
+    const failure = event as PersistencyEvents['writeFailed'];
+    unheard.add(failure.jobId, failure.count, failure.error);
+    return;
+  }
+  for (const handler of typed?.slice() ?? []) {
+    try {
+      (handler as (e: PersistencyEvents[K]) => void)(event);
+    } catch (e) {
+      warnListenerThrew(type, e);
+    }
+  }
+  for (const handler of wild?.slice() ?? []) {
+    try {
+      (handler as (t: K, e: PersistencyEvents[K]) => void)(type, event);
+    } catch (e) {
+      warnListenerThrew(type, e);
+    }
   }
 }

@@ -143,6 +143,7 @@ export class Counters {
       for (let i = journal.length - 1; i >= 0; i--) (journal[i] as Entry).value = before[i];
     journal.length = 0;
     before.length = 0;
+    if (this.#size > MAX_KNOWN) this.forget(); // runs alone would never check the bound
   }
 
   #knownOf(category: Uint8Array): Known {

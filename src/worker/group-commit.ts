@@ -56,6 +56,7 @@ export class GroupCommit {
         if (tag === Tag.DeleteAcked) {
           r.keyRequest();
           backend.delete(r.cat, r.key);
+          this.#ops.counters.forget(); // it may have deleted a counter
         } else this.#applyBatch(r);
       },
       () => this.#ops.counters.forget(),
@@ -233,10 +234,9 @@ export class GroupCommit {
     const b = this.#backend;
     if (savepoint) b.rollbackToSavepoint();
     this.#ops.counters.forget();
-    // The group's writes before this one are committed; this one is not among them (if
-    // the commit fails, it is not reported lost: it is applied again after the migration).
-    this.#tx.notApplied(r.buf, r.at);
-    this.commit();
+    // The group's writes before this one are committed; if that fails, only they are lost:
+    // this one and those after it are applied after the migration.
+    this.#tx.commit(this.#faults, { buf: r.buf, at: r.at });
     try {
       b.migrateToExpiry(this.migrationHook);
       return true;

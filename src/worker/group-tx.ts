@@ -229,15 +229,19 @@ export class GroupTx {
     this.#firstUnflushedFailure = undefined;
   }
 
-  /** Commit the group's transaction; the group's replies can then be sent. */
-  commit(faults: Faults): void {
+  /**
+   * Commit the group's transaction; the group's replies can then be sent. `until`: the
+   * commit is made mid-frame, before that record; if it fails, only the writes before it
+   * are lost (the rest are still to be applied).
+   */
+  commit(faults: Faults, until?: RecordAt): void {
     if (this.#backend.inTransaction) {
       try {
         if (faults.any) faults.fire(['commit'], this.#backend);
         this.#backend.commit();
         this.#watches.commit();
       } catch (e) {
-        this.loseGroup(toErrorInfo(e, 'commit'));
+        this.loseGroup(toErrorInfo(e, 'commit'), until);
       }
     }
     this.#frames = [];

@@ -7,7 +7,6 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
-  decodePayload,
   i64,
   type Job,
   key,
@@ -18,15 +17,11 @@ import {
   toPayload,
 } from '../src/index.js';
 import { injectFault } from '../src/job.js';
+import { counter, INT64_MAX, INT64_MIN } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { FILE_MODES, ROOT_MODES } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-atomic-');
-
-const INT64_MAX = 2n ** 63n - 1n;
-const INT64_MIN = -(2n ** 63n);
-const counter = (bytes: Uint8Array | undefined): bigint | undefined =>
-  bytes === undefined ? undefined : (decodePayload(bytes, 'i64') as bigint);
 
 describe.each(ROOT_MODES)('atomic (%s)', (_name, memory, options) => {
   async function open(id = 'j'): Promise<{ p: Persistency; job: Job; root: string }> {

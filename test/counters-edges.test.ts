@@ -8,7 +8,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   type Change,
-  decodePayload,
   i64,
   type Job,
   type Key,
@@ -22,24 +21,12 @@ import {
 import { injectFault } from '../src/job.js';
 import { keyBytes } from '../src/keys.js';
 import type { KvBackend } from '../src/worker/backend.js';
-import { Counters } from '../src/worker/counters.js';
-import { hex, testClock } from './support/changes.js';
+import { Counters, hashOf } from '../src/worker/counters.js';
+import { counter, hex, INT64_MAX, INT64_MIN, testClock } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-review16-');
-
-const INT64_MAX = 2n ** 63n - 1n;
-const INT64_MIN = -(2n ** 63n);
-const counter = (bytes: Uint8Array | undefined): bigint | undefined =>
-  bytes === undefined ? undefined : (decodePayload(bytes, 'i64') as bigint);
-
-/** FNV-1a 32, as src/worker/counters.ts hashes a key. */
-function fnv(b: Uint8Array): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ (b[i] as number), 0x01000193);
-  return h;
-}
 
 /** Two keys whose bytes have the same FNV-1a hash (found by a birthday search). */
 const COLLIDING = [key('8e567f03ef85'), key('8611bb1e1980')] as const;
@@ -80,7 +67,7 @@ describe.each(ROOT_MODES)('review 16 (%s)', (_name, memory, options) => {
 
   it('keeps two counters apart whose keys have the same hash, in runs and alone', async () => {
     const [a, b] = COLLIDING;
-    expect(fnv(keyBytes(a))).toBe(fnv(keyBytes(b)));
+    expect(hashOf(keyBytes(a))).toBe(hashOf(keyBytes(b)));
     expect(hex(a)).not.toBe(hex(b));
     const { p, job } = await open();
     // Runs of 32 single adds alternating between the two keys, then single adds.

@@ -9,7 +9,7 @@
  * before a job opens: an exclusive lock on the job file would keep every reader out.
  */
 import type Database from 'better-sqlite3';
-import { addToCounter } from '../counter.js';
+import { COUNTER_BYTES, sumInto } from '../counter.js';
 import type { ByteWriter } from '../protocol/bytes.js';
 import { EXPIRY_MIGRATION, EXPIRY_VERSION, hasExpiry, JobClock, liveOnly } from './expiry.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
@@ -50,7 +50,6 @@ export interface GetManyMarkers {
 }
 
 const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
-const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
 /** Rows per page of a scan (see `scanPage`). */
 export const SCAN_PAGE_ROWS = 256;
@@ -102,7 +101,7 @@ export class KvBackend {
       .prepare<[Bytes, Bytes, Bytes], number>(any('key >= ? AND key < ?'))
       .pluck();
     db.function('persistency_add', { deterministic: true }, (stored: unknown, delta: unknown) =>
-      asBuffer(addToCounter(stored as Buffer, delta as Buffer)),
+      sumInto(Buffer.alloc(COUNTER_BYTES), stored as Buffer, delta as Buffer),
     );
     const expiry = hasExpiry(db);
     this.#reads = new ReadStatements(db, expiry, this.rowSize);

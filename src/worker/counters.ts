@@ -8,10 +8,9 @@
  */
 
 import { compareBytes } from '../codec/key.js';
-import { COUNTER_BYTES, COUNTER_OVERFLOW, NOT_A_COUNTER } from '../counter.js';
+import { COUNTER_BYTES, sumInto } from '../counter.js';
 import type { KvBackend } from './backend.js';
 
-const TWO_32 = 4294967296;
 /** Sums are cut from buffers of this size (see #slot). */
 const SLAB_BYTES = 2048;
 /** Counters remembered at most (they are all forgotten when there are more). */
@@ -39,15 +38,10 @@ interface Entry {
 type Known = Map<number, Entry>;
 
 /** FNV-1a: cheaper than a string per key, and the bytes are compared on a hit anyway. */
-function hashOf(b: Uint8Array): number {
+export function hashOf(b: Uint8Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < b.length; i++) h = Math.imul(h ^ (b[i] as number), 0x01000193);
   return h;
-}
-
-/** An error that fails an add's batch (see counterFailure). */
-function failure(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
 }
 
 export class Counters {
@@ -158,51 +152,4 @@ export class Counters {
     this.#lastKnown = known;
     return known;
   }
-}
-
-/** The big-endian u32 at `i`. */
-function u32(b: Uint8Array, i: number): number {
-  return (
-    (b[i] as number) * 0x1000000 +
-    (((b[i + 1] as number) << 16) | ((b[i + 2] as number) << 8) | (b[i + 3] as number))
-  );
-}
-
-/**
- * `stored + delta` (absent: `delta`), both counter payloads, into `out`, in two 32-bit
- * halves (no BigInt).
- */
-function sumInto(out: Uint8Array, stored: Uint8Array | null, delta: Uint8Array): Uint8Array {
-  if (stored === null) {
-    out.set(delta);
-    return out;
-  }
-  if (stored.length !== COUNTER_BYTES) {
-    throw failure(
-      NOT_A_COUNTER,
-      `add: the stored payload of ${stored.length} bytes is not a counter (8 bytes of i64)`,
-    );
-  }
-  const a = stored;
-  const d = delta;
-  // High halves as signed 32-bit numbers (their sign bit flipped back), low halves unsigned.
-  let top = (u32(a, 0) ^ 0x80000000) + (u32(d, 0) ^ 0x80000000);
-  let lo = u32(a, 4) + u32(d, 4);
-  if (lo >= TWO_32) {
-    lo -= TWO_32;
-    top += 1;
-  }
-  if (top > 0x7fffffff || top < -0x80000000) {
-    throw failure(COUNTER_OVERFLOW, 'add: counter overflow (the sum is outside int64)');
-  }
-  const h = (top ^ 0x80000000) >>> 0;
-  out[0] = h >>> 24;
-  out[1] = (h >>> 16) & 0xff;
-  out[2] = (h >>> 8) & 0xff;
-  out[3] = h & 0xff;
-  out[4] = lo >>> 24;
-  out[5] = (lo >>> 16) & 0xff;
-  out[6] = (lo >>> 8) & 0xff;
-  out[7] = lo & 0xff;
-  return out;
 }

@@ -55,8 +55,7 @@ export class GroupCommit {
       (r, tag) => {
         if (tag === Tag.DeleteAcked) {
           r.keyRequest();
-          backend.delete(r.cat, r.key);
-          this.#ops.counters.forget(); // it may have deleted a counter
+          this.#ops.deleted(r.cat, r.key, backend.delete(r.cat, r.key) > 0);
         } else this.#applyBatch(r);
       },
       () => this.#ops.counters.forget(),

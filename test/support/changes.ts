@@ -1,8 +1,8 @@
 /*
- * Helpers of the issue-15 suites: a clock a test moves (the `clock` option), and keys and
- * watch changes as plain data for comparisons.
+ * Helpers of the issue-15 suites: a clock a test moves (the `clock` option), counters' int64
+ * bounds and values, and keys and watch changes as plain data for comparisons.
  */
-import type { Change, Key } from '../../src/index.js';
+import { type Change, decodePayload, type Key } from '../../src/index.js';
 
 /** A clock the test moves: pass `now` as the `clock` option. */
 export function testClock(start = Date.UTC(2026, 0, 1)): {
@@ -27,3 +27,10 @@ export function plain(c: Change): unknown {
   if ('prefix' in c) return { prefix: hex(c.prefix) };
   return { key: hex(c.key), payload: c.payload === undefined ? null : hex(c.payload) };
 }
+
+export const INT64_MAX = 2n ** 63n - 1n;
+export const INT64_MIN = -(2n ** 63n);
+
+/** A counter's value (its payload `toPayload(i64(n))`), or undefined for no row. */
+export const counter = (bytes: Uint8Array | undefined): bigint | undefined =>
+  bytes === undefined ? undefined : decodePayload(bytes, 'i64');

@@ -8,7 +8,7 @@
  * queued, never skipped silently. One commit is never split: it can exceed `maxQueued` alone.
  */
 import { PersistencyError } from './errors.js';
-import type { Change } from './protocol/changes.js';
+import type { Change, CommitChanges } from './protocol/changes.js';
 
 /** What a watch needs from its job. */
 export interface WatchChannel {
@@ -23,7 +23,7 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
   readonly id: number;
   readonly #channel: WatchChannel;
   readonly #maxQueued: number;
-  #queue: Change[][] = [];
+  #queue: CommitChanges[] = [];
   #queued = 0;
   /** `next()` calls waiting for changes, in order. */
   #waiting: {
@@ -45,17 +45,21 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
     return this;
   }
 
-  /** One commit's changes in the range arrived. */
-  deliver(changes: Change[]): void {
+  /**
+   * One commit's changes in the range arrived. A waiting `next()` gets them in a task of its
+   * own: whoever awaits a reply of the same commit goes first, not held up while a large
+   * commit's changes are made into objects.
+   */
+  deliver(changes: CommitChanges): void {
     if (this.#end !== undefined) return;
     const waiting = this.#waiting.shift();
     if (waiting !== undefined) {
-      waiting.resolve({ done: false, value: changes });
+      setImmediate(() => waiting.resolve({ done: false, value: changes.read() }));
       return;
     }
     // A commit is never split, and one that finds nothing waiting is always taken: only a
     // watcher with changes still waiting can fall behind.
-    if (this.#queued > 0 && this.#queued + changes.length > this.#maxQueued) {
+    if (this.#queued > 0 && this.#queued + changes.count > this.#maxQueued) {
       this.#finish(
         new PersistencyError(
           'Overflow',
@@ -65,7 +69,7 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
       return;
     }
     this.#queue.push(changes);
-    this.#queued += changes.length;
+    this.#queued += changes.count;
   }
 
   /** The job closed or its worker died: the feed ends with `error` after what is queued. */
@@ -77,8 +81,8 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
   next(): Promise<IteratorResult<Change[]>> {
     const changes = this.#queue.shift();
     if (changes !== undefined) {
-      this.#queued -= changes.length;
-      return Promise.resolve({ done: false, value: changes });
+      this.#queued -= changes.count;
+      return Promise.resolve({ done: false, value: changes.read() });
     }
     const end = this.#end;
     if (end === 'done') return Promise.resolve({ done: true, value: undefined });

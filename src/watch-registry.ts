@@ -8,7 +8,7 @@ import { checkedRange, refusal } from './checks.js';
 import type { PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { describe, type KeyRange } from './keys.js';
-import { readChanges } from './protocol/changes.js';
+import { splitChanges } from './protocol/changes.js';
 import { writeWatchClose, writeWatchOpen } from './protocol/requests.js';
 import type { CategoryOf } from './read-records.js';
 import type { WatchOptions } from './types.js';
@@ -26,8 +26,8 @@ export class JobWatches {
     this.#client = client;
     this.#category = category;
     client.watchers = {
-      changes: (bytes) =>
-        readChanges(bytes, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
+      changes: (chunks) =>
+        splitChanges(chunks, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
       ended: (error) => this.#endAll(error),
     };
   }

@@ -1,6 +1,7 @@
 /*
  * Change records: what a job's watchers are told, written by the worker after a commit and
- * read on the main thread (src/change-feed.ts). One message's changes are a sequence of
+ * read on the main thread (src/change-feed.ts). One message's changes are chunks (a record
+ * never spans two) of
  *
  *   u32 watch id, u8 kind, u32 keyLen, key, then for a put: u32 payloadLen, payload
  *     (kind PUT: a row written; DELETE: a row removed; PREFIX: rows under `key` removed)
@@ -22,45 +23,100 @@ export type Change =
   | { readonly key: Key; readonly payload: undefined }
   | { readonly prefix: Key; readonly deleted: true };
 
+/** Where a record starts: the chunk and the offset in it. */
+interface At {
+  chunk: number;
+  pos: number;
+}
+
 /**
- * Read a message's changes: `deliver(id, changes)` once per commit and watch, in commit
- * order. Keys and payloads are views into `bytes`, which the caller hands over.
+ * One commit's changes for one watch, still as bytes: they become `Change`s when the
+ * watcher takes them, so a large commit costs the thread that receives it one pass over
+ * record headers, and the objects are made by the watcher's own `next()`.
  */
-export function readChanges(
-  bytes: Uint8Array,
-  deliver: (watch: number, changes: Change[]) => void,
-): void {
-  const commit = new Map<number, Change[]>();
-  // The watch of the records just read: usually one per message.
-  let id = -1;
-  let list: Change[] = [];
-  const end = bytes.length;
-  for (let p = 0; p < end; ) {
-    const watch = readU32(bytes, p);
-    p += 4;
-    if (watch === COMMIT_END) {
-      for (const [w, changes] of commit) deliver(w, changes);
-      commit.clear();
-      id = -1;
-      continue;
-    }
-    const kind = bytes[p++] as number;
-    const keyLength = readU32(bytes, p);
-    const key = adoptKey(bytes.subarray(p + 4, p + 4 + keyLength));
-    p += 4 + keyLength;
-    let change: Change;
-    if (kind === ChangeKind.Put) {
-      const n = readU32(bytes, p);
-      change = { key, payload: bytes.subarray(p + 4, p + 4 + n) };
-      p += 4 + n;
-    } else if (kind === ChangeKind.Delete) change = { key, payload: undefined };
-    else change = { prefix: key, deleted: true };
-    if (watch !== id) {
-      id = watch;
-      list = commit.get(watch) ?? [];
-      if (list.length === 0) commit.set(watch, list);
-    }
-    list.push(change);
+export class CommitChanges {
+  readonly #chunks: readonly Uint8Array[];
+  readonly #watch: number;
+  readonly #from: At;
+  readonly #to: At;
+  /** How many changes the commit made in the watch's range. */
+  readonly count: number;
+
+  constructor(chunks: readonly Uint8Array[], watch: number, from: At, to: At, count: number) {
+    this.#chunks = chunks;
+    this.#watch = watch;
+    this.#from = from;
+    this.#to = to;
+    this.count = count;
   }
-  for (const [w, changes] of commit) deliver(w, changes);
+
+  /** The changes, in commit order; keys and payloads are views into the message's bytes. */
+  read(): Change[] {
+    const out: Change[] = [];
+    const to = this.#to;
+    for (let c = this.#from.chunk; c <= to.chunk; c++) {
+      const bytes = this.#chunks[c] as Uint8Array;
+      const end = c === to.chunk ? to.pos : bytes.length;
+      for (let p = c === this.#from.chunk ? this.#from.pos : 0; p < end; ) {
+        const watch = readU32(bytes, p);
+        const kind = bytes[p + 4] as number;
+        const keyLength = readU32(bytes, p + 5);
+        const keyAt = p + 9;
+        p = keyAt + keyLength;
+        let payload: Uint8Array | undefined;
+        if (kind === ChangeKind.Put) {
+          const n = readU32(bytes, p);
+          payload = bytes.subarray(p + 4, p + 4 + n);
+          p += 4 + n;
+        }
+        if (watch !== this.#watch) continue;
+        const key = adoptKey(bytes.subarray(keyAt, keyAt + keyLength));
+        out.push(
+          kind === ChangeKind.Prefix
+            ? { prefix: key, deleted: true }
+            : ({ key, payload } as Change),
+        );
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * Split a message's changes (chunks of records; a record never spans two) into commits:
+ * `deliver(id, changes)` once per commit and watch, in commit order.
+ */
+export function splitChanges(
+  chunks: readonly Uint8Array[],
+  deliver: (watch: number, changes: CommitChanges) => void,
+): void {
+  // How many changes each watch has in the commit being read, the run of the last watch
+  // seen kept apart (a commit's records are usually all one watch's).
+  const counts = new Map<number, number>();
+  let last = -1;
+  let run = 0;
+  let from: At = { chunk: 0, pos: 0 };
+  for (let c = 0; c < chunks.length; c++) {
+    const bytes = chunks[c] as Uint8Array;
+    for (let p = 0; p < bytes.length; ) {
+      const watch = readU32(bytes, p);
+      if (watch !== last) {
+        if (run > 0) counts.set(last, (counts.get(last) ?? 0) + run);
+        last = watch;
+        run = 0;
+      }
+      if (watch === COMMIT_END) {
+        const to = { chunk: c, pos: p };
+        for (const [w, n] of counts) deliver(w, new CommitChanges(chunks, w, from, to, n));
+        counts.clear();
+        p += 4;
+        from = { chunk: c, pos: p };
+        continue;
+      }
+      run++;
+      const kind = bytes[p + 4];
+      p += 9 + readU32(bytes, p + 5);
+      if (kind === ChangeKind.Put) p += 4 + readU32(bytes, p);
+    }
+  }
 }

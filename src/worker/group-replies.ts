@@ -32,9 +32,9 @@ export class GroupReplies {
   #attached: Uint8Array[] = [];
   readonly #port: MessagePort;
   /** The committed changes for the job's watchers, sent with the replies. */
-  readonly #changes: () => Uint8Array | undefined;
+  readonly #changes: () => Uint8Array[] | undefined;
 
-  constructor(port: MessagePort, changes: () => Uint8Array | undefined) {
+  constructor(port: MessagePort, changes: () => Uint8Array[] | undefined) {
     this.#port = port;
     this.#changes = changes;
   }
@@ -107,7 +107,7 @@ export class GroupReplies {
       ? bytes
       : { t: 'replies', bytes, errors: this.#errors, failures, attached, changes };
     for (const a of attached) transfer.push(a.buffer as ArrayBuffer);
-    if (changes !== undefined) transfer.push(changes.buffer as ArrayBuffer);
+    if (changes !== undefined) for (const c of changes) transfer.push(c.buffer as ArrayBuffer);
     this.#port.postMessage(msg, transfer);
     if (handedOver) this.w = GroupReplies.#writer();
     this.w.pos = REPLY_HEADER;

@@ -4,18 +4,8 @@
  * transaction commits; a batch that fails takes its own back, a lost group all of its.
  */
 import { compareBytes } from '../codec/key.js';
-import { ByteWriter } from '../protocol/bytes.js';
-
-/** Write `v` as a big-endian u32 at `p` (room for it is reserved); returns `p + 4`. */
-function writeU32(buf: Uint8Array, p: number, v: number): number {
-  buf[p] = v >>> 24;
-  buf[p + 1] = (v >>> 16) & 0xff;
-  buf[p + 2] = (v >>> 8) & 0xff;
-  buf[p + 3] = v & 0xff;
-  return p + 4;
-}
-
 import { ChangeKind, COMMIT_END } from '../protocol/changes.js';
+import { ChangeLog, writeU32 } from './change-log.js';
 
 type Bytes = Uint8Array;
 
@@ -32,13 +22,10 @@ interface Watch {
 const sameBytes = (a: Bytes, b: Bytes): boolean =>
   a === b || (a.length === b.length && compareBytes(a, b) === 0);
 
-/** A writer for the changes of the next commits, sized like the last one's. */
-const INITIAL_BYTES = 4096;
-
 export class Watches {
   #list: Watch[] = [];
   /** Changes recorded; those before `#committed` belong to committed transactions. */
-  #w = new ByteWriter(INITIAL_BYTES);
+  #log = new ChangeLog();
   #committed = 0;
   /** While the group's writes are redone, their changes are already recorded. */
   paused = false;
@@ -58,11 +45,11 @@ export class Watches {
 
   /** Where the changes recorded so far end (a failed batch goes back to it). */
   mark(): number {
-    return this.#w.pos;
+    return this.#log.end;
   }
 
   undo(mark: number): void {
-    this.#w.pos = Math.max(mark, this.#committed);
+    this.#log.truncate(Math.max(mark, this.#committed));
   }
 
   /** Whether a watch covers `key` of `category`. */
@@ -75,8 +62,8 @@ export class Watches {
     for (const w of this.#list) {
       if (!Watches.#inRange(w, category, key)) continue;
       // The whole record at once: one bounds check, then the bytes.
-      const out = this.#w;
-      out.reserve(13 + key.length + payload.length);
+      const out = this.#log;
+      out.room(13 + key.length + payload.length);
       const buf = out.buf;
       let p = writeU32(buf, out.pos, w.id);
       buf[p++] = ChangeKind.Put;
@@ -126,35 +113,33 @@ export class Watches {
 
   /** The open transaction committed: its changes can go. */
   commit(): void {
-    if (this.#w.pos === this.#committed) return;
-    this.#w.u32(COMMIT_END);
-    this.#committed = this.#w.pos;
+    if (this.#log.end === this.#committed) return;
+    this.#log.u32(COMMIT_END);
+    this.#committed = this.#log.end;
   }
 
   /** The open transaction is lost: forget its changes. */
   lose(): void {
-    this.#w.pos = this.#committed;
+    this.#log.truncate(this.#committed);
   }
 
-  /** The committed changes not yet sent, handed over (undefined: none). */
-  take(): Uint8Array | undefined {
+  /** The committed changes not yet sent, handed over in chunks (undefined: none). */
+  take(): Uint8Array[] | undefined {
     const n = this.#committed;
     if (n === 0) return undefined;
-    const w = this.#w;
     this.#committed = 0;
-    // Hand the whole buffer over (it is transferred, not copied) and start a new one with
-    // what the open transaction recorded so far.
-    const next = new ByteWriter(Math.max(INITIAL_BYTES, Math.min(w.pos, 64 * 1024 * 1024)));
-    next.bytes(w.buf.subarray(n, w.pos));
-    this.#w = next;
-    return w.buf.subarray(0, n);
+    return this.#log.take(n);
   }
 
   #record(id: number, kind: number, key: Bytes): void {
-    const w = this.#w;
-    w.u32(id);
-    w.u8(kind);
-    w.blob(key);
+    const out = this.#log;
+    out.room(9 + key.length);
+    const buf = out.buf;
+    let p = writeU32(buf, out.pos, id);
+    buf[p++] = kind;
+    p = writeU32(buf, p, key.length);
+    buf.set(key, p);
+    out.pos = p + key.length;
   }
 
   static #inRange(w: Watch, category: Bytes, key: Bytes): boolean {

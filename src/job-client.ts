@@ -65,7 +65,17 @@ export class JobClient {
   /** Iterator snapshots and watches the job's worker holds: the job is not released while there are. */
   snapshots = 0;
   /** The job's watches: the changes each reply message brings, and the job's end. */
-  watchers: { changes(bytes: Uint8Array): void; ended(error: PersistencyError): void } | undefined;
+  watchers:
+    | { changes(chunks: Uint8Array[]): void; ended(error: PersistencyError): void }
+    | undefined;
+  /** The job's backups under way (src/job-backups.ts): the process waits for them. */
+  backups:
+    | {
+        running(): number;
+        done(id: number, error: ErrorInfo | undefined): void;
+        ended(error: PersistencyError): void;
+      }
+    | undefined;
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
@@ -187,6 +197,7 @@ export class JobClient {
       this.#state === 'closing' ||
       this.#state === 'releasing' ||
       this.#closeRequested ||
+      (this.backups?.running() ?? 0) > 0 ||
       this.#backlog.length > 0;
     if (busy === this.#referenced) return;
     this.#referenced = busy;
@@ -320,6 +331,7 @@ export class JobClient {
     const closed = new PersistencyError('Closed', `job ${this.#id} is closed`);
     this.#replies.failAll(closed);
     this.watchers?.ended(closed);
+    this.backups?.ended(closed);
     this.#closeResolve?.(outcome);
   }
 
@@ -392,6 +404,7 @@ export class JobClient {
     this.#failUnsent(this.#deathError);
     this.#settleRelease();
     this.watchers?.ended(this.notOpenError());
+    this.backups?.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
     if (this.#closeRequested) this.#closeResolve?.({ image: undefined, error: this.#deathError });
@@ -411,6 +424,10 @@ export class JobClient {
         if (m.changes !== undefined) this.watchers?.changes(m.changes);
         this.#onReplies(m.bytes, m);
         for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
+        return;
+      case 'backupDone':
+        this.backups?.done(m.id, m.error);
+        this.#updateRef();
         return;
       case 'closed':
       case 'released':

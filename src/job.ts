@@ -8,6 +8,7 @@ import { AtomicBatch, type AtomicChannel, atomicResult } from './atomic-batch.js
 import { checkedBatchBody, refusal } from './checks.js';
 import type { CloseOutcome, JobHost } from './client-host.js';
 import type { PersistencyError } from './errors.js';
+import { JobBackups } from './job-backups.js';
 import type { JobClient } from './job-client.js';
 import { JobWrites } from './job-writes.js';
 import type { Key, KeyRange } from './keys.js';
@@ -59,6 +60,7 @@ export class Job {
   readonly #iteratorChannel: IteratorChannel;
   readonly #atomicChannel: AtomicChannel;
   readonly #watches: JobWatches;
+  readonly #backups: JobBackups;
   readonly #writes: JobWrites;
   readonly #category: CategoryOf;
 
@@ -92,6 +94,7 @@ export class Job {
         }).map(atomicResult),
     };
     this.#watches = new JobWatches(client, this.#category);
+    this.#backups = new JobBackups(client);
   }
 
   /**
@@ -189,6 +192,17 @@ export class Job {
     options?: WatchOptions,
   ): AsyncIterableIterator<Change[]> {
     return this.#watches.watch(category, range, options);
+  }
+
+  /**
+   * Copy the job's committed data, with every write issued before this call, into the new
+   * file `destFile` (its folder is made; an existing file is never replaced), while the
+   * job's reads and writes go on: SQLite's online backup in the job's worker, a step at a
+   * time. The copy opens as a job file (put it in a root as `<job file name>`).
+   * @example await job.backup('/backups/2026-12-05/tenant-1.db');
+   */
+  backup(destFile: string): ResultAsync<void, PersistencyError> {
+    return this.#backups.backup(destFile);
   }
 
   // -------------------------------------------------------------------------------------

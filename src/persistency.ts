@@ -352,6 +352,11 @@ export class Persistency {
     return this.#read(jobId, (j) => j.count(category, range));
   }
 
+  /** `job.backup(destFile)` of the open job `jobId`. @example await p.backupJob('t1', '/backups/t1.db') */
+  backupJob(jobId: string, destFile: string): ResultAsync<void, PersistencyError> {
+    return this.#read(jobId, (j) => j.backup(destFile));
+  }
+
   /** @example await p.deleteAcked('t1', 'users', key('ada')) */
   deleteAcked(jobId: string, category: string, key: Key): ResultAsync<boolean, PersistencyError> {
     return this.#read(jobId, (j) => j.deleteAcked(category, key));

@@ -153,6 +153,11 @@ export type ToWorker =
   | { readonly t: 'close' }
   /** As close, but the job stays open in the main thread and is attached again on use. */
   | { readonly t: 'release' }
+  /**
+   * Copy the job's committed data, with every write sent before this, into the new file
+   * `dest` (src/worker/backups.ts); `backupDone` with this `id` answers.
+   */
+  | { readonly t: 'backup'; readonly id: number; readonly dest: string }
   /** Test hook: make the worker die as if it crashed. */
   | { readonly t: 'crash'; readonly how: 'throw' | 'exit' }
   /** Test hook: make SQLite fail once, the way a full or failing disk does. */
@@ -190,6 +195,8 @@ export type FromWorker =
   /** A release could not keep what the job holds (a `:memory:` image): it stays attached. */
   | { readonly t: 'releaseDeclined'; readonly error: ErrorInfo }
   | { readonly t: 'openFailed'; readonly error: ErrorInfo }
+  /** The backup `id` is in its file (no error) or failed; it may come before older replies. */
+  | { readonly t: 'backupDone'; readonly id: number; readonly error: ErrorInfo | undefined }
   | {
       readonly t: 'replies';
       /** u32 frames done, then the reply records, as in the bare form. */
@@ -198,8 +205,8 @@ export type FromWorker =
       readonly failures: readonly BatchFailure[];
       /** Bytes handed over whole that ATTACHED_ROWS records point to. */
       readonly attached: readonly Uint8Array[];
-      /** Committed changes for the job's watchers (src/protocol/changes.ts). */
-      readonly changes?: Uint8Array | undefined;
+      /** Committed changes for the job's watchers, in chunks (src/protocol/changes.ts). */
+      readonly changes?: Uint8Array[] | undefined;
     }
   | {
       /** The answer to `close` (`released`: to `release`); the port closes after it. */

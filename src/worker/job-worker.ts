@@ -24,6 +24,7 @@ import {
 import { RequestReader } from '../protocol/request-reader.js';
 import { Tag } from '../protocol/requests.js';
 import type { KvBackend } from './backend.js';
+import { Backups } from './backups.js';
 import type { JobClock } from './expiry.js';
 import { ExpirySweep } from './expiry-sweep.js';
 import { Faults } from './faults.js';
@@ -51,6 +52,7 @@ export class JobWorker {
   readonly #replies: GroupReplies;
   readonly #reads: JobReads;
   readonly #snapshots: Snapshots;
+  readonly #backups: Backups;
   readonly #watches = new Watches();
   readonly #clock: JobClock;
   readonly #sweep: ExpirySweep;
@@ -86,6 +88,7 @@ export class JobWorker {
     this.#fileId = fileId;
     this.#detached = detached;
     this.#replies = new GroupReplies(port, () => this.#watches.take());
+    const snapshotBusyMs = Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs);
     this.#slice = new SliceClock(req.sliceMs);
     this.#reads = new JobReads(backend, this.#replies, this.#faults, this.#slice);
     this.#commit = new GroupCommit(
@@ -100,11 +103,12 @@ export class JobWorker {
       backend,
       this.#replies,
       req.dbPath,
-      Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs),
+      snapshotBusyMs,
       this.#slice,
       () => this.#fileMoved('while the job was open'),
       clock,
     );
+    this.#backups = new Backups(port, backend, req.dbPath, snapshotBusyMs);
     this.#sweep = new ExpirySweep(backend, clock, this.#watches, this.#replies);
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
   }
@@ -187,6 +191,10 @@ export class JobWorker {
           case 'release':
             this.#endGroup();
             if (this.#detach(msg.t)) return true;
+            break;
+          case 'backup':
+            this.#commit.commit(); // the copy holds every write sent before it
+            this.#backups.start(msg.id, msg.dest);
             break;
           case 'crash':
             if (msg.how === 'exit') process.exit(70);
@@ -322,6 +330,10 @@ export class JobWorker {
    */
   #detach(how: 'close' | 'release'): boolean {
     this.#snapshots.closeAll(); // before the checkpoint, which a snapshot would hold back
+    this.#backups.endAll({
+      kind: 'Closed',
+      message: `the job was ${how === 'close' ? 'closed' : 'released'} before the backup was finished`,
+    });
     this.#sweep.cancel();
     let image: Uint8Array | undefined;
     let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;

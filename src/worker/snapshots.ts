@@ -29,6 +29,27 @@ interface Snapshot {
   after: Buffer | undefined;
 }
 
+/**
+ * A connection holding the job's committed data as it is now, for as long as it is open:
+ * for a file job a read-only connection of its own with a read transaction begun (the
+ * caller's first read starts it; WAL lets the job's writer go on beside it), for a
+ * `:memory:` job a copy of the database.
+ */
+export function openSnapshot(path: string, backend: KvBackend, busyMs: number): Database.Database {
+  if (path === ':memory:') {
+    const image = backend.serialize();
+    return new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength));
+  }
+  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: busyMs });
+  try {
+    db.exec('BEGIN');
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return db;
+}
+
 export class Snapshots {
   readonly #open = new Map<number, Snapshot>();
   readonly #backend: KvBackend;
@@ -77,17 +98,7 @@ export class Snapshots {
     this.close(id); // an id is never reused while open; be safe if it were
     let db: Database.Database | undefined;
     try {
-      if (this.#path === ':memory:') {
-        const image = this.#backend.serialize();
-        db = new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength));
-      } else {
-        db = new Database(this.#path, {
-          readonly: true,
-          fileMustExist: true,
-          timeout: this.#busyMs,
-        });
-        db.exec('BEGIN'); // the first page's read starts the snapshot
-      }
+      db = openSnapshot(this.#path, this.#backend, this.#busyMs);
       this.#clock.install(db);
       const pages = new RangePages(db, this.#backend.rowSize, hasExpiry(db));
       const left = limit < 0 ? Number.POSITIVE_INFINITY : limit;

@@ -80,30 +80,6 @@ export class RootLock {
       },
     });
   }
-
-  /**
-   * Whether a process (or an instance in this one) owns `rootDir` now, found by one read of
-   * the lock file through a read-only connection, closed at once: for readers such as the
-   * inspector, which must not own the root. The read holds a shared lock for its moment,
-   * so an owner taking the root just then is refused as Busy, and a retry succeeds.
-   */
-  static isOwned(rootDir: string): Result<boolean, PersistencyError> {
-    const path = join(rootDir, ROOT_LOCK_FILE);
-    // No file: no owner, since an owner makes it before it opens any job.
-    if (!existsSync(path)) return ok(false);
-    let db: Database.Database | undefined;
-    try {
-      db = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
-      db.pragma('user_version');
-      return ok(false);
-    } catch (e) {
-      if (isBusy(e)) return ok(true);
-      if (!existsSync(path)) return ok(false);
-      return err(lockError(path, `cannot read the lock of ${rootDir}`, e));
-    } finally {
-      db?.close();
-    }
-  }
 }
 
 /** Open the lock file (creating it) and take its exclusive lock, held until `close()`. */

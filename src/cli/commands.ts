@@ -1,6 +1,6 @@
 /*
- * The inspector's commands (ls, scan, count, check, backup) over job files opened read-only
- * through the SQL layer's reader; a root a running process owns is in use.
+ * The inspector's commands (ls, scan, count, check, backup) over job files read through the
+ * SQL layer's reader, whether a running process owns their root or not.
  */
 import {
   closeSync,
@@ -22,7 +22,6 @@ import {
   legacyJobDbPath,
   SIDECAR_SUFFIXES,
 } from '../paths.js';
-import { ROOT_LOCK_FILE, RootLock } from '../root-lock.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
 import { JobFileReader } from '../worker/job-file-reader.js';
 import { CliError, EXIT, type ExitCode, usage } from './help.js';
@@ -40,7 +39,6 @@ import { parseLimit, parsePrefix, partsView, rangeOf, type Values } from './pref
 
 export function listJobs(root: string): number {
   const dir = requireRoot(root);
-  const owned = rootOwned(dir, `root ${dir}`);
   // The same listing as p.listJobs().
   const jobs = jobFilesIn(readdirSync(dir, { withFileTypes: true })).map(({ id, name }) => ({
     id,
@@ -50,7 +48,6 @@ export function listJobs(root: string): number {
   for (const { id, path } of jobs) {
     let rows: string;
     try {
-      if (owned) throw inUse(label(id), dir);
       rows = String(withJobFile(path, label(id), {}, (job) => job.rowCount()));
     } catch (e) {
       if (!(e instanceof CliError)) throw e;
@@ -208,7 +205,7 @@ export function requireRoot(root: string): string {
   return dir;
 }
 
-/** The job's database path; the job must exist, and no running process own its root. */
+/** The job's database path; the job must exist (its owner may be running). */
 export function requireJob(root: string, id: string): string {
   const stem = jobFileStem(id);
   if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
@@ -220,25 +217,10 @@ export function requireJob(root: string, id: string): string {
       EXIT.notFound,
       `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
     );
-  if (rootOwned(dir, label(id))) throw inUse(label(id), dir);
   return path;
 }
 
-/** Whether a running process owns the root `dir`; exit 5 if its lock cannot be read. */
-export function rootOwned(dir: string, name: string): boolean {
-  const owned = RootLock.isOwned(dir);
-  if (owned.isErr()) throw new CliError(EXIT.failed, `${name}: ${owned.error.message}`);
-  return owned.value;
-}
-
-export function inUse(name: string, dir: string): CliError {
-  return new CliError(
-    EXIT.inUse,
-    `${name} is in use by another process, which holds an exclusive lock on its root (${resolve(dir, ROOT_LOCK_FILE)}) while it has jobs of it open`,
-  );
-}
-
-/** Open read-only, run `use`, close; SQLite errors become CliErrors naming the job. */
+/** Open for reading, run `use`, close; SQLite errors become CliErrors naming the job. */
 export function withJobFile<T>(
   path: string,
   name: string,

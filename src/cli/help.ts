@@ -1,5 +1,3 @@
-import { ROOT_LOCK_FILE } from '../root-lock.js';
-
 /** The exit codes of the inspector; scripts may rely on them. */
 export const EXIT = {
   /** Success. */
@@ -35,7 +33,7 @@ export const EXIT_HELP = `Exit codes:
   1  check found damage
   2  usage error (unknown command or option, missing or malformed argument)
   3  root or job not found
-  4  job in use: a running process owns its root (has jobs of it open)
+  4  job in use: its file is locked against readers (a database being recovered)
   5  any other failure (newer schema version, unreadable file, destination exists, I/O)`;
 
 export const PREFIX_HELP = `Prefix syntax: a JSON array of key parts, encoded like key(...parts):
@@ -61,13 +59,13 @@ Commands:
   scan <root> <job> <category>    rows of a category in key order
   count <root> <job> <category>   number of rows of a category (or under a prefix)
   check <root> <job>              PRAGMA integrity_check and the schema version
-  backup <root> <job> <dest>      consistent copy of a job that is not open, into a new file
+  backup <root> <job> <dest>      consistent copy of a job, open or not, into a new file
 
 Run 'persistency <command> --help' for a command's options.
 
-<job> is the job id given to openJob, not its file name. Job files are opened
-read-only. No job of a root that a running process owns is read: the owner holds an
-exclusive lock on <root>/${ROOT_LOCK_FILE} until it closes its last job of that root.
+<job> is the job id given to openJob, not its file name. Nothing is written to a job's
+files: jobs a running process has open are read beside it (their committed rows), and
+a job's files are left as they were found.
 
 ${EXIT_HELP}
 `;

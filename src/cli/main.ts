@@ -3,18 +3,10 @@
  * The inspector: `persistency ls | scan | count | check | backup`, over the job files of a
  * root directory, from outside the process that owns them.
  *
- * Read-only by construction: every job file is opened with SQLite's read-only flag, so
- * the inspector cannot write a row, run a migration or checkpoint a WAL; it reads what
- * is committed in the file and in its WAL (a job whose owner was killed included).
- * SQLite may still create the `-shm` index (and an empty `-wal`) beside the file for the
- * read, as for any WAL reader; the library's next open uses them and its close removes them.
- *
- * No job of a root that a running process owns is read: the owner holds the root's lock
- * (src/root-lock.ts) while it has any job open, and which of its jobs are open cannot be
- * seen from outside; the inspector then says the job is in use (exit code 4). It looks
- * at that lock once per command, without waiting and without holding it: an owner that
- * starts meanwhile is not kept out, and each read is one SQLite snapshot all the same.
- * Reading live jobs, which their WAL mode allows, is left for later (issue 16).
+ * Nothing is written: the inspector cannot write a row, run a migration or checkpoint a
+ * job's WAL; it reads what is committed in the file and in its WAL, while the job's owner
+ * runs (WAL readers never block its writer, nor it them) or after it died, and leaves the
+ * job's files as it found them (src/worker/job-file-reader.ts).
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -40,8 +32,8 @@ const COMMANDS: Record<string, Command> = {
 
 Without a job: one line per job file in <root>, sorted by job id:
   <job id> TAB <bytes of the file and its WAL> TAB <rows, or "in use", or "error">
-"in use" marks every job of a root that a running process owns (no rows are read);
-"error" marks a file that could not be read (the reason goes to stderr, and the exit
+"in use" marks a job whose file is locked against readers at that moment (rare: a
+database being recovered); "error" marks a file that could not be read (the reason goes to stderr, and the exit
 code is 5).
 
 With a job: one line per category of that job, in byte order:
@@ -143,8 +135,8 @@ library, name it after the job's file (e.g. <other root>/<job>.db).
 <dest> must not exist (nor its -wal, -shm or -journal): the inspector never overwrites.
 Its folder is made if missing. The copy is in rollback-journal mode, so reading it leaves
 no -wal or -shm beside it; the library turns WAL back on when it opens it as a job.
-A job of a root that a running process owns is not backed up (exit code 4): close that
-process's jobs of the root, or copy the job from the owning process.
+A job its owner has open is backed up all the same: the copy is the committed state as
+of the moment the copy began, and the owner's writes go on meanwhile.
 
 Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failure
 (including an existing <dest>).

@@ -1,7 +1,8 @@
 /*
- * The SQL of reading a job file from outside its owner (the CLI): a read-only connection,
- * nothing written, no migration, no checkpoint. Errors are SQLite's, thrown as they are.
+ * The SQL of reading a job file from outside its owner (the CLI), while the owner runs or
+ * not: nothing written, no migration, no checkpoint. Errors are SQLite's, thrown as they are.
  */
+import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
 
@@ -19,12 +20,19 @@ export class JobFileReader {
   }
 
   /**
-   * Open read-only; the first read takes SQLite's shared lock, so a lock held elsewhere
-   * shows here (timeout 0: waiting would only delay the answer).
+   * Open for reading, beside a live owner or none, leaving the job's files as they were.
+   * With a WAL there (the job is open, or its owner died) a read-only connection reads
+   * through it and adds nothing. Without one (the job is closed) a read-only connection
+   * would leave the -wal and -shm it makes behind, so the connection may write but is
+   * kept from it (`query_only`): SQLite then removes them when it closes, as the last
+   * connection. A lock held elsewhere shows at the first read (timeout 0: waiting would
+   * only delay the answer).
    */
   static open(path: string): JobFileReader {
-    const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
+    const live = existsSync(`${path}-wal`);
+    const db = new Database(path, { readonly: live, fileMustExist: true, timeout: 0 });
     try {
+      if (!live) db.pragma('query_only = ON');
       return new JobFileReader(db, db.pragma('user_version', { simple: true }) as number);
     } catch (e) {
       db.close();
@@ -126,7 +134,15 @@ export class JobFileReader {
    * its shared lock for the whole copy, so the copy is one consistent snapshot.
    */
   async backup(dest: string): Promise<void> {
-    await this.#db.backup(dest);
+    // A read transaction open across the copy's steps: an owner writing meanwhile neither
+    // restarts the copy nor shows in it.
+    this.#db.exec('BEGIN');
+    try {
+      this.#db.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get();
+      await this.#db.backup(dest);
+    } finally {
+      this.#db.exec('COMMIT');
+    }
     // A copy in rollback-journal mode: whoever reads it makes no -wal or -shm beside it (the
     // library turns WAL back on when it opens the copy as a job).
     const copy = new Database(dest, { fileMustExist: true, timeout: 0 });

@@ -367,8 +367,14 @@ export class KvBackend {
     );
   }
 
-  /** Checkpoint the WAL into the database and truncate it to zero bytes. */
+  /**
+   * Checkpoint the WAL into the database and truncate it to zero bytes, as far as readers
+   * let it: a reader holding the WAL (the CLI, a backup, Litestream's long read) is not
+   * waited for, since closing or releasing the job must not; the WAL then stays for the
+   * next checkpoint (the connection closes right after, so its busy timeout can go).
+   */
   checkpoint(): void {
+    this.db.pragma('busy_timeout = 0');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
   }
 

@@ -8,10 +8,12 @@
  *   npm run bench -- tenants [--quick] 10,000 jobs in one process vs lmdb, LevelDB
  *   npm run bench -- reads [--quick]  getMany, iterate, scan paging vs raw better-sqlite3
  *   npm run bench -- atomic [--quick] CAS and add vs Deno KV, persistAdd vs persistPut, watch cost
+ *   npm run bench -- backup [--quick] job.backup of a 1 GiB job: a writer's stall vs peer copies
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
 import { runAtomicBench } from './atomic.js';
+import { runBackupBench } from './backup.js';
 import { runCodecBench } from './codec.js';
 import { runPeersBench } from './peers.js';
 import { runReadsBench } from './reads.js';
@@ -23,6 +25,7 @@ export interface BenchOptions {
 
 const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   atomic: runAtomicBench,
+  backup: runBackupBench,
   codec: runCodecBench,
   peers: runPeersBench,
   reads: runReadsBench,

@@ -60,10 +60,12 @@ export class Backups {
     }
     const run: Running = { source, partial, ended: false };
     this.#running.set(id, run);
+    const flusher = new BackgroundSync(partial);
     source
-      .backup(partial)
-      .then(() => {
+      .backup(partial, { progress: () => flusher.step() })
+      .then(async () => {
         source.close();
+        await flusher.idle();
         return finish(partial, dest);
       })
       .then(
@@ -95,6 +97,46 @@ export class Backups {
     this.#port.postMessage({ t: 'backupDone', id, error } satisfies FromWorker);
   }
 }
+
+/**
+ * Writes the copy's pages back to disk as it grows, from the thread pool: the copy's last
+ * step commits it with an fsync, on the job's worker, and every request of the job waits
+ * for that fsync, which would otherwise find the whole copy still in the page cache.
+ */
+class BackgroundSync {
+  readonly #file: string;
+  #steps = 0;
+  #running: Promise<void> | undefined;
+
+  constructor(file: string) {
+    this.#file = file;
+  }
+
+  /** After each step of the copy; returns the pages of the next step. */
+  step(): number {
+    this.#steps += 1;
+    if (this.#steps % SYNC_EVERY_STEPS === 0 && this.#running === undefined) {
+      this.#running = syncPath(this.#file, 'r').then(
+        () => {
+          this.#running = undefined;
+        },
+        () => {
+          this.#running = undefined; // the final fsync reports a failure that matters
+        },
+      );
+    }
+    return STEP_PAGES;
+  }
+
+  idle(): Promise<void> {
+    return this.#running ?? Promise.resolve();
+  }
+}
+
+/** Pages copied per step: a request of the job waits for one step at most. */
+const STEP_PAGES = 100;
+/** About 64 MiB of 4 KiB pages. */
+const SYNC_EVERY_STEPS = 160;
 
 /** Why `dest` cannot be a backup's (undefined: its folder is made and it is free). */
 function destinationRefused(dest: string): ErrorInfo | undefined {

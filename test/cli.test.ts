@@ -617,6 +617,37 @@ describe('jobs left by other processes', () => {
   });
 });
 
+describe('litestream-config', () => {
+  it('lists every job file of the root, each with its replica under the base, in YAML', async () => {
+    const root = tempDir();
+    await seed(root, { 'tenant/1': fillLog, b: fillLog });
+    writeFileSync(join(root, 'notes.txt'), 'not a job');
+    const s3 = cli('litestream-config', root, 's3://bucket/app/', '--sync-interval', '500ms');
+    expect(s3.status, s3.stderr).toBe(0);
+    expect(lines(s3).filter((l) => !l.startsWith('#'))).toEqual([
+      'dbs:',
+      `  - path: ${JSON.stringify(join(root, 'b.db'))}`,
+      '    replicas:',
+      '      - url: "s3://bucket/app/b.db"',
+      '        sync-interval: 500ms',
+      `  - path: ${JSON.stringify(join(root, 'tenant%2F1.db'))}`,
+      '    replicas:',
+      '      - url: "s3://bucket/app/tenant%2F1.db"',
+      '        sync-interval: 500ms',
+    ]);
+    const folder = cli('litestream-config', root, 'replica');
+    expect(lines(folder)).toContain(
+      `      - path: ${JSON.stringify(join(process.cwd(), 'replica', 'b.db'))}`,
+    );
+    expectFailure(
+      cli('litestream-config', root, 's3://b', '--sync-interval', 'soon'),
+      2,
+      'duration',
+    );
+    expectFailure(cli('litestream-config', join(root, 'missing'), 's3://b'), 3, 'does not exist');
+  });
+});
+
 describe('backup', () => {
   it('copies a job into a new file that the library opens with every row', async () => {
     const root = tempDir();

@@ -60,6 +60,8 @@ Commands:
   count <root> <job> <category>   number of rows of a category (or under a prefix)
   check <root> <job>              PRAGMA integrity_check and the schema version
   backup <root> <job> <dest>      consistent copy of a job, open or not, into a new file
+  litestream-config <root> <replica>
+                                  a Litestream configuration replicating every job file
 
 Run 'persistency <command> --help' for a command's options.
 

@@ -15,6 +15,7 @@ import { PART_TYPE_NAMES } from '../keys.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
 import { backup, check, count, listCategories, listJobs, scan } from './commands.js';
 import { CliError, EXIT, MAIN_HELP, PREFIX_HELP, usage } from './help.js';
+import { litestreamConfig } from './litestream-config.js';
 import { describeError, out, warn } from './output.js';
 import type { Values } from './prefix-syntax.js';
 
@@ -144,6 +145,23 @@ Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failur
     options: {},
     arity: [3, 3],
     run: ([root, id, dest]) => backup(root as string, id as string, dest as string),
+  },
+  'litestream-config': {
+    help: `Usage: persistency litestream-config <root> <replica> [--sync-interval <duration>]
+
+Print a Litestream 0.3 configuration (YAML) that replicates every job file of <root>,
+each to its own replica named after the file under <replica>: a URL base (s3://bucket/dir,
+or any replica URL Litestream takes) or a folder (a file replica). Litestream 0.3 lists
+databases one by one: make the configuration again, and restart litestream, when jobs are
+added. --sync-interval sets each replica's sync interval (Litestream's default: 1s).
+
+  persistency litestream-config /var/lib/app s3://backups/app > /etc/litestream.yml
+
+Exit codes: 0 ok, 2 usage, 3 root not found, 5 other failure.
+`,
+    options: { 'sync-interval': { type: 'string' } },
+    arity: [2, 2],
+    run: ([root, replica], values) => litestreamConfig(root as string, replica as string, values),
   },
 };
 

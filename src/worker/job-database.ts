@@ -57,10 +57,14 @@ export function openJobDatabase(
   image?: Uint8Array,
 ): Database.Database {
   const memory = path === ':memory:';
-  // Fail fast on a lock held elsewhere: waiting here would only delay the Busy error.
+  // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
+  // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out.
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
-    : new Database(path, { timeout: 0, fileMustExist: options.mustExist === true });
+    : new Database(path, {
+        timeout: options.busyTimeoutMs,
+        fileMustExist: options.mustExist === true,
+      });
   try {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version < 0) {

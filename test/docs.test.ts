@@ -17,6 +17,7 @@ const SECTIONS = [
   'Design',
   'API',
   'Errors',
+  'Scaling out',
   'Reliability',
   'Performance',
   'CLI',

@@ -107,29 +107,31 @@ describe.each(['per-job', '2'])('Litestream replication (workerThreads %s)', (th
     litestreams.add(ls);
     const lsExit = new Promise<number | null>((r) => ls.on('exit', (code) => r(code)));
 
-    const writer = new Child('litestream-writer.ts', [root, threads, ...JOBS]);
-    const wanted = 3 + Math.floor(Math.random() * 6); // acknowledged flushes per job, 3..8
-    await writer.waitForLine(
-      (line) => line === `acked ${JOBS[0]} ${wanted * 25 - 1}`,
-      `${wanted} flushes of each job`,
-    );
-    expect((await writer.kill()).signal).toBe('SIGKILL');
-    const acked = new Map<string, number>();
-    for (const line of writer.lines) {
-      const [, id, i] = line.split(' ');
-      acked.set(id as string, Number(i));
-    }
-
-    // What each source file holds after the kill; the replica catches up with it.
+    // Two writers one after the other, each SIGKILLed while it writes: the second goes on
+    // from what the files hold, as a service restarted after a crash does.
     const scratch = join(dir, 'scratch.db');
-    const held = new Map<string, number>();
-    for (const id of JOBS) {
-      const source = batchesIn(join(root, `${id}.db`));
-      expect(source.integrity).toBe('ok');
-      expect(source.rows).toBe(source.whole * ROWS_PER_BATCH); // each batch whole or absent
-      expect(source.whole - 1).toBeGreaterThanOrEqual(acked.get(id) ?? -1);
-      held.set(id, source.whole);
-      await caughtUp(config, join(root, `${id}.db`), source.whole, scratch);
+    const held = new Map<string, number>(JOBS.map((id) => [id, 0]));
+    for (let life = 0; life < 2; life++) {
+      const specs = JOBS.map((id) => `${id}=${held.get(id)}`);
+      const writer = new Child('litestream-writer.ts', [root, threads, ...specs]);
+      const wanted = 3 + Math.floor(Math.random() * 6); // acknowledged flushes per job, 3..8
+      const last = `acked ${JOBS[0]} ${(held.get(JOBS[0] as string) as number) + wanted * 25 - 1}`;
+      await writer.waitForLine((line) => line === last, `${wanted} flushes of each job`);
+      expect((await writer.kill()).signal).toBe('SIGKILL');
+      const acked = new Map<string, number>();
+      for (const line of writer.lines) {
+        const [, id, i] = line.split(' ');
+        acked.set(id as string, Number(i));
+      }
+      // What each file holds after the kill; the replica catches up with it.
+      for (const id of JOBS) {
+        const source = batchesIn(join(root, `${id}.db`));
+        expect(source.integrity).toBe('ok');
+        expect(source.rows).toBe(source.whole * ROWS_PER_BATCH); // each batch whole or absent
+        expect(source.whole - 1).toBeGreaterThanOrEqual(acked.get(id) ?? -1);
+        held.set(id, source.whole);
+        await caughtUp(config, join(root, `${id}.db`), source.whole, scratch);
+      }
     }
     ls.kill('SIGTERM'); // its last sync, then it exits
     expect(await lsExit).toBe(0);
@@ -137,24 +139,29 @@ describe.each(['per-job', '2'])('Litestream replication (workerThreads %s)', (th
     expect(readFileSync(join(dir, 'litestream.log'), 'utf8')).not.toMatch(/level=ERROR/);
 
     // The other machine: a fresh root of restored files, opened by the library.
+    const restored = new Map<string, number>();
     const other = join(dir, 'host-b');
     mkdirSync(other);
     for (const id of JOBS) {
       const file = join(other, `${id}.db`);
       expect(restore(config, join(root, `${id}.db`), file)).toBe(true);
       const copy = batchesIn(file);
-      expect(copy).toEqual({
-        whole: held.get(id),
-        rows: (held.get(id) as number) * ROWS_PER_BATCH,
-        integrity: 'ok',
-      });
+      expect(copy.integrity).toBe('ok');
+      expect(copy.rows).toBe(copy.whole * ROWS_PER_BATCH); // whole batches, from 0, no gap
+      // Every batch the file holds, so every acknowledged one. It may hold one more commit
+      // group: the writer was killed inside that group's commit, after its frames were in
+      // the WAL and before SQLite's index of the WAL (kept by Litestream's open connection)
+      // counted them, so the file does not show it but Litestream copied it (README,
+      // Scaling out). It was never acknowledged.
+      expect(copy.whole).toBeGreaterThanOrEqual(held.get(id) as number);
+      restored.set(id, copy.whole);
     }
     const p = unwrap(
       Persistency.open(other, { workerThreads: threads === 'per-job' ? 'per-job' : 2 }),
     );
     for (const id of JOBS) {
       const job = unwrap(await p.openJob(id));
-      const n = held.get(id) as number;
+      const n = restored.get(id) as number;
       const rows = unwrap(await job.scan('b', prefixRange(key())));
       expect(rows.map((r) => decodeKey(r.key, ['i64', 'i64']))).toEqual(
         Array.from({ length: n * ROWS_PER_BATCH }, (_, k) => [
@@ -170,7 +177,7 @@ describe.each(['per-job', '2'])('Litestream replication (workerThreads %s)', (th
     const sessions = unwrap(
       await unwrap(p.job(JOBS[0] as string)).count('session', prefixRange(key())),
     );
-    const batches = held.get(JOBS[0] as string) as number;
+    const batches = restored.get(JOBS[0] as string) as number;
     expect([batches - 1, batches]).toContain(sessions);
     await p.close();
   });

@@ -1,35 +1,8 @@
-/*
- * The performance targets of issue 15 (atomic batches, counters, watches), in one process run:
- *
- *   CAS          100 tasks x 100 compare-and-set increments of one key (get, then
- *                atomic().check(seen).put(n + 1).commit(), retried when not applied): ends at
- *                exactly 10,000; increments/s and retries. Beside it Deno KV's get +
- *                atomic().check(entry).set(n + 1), and the retry-free forms: our awaited
- *                atomic().add(1) and Deno KV's atomic().sum(1n), from the same 100 x 100.
- *   add vs put   200,000 fire-and-forget persistAdd(+1) over 1,000 counters, then flush,
- *                against as many persistPut of an 8-byte payload over the same keys (target:
- *                add >= 0.8x put, rows/s).
- *   watch        200,000 persistPut of distinct keys, then flush, with and without a watcher
- *                of a range holding them all, which must see every one (target: writer rows/s
- *                with the watcher >= 0.9x without; the writer alone is timed).
- *
- *   npm run bench -- atomic [--quick]   (--quick: 20 x 20 CAS, 20,000 rows)
- *
- * Writers issue 1,000 writes per turn and yield (setImmediate) between turns, as a service's
- * writer loop would; both sides of a comparison run the same loop. Every run is in a fresh
- * temporary root (file-backed, default options but workerThreads: 'per-job') or Deno KV file.
- * Each measurement is repeated 3 times, the two sides of a comparison side by side in every
- * repetition (their order alternating); all runs are printed, the table gives medians, and a
- * ratio is the median of the per-repetition ratios. Like the reads benchmark it runs as an
- * esbuild bundle under plain node (bench/peers-node.ts says why).
- */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { KvU64, openKv } from '@deno/kv';
-import type { Result } from 'neverthrow';
 import {
   decodePayload,
   i64,
@@ -37,11 +10,11 @@ import {
   type Key,
   key,
   Persistency,
-  type PersistencyError,
   prefixRange,
   toPayload,
 } from '../src/index.js';
-import { reexecUnderNode, repoRoot, shouldReexec } from './peers-node.js';
+import { gitCommit, median, turn, unwrap } from './common.js';
+import { reexecUnderNode, shouldReexec } from './peers-node.js';
 
 interface Scale {
   /** CAS and add: concurrent tasks, increments per task. */
@@ -77,22 +50,9 @@ const WATCH_TARGET = 0.9;
 
 type DenoKv = Awaited<ReturnType<typeof openKv>>;
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(`atomic benchmark: ${what}`);
 }
-
-function unwrap<T>(r: Result<T, PersistencyError>, what: string): T {
-  if (r.isOk()) return r.value;
-  throw new Error(`${what}: ${r.error.kind}: ${r.error.message}`);
-}
-
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 const fmt = (x: number): string =>
   x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)} k` : x.toFixed(1);
@@ -350,17 +310,6 @@ function watchWrites(scale: Scale, watched: boolean): Promise<Watched> {
 }
 
 // ---------------------------------------------------------------------------------------
-
-function gitCommit(): string {
-  try {
-    const opts = { cwd: repoRoot(), encoding: 'utf8' as const };
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], opts).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], opts).trim();
-    return dirty === '' ? head : `${head} + uncommitted changes in src/`;
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** Runs `a` and `b` REPS times side by side (order alternating); prints each run. */
 async function paired<T>(

@@ -36,7 +36,7 @@
  * bundle under plain node (bench/peers-node.ts says why); the peers are this file run again
  * with `--peer-child`.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -55,8 +55,8 @@ import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
-import type { Result } from 'neverthrow';
-import { type Job, key, Persistency, type PersistencyError, prefixRange } from '../src/index.js';
+import { type Job, key, Persistency, prefixRange } from '../src/index.js';
+import { gitCommit, median, turn, unwrap } from './common.js';
 import { reexecUnderNode, repoRoot, shouldReexec } from './peers-node.js';
 
 interface Scale {
@@ -85,12 +85,6 @@ const SAMPLE_MS = 20;
 const MB = 1e6;
 const MiB = 1024 * 1024;
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
 /** Nearest-rank percentile of `sorted` (ascending), p in [0, 100]. */
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -102,27 +96,10 @@ function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(`backup benchmark: ${what}`);
 }
 
-function unwrap<T>(r: Result<T, PersistencyError>, what: string): T {
-  if (r.isOk()) return r.value;
-  throw new Error(`${what}: ${r.error.kind}: ${r.error.message}`);
-}
-
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 const ms = (x: number): string => (x >= 100 ? int(x) : x.toFixed(x >= 10 ? 1 : 2));
 const secs = (x: number): string => (x / 1000).toFixed(2);
-
-function gitCommit(): string {
-  try {
-    const opts = { cwd: repoRoot(), encoding: 'utf8' as const };
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], opts).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], opts).trim();
-    return dirty === '' ? head : `${head} + uncommitted changes in src/`;
-  } catch {
-    return 'unknown';
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // The probe writer

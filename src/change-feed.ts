@@ -33,6 +33,8 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
   /** Why the feed ends once its queue is taken (undefined: it goes on). */
   #end: PersistencyError | 'done' | undefined;
   #stopped = false;
+  /** Answers to waiting next() calls made in a task of their own, not yet given. */
+  #deferred = 0;
 
   constructor(channel: WatchChannel, maxQueued: number) {
     lastId = (lastId + 1) >>> 0;
@@ -54,7 +56,11 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
     if (this.#end !== undefined) return;
     const waiting = this.#waiting.shift();
     if (waiting !== undefined) {
-      setImmediate(() => waiting.resolve({ done: false, value: changes.read() }));
+      this.#deferred += 1;
+      setImmediate(() => {
+        this.#deferred -= 1;
+        waiting.resolve({ done: false, value: changes.read() });
+      });
       return;
     }
     // A commit is never split, and one that finds nothing waiting is always taken: only a
@@ -79,6 +85,11 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
   }
 
   next(): Promise<IteratorResult<Change[]>> {
+    // A next() called while an earlier one's answer is on its way answers after it.
+    if (this.#deferred > 0)
+      return new Promise((resolve, reject) =>
+        setImmediate(() => this.next().then(resolve, reject)),
+      );
     const changes = this.#queue.shift();
     if (changes !== undefined) {
       this.#queued -= changes.count;

@@ -26,6 +26,7 @@ export class JobBackups {
       running: () => this.#waiting.size,
       done: (id, error) =>
         this.#settle(id, error === undefined ? ok(undefined) : err(fromErrorInfo(error))),
+      failed: (id, error) => this.#settle(id, err(error)),
       ended: (error) => {
         for (const id of [...this.#waiting.keys()]) this.#settle(id, err(error));
       },

@@ -73,6 +73,8 @@ export class JobClient {
     | {
         running(): number;
         done(id: number, error: ErrorInfo | undefined): void;
+        /** Its request never reached a thread. */
+        failed(id: number, error: PersistencyError): void;
         ended(error: PersistencyError): void;
       }
     | undefined;
@@ -254,6 +256,8 @@ export class JobClient {
     this.#backlog = [];
     const taken = this.#turn.take();
     if (taken !== undefined) unsent.push(taken[0]);
+    for (const m of unsent)
+      if (!(m instanceof Uint8Array) && m.t === 'backup') this.backups?.failed(m.id, error);
     failUnsent(unsent, this.#replies, error, (batch, e, counted) =>
       this.#reportBatch(batch, e, counted),
     );

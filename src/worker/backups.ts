@@ -7,9 +7,9 @@
  * given the destination's name only then, without ever replacing a file there.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync } from 'node:fs';
-import { link, open, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { MessagePort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { SIDECAR_SUFFIXES } from '../paths.js';
@@ -19,10 +19,11 @@ import { openSnapshot } from './snapshots.js';
 
 interface Running {
   readonly source: Database.Database;
-  /** The copy being written, renamed to the destination when done. */
+  /** The copy being written, linked to the destination when done. */
   readonly partial: string;
-  /** Set when the job is detached first: the copy's own ending is then ignored. */
-  ended: boolean;
+  readonly dest: string;
+  /** The copy has the destination's name: the backup is made, whatever happens next. */
+  linked: boolean;
 }
 
 export class Backups {
@@ -31,12 +32,21 @@ export class Backups {
   readonly #backend: KvBackend;
   readonly #path: string;
   readonly #busyMs: number;
+  /** Why the job's path no longer holds the file the job opened, if it does not. */
+  readonly #fileMoved: () => ErrorInfo | undefined;
 
-  constructor(port: MessagePort, backend: KvBackend, path: string, busyMs: number) {
+  constructor(
+    port: MessagePort,
+    backend: KvBackend,
+    path: string,
+    busyMs: number,
+    fileMoved: () => ErrorInfo | undefined,
+  ) {
     this.#port = port;
     this.#backend = backend;
     this.#path = path;
     this.#busyMs = busyMs;
+    this.#fileMoved = fileMoved;
   }
 
   /**
@@ -44,21 +54,33 @@ export class Backups {
    * `dest`, which must not exist; `backupDone` answers when it is there or has failed.
    */
   start(id: number, dest: string): void {
-    const refused = destinationRefused(dest);
+    const refused = destinationRefused(dest) ?? this.#fileMoved();
     if (refused !== undefined) {
       this.#done(id, refused);
       return;
     }
-    const partial = `${dest}.partial-${randomBytes(6).toString('hex')}`;
+    // A short name of its own (a dot: never a job file), whatever the length of dest's.
+    const partial = join(dirname(dest), `.backup-${randomBytes(6).toString('hex')}`);
     let source: Database.Database;
+    let failed: ErrorInfo | undefined;
     try {
       source = openSnapshot(this.#path, this.#backend, this.#busyMs);
-      source.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get(); // the snapshot begins
     } catch (e) {
       this.#done(id, toErrorInfo(e, 'backup'));
       return;
     }
-    const run: Running = { source, partial, ended: false };
+    try {
+      source.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get(); // the snapshot begins
+      failed = this.#fileMoved(); // the snapshot is of the file at the path: the job's own?
+    } catch (e) {
+      failed = toErrorInfo(e, 'backup');
+    }
+    if (failed !== undefined) {
+      source.close();
+      this.#done(id, failed);
+      return;
+    }
+    const run: Running = { source, partial, dest, linked: false };
     this.#running.set(id, run);
     const flusher = new BackgroundSync(partial);
     source
@@ -66,36 +88,81 @@ export class Backups {
       .then(async () => {
         source.close();
         await flusher.idle();
-        return finish(partial, dest);
+        await this.#finish(id, run);
       })
       .then(
-        () => this.#end(id, run, undefined),
-        (e: unknown) => this.#end(id, run, toErrorInfo(e, 'backup')),
+        () => this.#end(id, undefined),
+        (e: unknown) => this.#end(id, errorOf(e)),
       );
   }
 
-  /** The job is being detached: every backup under way fails with `error`. */
+  /**
+   * The job is being detached: a backup whose copy has its name is reported made; every
+   * other one is stopped, its copy removed, and reported failed with `error`.
+   */
   endAll(error: ErrorInfo): void {
     for (const [id, run] of this.#running) {
-      run.ended = true;
+      if (run.linked) {
+        syncFolder(run.dest);
+        this.#done(id, undefined);
+        continue;
+      }
       run.source.close(); // the copy's next step fails, and is ignored
-      void removeCopy(run.partial);
+      removeCopy(run.partial);
       this.#done(id, error);
     }
     this.#running.clear();
   }
 
-  #end(id: number, run: Running, error: ErrorInfo | undefined): void {
-    if (run.ended) return;
+  /** Turn the finished copy into the destination: rollback-journal mode, durable, linked. */
+  async #finish(id: number, run: Running): Promise<void> {
+    const copy = new Database(run.partial, { fileMustExist: true });
+    try {
+      copy.pragma('journal_mode = DELETE');
+    } finally {
+      copy.close();
+    }
+    await syncPath(run.partial, 'r+');
+    if (!this.#running.has(id)) return; // the job was detached meanwhile: endAll answered
+    try {
+      linkSync(run.partial, run.dest); // fails if dest appeared meanwhile: never replaced
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
+      throw destinationTaken(run.dest);
+    }
+    run.linked = true;
+    rmSync(run.partial, { force: true });
+    syncFolder(run.dest);
+  }
+
+  /** The copy ended by itself (made, or failed with `error`), unless endAll answered first. */
+  #end(id: number, error: ErrorInfo | undefined): void {
+    const run = this.#running.get(id);
+    if (run === undefined) return;
     this.#running.delete(id);
     if (run.source.open) run.source.close();
-    if (error === undefined) this.#done(id, undefined);
-    else void removeCopy(run.partial).then(() => this.#done(id, error));
+    if (error !== undefined && !run.linked) removeCopy(run.partial);
+    this.#done(id, run.linked ? undefined : error);
   }
 
   #done(id: number, error: ErrorInfo | undefined): void {
     this.#port.postMessage({ t: 'backupDone', id, error } satisfies FromWorker);
   }
+}
+
+function errorOf(e: unknown): ErrorInfo {
+  const info = e as Partial<ErrorInfo>;
+  return typeof info.kind === 'string' && typeof info.message === 'string'
+    ? (info as ErrorInfo)
+    : toErrorInfo(e, 'backup');
+}
+
+function destinationTaken(file: string): ErrorInfo {
+  return {
+    kind: 'InvalidArgument',
+    message: `backup: ${file} already exists; a backup never replaces a file`,
+    code: 'EEXIST',
+  };
 }
 
 /**
@@ -142,12 +209,7 @@ const SYNC_EVERY_STEPS = 160;
 function destinationRefused(dest: string): ErrorInfo | undefined {
   for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)]) {
     // A stale -wal or -journal beside a new copy would be read as part of it.
-    if (present(file))
-      return {
-        kind: 'InvalidArgument',
-        message: `backup: ${file} already exists; a backup never replaces a file`,
-        code: 'EEXIST',
-      };
+    if (present(file)) return destinationTaken(file);
   }
   try {
     mkdirSync(dirname(dest), { recursive: true });
@@ -155,28 +217,6 @@ function destinationRefused(dest: string): ErrorInfo | undefined {
     return toErrorInfo(e, `backup: cannot make the folder of ${dest}`);
   }
   return undefined;
-}
-
-/** Turn the finished copy into the destination: rollback-journal mode, durable, renamed. */
-async function finish(partial: string, dest: string): Promise<void> {
-  const copy = new Database(partial, { fileMustExist: true });
-  try {
-    copy.pragma('journal_mode = DELETE');
-  } finally {
-    copy.close();
-  }
-  await syncPath(partial, 'r+');
-  try {
-    await link(partial, dest); // fails if dest appeared meanwhile: never replaced
-  } catch (e) {
-    if ((e as { code?: unknown }).code === 'EEXIST')
-      throw Object.assign(new Error(`${dest} already exists; a backup never replaces a file`), {
-        code: 'EEXIST',
-      });
-    throw e;
-  }
-  await rm(partial, { force: true });
-  await syncPath(dirname(dest), 'r');
 }
 
 /** Whether anything is at `file`; a dangling symlink counts (writing through it would create its target). */
@@ -198,8 +238,27 @@ async function syncPath(path: string, flags: string): Promise<void> {
   }
 }
 
-async function removeCopy(partial: string): Promise<void> {
-  await Promise.all(
-    [partial, ...SIDECAR_SUFFIXES.map((s) => partial + s)].map((f) => rm(f, { force: true })),
-  );
+/** Make the new name in `file`'s folder durable. */
+function syncFolder(file: string): void {
+  try {
+    const fd = openSync(dirname(file), 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // A folder that cannot be synced (some file systems refuse) leaves the copy there all the same.
+  }
+}
+
+/** Remove a copy that will not be finished, and what SQLite left beside it; never throws. */
+function removeCopy(partial: string): void {
+  for (const file of [partial, ...SIDECAR_SUFFIXES.map((s) => partial + s)]) {
+    try {
+      rmSync(file, { force: true });
+    } catch {
+      // Nothing more can be done for it; the backup's outcome is reported all the same.
+    }
+  }
 }

@@ -58,11 +58,12 @@ export function openJobDatabase(
 ): Database.Database {
   const memory = path === ':memory:';
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
-  // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out.
+  // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
+  // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
     : new Database(path, {
-        timeout: options.busyTimeoutMs,
+        timeout: options.statementBusyMs ?? options.busyTimeoutMs,
         fileMustExist: options.mustExist === true,
       });
   try {

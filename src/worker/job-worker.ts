@@ -108,7 +108,9 @@ export class JobWorker {
       () => this.#fileMoved('while the job was open'),
       clock,
     );
-    this.#backups = new Backups(port, backend, req.dbPath, snapshotBusyMs);
+    this.#backups = new Backups(port, backend, req.dbPath, snapshotBusyMs, () =>
+      this.#fileMoved('while the job was open'),
+    );
     this.#sweep = new ExpirySweep(backend, clock, this.#watches, this.#replies);
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
   }

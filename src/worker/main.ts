@@ -56,21 +56,42 @@ function openJobFile(req: OpenRequest, clock: JobClock): KvBackend {
   return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image, clock);
 }
 
+/** Between tries of an open that met a lock, on a shared thread. */
+const OPEN_RETRY_MS = 5;
+
 if (!isMainThread && parentPort) {
   const thread = parentPort;
   let hosted = 0;
   let quitting = false;
   let dedicated = false;
+  /** Opens waiting to try again (see attach). */
+  let retrying = 0;
   const exitIfIdle = (): void => {
-    if (hosted === 0 && (quitting || dedicated)) thread.close();
+    if (hosted === 0 && retrying === 0 && (quitting || dedicated)) thread.close();
   };
 
-  const attach = (req: OpenRequest, port: MessagePort): void => {
+  const attach = (req: OpenRequest, port: MessagePort, since = performance.now()): void => {
     let backend: KvBackend;
     const clock = new JobClock();
     try {
       backend = openJobFile(req, clock);
     } catch (e) {
+      // On a shared thread a lock met at open (a reader's moment, such as a checkpointing
+      // Litestream's) is waited out in pauses, not in SQLite's busy handler, which would
+      // hold the thread's other jobs (the open itself waits statementBusyMs at most).
+      const busy = toErrorInfo(e).kind === 'Busy';
+      if (
+        busy &&
+        req.statementBusyMs !== undefined &&
+        performance.now() - since < req.busyTimeoutMs
+      ) {
+        retrying++;
+        setTimeout(() => {
+          retrying--;
+          attach(req, port, since);
+        }, OPEN_RETRY_MS);
+        return;
+      }
       port.postMessage({
         t: 'openFailed',
         error: explainOpenFailure(req.dbPath, e),

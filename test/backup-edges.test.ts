@@ -1,0 +1,136 @@
+/*
+ * job.backup at its edges, from an adversarial review (each failed before its fix): a long
+ * destination name, a job whose file was replaced, a released job whose file is gone, two
+ * backups racing for one destination, a close racing a backup. Both threading modes, file
+ * and `:memory:` roots where they apply.
+ */
+import { copyFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { key, Persistency, payload, prefixRange } from '../src/index.js';
+import { jobClient } from '../src/job.js';
+import {
+  DB_SUFFIX,
+  jobDbPath,
+  jobFileStem,
+  MAX_STEM_BYTES,
+  SIDECAR_SUFFIXES,
+} from '../src/paths.js';
+import { releaseIdleJobs } from '../src/persistency.js';
+import { unwrap, useTempDirs } from './support/env.js';
+import { FILE_MODES, ROOT_MODES } from './support/modes.js';
+
+const tempDir = useTempDirs('persistency-backup-edges-');
+const stemOf = (id: string): string => (jobFileStem(id) as { stem: string }).stem;
+
+function rowsIn(file: string): number {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return (db.prepare('SELECT COUNT(*) AS n FROM kv').get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+describe.each(ROOT_MODES)('backup edges (%s)', (_name, memory, options) => {
+  const open = () => unwrap(Persistency.open(memory ? ':memory:' : tempDir(), options));
+
+  it('copies a job of the longest id into <other root>/<its file name>, which opens there', async () => {
+    const id = 'a'.repeat(MAX_STEM_BYTES);
+    const p = open();
+    const died: string[] = [];
+    p.events.on('jobFailed', (e) => died.push(e.jobId));
+    const job = unwrap(await p.openJob(id));
+    const neighbour = unwrap(await p.openJob('neighbour'));
+    job.persistPut('c', key(1), payload('x'));
+    neighbour.persistPut('c', key(1), payload('y'));
+    const otherRoot = tempDir();
+    unwrap(await job.backup(join(otherRoot, stemOf(id) + DB_SUFFIX)));
+    expect(unwrap(await neighbour.get('c', key(1)))).toEqual(payload('y'));
+    expect(died).toEqual([]);
+    await p.close();
+    const other = unwrap(Persistency.open(otherRoot, options));
+    expect(unwrap(await unwrap(await other.openJob(id)).count('c', prefixRange(key())))).toBe(1);
+    await other.close();
+  });
+
+  it('of three backups racing for one destination, one is made and the others are InvalidArgument', async () => {
+    const p = open();
+    const a = unwrap(await p.openJob('a'));
+    const b = unwrap(await p.openJob('b'));
+    for (let i = 0; i < 2_000; i++) a.persistPut('c', key(i), new Uint8Array(500));
+    for (let i = 0; i < 3_000; i++) b.persistPut('c', key(i), new Uint8Array(500));
+    const dir = tempDir();
+    const dest = join(dir, 'x.db');
+    const results = await Promise.all([a.backup(dest), b.backup(dest), a.backup(dest)]);
+    expect(results.map((r) => (r.isOk() ? 'Ok' : r.error.kind)).sort()).toEqual([
+      'InvalidArgument',
+      'InvalidArgument',
+      'Ok',
+    ]);
+    expect(readdirSync(dir)).toEqual(['x.db']);
+    expect([2_000, 3_000]).toContain(rowsIn(dest));
+  });
+
+  it('a close racing a backup: Ok with the copy at its destination, or Closed with nothing there', async () => {
+    for (let round = 0; round < 30; round++) {
+      const p = open();
+      const job = unwrap(await p.openJob('j'));
+      for (let i = 0; i < 300; i++) job.persistPut('c', key(i), new Uint8Array(1000).fill(i));
+      unwrap(await job.flush());
+      const dir = tempDir();
+      const copied = job.backup(join(dir, 'j.db'));
+      // The close lands at a different point of the copy each round.
+      for (let t = 0; t < round; t++) await new Promise((r) => setImmediate(r));
+      const closed = p.closeJob('j');
+      const r = await copied;
+      unwrap(await closed);
+      const files = readdirSync(dir);
+      if (r.isOk()) expect(files, `round ${round}`).toEqual(['j.db']);
+      else {
+        expect(r.error.kind).toBe('Closed');
+        expect(files, `round ${round}`).toEqual([]);
+      }
+      await p.close();
+    }
+  });
+});
+
+describe.each(FILE_MODES)(
+  'backup of a job whose file is not its own (%s)',
+  (_name, _memory, options) => {
+    it('is Err(ESTALE) once the job file was replaced, as iterate and flush are', async () => {
+      const root = tempDir();
+      const p = unwrap(Persistency.open(root, options));
+      const other = unwrap(await p.openJob('other'));
+      for (let i = 0; i < 3_000; i++) other.persistPut('d', key(i), new Uint8Array(500).fill(7));
+      unwrap(await p.closeJob('other'));
+      const job = unwrap(await p.openJob('j'));
+      for (let i = 0; i < 100; i++) job.persistPut('c', key(i), payload('mine'));
+      unwrap(await job.flush());
+      const dbPath = jobDbPath(root, stemOf('j'));
+      copyFileSync(jobDbPath(root, stemOf('other')), `${dbPath}.new`);
+      renameSync(`${dbPath}.new`, dbPath); // j's path now holds another tenant's file
+      const dest = join(tempDir(), 'j.db');
+      const r = await job.backup(dest);
+      expect(r.isErr() && r.error.code).toBe('ESTALE');
+      expect(readdirSync(join(dest, '..'))).toEqual([]);
+    });
+
+    it('is Err, not a hang, for a released job whose file is gone', async () => {
+      const root = tempDir();
+      const p = unwrap(Persistency.open(root, { ...options, idleCloseMs: 0 }));
+      const job = unwrap(await p.openJob('gone'));
+      job.persistPut('c', key(1), payload('x'));
+      unwrap(await job.flush());
+      expect(await releaseIdleJobs(p)).toBe(1);
+      const dbPath = jobDbPath(root, stemOf('gone'));
+      for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
+        rmSync(f, { force: true });
+      const r = await job.backup(join(tempDir(), 'copy.db'));
+      expect(r.isErr()).toBe(true);
+      expect(jobClient(job).snapshots).toBe(0); // the job can be released again
+    });
+  },
+);

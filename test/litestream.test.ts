@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeKey, key, Persistency, prefixRange } from '../src/index.js';
+import { decodeKey, key, Persistency, payload, prefixRange } from '../src/index.js';
 import { Child, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
@@ -133,6 +133,27 @@ describe.each(['per-job', '2'])('Litestream replication (workerThreads %s)', (th
         await caughtUp(config, join(root, `${id}.db`), source.whole, scratch);
       }
     }
+    // The service restarts cleanly: each job opened, one more batch, closed, all under the
+    // running Litestream (whose read transaction the close's checkpoint must not wait for).
+    const service = unwrap(
+      Persistency.open(root, { workerThreads: threads === 'per-job' ? 'per-job' : 2 }),
+    );
+    for (const id of JOBS) {
+      const job = unwrap(await service.openJob(id));
+      const i = held.get(id) as number;
+      job.persist(
+        [0, 1, 2, 3].map((r) => ({
+          kind: 'put',
+          category: 'b',
+          key: key(i, r),
+          payload: payload(i),
+        })),
+      );
+      unwrap(await service.closeJob(id));
+      held.set(id, i + 1);
+      await caughtUp(config, join(root, `${id}.db`), i + 1, scratch);
+    }
+    await service.close();
     ls.kill('SIGTERM'); // its last sync, then it exits
     expect(await lsExit).toBe(0);
     litestreams.delete(ls);

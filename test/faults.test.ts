@@ -225,9 +225,10 @@ describe('corrupt files at open', () => {
 });
 
 describe('another connection holding the lock', () => {
-  it('a write transaction elsewhere: openJob is Err(Busy) at once, then succeeds once it ends', async () => {
+  it('a write transaction elsewhere: openJob is Err(Busy) after busyTimeoutMs, then succeeds once it ends', async () => {
     const root = freshRoot();
-    const p = Persistency.instance(root)._unsafeUnwrap();
+    // The open waits out a lock for busyTimeoutMs (Litestream's are brief), then is Busy.
+    const p = Persistency.instance(root, { busyTimeoutMs: 300 })._unsafeUnwrap();
     await fill((await p.openJob('locked'))._unsafeUnwrap(), 0, 5);
     (await p.closeJob('locked'))._unsafeUnwrap();
 

@@ -250,7 +250,8 @@ describe.runIf(process.platform === 'linux')('leaks and limits', () => {
     // a connection holding the job file itself exclusively, refusing openJob in the worker
     // after the root lock was taken, which must be given back.
     const root = tempDir();
-    const p = unwrap(Persistency.instance(root));
+    // A job file locked by another connection is waited for up to busyTimeoutMs before Busy.
+    const p = unwrap(Persistency.instance(root, { busyTimeoutMs: 20 }));
     unwrap(await p.openJob('warm'));
     unwrap(await p.closeJob('warm'));
     const takeExclusively = (path: string): Database.Database => {

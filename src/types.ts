@@ -114,7 +114,7 @@ export interface ScanOptions {
  * @example Persistency.instance('./data', { busyTimeoutMs: 1000, maxJobBytes: 256 * 1024 * 1024 })
  */
 export interface PersistencyOptions {
-  /** How long SQLite waits on a lock held by another connection after open. (default: 5000) */
+  /** How long a job waits on a lock held by another connection, at open too (then Busy). (default: 5000) */
   readonly busyTimeoutMs?: number;
   /** WAL size SQLite truncates back to after a checkpoint, in bytes. (default: 64 MiB) */
   readonly journalSizeLimitBytes?: number;

@@ -1,6 +1,6 @@
 /*
  * Issue 16, CONTRACT.md section 10: a root replicated by the real Litestream (0.3.13, the
- * binary from the @flydotio/litestream devDependency) while a child process writes batches
+ * binary from the @flydotio/litestream-linux-x64 devDependency: Linux x64) while a child writes batches
  * to several jobs through the library, then SIGKILLs it at a random moment; each job
  * restored from the replica into a fresh root ("the other machine") opens with the library
  * and holds every batch flushed before the replica's last sync, whole and in order.
@@ -22,6 +22,8 @@ import { Child, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const require = createRequire(import.meta.url);
+// The binary ships in the platform package; only Linux x64's is a devDependency (the
+// registry this project builds from carries no other), so elsewhere this fails here.
 const LITESTREAM = require.resolve(
   `@flydotio/litestream-${process.platform}-${process.arch}/litestream`,
 );

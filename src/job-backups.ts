@@ -22,7 +22,7 @@ export class JobBackups {
 
   constructor(client: JobClient) {
     this.#client = client;
-    client.backups = {
+    client.holds.backups = {
       running: () => this.#waiting.size,
       done: (id, error) =>
         this.#settle(id, error === undefined ? ok(undefined) : err(fromErrorInfo(error))),
@@ -52,7 +52,7 @@ export class JobBackups {
     const answer = new Promise<Result<void, PersistencyError>>((settle) => {
       this.#waiting.set(id, settle);
     });
-    client.snapshots += 1; // not released while the worker copies
+    client.holds.count += 1; // not released while the worker copies
     client.post({ t: 'backup', id, dest });
     return answer;
   }
@@ -61,7 +61,7 @@ export class JobBackups {
     const settle = this.#waiting.get(id);
     if (settle === undefined) return;
     this.#waiting.delete(id);
-    this.#client.snapshots -= 1;
+    this.#client.holds.count -= 1;
     settle(r);
   }
 }

@@ -11,19 +11,13 @@ import type { ClientHost, CloseOutcome } from './client-host.js';
 import { PersistencyError } from './errors.js';
 import { fileMoved } from './file-identity.js';
 import type { ByteWriter } from './protocol/bytes.js';
-import {
-  type ErrorInfo,
-  type FromWorker,
-  fromErrorInfo,
-  type PollStats,
-  type ReadStats,
-  type ToWorker,
-} from './protocol/messages.js';
+import { type FromWorker, fromErrorInfo, type ToWorker } from './protocol/messages.js';
 import type { ReplyExtras } from './protocol/replies.js';
 import { batchOps } from './protocol/request-reader.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
+import { WorkerHolds } from './worker-holds.js';
 import { failUnsent, flushOutcome } from './write-failures.js';
 
 const NO_EXTRAS: ReplyExtras = { errors: [], attached: [] };
@@ -62,22 +56,8 @@ export class JobClient {
   readonly #replies = new ReplyQueue();
   #framesInFlight = 0;
   #referenced = false;
-  /** Iterator snapshots and watches the job's worker holds: the job is not released while there are. */
-  snapshots = 0;
-  /** The job's watches: the changes each reply message brings, and the job's end. */
-  watchers:
-    | { changes(chunks: Uint8Array[]): void; ended(error: PersistencyError): void }
-    | undefined;
-  /** The job's backups under way (src/job-backups.ts): the process waits for them. */
-  backups:
-    | {
-        running(): number;
-        done(id: number, error: ErrorInfo | undefined): void;
-        /** Its request never reached a thread. */
-        failed(id: number, error: PersistencyError): void;
-        ended(error: PersistencyError): void;
-      }
-    | undefined;
+  /** What the worker holds for the job besides its connection. */
+  readonly holds = new WorkerHolds();
   /** When the job last had work (`performance.now()`), for idle release. */
   lastActive = performance.now();
 
@@ -111,6 +91,11 @@ export class JobClient {
   async open(): Promise<Result<{ file: string | undefined }, PersistencyError>> {
     const r = await this.#attach();
     return r.map((a) => ({ file: a.file }));
+  }
+
+  /** Snapshots, watches and backups the worker holds (see WorkerHolds). */
+  get snapshots(): number {
+    return this.holds.count;
   }
 
   /** Open: taking calls (attached, released or on the way between, no close asked for). */
@@ -199,7 +184,7 @@ export class JobClient {
       this.#state === 'closing' ||
       this.#state === 'releasing' ||
       this.#closeRequested ||
-      (this.backups?.running() ?? 0) > 0 ||
+      this.holds.keepProcess ||
       this.#backlog.length > 0;
     if (busy === this.#referenced) return;
     this.#referenced = busy;
@@ -256,8 +241,7 @@ export class JobClient {
     this.#backlog = [];
     const taken = this.#turn.take();
     if (taken !== undefined) unsent.push(taken[0]);
-    for (const m of unsent)
-      if (!(m instanceof Uint8Array) && m.t === 'backup') this.backups?.failed(m.id, error);
+    this.holds.unsent(unsent, error);
     failUnsent(unsent, this.#replies, error, (batch, e, counted) =>
       this.#reportBatch(batch, e, counted),
     );
@@ -271,7 +255,7 @@ export class JobClient {
     if (
       this.#state !== 'attached' ||
       this.#closeRequested ||
-      this.snapshots > 0 ||
+      this.holds.count > 0 ||
       this.lastActive > before ||
       this.#turn.open ||
       this.#framesInFlight > 0 ||
@@ -334,20 +318,12 @@ export class JobClient {
     this.#host.resident(this, false);
     const closed = new PersistencyError('Closed', `job ${this.#id} is closed`);
     this.#replies.failAll(closed);
-    this.watchers?.ended(closed);
-    this.backups?.ended(closed);
+    this.holds.ended(closed);
     this.#closeResolve?.(outcome);
   }
 
   /** The port closed after `closed` or `released`: let go of the thread. */
-  #detached(m: {
-    t: 'closed' | 'released';
-    image: Uint8Array | undefined;
-    error?: ErrorInfo | undefined;
-    unflushed: ErrorInfo | undefined;
-    polls: PollStats;
-    reads: ReadStats;
-  }): void {
+  #detached(m: Extract<FromWorker, { t: 'closed' | 'released' }>): void {
     // The worker's count of failed writes goes on in the ledger, for the next flush.
     const unflushed = m.unflushed === undefined ? undefined : fromErrorInfo(m.unflushed);
     if (unflushed !== undefined)
@@ -407,8 +383,7 @@ export class JobClient {
     });
     this.#failUnsent(this.#deathError);
     this.#settleRelease();
-    this.watchers?.ended(this.notOpenError());
-    this.backups?.ended(this.notOpenError());
+    this.holds.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
     if (this.#closeRequested) this.#closeResolve?.({ image: undefined, error: this.#deathError });
@@ -425,12 +400,12 @@ export class JobClient {
     switch (m.t) {
       case 'replies':
         // Watchers first: whoever awaits a reply of the same commit finds them told.
-        if (m.changes !== undefined) this.watchers?.changes(m.changes);
+        if (m.changes !== undefined) this.holds.changes(m.changes);
         this.#onReplies(m.bytes, m);
         for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
         return;
       case 'backupDone':
-        this.backups?.done(m.id, m.error);
+        this.holds.backupDone(m.id, m.error);
         this.#updateRef();
         return;
       case 'closed':

@@ -80,7 +80,7 @@ export class Job {
         if (client.running) write(client.frame());
       },
       held: (delta) => {
-        client.snapshots += delta;
+        client.holds.count += delta;
       },
       idleMs: host.iteratorIdleMs,
     };

@@ -25,7 +25,7 @@ export class JobWatches {
   constructor(client: JobClient, category: CategoryOf) {
     this.#client = client;
     this.#category = category;
-    client.watchers = {
+    client.holds.watches = {
       changes: (chunks) =>
         splitChanges(chunks, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
       ended: (error) => this.#endAll(error),
@@ -47,7 +47,7 @@ export class JobWatches {
     if (!client.running) return endedFeed(client.notOpenError());
     const feed = new ChangeFeed(this.#channel, maxQueued);
     this.#feeds.set(feed.id, feed);
-    client.snapshots += 1; // a watched job stays resident: its watch lives in the worker
+    client.holds.count += 1; // a watched job stays resident: its watch lives in the worker
     writeWatchOpen(client.frame(), feed.id, cat, bounds[0], bounds[1]);
     return feed;
   }
@@ -55,13 +55,13 @@ export class JobWatches {
   #stop(id: number): void {
     if (!this.#feeds.delete(id)) return;
     const client = this.#client;
-    client.snapshots -= 1;
+    client.holds.count -= 1;
     if (client.running) writeWatchClose(client.frame(), id);
   }
 
   #endAll(error: PersistencyError): void {
     const feeds = [...this.#feeds.values()];
-    this.#client.snapshots -= feeds.length;
+    this.#client.holds.count -= feeds.length;
     this.#feeds.clear();
     for (const feed of feeds) feed.ended(error);
   }

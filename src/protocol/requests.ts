@@ -138,15 +138,29 @@ export function writePut(
   key: Uint8Array,
   payload: Uint8Array,
 ): void {
-  const body = 4 + 1 + 2 + cat.length + 4 + key.length + 4 + payload.length;
+  writeSingleOpHead(w, OpKind.Put, cat, key, payload.length);
+  w.blob(payload);
+}
+
+/**
+ * A batch of one op of `kind` up to its last field, which is `lastBytes` long and which the
+ * caller writes next (room for it is reserved).
+ */
+function writeSingleOpHead(
+  w: ByteWriter,
+  kind: number,
+  cat: Uint8Array,
+  key: Uint8Array,
+  lastBytes: number,
+): void {
+  const body = 4 + 1 + 2 + cat.length + 4 + key.length + 4 + lastBytes;
   w.reserve(BATCH_HEADER + body);
   w.u8(Tag.Batch);
   w.u32(body);
   w.u32(1);
-  w.u8(OpKind.Put);
+  w.u8(kind);
   w.shortBlob(cat);
   w.blob(key);
-  w.blob(payload);
 }
 
 /**
@@ -154,14 +168,7 @@ export function writePut(
  * written as its counter payload (the i64 with its sign bit flipped), from two 32-bit halves.
  */
 export function writeAdd(w: ByteWriter, cat: Uint8Array, key: Uint8Array, delta: number): void {
-  const body = 4 + 1 + 2 + cat.length + 4 + key.length + 4 + 8;
-  w.reserve(BATCH_HEADER + body);
-  w.u8(Tag.Batch);
-  w.u32(body);
-  w.u32(1);
-  w.u8(OpKind.Add);
-  w.shortBlob(cat);
-  w.blob(key);
+  writeSingleOpHead(w, OpKind.Add, cat, key, 8);
   w.u32(8);
   const high = Math.floor(delta / 4294967296);
   w.u32((high ^ 0x80000000) >>> 0);

@@ -137,3 +137,20 @@ export function jobFilesIn(
   // The default sort compares UTF-16 code units, as listJobs promises.
   return [...byId.keys()].sort().map((id) => ({ id, name: byId.get(id) as string }));
 }
+
+/**
+ * The file that keeps `dest` from being a new copy of a job (a backup): `dest` itself, or a
+ * journal of that name, which would be read as part of the copy. A dangling symlink counts
+ * (writing through it would create its target). Undefined when `dest` is free.
+ */
+export function takenBackupName(dest: string): string | undefined {
+  for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)]) {
+    try {
+      lstatSync(file);
+      return file;
+    } catch {
+      // nothing there (or no folder to hold it: making the copy says why)
+    }
+  }
+  return undefined;
+}

@@ -2,16 +2,7 @@
  * The inspector's commands (ls, scan, count, check, backup) over job files read through the
  * SQL layer's reader, whether a running process owns their root or not.
  */
-import {
-  closeSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
 import {
@@ -21,6 +12,7 @@ import {
   jobFilesIn,
   legacyJobDbPath,
   SIDECAR_SUFFIXES,
+  takenBackupName,
 } from '../paths.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
 import { JobFileReader } from '../worker/job-file-reader.js';
@@ -151,11 +143,9 @@ export async function backup(root: string, id: string, destArg: string): Promise
   const path = requireJob(root, id);
   const name = label(id);
   const dest = resolve(destArg);
-  for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)]) {
-    // A stale -wal or -journal beside a new copy would be read as part of it.
-    if (exists(file))
-      throw new CliError(EXIT.failed, `${file} already exists; backup never overwrites`);
-  }
+  const taken = takenBackupName(dest);
+  if (taken !== undefined)
+    throw new CliError(EXIT.failed, `${taken} already exists; backup never overwrites`);
   const job = openJobFile(path, name, {});
   try {
     const rows = mapSqliteErrors(name, EXIT.failed, () => job.rowCount());
@@ -287,13 +277,4 @@ export function fileBytes(path: string): number {
     }
   }
   return n;
-}
-
-export function exists(file: string): boolean {
-  try {
-    lstatSync(file); // a dangling symlink counts: writing through it would create its target
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -7,14 +7,15 @@
  * given the destination's name only then, without ever replacing a file there.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { MessagePort } from 'node:worker_threads';
-import Database from 'better-sqlite3';
-import { SIDECAR_SUFFIXES } from '../paths.js';
+import type Database from 'better-sqlite3';
+import { SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
 import { type ErrorInfo, type FromWorker, toErrorInfo } from '../protocol/messages.js';
 import type { KvBackend } from './backend.js';
+import { toRollbackJournal } from './job-file-reader.js';
 import { openSnapshot } from './snapshots.js';
 
 interface Running {
@@ -116,12 +117,7 @@ export class Backups {
 
   /** Turn the finished copy into the destination: rollback-journal mode, durable, linked. */
   async #finish(id: number, run: Running): Promise<void> {
-    const copy = new Database(run.partial, { fileMustExist: true });
-    try {
-      copy.pragma('journal_mode = DELETE');
-    } finally {
-      copy.close();
-    }
+    toRollbackJournal(run.partial);
     await syncPath(run.partial, 'r+');
     if (!this.#running.has(id)) return; // the job was detached meanwhile: endAll answered
     try {
@@ -207,26 +203,14 @@ const SYNC_EVERY_STEPS = 160;
 
 /** Why `dest` cannot be a backup's (undefined: its folder is made and it is free). */
 function destinationRefused(dest: string): ErrorInfo | undefined {
-  for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)]) {
-    // A stale -wal or -journal beside a new copy would be read as part of it.
-    if (present(file)) return destinationTaken(file);
-  }
+  const taken = takenBackupName(dest);
+  if (taken !== undefined) return destinationTaken(taken);
   try {
     mkdirSync(dirname(dest), { recursive: true });
   } catch (e) {
     return toErrorInfo(e, `backup: cannot make the folder of ${dest}`);
   }
   return undefined;
-}
-
-/** Whether anything is at `file`; a dangling symlink counts (writing through it would create its target). */
-function present(file: string): boolean {
-  try {
-    lstatSync(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function syncPath(path: string, flags: string): Promise<void> {

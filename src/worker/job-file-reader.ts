@@ -143,17 +143,23 @@ export class JobFileReader {
     } finally {
       this.#db.exec('COMMIT');
     }
-    // A copy in rollback-journal mode: whoever reads it makes no -wal or -shm beside it (the
-    // library turns WAL back on when it opens the copy as a job).
-    const copy = new Database(dest, { fileMustExist: true, timeout: 0 });
-    try {
-      copy.pragma('journal_mode = DELETE');
-    } finally {
-      copy.close();
-    }
+    toRollbackJournal(dest);
   }
 
   close(): void {
     this.#db.close();
+  }
+}
+
+/**
+ * Put a finished copy of a job in rollback-journal mode: whoever reads it makes no -wal or
+ * -shm beside it (the library turns WAL back on when it opens the copy as a job).
+ */
+export function toRollbackJournal(file: string): void {
+  const copy = new Database(file, { fileMustExist: true, timeout: 0 });
+  try {
+    copy.pragma('journal_mode = DELETE');
+  } finally {
+    copy.close();
   }
 }

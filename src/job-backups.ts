@@ -1,7 +1,8 @@
 /*
  * `job.backup(dest)` on the main thread: the copy is made by the job's worker
- * (src/worker/backups.ts), which answers each backup by its id. A backup keeps the job resident and the process alive until it is answered;
- * closing the job or losing its worker ends it with that error.
+ * (src/worker/backups.ts), which answers each backup by its id. A backup keeps the job
+ * resident and the process alive until it is answered; closing the job or losing its
+ * worker ends it with that error.
  */
 import { resolve } from 'node:path';
 import { err, ok, type Result, ResultAsync } from 'neverthrow';

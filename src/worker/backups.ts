@@ -104,8 +104,7 @@ export class Backups {
   endAll(error: ErrorInfo): void {
     for (const [id, run] of this.#running) {
       if (run.linked) {
-        syncFolder(run.dest);
-        this.#done(id, undefined);
+        this.#done(id, undefined); // made: #finish linked and synced it
         continue;
       }
       run.source.close(); // the copy's next step fails, and is ignored

@@ -1,0 +1,101 @@
+/*
+ * Where an SDS channel's history lives in a job (CONTRACT.md section 11). One category per
+ * concern, both keyed (channel id, lamport timestamp, message id):
+ *
+ * | category     | key                                          | payload                         |
+ * |--------------|----------------------------------------------|---------------------------------|
+ * | `sds.history`| `key(channelId, u64(lamport), text(messageId))` | the message's SDS wire encoding |
+ * | `sds.hints`  | the same key                                 | its retrieval hint's bytes      |
+ *
+ * The wire encoding is what `Message.encode()` writes, so any SDS implementation reads the
+ * rows back; it leaves the retrieval hint out, hence the second category (no row when a
+ * message has no hint). `text` sorts message ids in code-point order, which is SDS's order
+ * for its own ids (lowercase hex); the channel id is a length-prefixed string, so one
+ * channel's prefix never matches another's keys.
+ */
+import { type ContentMessage, isContentMessage, Message } from '@waku/sds';
+import { type Job, type Key, key, PersistencyError, type TxOp, text, u64 } from '../index.js';
+
+/** The category of the messages, in their SDS wire encoding. */
+export const HISTORY_CATEGORY = 'sds.history';
+/** The category of the retrieval hints, keyed as their messages. */
+export const HINTS_CATEGORY = 'sds.hints';
+
+/** The prefix of every key of one channel, in both categories. */
+export function channelPrefix(channelId: string): Key {
+  return key(channelId);
+}
+
+/**
+ * The key of one message of a channel: SDS's history order (lamport timestamp, then
+ * message id) as byte order.
+ * @example messageKey('chat', 1_700_000_000_000n, 'ab12…')
+ */
+export function messageKey(channelId: string, lamportTimestamp: bigint, messageId: string): Key {
+  return key(channelId, u64(lamportTimestamp), text(messageId));
+}
+
+/** The ops that store `message` (and its hint) under `at`. */
+export function storeOps(at: Key, message: ContentMessage): TxOp[] {
+  const ops: TxOp[] = [
+    { kind: 'put', category: HISTORY_CATEGORY, key: at, payload: message.encode() },
+  ];
+  const hint = message.retrievalHint;
+  if (hint !== undefined && hint.length > 0)
+    ops.push({ kind: 'put', category: HINTS_CATEGORY, key: at, payload: hint });
+  return ops;
+}
+
+/** The ops that remove the message stored under `at` (and its hint). */
+export function removeOps(at: Key): TxOp[] {
+  return [
+    { kind: 'delete', category: HISTORY_CATEGORY, key: at },
+    { kind: 'delete', category: HINTS_CATEGORY, key: at },
+  ];
+}
+
+/**
+ * The message stored under `at`, with its hint; a row that is not an SDS content message,
+ * or whose key does not match the message it holds, is an `Err`, never skipped silently.
+ */
+export function decodeStored(
+  job: Job,
+  channelId: string,
+  at: Key,
+  bytes: Uint8Array,
+  hint: Uint8Array | undefined,
+): ContentMessage | PersistencyError {
+  const message = Message.decode(bytes);
+  const where = `sds history of channel ${JSON.stringify(channelId)} in job ${JSON.stringify(job.id)}`;
+  if (message === undefined || !isContentMessage(message))
+    return new PersistencyError(
+      'Backend',
+      `${where}: the row at key ${hex(at)} is not an SDS content message`,
+      { code: 'SDS_UNDECODABLE' },
+    );
+  if (!messageKey(channelId, message.lamportTimestamp, message.messageId).equals(at))
+    return new PersistencyError(
+      'Backend',
+      `${where}: the row at key ${hex(at)} holds message ${message.messageId} of lamport timestamp ${message.lamportTimestamp}, which belongs elsewhere`,
+      { code: 'SDS_MISPLACED' },
+    );
+  if (hint !== undefined) message.retrievalHint = hint;
+  return message;
+}
+
+/**
+ * Remove a channel's whole history from `job` (fire-and-forget, in order with the job's
+ * other writes; `job.flush()` makes it durable). Other channels are untouched.
+ * @example dropSdsChannel(job, 'old-room'); await job.flush();
+ */
+export function dropSdsChannel(job: Job, channelId: string): void {
+  const prefix = channelPrefix(channelId);
+  job.persist([
+    { kind: 'deletePrefix', category: HISTORY_CATEGORY, prefix },
+    { kind: 'deletePrefix', category: HINTS_CATEGORY, prefix },
+  ]);
+}
+
+function hex(k: Key): string {
+  return Buffer.from(k.bytes).toString('hex');
+}

@@ -1,0 +1,198 @@
+/*
+ * A durable ILocalHistory for @waku/sds's MessageChannel: SDS reads its history
+ * synchronously, so the history is held in memory, in SDS's own order, loaded from the job
+ * once at start; every push that changes it is written through as one batch
+ * (fire-and-forget, in order with the job's other writes).
+ */
+import { type ContentMessage, isContentMessage } from '@waku/sds';
+import { errAsync, ResultAsync } from 'neverthrow';
+import { describeThrown } from '../describe.js';
+import { invalidArgument } from '../errors.js';
+import { compareKeys, Job, type Key, PersistencyError, type TxOp } from '../index.js';
+import {
+  channelPrefix,
+  decodeStored,
+  dropSdsChannel,
+  HINTS_CATEGORY,
+  HISTORY_CATEGORY,
+  messageKey,
+  removeOps,
+  storeOps,
+} from './layout.js';
+
+/** What MessageChannel's constructor takes as its history (@waku/sds does not export the name). */
+export type ILocalHistory = Pick<
+  ContentMessage[],
+  'some' | 'push' | 'slice' | 'find' | 'length' | 'findIndex'
+>;
+
+type Predicate = (value: ContentMessage, index: number, obj: ContentMessage[]) => unknown;
+
+// SDS sorts its history by `a.valueOf().localeCompare(b.valueOf())` (zero-padded lamport
+// timestamp, `_`, message id); a collator with no locale is that same comparison.
+const collator = new Intl.Collator();
+const sdsOrder = (a: ContentMessage, b: ContentMessage): number =>
+  collator.compare(a.valueOf(), b.valueOf());
+
+/**
+ * One SDS channel's history, kept in a job. Give it to `new MessageChannel(channelId,
+ * senderId, options, history)`; it behaves as SDS's in-memory history (same order, one
+ * entry per message id, same refusal of sync and ephemeral messages) and writes each
+ * change through to the job. Make the writes durable with {@link SdsLocalHistory.flush}.
+ * Open one history per channel at a time.
+ */
+export class SdsLocalHistory implements ILocalHistory {
+  readonly #items: ContentMessage[];
+  readonly #byId = new Map<string, ContentMessage>();
+
+  /** @internal Use {@link openSdsHistory}. */
+  constructor(
+    /** The job the history is kept in. */
+    readonly job: Job,
+    /** The SDS channel id. */
+    readonly channelId: string,
+    items: ContentMessage[],
+  ) {
+    this.#items = items;
+    for (const m of items) this.#byId.set(m.messageId, m);
+  }
+
+  /** How many messages the history holds. */
+  get length(): number {
+    return this.#items.length;
+  }
+
+  /**
+   * Add content messages, keeping SDS's order and one entry per message id (the earlier
+   * in SDS's order wins, as in SDS's in-memory history); writes what changed to the job as
+   * one batch. Throws, adding nothing, for a sync or ephemeral message (as SDS does) or a
+   * message whose key cannot be stored (`InvalidArgument`).
+   * @example history.push(message) // SDS calls this itself
+   */
+  push(...items: ContentMessage[]): number {
+    const keys = items.map((m) => {
+      if (!isContentMessage(m))
+        throw new Error(
+          'Message must have lamportTimestamp and content defined, sync and ephemeral messages cannot be stored',
+        );
+      return messageKey(this.channelId, m.lamportTimestamp, m.messageId);
+    });
+    const ops: TxOp[] = [];
+    items.forEach((m, i) => {
+      const held = this.#byId.get(m.messageId);
+      if (held !== undefined) {
+        if (sdsOrder(m, held) >= 0) return;
+        this.#items.splice(this.#items.indexOf(held), 1);
+        ops.push(...removeOps(messageKey(this.channelId, held.lamportTimestamp, held.messageId)));
+      }
+      this.#items.splice(this.#insertionPoint(m), 0, m);
+      this.#byId.set(m.messageId, m);
+      ops.push(...storeOps(keys[i] as Key, m));
+    });
+    if (ops.length > 0) this.job.persist(ops);
+    return this.#items.length;
+  }
+
+  /** Whether a message of this id is in the history: for skipping redelivered messages. */
+  has(messageId: string): boolean {
+    return this.#byId.has(messageId);
+  }
+
+  some(predicate: Predicate, thisArg?: unknown): boolean {
+    return this.#items.some(predicate, thisArg);
+  }
+
+  /** The messages from `start` to `end` (as `Array.prototype.slice`), oldest first. */
+  slice(start?: number, end?: number): ContentMessage[] {
+    return this.#items.slice(start, end);
+  }
+
+  find<S extends ContentMessage>(
+    predicate: (value: ContentMessage, index: number, obj: ContentMessage[]) => value is S,
+    thisArg?: unknown,
+  ): S | undefined;
+  find(predicate: Predicate, thisArg?: unknown): ContentMessage | undefined;
+  find(predicate: Predicate, thisArg?: unknown): ContentMessage | undefined {
+    return this.#items.find(predicate, thisArg);
+  }
+
+  findIndex(predicate: Predicate, thisArg?: unknown): number {
+    return this.#items.findIndex(predicate, thisArg);
+  }
+
+  /**
+   * Resolves when every change made so far is durable (the job's `flush()`); `WriteFailed`
+   * if a write failed since the job's previous flush.
+   */
+  flush(): ResultAsync<void, PersistencyError> {
+    return this.job.flush();
+  }
+
+  /** Empty the history and remove the channel's rows from the job (see dropSdsChannel). */
+  drop(): void {
+    dropSdsChannel(this.job, this.channelId);
+    this.#items.length = 0;
+    this.#byId.clear();
+  }
+
+  /** Where `m` goes: after every message that does not sort after it. */
+  #insertionPoint(m: ContentMessage): number {
+    const items = this.#items;
+    const last = items[items.length - 1];
+    if (last === undefined || sdsOrder(last, m) <= 0) return items.length;
+    let lo = 0;
+    let hi = items.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sdsOrder(items[mid] as ContentMessage, m) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
+/**
+ * Load the history of SDS channel `channelId` from `job` (empty for a new channel).
+ * `Err` when the job is closed or a stored row is not an SDS content message
+ * (`code: 'SDS_UNDECODABLE'`) or not at its message's key (`'SDS_MISPLACED'`).
+ * @example
+ * ```ts
+ * const history = (await openSdsHistory(job, 'chat')).unwrapOr(undefined);
+ * const channel = new MessageChannel('chat', 'alice', {}, history);
+ * ```
+ */
+export function openSdsHistory(
+  job: Job,
+  channelId: string,
+): ResultAsync<SdsLocalHistory, PersistencyError> {
+  if (!(job instanceof Job)) return errAsync(invalidArgument('openSdsHistory: expected a Job'));
+  let prefix: Key;
+  try {
+    prefix = channelPrefix(channelId);
+  } catch (e) {
+    return errAsync(e as PersistencyError);
+  }
+  return job.scanPrefix(HINTS_CATEGORY, prefix).andThen((hints) =>
+    ResultAsync.fromPromise(
+      (async () => {
+        const items: ContentMessage[] = [];
+        let h = 0;
+        for await (const row of job.iteratePrefix(HISTORY_CATEGORY, prefix)) {
+          while (h < hints.length && compareKeys(hints[h]?.key as Key, row.key) < 0) h++;
+          const hint = hints[h];
+          const at = hint?.key.equals(row.key) ? hint.payload : undefined;
+          const message = decodeStored(job, channelId, row.key, row.payload, at);
+          if (message instanceof PersistencyError) throw message;
+          items.push(message);
+        }
+        if (!items.every((m, i) => i === 0 || sdsOrder(items[i - 1] as ContentMessage, m) <= 0))
+          items.sort(sdsOrder);
+        return new SdsLocalHistory(job, channelId, items);
+      })(),
+      (e) =>
+        e instanceof PersistencyError
+          ? e
+          : new PersistencyError('Backend', `openSdsHistory: ${describeThrown(e)}`, { cause: e }),
+    ),
+  );
+}

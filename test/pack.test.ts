@@ -14,6 +14,7 @@ import {
   readFileSync,
   realpathSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -105,7 +106,14 @@ describe('npm pack', () => {
       [],
     );
     expect(paths.filter((p) => p.endsWith('.map'))).toEqual([]);
-    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/worker/main.js', 'LICENSE']) {
+    for (const needed of [
+      'dist/index.js',
+      'dist/index.d.ts',
+      'dist/worker/main.js',
+      'dist/sds/index.js',
+      'dist/sds/index.d.ts',
+      'LICENSE',
+    ]) {
       expect(paths).toContain(needed);
     }
   });
@@ -255,6 +263,86 @@ describe('the published types', () => {
       'index.d.ts:2 any',
       'index.d.ts:4 Missing',
     ]);
+  });
+});
+
+describe('persistency/sds, the optional subpath', () => {
+  const sdsLink = join(app, 'node_modules', '@waku', 'sds');
+
+  it('is not needed by the main entry: without @waku/sds installed, importing persistency/sds names it', () => {
+    // The install above did not fetch the optional peer, and the main entry ran without it.
+    expect(existsSync(sdsLink)).toBe(false);
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "import('persistency/sds').then(() => console.log('loaded'), (e) => console.log(e.code, e.message))",
+      ],
+      { cwd: app, encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(out).toMatch(/^ERR_MODULE_NOT_FOUND .*'@waku\/sds'/);
+  });
+
+  it('with @waku/sds installed, keeps a MessageChannel’s history in plain node and reloads it', () => {
+    mkdirSync(join(app, 'node_modules', '@waku'), { recursive: true });
+    symlinkSync(join(repo, 'node_modules', '@waku', 'sds'), sdsLink);
+    copyFileSync(
+      fileURLToPath(new URL('./fixtures/pack-sds-consumer.mjs', import.meta.url)),
+      join(app, 'sds.mjs'),
+    );
+    const out = execFileSync(process.execPath, ['sds.mjs', join(work, 'data-sds')], {
+      cwd: app,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(JSON.parse(out.trim())).toEqual({
+      entry: pathToFileURL(join(installed, 'dist', 'sds', 'index.js')).href,
+      flushed: true,
+      bodies: ['one', 'two', 'three'],
+      hints: ['hint one', 'hint two', 'hint three'],
+    });
+  });
+
+  it('gives a strict TypeScript consumer types with no `any` of its own', () => {
+    const consumer = join(app, 'sds-consumer.ts');
+    writeFileSync(
+      consumer,
+      [
+        "import { MessageChannel } from '@waku/sds';",
+        "import type { Job } from 'persistency';",
+        "import { openSdsHistory, type SdsLocalHistory } from 'persistency/sds';",
+        'export async function start(job: Job): Promise<MessageChannel | undefined> {',
+        "  const history = await openSdsHistory(job, 'room');",
+        '  if (history.isErr()) return undefined;',
+        '  const kept: SdsLocalHistory = history.value;',
+        "  return new MessageChannel('room', 'ada', {}, kept);",
+        '}',
+        '',
+      ].join('\n'),
+    );
+    const program = ts.createProgram([consumer], {
+      strict: true,
+      noEmit: true,
+      target: ts.ScriptTarget.ES2022,
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      lib: ['lib.es2022.d.ts', 'lib.dom.d.ts'],
+      types: [],
+      skipLibCheck: false,
+    });
+    const checked = program
+      .getSourceFiles()
+      .filter((f) => f.fileName === consumer || !relative(installed, f.fileName).startsWith('..'));
+    const diagnostics = checked
+      .flatMap((f) => [...program.getSyntacticDiagnostics(f), ...program.getSemanticDiagnostics(f)])
+      .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+    expect(diagnostics).toEqual([]);
+    const entry = program.getSourceFile(join(installed, 'dist', 'sds', 'index.d.ts'));
+    expect(entry, 'persistency/sds resolved to the installed declarations').toBeDefined();
+    const { found, visited } = anyInPublicSurface(program, entry as ts.SourceFile, installed);
+    expect(visited).toBeGreaterThan(50);
+    expect(found).toEqual([]);
   });
 });
 

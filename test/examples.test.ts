@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { decodeKey, decodePayload, key, Persistency, prefixRange } from '../src/index.js';
+import { openSdsHistory } from '../src/sds/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -172,6 +173,42 @@ describe('examples/counters-and-watch.ts', () => {
         ['/', 200n],
         ['/pricing', 200n],
       ],
+    );
+    await p.close();
+  });
+});
+
+describe('examples/sds-channel.ts', () => {
+  it('keeps bob’s SDS history across his restart and across runs, skipping a redelivered message', async () => {
+    const root = tempDir();
+    const first = await runExample('sds-channel.ts', [root]);
+    expectSuccess(first);
+    expect(first.stderr).toBe('');
+    for (const line of [
+      "run 1: bob's history holds 0 messages from earlier runs",
+      'bob delivered: "run 1: hello bob", "run 1: the build is green"',
+      'bob flushed 3 messages and stopped',
+      'bob restarted with 3 messages; the last one: "run 1: the build is green"',
+      'bob delivered "run 1: shipping it" at once (0 missing dependencies)',
+      'redelivered message skipped: yes',
+      "bob's history: 4 messages in",
+    ]) {
+      expect(first.stdout).toContain(line);
+    }
+    const second = await runExample('sds-channel.ts', [root]);
+    expectSuccess(second);
+    expect(second.stdout).toContain("run 2: bob's history holds 4 messages from earlier runs");
+    expect(second.stdout).toContain('bob restarted with 7 messages');
+    // What it left, read back with the adapter: both runs' messages in SDS's order.
+    const p = unwrap(Persistency.open(root));
+    const history = unwrap(await openSdsHistory(unwrap(await p.openJob('bob')), 'team-room'));
+    const bodies = history.slice().map((m) => new TextDecoder().decode(m.content));
+    expect(bodies).toEqual(
+      [1, 2].flatMap((run) =>
+        ['hello bob', 'hi alice', 'the build is green', 'shipping it'].map(
+          (t) => `run ${run}: ${t}`,
+        ),
+      ),
     );
     await p.close();
   });

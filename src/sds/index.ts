@@ -1,6 +1,5 @@
 // `persistency/sds`: a durable local history for @waku/sds (CONTRACT.md section 11).
 export {
-  channelPrefix,
   dropSdsChannel,
   HINTS_CATEGORY,
   HISTORY_CATEGORY,

@@ -16,9 +16,16 @@
 import { type ContentMessage, isContentMessage, Message } from '@waku/sds';
 import { type Job, type Key, key, PersistencyError, type TxOp, text, u64 } from '../index.js';
 
-/** The category of the messages, in their SDS wire encoding. */
+/**
+ * The category of the messages, each in its SDS wire encoding (`Message.encode()`).
+ * @example Message.decode((await job.get(HISTORY_CATEGORY, messageKey('chat', ts, id)))._unsafeUnwrap()!)
+ */
 export const HISTORY_CATEGORY = 'sds.history';
-/** The category of the retrieval hints, keyed as their messages. */
+/**
+ * The category of the retrieval hints, keyed as their messages (no row for a message
+ * without one).
+ * @example await job.get(HINTS_CATEGORY, messageKey('chat', ts, id)) // the hint's bytes
+ */
 export const HINTS_CATEGORY = 'sds.hints';
 
 /** The prefix of every key of one channel, in both categories. */

@@ -20,7 +20,11 @@ import {
   storeOps,
 } from './layout.js';
 
-/** What MessageChannel's constructor takes as its history (@waku/sds does not export the name). */
+/**
+ * What MessageChannel's constructor takes as its history (@waku/sds 0.0.8 does not export
+ * the name); {@link SdsLocalHistory} is one.
+ * @example const history: ILocalHistory = (await openSdsHistory(job, 'chat'))._unsafeUnwrap();
+ */
 export type ILocalHistory = Pick<
   ContentMessage[],
   'some' | 'push' | 'slice' | 'find' | 'length' | 'findIndex'
@@ -40,6 +44,11 @@ const sdsOrder = (a: ContentMessage, b: ContentMessage): number =>
  * entry per message id, same refusal of sync and ephemeral messages) and writes each
  * change through to the job. Make the writes durable with {@link SdsLocalHistory.flush}.
  * Open one history per channel at a time.
+ * @example
+ * ```ts
+ * const history = (await openSdsHistory(job, 'chat'))._unsafeUnwrap();
+ * const channel = new MessageChannel('chat', 'alice', {}, history);
+ * ```
  */
 export class SdsLocalHistory implements ILocalHistory {
   readonly #items: ContentMessage[];
@@ -57,7 +66,10 @@ export class SdsLocalHistory implements ILocalHistory {
     for (const m of items) this.#byId.set(m.messageId, m);
   }
 
-  /** How many messages the history holds. */
+  /**
+   * How many messages the history holds.
+   * @example history.length // 0 for a new channel
+   */
   get length(): number {
     return this.#items.length;
   }
@@ -93,29 +105,52 @@ export class SdsLocalHistory implements ILocalHistory {
     return this.#items.length;
   }
 
-  /** Whether a message of this id is in the history: for skipping redelivered messages. */
+  /**
+   * Whether a message of this id is in the history: SDS 0.0.8 forgets across a restart
+   * which messages it received, so an application skips a redelivered one with this.
+   * @example if (!history.has(message.messageId)) channel.pushIncomingMessage(message, hint);
+   */
   has(messageId: string): boolean {
     return this.#byId.has(messageId);
   }
 
+  /**
+   * Whether a message satisfies `predicate` (as `Array.prototype.some`).
+   * @example history.some((m) => m.senderId === 'bob')
+   */
   some(predicate: Predicate, thisArg?: unknown): boolean {
     return this.#items.some(predicate, thisArg);
   }
 
-  /** The messages from `start` to `end` (as `Array.prototype.slice`), oldest first. */
+  /**
+   * The messages from `start` to `end` (as `Array.prototype.slice`), in SDS's order.
+   * @example history.slice(-10) // the ten latest
+   */
   slice(start?: number, end?: number): ContentMessage[] {
     return this.#items.slice(start, end);
   }
 
+  /**
+   * The first message satisfying `predicate` (as `Array.prototype.find`).
+   * @example history.find((m) => m.messageId === id)
+   */
   find<S extends ContentMessage>(
     predicate: (value: ContentMessage, index: number, obj: ContentMessage[]) => value is S,
     thisArg?: unknown,
   ): S | undefined;
+  /**
+   * The first message satisfying `predicate` (as `Array.prototype.find`).
+   * @example history.find((m) => m.messageId === id)
+   */
   find(predicate: Predicate, thisArg?: unknown): ContentMessage | undefined;
   find(predicate: Predicate, thisArg?: unknown): ContentMessage | undefined {
     return this.#items.find(predicate, thisArg);
   }
 
+  /**
+   * The index of the first message satisfying `predicate`, or -1.
+   * @example history.findIndex((m) => m.messageId === id)
+   */
   findIndex(predicate: Predicate, thisArg?: unknown): number {
     return this.#items.findIndex(predicate, thisArg);
   }
@@ -123,12 +158,16 @@ export class SdsLocalHistory implements ILocalHistory {
   /**
    * Resolves when every change made so far is durable (the job's `flush()`); `WriteFailed`
    * if a write failed since the job's previous flush.
+   * @example (await history.flush())._unsafeUnwrap();
    */
   flush(): ResultAsync<void, PersistencyError> {
     return this.job.flush();
   }
 
-  /** Empty the history and remove the channel's rows from the job (see dropSdsChannel). */
+  /**
+   * Empty the history and remove the channel's rows from the job (see dropSdsChannel).
+   * @example history.drop(); await history.flush();
+   */
   drop(): void {
     dropSdsChannel(this.job, this.channelId);
     this.#items.length = 0;
@@ -177,7 +216,10 @@ export function openSdsHistory(
       (async () => {
         const items: ContentMessage[] = [];
         let h = 0;
-        for await (const row of job.iteratePrefix(HISTORY_CATEGORY, prefix)) {
+        // SDS messages run to tens of KB (a bloom filter, up to 200 causal-history entries):
+        // pages of 1,024 such rows are tens of MB each, which is several times slower.
+        const pages = job.iteratePrefix(HISTORY_CATEGORY, prefix, { pageSize: 64 });
+        for await (const row of pages) {
           while (h < hints.length && compareKeys(hints[h]?.key as Key, row.key) < 0) h++;
           const hint = hints[h];
           const at = hint?.key.equals(row.key) ? hint.payload : undefined;

@@ -160,6 +160,24 @@ describe.each(ROOT_MODES)('SdsLocalHistory (%s)', (_name, memory, options) => {
     expect(view(await load(bob, 'chat'))).toEqual(view(hb));
   });
 
+  it('writes the new hint when SDS sends a message again (the same object pushed once more)', async () => {
+    const p = instance(root(), options);
+    const job = unwrap(await p.openJob('node'));
+    const history = await load(job, 'room');
+    const channel = new MessageChannel('room', 'ada', {}, history);
+    for (const hint of ['first send', 'resend']) {
+      // Unacknowledged, so SDS sends the same message again with the hint of this send.
+      channel.pushOutgoingMessage(utf8.encode('hello'), async () => ({
+        success: true,
+        retrievalHint: utf8.encode(hint),
+      }));
+      await channel.processTasks();
+    }
+    expect(view(history).map((m) => m.hint)).toEqual([[...utf8.encode('resend')]]);
+    unwrap(await history.flush());
+    expect(view(await load(job, 'room'))).toEqual(view(history));
+  });
+
   it('refuses sync and ephemeral messages and unstorable keys as a whole push, writing nothing', async () => {
     const p = instance(root(), options);
     const job = unwrap(await p.openJob('node'));

@@ -44,13 +44,21 @@ export function messageKey(channelId: string, lamportTimestamp: bigint, messageI
 
 /** The ops that store `message` (and its hint) under `at`. */
 export function storeOps(at: Key, message: ContentMessage): TxOp[] {
-  const ops: TxOp[] = [
+  return [
     { kind: 'put', category: HISTORY_CATEGORY, key: at, payload: message.encode() },
+    hintOp(at, message),
   ];
+}
+
+/**
+ * The op that stores `message`'s retrieval hint under `at`, or removes a stored one: SDS
+ * sets a new hint on a message it sends again and pushes the same object once more.
+ */
+export function hintOp(at: Key, message: ContentMessage): TxOp {
   const hint = message.retrievalHint;
-  if (hint !== undefined && hint.length > 0)
-    ops.push({ kind: 'put', category: HINTS_CATEGORY, key: at, payload: hint });
-  return ops;
+  return hint !== undefined && hint.length > 0
+    ? { kind: 'put', category: HINTS_CATEGORY, key: at, payload: hint }
+    : { kind: 'delete', category: HINTS_CATEGORY, key: at };
 }
 
 /** The ops that remove the message stored under `at` (and its hint). */

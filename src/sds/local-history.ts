@@ -15,6 +15,7 @@ import {
   dropSdsChannel,
   HINTS_CATEGORY,
   HISTORY_CATEGORY,
+  hintOp,
   messageKey,
   removeOps,
   storeOps,
@@ -93,6 +94,8 @@ export class SdsLocalHistory implements ILocalHistory {
     items.forEach((m, i) => {
       const held = this.#byId.get(m.messageId);
       if (held !== undefined) {
+        // The same object again (SDS resending it) may carry a new hint.
+        if (held === m) ops.push(hintOp(keys[i] as Key, m));
         if (sdsOrder(m, held) >= 0) return;
         this.#items.splice(this.#items.indexOf(held), 1);
         ops.push(...removeOps(messageKey(this.channelId, held.lamportTimestamp, held.messageId)));

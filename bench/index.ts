@@ -9,6 +9,7 @@
  *   npm run bench -- reads [--quick]  getMany, iterate, scan paging vs raw better-sqlite3
  *   npm run bench -- atomic [--quick] CAS and add vs Deno KV, persistAdd vs persistPut, watch cost
  *   npm run bench -- backup [--quick] job.backup of a 1 GiB job: a writer's stall vs peer copies
+ *   npm run bench -- sds [--quick]    a durable @waku/sds history vs SDS's in-memory one
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
@@ -17,6 +18,7 @@ import { runBackupBench } from './backup.js';
 import { runCodecBench } from './codec.js';
 import { runPeersBench } from './peers.js';
 import { runReadsBench } from './reads.js';
+import { runSdsBench } from './sds.js';
 import { runTenantsBench } from './tenants.js';
 
 export interface BenchOptions {
@@ -29,6 +31,7 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   codec: runCodecBench,
   peers: runPeersBench,
   reads: runReadsBench,
+  sds: runSdsBench,
   tenants: runTenantsBench,
 };
 

@@ -1,0 +1,109 @@
+/*
+ * What a durable SDS history (persistency/sds) costs against SDS's own in-memory one, in
+ * one process run, on one channel of 10,000 messages (--quick: 1,000):
+ *
+ *   send     a MessageChannel sends every message (callback: success with a 32-byte
+ *            retrieval hint), processTasks() after each 100; with SDS's default in-memory
+ *            history (the peer), then with an SdsLocalHistory in a fresh file root
+ *            (workerThreads 'per-job') and one history.flush() at the end.
+ *   size     the job file after close, per message.
+ *   load     openSdsHistory on a new instance, against the peer reading the same rows with
+ *            better-sqlite3 in the main thread and Message.decode on each; heap held after.
+ *
+ *   npm run bench -- sds [--quick]
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type ContentMessage, Message, MessageChannel } from '@waku/sds';
+import Database from 'better-sqlite3';
+import { Persistency } from '../src/index.js';
+import { HINTS_CATEGORY, HISTORY_CATEGORY, openSdsHistory } from '../src/sds/index.js';
+import { gitCommit, unwrap } from './common.js';
+import type { BenchOptions } from './index.js';
+
+const utf8 = new TextEncoder();
+
+/** Seconds to send `n` messages through `channel`. */
+async function send(channel: MessageChannel, n: number, tag: string): Promise<number> {
+  const started = performance.now();
+  for (let i = 0; i < n; i++) {
+    channel.pushOutgoingMessage(utf8.encode(`${tag} message ${i}`.padEnd(100, '.')), async () => ({
+      success: true,
+      retrievalHint: new Uint8Array(32).fill(i & 0xff),
+    }));
+    if (i % 100 === 99) await channel.processTasks();
+  }
+  await channel.processTasks();
+  return (performance.now() - started) / 1000;
+}
+
+const heapMiB = (): number => process.memoryUsage().heapUsed / 1048576;
+
+export async function runSdsBench(options: BenchOptions): Promise<void> {
+  const n = options.quick ? 1_000 : 10_000;
+  const root = mkdtempSync(join(tmpdir(), 'persistency-bench-sds-'));
+  try {
+    console.log(`\n## sds: one channel of ${n} messages (commit ${gitCommit()})\n`);
+    const peerSend = await send(new MessageChannel('room', 'ada'), n, 'peer');
+
+    const p = unwrap(Persistency.open(root), 'open');
+    const job = unwrap(await p.openJob('node'), 'openJob');
+    const history = unwrap(await openSdsHistory(job, 'room'), 'openSdsHistory');
+    const oursSend = await send(new MessageChannel('room', 'ada', {}, history), n, 'ours');
+    const flushStarted = performance.now();
+    unwrap(await history.flush(), 'flush');
+    const oursSendAll = oursSend + (performance.now() - flushStarted) / 1000;
+    unwrap(await p.close(), 'close');
+    const bytes = statSync(join(root, 'node.db')).size;
+
+    const q = unwrap(Persistency.open(root), 'open again');
+    const again = unwrap(await q.openJob('node'), 'openJob again');
+    const heapBefore = heapMiB();
+    let started = performance.now();
+    const loaded = unwrap(await openSdsHistory(again, 'room'), 'load');
+    const oursLoad = (performance.now() - started) / 1000;
+    const oursHeap = heapMiB() - heapBefore;
+    if (loaded.length !== n) throw new Error(`loaded ${loaded.length} of ${n} messages`);
+    unwrap(await q.close(), 'close again');
+
+    started = performance.now();
+    const db = new Database(join(root, 'node.db'), { readonly: true });
+    const hints = new Map<string, Uint8Array>();
+    const select = db.prepare('SELECT key, payload FROM kv WHERE category = ? ORDER BY key');
+    for (const row of select.iterate(Buffer.from(HINTS_CATEGORY)) as Iterable<{
+      key: Buffer;
+      payload: Buffer;
+    }>)
+      hints.set(row.key.toString('hex'), row.payload);
+    const peerLoaded: ContentMessage[] = [];
+    for (const row of select.iterate(Buffer.from(HISTORY_CATEGORY)) as Iterable<{
+      key: Buffer;
+      payload: Buffer;
+    }>) {
+      const m = Message.decode(row.payload) as ContentMessage;
+      m.retrievalHint = hints.get(row.key.toString('hex'));
+      peerLoaded.push(m);
+    }
+    db.close();
+    const peerLoad = (performance.now() - started) / 1000;
+    if (peerLoaded.length !== n) throw new Error(`the peer read ${peerLoaded.length} of ${n}`);
+
+    const rate = (s: number): string => `${Math.round(n / s).toLocaleString('en-US')} msg/s`;
+    console.log('| measure | persistency/sds | peer | ratio |');
+    console.log('|---|---|---|---|');
+    console.log(
+      `| send ${n} (+ flush) | ${rate(oursSendAll)} | ${rate(peerSend)} (SDS in-memory history) | ${(peerSend / oursSendAll).toFixed(2)}x |`,
+    );
+    console.log(
+      `| load ${n} | ${oursLoad.toFixed(2)} s | ${peerLoad.toFixed(2)} s (better-sqlite3 + Message.decode, main thread) | ${(peerLoad / oursLoad).toFixed(2)}x |`,
+    );
+    console.log(
+      `| file | ${(bytes / 1e6).toFixed(1)} MB, ${(bytes / n / 1024).toFixed(1)} KiB a message | | |`,
+    );
+    console.log(`| heap held after load | ${Math.round(oursHeap)} MiB | | |`);
+    console.log('\nratio: the rate of persistency/sds over the peer’s (above 1x: faster)');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}

@@ -9,7 +9,8 @@
  *   size     the job file after close, per message.
  *   load     the peer reading the rows with better-sqlite3 in the main thread and
  *            Message.decode on each, then openSdsHistory on a new instance (the heap its
- *            history holds measured); each load's messages are dropped before the next.
+ *            history holds measured); each load's messages are dropped before the next;
+ *            three of each, alternating which goes first, medians in the table.
  *            SDS's in-memory history sorts itself again on every push, hence its send rate.
  *
  *   npm run bench -- sds [--quick]
@@ -23,7 +24,7 @@ import { type ContentMessage, Message, MessageChannel } from '@waku/sds';
 import Database from 'better-sqlite3';
 import { Persistency } from '../src/index.js';
 import { HINTS_CATEGORY, HISTORY_CATEGORY, openSdsHistory } from '../src/sds/index.js';
-import { gitCommit, unwrap } from './common.js';
+import { gitCommit, median, unwrap } from './common.js';
 import type { BenchOptions } from './index.js';
 
 const utf8 = new TextEncoder();
@@ -104,9 +105,23 @@ export async function runSdsBench(options: BenchOptions): Promise<void> {
     unwrap(await p.close(), 'close');
     const bytes = statSync(join(root, 'node.db')).size;
 
-    // Each load in a function of its own, so that its messages are garbage before the next.
-    const peerLoad = peerLoadSeconds(join(root, 'node.db'), n);
-    const { seconds: oursLoad, heldMiB: oursHeap } = await oursLoadSeconds(root, n);
+    // Each load in a function of its own, so that its messages are garbage before the next;
+    // three of each, which goes first alternating.
+    const peerLoads: number[] = [];
+    const oursLoads: number[] = [];
+    let oursHeap = 0;
+    for (let rep = 0; rep < 3; rep++) {
+      if (rep % 2 === 0) peerLoads.push(peerLoadSeconds(join(root, 'node.db'), n));
+      const ours = await oursLoadSeconds(root, n);
+      oursLoads.push(ours.seconds);
+      oursHeap = Math.max(oursHeap, ours.heldMiB);
+      if (rep % 2 === 1) peerLoads.push(peerLoadSeconds(join(root, 'node.db'), n));
+    }
+    const peerLoad = median(peerLoads);
+    const oursLoad = median(oursLoads);
+    console.log(
+      `loads (s): ours ${oursLoads.map((x) => x.toFixed(2)).join(', ')}; peer ${peerLoads.map((x) => x.toFixed(2)).join(', ')}\n`,
+    );
 
     const rate = (s: number): string => `${Math.round(n / s).toLocaleString('en-US')} msg/s`;
     console.log('| measure | persistency/sds | peer | ratio |');
@@ -115,7 +130,7 @@ export async function runSdsBench(options: BenchOptions): Promise<void> {
       `| send ${n} (+ flush) | ${rate(oursSendAll)} | ${rate(peerSend)} (SDS in-memory history) | ${(peerSend / oursSendAll).toFixed(2)}x |`,
     );
     console.log(
-      `| load ${n} | ${oursLoad.toFixed(2)} s | ${peerLoad.toFixed(2)} s (better-sqlite3 + Message.decode, main thread) | ${(peerLoad / oursLoad).toFixed(2)}x |`,
+      `| load ${n} (median of 3) | ${oursLoad.toFixed(2)} s | ${peerLoad.toFixed(2)} s (better-sqlite3 + Message.decode, main thread) | ${(peerLoad / oursLoad).toFixed(2)}x |`,
     );
     console.log(
       `| file | ${(bytes / 1e6).toFixed(1)} MB, ${(bytes / n / 1024).toFixed(1)} KiB a message | | |`,

@@ -15,7 +15,7 @@ import {
   refusal,
 } from './checks.js';
 import type { JobHost } from './client-host.js';
-import { invalidArgument } from './errors.js';
+import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { isKeyValue, type Key, keyBytes } from './keys.js';
 import { MAX_KEY_BYTES, rowFits } from './limits.js';
@@ -180,6 +180,16 @@ export class JobWrites {
       return;
     }
     this.#batch([], [record], 1);
+  }
+
+  /** Why `persist(ops)` would refuse `ops` (checked as it checks them), or undefined. */
+  refusal(ops: readonly TxOp[]): PersistencyError | undefined {
+    try {
+      for (const [i, op] of ops.entries()) this.#checkedOp(op, `persist: ops[${i}]`);
+      return undefined;
+    } catch (e) {
+      return refusal(e, 'persist');
+    }
   }
 
   #checkedOp(op: unknown, where: string): OpRecord {

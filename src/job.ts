@@ -37,6 +37,7 @@ import type {
 import { JobWatches } from './watch-registry.js';
 
 let clientOf: (job: Job) => JobClient;
+let writesOf: (job: Job) => JobWrites;
 
 /**
  * One open tenant: its own SQLite file, served by a worker thread. Get one from
@@ -66,6 +67,7 @@ export class Job {
 
   static {
     clientOf = (job) => job.#client;
+    writesOf = (job) => job.#writes;
   }
 
   /** @internal Made by Persistency once the job's worker is ready. */
@@ -362,6 +364,14 @@ export function injectFault(job: Job, fault: InjectedFault, skipWrites = 0): voi
 /** @internal Test hook: make the job's worker die (`throw` an uncaught error, or `exit`). */
 export function crashJobWorker(job: Job, how: 'throw' | 'exit' = 'throw'): void {
   clientOf(job).post({ t: 'crash', how });
+}
+
+/**
+ * @internal Why `job.persist(ops)` would refuse `ops`, or undefined: for a caller that
+ * changes state of its own with the batch (persistency/sds) and must not when it is refused.
+ */
+export function batchRefusal(job: Job, ops: readonly TxOp[]): PersistencyError | undefined {
+  return writesOf(job).refusal(ops);
 }
 
 /** @internal The job's client (for the Persistency that owns it). */

@@ -95,7 +95,7 @@ describe.each(ROOT_MODES)('SdsLocalHistory (%s)', (_name, memory, options) => {
       .record({
         id: fc.constantFrom('a1', 'a2', 'B1', 'b1', 'x_y', 'x-y', 'Zed', 'é', '10', '9'),
         lamport: fc.bigInt({ min: 1_700_000_000_000n, max: 1_700_000_000_004n }),
-        hint: fc.option(fc.uint8Array({ minLength: 1, maxLength: 4 }), { nil: undefined }),
+        hint: fc.option(fc.uint8Array({ maxLength: 4 }), { nil: undefined }),
       })
       .map(({ id, lamport, hint }) => content(id, lamport, hint));
     let run = 0;
@@ -200,11 +200,42 @@ describe.each(ROOT_MODES)('SdsLocalHistory (%s)', (_name, memory, options) => {
     expect(unwrap(await job.count(HISTORY_CATEGORY, { start: key() }))).toBe(0);
   });
 
-  it('answers Err for a closed job, a bad channel id, a job that is not one, and rows that are not SDS messages', async () => {
+  it('refuses a message the job would not store (over maxPayloadBytes) as a whole push, memory and file unchanged', async () => {
+    const p = instance(root(), { ...options, maxPayloadBytes: 2_000 });
+    const job = unwrap(await p.openJob('node'));
+    const history = await load(job, 'room');
+    const failures: unknown[] = [];
+    p.events.on('writeFailed', (e) => failures.push(e));
+    history.push(content('x', 5n));
+    const big = content('x', 3n);
+    big.content = new Uint8Array(5_000);
+    const before = view(history);
+    for (const push of [() => history.push(big), () => history.push(content('y', 9n), big)]) {
+      expect(push).toThrow(expect.objectContaining({ kind: 'InvalidArgument' }));
+      expect(view(history)).toEqual(before);
+    }
+    unwrap(await history.flush());
+    expect(failures).toEqual([]);
+    expect(view(await load(job, 'room'))).toEqual(before);
+  });
+
+  it('refuses a channel id that is not a string or too long, as an Err, touching no channel', async () => {
     const p = instance(root(), options);
     const job = unwrap(await p.openJob('node'));
-    const bad = await openSdsHistory(job, 'x'.repeat(70_000));
-    expect(bad._unsafeUnwrapErr().kind).toBe('InvalidArgument');
+    const room = await load(job, 'room');
+    room.push(content('aa', 1n));
+    for (const bad of [[], {}, 7, 'x'.repeat(70_000)] as unknown as string[]) {
+      expect((await openSdsHistory(job, bad))._unsafeUnwrapErr().kind).toBe('InvalidArgument');
+      expect(dropSdsChannel(job, bad)._unsafeUnwrapErr().kind).toBe('InvalidArgument');
+    }
+    expect(dropSdsChannel(job, 'other').isOk()).toBe(true);
+    unwrap(await job.flush());
+    expect(view(await load(job, 'room'))).toEqual(view(room));
+  });
+
+  it('answers Err for a closed job, a job that is not one, and rows that are not SDS messages', async () => {
+    const p = instance(root(), options);
+    const job = unwrap(await p.openJob('node'));
     const notJob = await openSdsHistory({} as Job, 'room');
     expect(notJob._unsafeUnwrapErr().kind).toBe('InvalidArgument');
 
@@ -269,7 +300,7 @@ describe.each(FILE_MODES)('SDS histories across restarts (%s)', (_name, _memory,
     const dropped = await load(job, 'channel-7');
     dropped.drop();
     expect(dropped.length).toBe(0);
-    dropSdsChannel(unwrap(await p.openJob(jobOf(13))), 'channel-13');
+    unwrap(dropSdsChannel(unwrap(await p.openJob(jobOf(13))), 'channel-13'));
     unwrap(await p.close());
     expected.set('channel-7', []);
     expected.set('channel-13', []);

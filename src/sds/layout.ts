@@ -9,11 +9,14 @@
  *
  * The wire encoding is what `Message.encode()` writes, so any SDS implementation reads the
  * rows back; it leaves the retrieval hint out, hence the second category (no row when a
- * message has no hint). `text` sorts message ids in code-point order, which is SDS's order
+ * message has no hint; an empty hint is an empty payload). `text` sorts message ids in code-point order, which is SDS's order
  * for its own ids (lowercase hex); the channel id is a length-prefixed string, so one
  * channel's prefix never matches another's keys.
  */
 import { type ContentMessage, isContentMessage, Message } from '@waku/sds';
+import { err, ok, type Result } from 'neverthrow';
+import { describe } from '../describe.js';
+import { invalidArgument } from '../errors.js';
 import { type Job, type Key, key, PersistencyError, type TxOp, text, u64 } from '../index.js';
 
 /**
@@ -28,8 +31,14 @@ export const HISTORY_CATEGORY = 'sds.history';
  */
 export const HINTS_CATEGORY = 'sds.hints';
 
-/** The prefix of every key of one channel, in both categories. */
-export function channelPrefix(channelId: string): Key {
+/**
+ * The prefix of every key of one channel, in both categories. Throws `InvalidArgument` for
+ * a channel id that is not a string or is over 65,535 UTF-8 bytes (`key` would take an
+ * array or object as a tuple, and an empty one as the prefix of every channel).
+ */
+export function channelPrefix(channelId: string, where: string): Key {
+  if (typeof channelId !== 'string')
+    throw invalidArgument(`${where}: channelId must be a string, got ${describe(channelId)}`);
   return key(channelId);
 }
 
@@ -43,7 +52,7 @@ export function messageKey(channelId: string, lamportTimestamp: bigint, messageI
 }
 
 /** The ops that store `message` (and its hint) under `at`. */
-export function storeOps(at: Key, message: ContentMessage): TxOp[] {
+export function storeOps(at: Key, message: ContentMessage): [TxOp, TxOp] {
   return [
     { kind: 'put', category: HISTORY_CATEGORY, key: at, payload: message.encode() },
     hintOp(at, message),
@@ -56,7 +65,7 @@ export function storeOps(at: Key, message: ContentMessage): TxOp[] {
  */
 export function hintOp(at: Key, message: ContentMessage): TxOp {
   const hint = message.retrievalHint;
-  return hint !== undefined && hint.length > 0
+  return hint !== undefined
     ? { kind: 'put', category: HINTS_CATEGORY, key: at, payload: hint }
     : { kind: 'delete', category: HINTS_CATEGORY, key: at };
 }
@@ -100,15 +109,22 @@ export function decodeStored(
 
 /**
  * Remove a channel's whole history from `job` (fire-and-forget, in order with the job's
- * other writes; `job.flush()` makes it durable). Other channels are untouched.
+ * other writes; `job.flush()` makes it durable). Other channels are untouched. `Err`
+ * (`InvalidArgument`), queuing nothing, for a channel id that is not a string or too long.
  * @example dropSdsChannel(job, 'old-room'); await job.flush();
  */
-export function dropSdsChannel(job: Job, channelId: string): void {
-  const prefix = channelPrefix(channelId);
+export function dropSdsChannel(job: Job, channelId: string): Result<void, PersistencyError> {
+  let prefix: Key;
+  try {
+    prefix = channelPrefix(channelId, 'dropSdsChannel');
+  } catch (e) {
+    return err(e as PersistencyError);
+  }
   job.persist([
     { kind: 'deletePrefix', category: HISTORY_CATEGORY, prefix },
     { kind: 'deletePrefix', category: HINTS_CATEGORY, prefix },
   ]);
+  return ok(undefined);
 }
 
 function hex(k: Key): string {

@@ -9,6 +9,7 @@ import { errAsync, ResultAsync } from 'neverthrow';
 import { describeThrown } from '../describe.js';
 import { invalidArgument } from '../errors.js';
 import { compareKeys, Job, type Key, PersistencyError, type TxOp } from '../index.js';
+import { batchRefusal } from '../job.js';
 import {
   channelPrefix,
   decodeStored,
@@ -79,7 +80,8 @@ export class SdsLocalHistory implements ILocalHistory {
    * Add content messages, keeping SDS's order and one entry per message id (the earlier
    * in SDS's order wins, as in SDS's in-memory history); writes what changed to the job as
    * one batch. Throws, adding nothing, for a sync or ephemeral message (as SDS does) or a
-   * message whose key cannot be stored (`InvalidArgument`).
+   * message the job would refuse to store (`InvalidArgument`: a lamport timestamp outside
+   * u64, a message over `maxPayloadBytes`).
    * @example history.push(message) // SDS calls this itself
    */
   push(...items: ContentMessage[]): number {
@@ -90,21 +92,31 @@ export class SdsLocalHistory implements ILocalHistory {
         );
       return messageKey(this.channelId, m.lamportTimestamp, m.messageId);
     });
+    // Decided first, applied after: nothing changes unless the job takes the batch.
+    const decided = new Map<string, ContentMessage>();
+    const changes: { readonly add: ContentMessage; readonly replaces?: ContentMessage }[] = [];
     const ops: TxOp[] = [];
     items.forEach((m, i) => {
-      const held = this.#byId.get(m.messageId);
+      const held = decided.get(m.messageId) ?? this.#byId.get(m.messageId);
       if (held !== undefined) {
         // The same object again (SDS resending it) may carry a new hint.
         if (held === m) ops.push(hintOp(keys[i] as Key, m));
         if (sdsOrder(m, held) >= 0) return;
-        this.#items.splice(this.#items.indexOf(held), 1);
         ops.push(...removeOps(messageKey(this.channelId, held.lamportTimestamp, held.messageId)));
       }
-      this.#items.splice(this.#insertionPoint(m), 0, m);
-      this.#byId.set(m.messageId, m);
+      changes.push({ add: m, replaces: held });
+      decided.set(m.messageId, m);
       ops.push(...storeOps(keys[i] as Key, m));
     });
-    if (ops.length > 0) this.job.persist(ops);
+    if (ops.length === 0) return this.#items.length;
+    const refused = batchRefusal(this.job, ops);
+    if (refused !== undefined) throw refused;
+    this.job.persist(ops);
+    for (const { add, replaces } of changes) {
+      if (replaces !== undefined) this.#items.splice(this.#items.indexOf(replaces), 1);
+      this.#items.splice(insertionPoint(this.#items, add), 0, add);
+      this.#byId.set(add.messageId, add);
+    }
     return this.#items.length;
   }
 
@@ -176,21 +188,20 @@ export class SdsLocalHistory implements ILocalHistory {
     this.#items.length = 0;
     this.#byId.clear();
   }
+}
 
-  /** Where `m` goes: after every message that does not sort after it. */
-  #insertionPoint(m: ContentMessage): number {
-    const items = this.#items;
-    const last = items[items.length - 1];
-    if (last === undefined || sdsOrder(last, m) <= 0) return items.length;
-    let lo = 0;
-    let hi = items.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (sdsOrder(items[mid] as ContentMessage, m) <= 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+/** Where `m` goes in `items`: after every message that does not sort after it. */
+function insertionPoint(items: readonly ContentMessage[], m: ContentMessage): number {
+  const last = items[items.length - 1];
+  if (last === undefined || sdsOrder(last, m) <= 0) return items.length;
+  let lo = 0;
+  let hi = items.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sdsOrder(items[mid] as ContentMessage, m) <= 0) lo = mid + 1;
+    else hi = mid;
   }
+  return lo;
 }
 
 /**
@@ -210,7 +221,7 @@ export function openSdsHistory(
   if (!(job instanceof Job)) return errAsync(invalidArgument('openSdsHistory: expected a Job'));
   let prefix: Key;
   try {
-    prefix = channelPrefix(channelId);
+    prefix = channelPrefix(channelId, 'openSdsHistory');
   } catch (e) {
     return errAsync(e as PersistencyError);
   }

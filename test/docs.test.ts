@@ -1,14 +1,15 @@
 // The documentation is part of the API: every exported name (and every public member of an
 // exported class) carries a JSDoc comment with an `@example`, and the README's API section
-// has a heading for each of them. Names come from the TypeScript compiler reading
-// src/index.ts, so a new export without docs fails here, naming what is missing.
+// has a heading for each of them. Names come from the TypeScript compiler reading the
+// package's entries (src/index.ts, and src/sds/index.ts for `persistency/sds`), so a new
+// export without docs fails here, naming what is missing.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
-const entry = `${repo}src/index.ts`;
+const entries = [`${repo}src/index.ts`, `${repo}src/sds/index.ts`];
 
 /** The README's top-level sections, in the order the issue asks for. */
 const SECTIONS = [
@@ -65,7 +66,7 @@ function documented(decls: readonly ts.Node[]): readonly ts.Node[] {
   return overloads.length > 0 ? overloads : decls;
 }
 
-/** Every name src/index.ts exports (following re-exports), with its public class members. */
+/** Every name the entries export (following re-exports), with its public class members. */
 function collectExports(): { exports: Exported[]; checker: ts.TypeChecker } {
   const config = ts.getParsedCommandLineOfConfigFile(`${repo}tsconfig.json`, undefined, {
     ...ts.sys,
@@ -74,13 +75,16 @@ function collectExports(): { exports: Exported[]; checker: ts.TypeChecker } {
     },
   });
   if (config === undefined) throw new Error('cannot read tsconfig.json');
-  const program = ts.createProgram([entry], config.options);
+  const program = ts.createProgram(entries, config.options);
   const checker = program.getTypeChecker();
-  const source = program.getSourceFile(entry);
-  const module = source === undefined ? undefined : checker.getSymbolAtLocation(source);
-  if (module === undefined) throw new Error(`cannot read ${entry}`);
+  const modules = entries.map((entry) => {
+    const source = program.getSourceFile(entry);
+    const module = source === undefined ? undefined : checker.getSymbolAtLocation(source);
+    if (module === undefined) throw new Error(`cannot read ${entry}`);
+    return module;
+  });
   const exports: Exported[] = [];
-  for (const exported of checker.getExportsOfModule(module)) {
+  for (const exported of modules.flatMap((m) => checker.getExportsOfModule(m))) {
     const symbol =
       exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
     const declarations = symbol.declarations ?? [];
@@ -161,7 +165,15 @@ function isMemberSubject(h: Heading, className: string, m: Member): boolean {
 describe('JSDoc', () => {
   it('finds the public surface', () => {
     const names = exports.map((e) => e.name);
-    for (const name of ['Persistency', 'Job', 'key', 'PersistencyError', 'KvRow', 'TxOp']) {
+    for (const name of [
+      'Persistency',
+      'Job',
+      'key',
+      'PersistencyError',
+      'KvRow',
+      'TxOp',
+      'openSdsHistory',
+    ]) {
       expect(names).toContain(name);
     }
     const job = exports.find((e) => e.name === 'Job');

@@ -79,8 +79,9 @@ export function removeOps(at: Key): TxOp[] {
 }
 
 /**
- * The message stored under `at`, with its hint; a row that is not an SDS content message,
- * or whose key does not match the message it holds, is an `Err`, never skipped silently.
+ * The message stored under `at`, with its hint, its ids shared through `ids` (one map for a
+ * whole load); a row that is not an SDS content message, or whose key does not match the
+ * message it holds, is an `Err`, never skipped silently.
  */
 export function decodeStored(
   job: Job,
@@ -88,6 +89,7 @@ export function decodeStored(
   at: Key,
   bytes: Uint8Array,
   hint: Uint8Array | undefined,
+  ids: Map<string, string>,
 ): ContentMessage | PersistencyError {
   const message = Message.decode(bytes);
   const where = `sds history of channel ${JSON.stringify(channelId)} in job ${JSON.stringify(job.id)}`;
@@ -104,7 +106,29 @@ export function decodeStored(
       { code: 'SDS_MISPLACED' },
     );
   if (hint !== undefined) message.retrievalHint = hint;
+  shareIds(message, ids);
   return message;
+}
+
+/**
+ * Point the ids a message names (its own, its causal history's and repair requests') at one
+ * string per id, as in a running SDS node, where history entries are built from the
+ * messages themselves: decoded, each of up to 200 entries a message would hold copies.
+ */
+function shareIds(message: ContentMessage, ids: Map<string, string>): void {
+  const shared = (s: string): string => {
+    const held = ids.get(s);
+    if (held !== undefined) return held;
+    ids.set(s, s);
+    return s;
+  };
+  message.messageId = shared(message.messageId);
+  message.senderId = shared(message.senderId);
+  for (const entries of [message.causalHistory, message.repairRequest])
+    for (const e of entries) {
+      e.messageId = shared(e.messageId);
+      if (e.senderId !== undefined) e.senderId = shared(e.senderId);
+    }
 }
 
 /**

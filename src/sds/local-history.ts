@@ -229,6 +229,7 @@ export function openSdsHistory(
     ResultAsync.fromPromise(
       (async () => {
         const items: ContentMessage[] = [];
+        const ids = new Map<string, string>();
         let h = 0;
         // SDS messages run to tens of KB (a bloom filter, up to 200 causal-history entries):
         // pages of 1,024 such rows are tens of MB each, which is several times slower.
@@ -237,7 +238,7 @@ export function openSdsHistory(
           while (h < hints.length && compareKeys(hints[h]?.key as Key, row.key) < 0) h++;
           const hint = hints[h];
           const at = hint?.key.equals(row.key) ? hint.payload : undefined;
-          const message = decodeStored(job, channelId, row.key, row.payload, at);
+          const message = decodeStored(job, channelId, row.key, row.payload, at, ids);
           if (message instanceof PersistencyError) throw message;
           items.push(message);
         }

@@ -28,6 +28,13 @@ export const MAX_BATCH_OPS = 1 << 22;
 /** Categories remembered as bytes per job (the cache is emptied when full). */
 const CATEGORY_CACHE = 1024;
 
+/** A batch `queue` refused: what the `writeFailed` event reports. */
+export interface Refusal {
+  readonly list: readonly TxOp[];
+  readonly error: PersistencyError;
+  readonly count?: number;
+}
+
 export class JobWrites {
   readonly #id: string;
   readonly #client: JobClient;
@@ -57,19 +64,27 @@ export class JobWrites {
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
+    const refused = this.queue(ops);
+    if (refused !== undefined)
+      this.#host.writeFailed(this.#id, 'invalid', refused.list, refused.error, refused.count);
+  }
+
+  /**
+   * `persist(ops)` answering a refused batch (nothing queued) instead of reporting it: for
+   * a caller that changes state of its own with the batch (persistency/sds).
+   */
+  queue(ops: readonly TxOp[]): Refusal | undefined {
     let n: number;
     try {
       n = checkedLength(ops, 'persist', 'ops');
     } catch (e) {
-      this.#host.writeFailed(this.#id, 'invalid', [], refusal(e, 'persist'));
-      return;
+      return { list: [], error: refusal(e, 'persist') };
     }
     if (n > MAX_BATCH_OPS) {
       const error = invalidArgument(
         `persist: a batch holds at most ${MAX_BATCH_OPS} ops, got ${n}`,
       );
-      this.#host.writeFailed(this.#id, 'invalid', [], error, n);
-      return;
+      return { list: [], error, count: n };
     }
     // A snapshot, each element read once (at most MAX_BATCH_OPS of them): getters or
     // proxies cannot change the batch while it is checked and encoded, and the event for a
@@ -80,10 +95,10 @@ export class JobWrites {
       for (let i = 0; i < n; i++) list[i] = ops[i] as TxOp;
       for (let i = 0; i < n; i++) records[i] = this.#checkedOp(list[i], `persist: ops[${i}]`);
     } catch (e) {
-      this.#host.writeFailed(this.#id, 'invalid', list, refusal(e, 'persist'), n);
-      return;
+      return { list, error: refusal(e, 'persist'), count: n };
     }
     this.#batch(list, records);
+    return undefined;
   }
 
   /**
@@ -180,16 +195,6 @@ export class JobWrites {
       return;
     }
     this.#batch([], [record], 1);
-  }
-
-  /** Why `persist(ops)` would refuse `ops` (checked as it checks them), or undefined. */
-  refusal(ops: readonly TxOp[]): PersistencyError | undefined {
-    try {
-      for (const [i, op] of ops.entries()) this.#checkedOp(op, `persist: ops[${i}]`);
-      return undefined;
-    } catch (e) {
-      return refusal(e, 'persist');
-    }
   }
 
   #checkedOp(op: unknown, where: string): OpRecord {

@@ -367,11 +367,11 @@ export function crashJobWorker(job: Job, how: 'throw' | 'exit' = 'throw'): void 
 }
 
 /**
- * @internal Why `job.persist(ops)` would refuse `ops`, or undefined: for a caller that
- * changes state of its own with the batch (persistency/sds) and must not when it is refused.
+ * @internal `job.persist(ops)`, answering a refused batch (nothing queued) instead of
+ * reporting it: for a caller that changes state of its own with the batch (persistency/sds).
  */
-export function batchRefusal(job: Job, ops: readonly TxOp[]): PersistencyError | undefined {
-  return writesOf(job).refusal(ops);
+export function persistOrRefusal(job: Job, ops: readonly TxOp[]): PersistencyError | undefined {
+  return writesOf(job).queue(ops)?.error;
 }
 
 /** @internal The job's client (for the Persistency that owns it). */

@@ -96,13 +96,13 @@ export function decodeStored(
   if (message === undefined || !isContentMessage(message))
     return new PersistencyError(
       'Backend',
-      `${where}: the row at key ${hex(at)} is not an SDS content message`,
+      `${where}: the row at key ${at} is not an SDS content message`,
       { code: 'SDS_UNDECODABLE' },
     );
   if (!messageKey(channelId, message.lamportTimestamp, message.messageId).equals(at))
     return new PersistencyError(
       'Backend',
-      `${where}: the row at key ${hex(at)} holds message ${message.messageId} of lamport timestamp ${message.lamportTimestamp}, which belongs elsewhere`,
+      `${where}: the row at key ${at} holds message ${message.messageId} of lamport timestamp ${message.lamportTimestamp}, which belongs elsewhere`,
       { code: 'SDS_MISPLACED' },
     );
   if (hint !== undefined) message.retrievalHint = hint;
@@ -149,8 +149,4 @@ export function dropSdsChannel(job: Job, channelId: string): Result<void, Persis
     { kind: 'deletePrefix', category: HINTS_CATEGORY, prefix },
   ]);
   return ok(undefined);
-}
-
-function hex(k: Key): string {
-  return Buffer.from(k.bytes).toString('hex');
 }

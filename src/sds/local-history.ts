@@ -9,7 +9,7 @@ import { errAsync, ResultAsync } from 'neverthrow';
 import { describeThrown } from '../describe.js';
 import { invalidArgument } from '../errors.js';
 import { compareKeys, Job, type Key, PersistencyError, type TxOp } from '../index.js';
-import { batchRefusal } from '../job.js';
+import { persistOrRefusal } from '../job.js';
 import {
   channelPrefix,
   decodeStored,
@@ -109,9 +109,8 @@ export class SdsLocalHistory implements ILocalHistory {
       ops.push(...storeOps(keys[i] as Key, m));
     });
     if (ops.length === 0) return this.#items.length;
-    const refused = batchRefusal(this.job, ops);
+    const refused = persistOrRefusal(this.job, ops);
     if (refused !== undefined) throw refused;
-    this.job.persist(ops);
     for (const { add, replaces } of changes) {
       if (replaces !== undefined) this.#items.splice(this.#items.indexOf(replaces), 1);
       this.#items.splice(insertionPoint(this.#items, add), 0, add);
@@ -242,8 +241,7 @@ export function openSdsHistory(
           if (message instanceof PersistencyError) throw message;
           items.push(message);
         }
-        if (!items.every((m, i) => i === 0 || sdsOrder(items[i - 1] as ContentMessage, m) <= 0))
-          items.sort(sdsOrder);
+        items.sort(sdsOrder); // a stable sort: one pass over rows already in SDS's order
         return new SdsLocalHistory(job, channelId, items);
       })(),
       (e) =>

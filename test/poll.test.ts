@@ -7,7 +7,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { type Job, key, Persistency, type PersistencyOptions } from '../src/index.js';
 import { closeJobHandle } from '../src/job.js';
-import type { PollStats } from '../src/protocol/messages.js';
+import type { PollSettings, PollStats } from '../src/protocol/messages.js';
+import { pollSettings } from '../src/worker/spawn.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-poll-');
@@ -92,19 +93,27 @@ describe.skipIf(MAX_POLLERS === 0)('polling after an answer', () => {
 
   it(`lets at most ${MAX_POLLERS} worker(s) poll at once`, async () => {
     const ids = Array.from({ length: MAX_POLLERS + 1 }, (_, i) => `j${i}`);
-    // Polls of a second: every worker below is still polling when the last one answers.
-    // Which of them gets a slot depends on how their threads are scheduled (a worker may
-    // reach its poll after the next job's worker has), not on the order of the gets.
+    // Polls of a second: every worker that got a slot keeps it until a message reaches it
+    // (here, its close). Which workers get one depends on how their threads are scheduled
+    // (a worker may reach its poll after the next job's worker has), not on the gets' order.
+    const polling = new Int32Array((pollSettings(1) as PollSettings).slots, 0, 1);
     const t0 = performance.now();
     const jobs = await openWith({ pollMicros: 1_000_000 }, ...ids);
     const opened = performance.now();
     for (const job of jobs) await awaitedGets(job, 1);
-    const answered = performance.now();
+    // Wait for the slots to fill before closing anything: a close ends its worker's poll and
+    // frees a slot, which a worker that has answered but not yet reached its poll would take.
+    while (Atomics.load(polling, 0) < MAX_POLLERS && performance.now() - opened < 1_000) {
+      await new Promise(setImmediate);
+    }
+    // Closed last-first: the last job's worker, the one most likely still on its way to its
+    // poll, decides before it reads its close, while the others still hold every slot.
     const stats: PollStats[] = [];
-    for (const job of jobs) stats.push(await pollsOnClose(job));
+    for (const job of [...jobs].reverse()) stats.unshift(await pollsOnClose(job));
+    const closed = performance.now();
     expect(
-      answered - opened,
-      `gets took ${answered - opened} ms (opens ${opened - t0} ms)`,
+      closed - opened,
+      `gets and closes took ${closed - opened} ms (opens ${opened - t0} ms)`,
     ).toBeLessThan(900);
     // Each worker answered once: MAX_POLLERS of them polled, the others found no slot.
     expect(stats.map((s) => s.tried + s.busy)).toEqual(jobs.map(() => 1));

@@ -2,7 +2,7 @@
  * One system's run of the tenants benchmark (bench/tenants.ts), in a process of its own so
  * that the RSS, threads and file descriptors it reports are that system's alone:
  *
- *   node --expose-gc tenants-child.js <engine> <jobs> <active> <seconds> <idleCloseMs>
+ *   node --expose-gc tenants-child.js <engine> <jobs> <active> <seconds> <idleCloseMs> <maxResidentJobs>
  *
  * Opens <jobs> stores (each: open, one put, a durable flush), keeps <active> of them busy
  * for <seconds>, closes everything, then reopens every store and counts its rows. Prints
@@ -142,7 +142,7 @@ async function activeLoop(
 }
 
 async function main(): Promise<void> {
-  const [name = '', jobsArg = '', activeArg = '', secondsArg = '', idleArg = ''] =
+  const [name = '', jobsArg = '', activeArg = '', secondsArg = '', idleArg = '', capArg = '0'] =
     process.argv.slice(2);
   const jobs = Number(jobsArg);
   const active = Number(activeArg);
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
   const idleCloseMs = Number(idleArg);
   if (!isEngineName(name)) throw new Error(`unknown engine ${name}`);
   const rows = new Rows(ROW_SPAN);
-  const options = { workerThreads: WORKER_THREADS, idleCloseMs };
+  const options = { workerThreads: WORKER_THREADS, idleCloseMs, maxResidentJobs: Number(capArg) };
   const engine = makeEngine(name, rows, options);
   const dir = mkdtempSync(join(tmpdir(), `persistency-tenants-${name}-`));
   const stores: Store[] = [];

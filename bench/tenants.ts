@@ -28,6 +28,8 @@ import {
 const ENGINES = ['persistency', 'lmdb', 'classic-level'] as const;
 /** Ours releases a job idle this long: the open phase's jobs go idle as soon as they are written. */
 const IDLE_CLOSE_MS = Number(process.env.PERSISTENCY_TENANTS_IDLE_MS ?? 500);
+/** Ours: at most this many jobs hold a connection (3 descriptors each); 0 = no cap. */
+const MAX_RESIDENT = Number(process.env.PERSISTENCY_TENANTS_MAX_RESIDENT ?? 200);
 const MiB = 2 ** 20;
 
 function runChild(dir: string, args: string[]): Promise<TenantsReport | string> {
@@ -123,7 +125,7 @@ export async function runTenantsBench(options: BenchOptions): Promise<void> {
       .join(', ')}`,
   );
   console.log(
-    `${jobs} stores per system (${OPEN_CONCURRENCY} opens in flight, each: open, one put, durable flush); ${active} active for ${seconds} s and one alone for ${SINGLE_SECONDS} s (${TASKS} tasks, each: ${PUT_BURST} puts to a random store, its flush, 4 gets); ours: workerThreads ${WORKER_THREADS}, idleCloseMs ${IDLE_CLOSE_MS}`,
+    `${jobs} stores per system (${OPEN_CONCURRENCY} opens in flight, each: open, one put, durable flush); ${active} active for ${seconds} s and one alone for ${SINGLE_SECONDS} s (${TASKS} tasks, each: ${PUT_BURST} puts to a random store, its flush, 4 gets); ours: workerThreads ${WORKER_THREADS}, idleCloseMs ${IDLE_CLOSE_MS}, maxResidentJobs ${MAX_RESIDENT}`,
   );
   const dir = bundleForNode(root, { 'tenants-child': join('bench', 'tenants-child.ts') });
   const reports: TenantsReport[] = [];
@@ -135,6 +137,7 @@ export async function runTenantsBench(options: BenchOptions): Promise<void> {
         String(active),
         String(seconds),
         String(IDLE_CLOSE_MS),
+        String(MAX_RESIDENT),
       ]);
       if (typeof r === 'string') console.log(`${engine}: failed (${r})`);
       else reports.push(r);

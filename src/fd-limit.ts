@@ -29,7 +29,7 @@ export function explainFdExhaustion(error: PersistencyError): PersistencyError {
   if (!/\bE[MN]FILE\b/.test(error.message) && !outOfFileDescriptors()) return error;
   return new PersistencyError(
     'Backend',
-    `${error.message} (the process has no file descriptor left: close jobs, lower idleCloseMs or raise ulimit -n)`,
+    `${error.message} (the process has no file descriptor left: close jobs, lower idleCloseMs or maxResidentJobs, or raise ulimit -n)`,
     { code: 'EMFILE', cause: error },
   );
 }

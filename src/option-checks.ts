@@ -27,6 +27,7 @@ export const DEFAULTS: Required<PersistencyOptions> = {
   pollMicros: 100,
   workerThreads: 'per-job',
   idleCloseMs: 60_000,
+  maxResidentJobs: 0,
   sliceMs: 2,
   iteratorIdleMs: 60_000,
   clock: Date.now,

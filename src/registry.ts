@@ -1,7 +1,8 @@
 /*
  * The jobs of one Persistency and their life: the registry of open jobs, opening (root
- * creation, attach to a thread), idle release, closing, dropping, the counters of
- * `p.stats()`, and the reporting of writes that failed. `Persistency` is its public face.
+ * creation, attach to a thread), closing, dropping, the counters of `p.stats()`, and the
+ * reporting of writes that failed (releasing jobs: residency.ts). `Persistency` is its
+ * public face.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
@@ -23,6 +24,7 @@ import {
   SIDECAR_SUFFIXES,
 } from './paths.js';
 import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
+import { Residency } from './residency.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
 import type { PersistencyEvents, PersistencyOptions, PersistencyStats, TxOp } from './types.js';
@@ -50,13 +52,12 @@ export class JobRegistry {
   /** Failed writes per job id that no flush has reported yet. */
   readonly #failures = new FailureLedger();
   readonly #threads: WorkerThreads;
-  /** Jobs holding a connection now: the ones idle release looks at. */
-  readonly #resident = new Set<JobClient>();
+  /** Jobs holding a connection now, and their release when idle or beyond the cap. */
+  readonly #residency: Residency;
   /** Jobs open now (released or not), and opens in progress. */
   #openJobs = 0;
   #opening = 0;
   #reopened = 0;
-  #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
   /** The root's owner lock: held while a job is opening or open (released or not), or a drop runs. */
   readonly #rootLock: RootLock;
@@ -68,6 +69,7 @@ export class JobRegistry {
     this.#options = options;
     this.#emit = emit;
     this.#rootLock = new RootLock(rootDir);
+    this.#residency = new Residency(options.idleCloseMs, options.maxResidentJobs);
     this.#threads = new WorkerThreads(
       options.workerThreads,
       options.prestartWorker,
@@ -85,10 +87,7 @@ export class JobRegistry {
       clock: options.clock === Date.now ? undefined : options.clock,
       attach: (jobId, pin, image, fileId, died) =>
         this.#threads.attach({ ...this.#openRequest(jobId, image), fileId }, pin, died),
-      resident: (client, resident) => {
-        if (resident) this.#resident.add(client);
-        else this.#resident.delete(client);
-      },
+      resident: (client, resident) => this.#residency.set(client, resident),
       takeFailures: (jobId) => this.#failures.take(jobId),
       recordFailures: (jobId, count, first) => this.#failures.record(jobId, count, first),
       reopened: () => {
@@ -105,7 +104,7 @@ export class JobRegistry {
   }
 
   stats(): PersistencyStats {
-    const resident = this.#resident.size;
+    const resident = this.#residency.size;
     return {
       openJobs: this.#openJobs + this.#opening,
       residentJobs: resident,
@@ -290,7 +289,7 @@ export class JobRegistry {
     }
     this.#openJobs++;
     if (share !== undefined) this.#rootShares.set(client, share);
-    this.#startIdleRelease();
+    this.#residency.startIdleTimer();
     const job = new Job(id, client, this.#jobHost);
     this.#emit('jobOpened', { jobId: id, file: opened.value.file });
     return ok(job);
@@ -305,14 +304,6 @@ export class JobRegistry {
     this.#threads.unpin(client.pin);
     this.#rootShares.get(client)?.release();
     this.#rootShares.delete(client);
-  }
-
-  #startIdleRelease(): void {
-    const idleMs = this.#options.idleCloseMs;
-    if (idleMs <= 0 || this.#idleTimer !== undefined) return;
-    // A job is released between idleCloseMs and 1.25 x idleCloseMs after its last work.
-    this.#idleTimer = setInterval(() => void this.releaseIdle(idleMs), Math.max(5, idleMs / 4));
-    this.#idleTimer.unref();
   }
 
   /** The id of every job of the root, open or not, sorted (see Persistency.listJobs). */
@@ -334,13 +325,7 @@ export class JobRegistry {
 
   /** Release every resident job idle for `idleForMs`; resolves once they have. */
   releaseIdle(idleForMs: number): Promise<number> {
-    const before = performance.now() - idleForMs;
-    const released: Promise<void>[] = [];
-    for (const client of this.#resident) {
-      const done = client.releaseIfIdle(before);
-      if (done !== undefined) released.push(done);
-    }
-    return Promise.all(released).then(() => released.length);
+    return this.#residency.releaseIdle(idleForMs);
   }
 
   async #deleteFiles(id: string, stem: string): Promise<Result<void, PersistencyError>> {
@@ -380,7 +365,7 @@ export class JobRegistry {
 
   async closeAll(): Promise<Result<void, PersistencyError>> {
     this.#closed = true;
-    clearInterval(this.#idleTimer);
+    this.#residency.stopIdleTimer();
     const results = await Promise.all([...this.#slots.keys()].map((id) => this.close(id)));
     await this.#threads.close();
     const failed = results.find((r) => r.isErr());

@@ -167,6 +167,15 @@ export interface PersistencyOptions {
    */
   readonly idleCloseMs?: number;
   /**
+   * The most jobs holding a connection (3 file descriptors each: the file, its WAL and the
+   * shared-memory index) at once; 0 = no cap. When a job is taken up (opened or reopened)
+   * beyond it, the jobs used least recently that have no work in flight are released as if
+   * idle, so a busy job is never released and the count can exceed the cap by busy jobs
+   * until the next take-up. For services with many active jobs and a descriptor budget.
+   * (default: 0)
+   */
+  readonly maxResidentJobs?: number;
+  /**
    * Under `workerThreads: N`, the longest stretch of work one job does before the other jobs
    * of its thread get their turn, in ms: a long scan, a huge batch or a wait for a lock held
    * elsewhere pauses at the next record, page of 1,024 rows or slice of 1,024 ops. (default: 2)
@@ -197,7 +206,7 @@ export interface PersistencyStats {
   readonly openJobs: number;
   /** Open jobs holding a SQLite connection now. */
   readonly residentJobs: number;
-  /** Open jobs that released their connection after `idleCloseMs` (open - resident - opening). */
+  /** Open jobs that released their connection (idle, or beyond `maxResidentJobs`). */
   readonly releasedJobs: number;
   /** Times a released job was taken up again by a call (since the instance was made). */
   readonly reopened: number;

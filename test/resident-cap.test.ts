@@ -1,0 +1,142 @@
+/*
+ * `maxResidentJobs`: beyond the cap, taking a job up releases the jobs used least recently
+ * that have no work in flight, as idle release would. Both threading modes, file and
+ * ':memory:' roots. Releases are asynchronous: the tests wait for the counts, not for time.
+ */
+import { readdirSync } from 'node:fs';
+import { describe, expect, it, vi } from 'vitest';
+import {
+  type Job,
+  key,
+  Persistency,
+  type PersistencyOptions,
+  payload,
+  prefixRange,
+} from '../src/index.js';
+import { unwrap, useTempDirs } from './support/env.js';
+
+const tempDir = useTempDirs('persistency-resident-cap-');
+
+const MODES: [string, PersistencyOptions, boolean][] = [
+  ['per-job, file root', { workerThreads: 'per-job' }, false],
+  ['2 threads, file root', { workerThreads: 2 }, false],
+  ['per-job, :memory: root', { workerThreads: 'per-job' }, true],
+  ['2 threads, :memory: root', { workerThreads: 2 }, true],
+];
+
+/** Open file descriptors of this process (Linux). */
+const fdCount = (): number => readdirSync('/proc/self/fd').length;
+
+/** Open `id`, write rows 0..n-1 and flush them. */
+async function written(p: Persistency, id: string, n = 3): Promise<Job> {
+  const job = unwrap(await p.openJob(id));
+  for (let i = 0; i < n; i++) job.persistPut('c', key(i), payload(id, i));
+  unwrap(await job.flush());
+  return job;
+}
+
+/** Once releases under way have happened, `resident` jobs hold a connection. */
+const settled = (p: Persistency, resident: number) =>
+  vi.waitFor(() => expect(p.stats().residentJobs).toBe(resident), { timeout: 10_000 });
+
+describe.each(MODES)('maxResidentJobs (%s)', (_name, options, memory) => {
+  const instance = (maxResidentJobs: number): Persistency =>
+    unwrap(
+      Persistency.open(memory ? ':memory:' : tempDir(), {
+        ...options,
+        maxResidentJobs,
+        idleCloseMs: 0, // only the cap releases
+      }),
+    );
+
+  it('holds at most the cap resident; every job stays open and answers in order', async () => {
+    const p = instance(2);
+    const jobs: Job[] = [];
+    for (let j = 0; j < 6; j++) {
+      jobs.push(await written(p, `j${j}`));
+      await settled(p, Math.min(j + 1, 2));
+    }
+    expect(p.stats()).toMatchObject({ openJobs: 6, residentJobs: 2, releasedJobs: 4 });
+    for (const [j, job] of jobs.entries()) {
+      expect(job.running).toBe(true);
+      job.persistPut('c', key(9), payload('late', j)); // queued behind the take-up
+      const rows = unwrap(await job.scan('c', prefixRange(key())));
+      expect(rows.map((r) => r.payload)).toEqual(
+        [0, 1, 2].map((i) => payload(`j${j}`, i)).concat([payload('late', j)]),
+      );
+      await settled(p, 2);
+    }
+    // Each take-up released the job used least recently, so all six were taken up again.
+    expect(p.stats().reopened).toBe(6);
+    unwrap(await p.close());
+    if (memory) return;
+    const again = unwrap(Persistency.open(p.rootDir, options));
+    for (let j = 0; j < 6; j++) {
+      const job = unwrap(await again.openJob(`j${j}`));
+      expect(unwrap(await job.count('c', prefixRange(key())))).toBe(4);
+    }
+    unwrap(await again.close());
+  });
+
+  it('releases the job used least recently', async () => {
+    const p = instance(2);
+    const a = await written(p, 'a');
+    const b = await written(p, 'b');
+    expect(unwrap(await a.get('c', key(0)))).toEqual(payload('a', 0)); // a is now the newer
+    await written(p, 'c');
+    await settled(p, 2);
+    const reopened = p.stats().reopened;
+    expect(unwrap(await a.get('c', key(1)))).toEqual(payload('a', 1));
+    expect(p.stats().reopened).toBe(reopened); // a stayed
+    expect(unwrap(await b.get('c', key(1)))).toEqual(payload('b', 1));
+    expect(p.stats().reopened).toBe(reopened + 1); // b had been released
+    unwrap(await p.close());
+  });
+
+  it('never releases a job with work in flight: a held snapshot keeps it resident', async () => {
+    const p = instance(1);
+    const a = await written(p, 'a', 5);
+    const rows = a.iterate('c', prefixRange(key()), { pageSize: 1 });
+    expect((await rows.next()).value?.payload).toEqual(payload('a', 0)); // snapshot held
+    await written(p, 'b');
+    expect(p.stats().residentJobs).toBe(2); // over the cap by the busy job
+    await rows.return?.(undefined); // lets the snapshot go
+    unwrap(await a.flush()); // and the worker has done so: a has no work in flight
+    await written(p, 'c'); // the next take-up releases both a and b
+    await settled(p, 1);
+    expect(unwrap(await a.count('c', prefixRange(key())))).toBe(5);
+    unwrap(await p.close());
+  });
+
+  it('is checked: a non-negative integer', () => {
+    for (const bad of [-1, 1.5, '2', Number.NaN]) {
+      const r = Persistency.open(tempDir(), { ...options, maxResidentJobs: bad as number });
+      expect(r.isErr() && r.error.kind).toBe('InvalidArgument');
+    }
+  });
+});
+
+describe.each(MODES.filter(([, , memory]) => !memory))(
+  'maxResidentJobs, descriptors (%s)',
+  (_name, options) => {
+    const instance = (maxResidentJobs: number): Persistency =>
+      unwrap(Persistency.open(tempDir(), { ...options, maxResidentJobs, idleCloseMs: 0 }));
+
+    it('a released job holds no descriptor: 30 jobs under a cap of 4', async () => {
+      const p = instance(4);
+      const fdsBefore = fdCount();
+      for (let j = 0; j < 30; j++) await written(p, `f${j}`);
+      await settled(p, 4);
+      // Per-job: the resident jobs' threads and the spare (released jobs' threads have exited);
+      // otherwise the pool's two, started by the first open.
+      const threads = options.workerThreads === 'per-job' ? 4 + 1 : 2;
+      await vi.waitFor(() => expect(p.stats().workerThreads).toBeLessThanOrEqual(threads));
+      const grown = fdCount() - fdsBefore;
+      // 3 per resident job (file, WAL, shared-memory index), and a per-job thread's own (its
+      // ports' pipes, its event loop's epoll and eventfd: about 4). Uncapped, 30 jobs hold
+      // 90 descriptors in their files alone.
+      expect(grown).toBeLessThanOrEqual(4 * 3 + threads * 6);
+      unwrap(await p.close());
+    });
+  },
+);

@@ -14,6 +14,7 @@ import type { ByteWriter } from '../protocol/bytes.js';
 import { EXPIRY_MIGRATION, EXPIRY_VERSION, hasExpiry, JobClock, liveOnly } from './expiry.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
 import { ExpiryStatements, ReadStatements } from './kv-statements.js';
+import { type Lazy, lazy } from './lazy-statement.js';
 import { concatKeepsBytes, inKeyOrder, type RowSizeHint } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
@@ -58,13 +59,13 @@ export class KvBackend {
   readonly db: Database.Database;
   readonly #put: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #delete: Database.Statement<[Bytes, Bytes]>;
-  readonly #deleteFrom: Database.Statement<[Bytes, Bytes]>;
-  readonly #nthFrom: Database.Statement<[Bytes, Bytes, number], Buffer>;
-  readonly #nthInRange: Database.Statement<[Bytes, Bytes, Bytes, number], Buffer>;
-  readonly #deleteRange: Database.Statement<[Bytes, Bytes, Bytes]>;
-  readonly #anyFrom: Database.Statement<[Bytes, Bytes], number>;
-  readonly #anyInRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
-  readonly #putRun: Database.Statement<[readonly Bytes[]]>;
+  readonly #deleteFrom: Lazy<[Bytes, Bytes]>;
+  readonly #nthFrom: Lazy<[Bytes, Bytes, number], Buffer>;
+  readonly #nthInRange: Lazy<[Bytes, Bytes, Bytes, number], Buffer>;
+  readonly #deleteRange: Lazy<[Bytes, Bytes, Bytes]>;
+  readonly #anyFrom: Lazy<[Bytes, Bytes], number>;
+  readonly #anyInRange: Lazy<[Bytes, Bytes, Bytes], number>;
+  readonly #putRun: Lazy<[readonly Bytes[]]>;
   #reads: ReadStatements;
   #expiry: ExpiryStatements | undefined;
   /** `getMany` statements by key count, prepared when first needed. */
@@ -75,31 +76,39 @@ export class KvBackend {
   readonly rowSize: RowSizeHint = { large: false };
   readonly #begin: Database.Statement;
   readonly #commit: Database.Statement;
-  readonly #rollback: Database.Statement;
-  readonly #savepoint: Database.Statement;
-  readonly #release: Database.Statement;
-  readonly #rollbackTo: Database.Statement;
+  readonly #rollback: Lazy<[]>;
+  readonly #savepoint: Lazy<[]>;
+  readonly #release: Lazy<[]>;
+  readonly #rollbackTo: Lazy<[]>;
 
   private constructor(db: Database.Database) {
     this.db = db;
     this.#put = db.prepare('INSERT OR REPLACE INTO kv (category, key, payload) VALUES (?, ?, ?)');
-    this.#putRun = db.prepare(
-      `INSERT OR REPLACE INTO kv (category, key, payload) VALUES ${Array(PUT_RUN).fill('(?, ?, ?)').join(', ')}`,
+    this.#putRun = lazy(() =>
+      db.prepare<[readonly Bytes[]]>(
+        `INSERT OR REPLACE INTO kv (category, key, payload) VALUES ${Array(PUT_RUN).fill('(?, ?, ?)').join(', ')}`,
+      ),
     );
     this.#delete = db.prepare('DELETE FROM kv WHERE category = ? AND key = ?');
-    this.#deleteFrom = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ?');
+    this.#deleteFrom = lazy(() =>
+      db.prepare<[Bytes, Bytes]>('DELETE FROM kv WHERE category = ? AND key >= ?'),
+    );
+    this.#deleteRange = lazy(() =>
+      db.prepare<[Bytes, Bytes, Bytes]>(
+        'DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?',
+      ),
+    );
     const nth = (range: string) =>
       `SELECT key FROM kv WHERE category = ? AND ${range} ORDER BY key LIMIT 1 OFFSET ?`;
-    this.#nthFrom = db.prepare<[Bytes, Bytes, number], Buffer>(nth('key >= ?')).pluck();
-    this.#nthInRange = db
-      .prepare<[Bytes, Bytes, Bytes, number], Buffer>(nth('key >= ? AND key < ?'))
-      .pluck();
-    this.#deleteRange = db.prepare('DELETE FROM kv WHERE category = ? AND key >= ? AND key < ?');
+    this.#nthFrom = lazy(() => db.prepare<[Bytes, Bytes, number], Buffer>(nth('key >= ?')).pluck());
+    this.#nthInRange = lazy(() =>
+      db.prepare<[Bytes, Bytes, Bytes, number], Buffer>(nth('key >= ? AND key < ?')).pluck(),
+    );
     const any = (range: string) => `SELECT 1 FROM kv WHERE category = ? AND ${range} LIMIT 1`;
-    this.#anyFrom = db.prepare<[Bytes, Bytes], number>(any('key >= ?')).pluck();
-    this.#anyInRange = db
-      .prepare<[Bytes, Bytes, Bytes], number>(any('key >= ? AND key < ?'))
-      .pluck();
+    this.#anyFrom = lazy(() => db.prepare<[Bytes, Bytes], number>(any('key >= ?')).pluck());
+    this.#anyInRange = lazy(() =>
+      db.prepare<[Bytes, Bytes, Bytes], number>(any('key >= ? AND key < ?')).pluck(),
+    );
     db.function('persistency_add', { deterministic: true }, (stored: unknown, delta: unknown) =>
       sumInto(Buffer.alloc(COUNTER_BYTES), stored as Buffer, delta as Buffer),
     );
@@ -108,10 +117,11 @@ export class KvBackend {
     this.#expiry = expiry ? new ExpiryStatements(db) : undefined;
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
-    this.#rollback = db.prepare('ROLLBACK');
-    this.#savepoint = db.prepare('SAVEPOINT batch');
-    this.#release = db.prepare('RELEASE batch');
-    this.#rollbackTo = db.prepare('ROLLBACK TO batch');
+    const control = (sql: string) => lazy(() => db.prepare<[]>(sql));
+    this.#rollback = control('ROLLBACK');
+    this.#savepoint = control('SAVEPOINT batch');
+    this.#release = control('RELEASE batch');
+    this.#rollbackTo = control('ROLLBACK TO batch');
   }
 
   /** Whether the file has expiry (schema version 2). */
@@ -169,20 +179,20 @@ export class KvBackend {
   }
 
   rollback(): void {
-    if (this.db.inTransaction) this.#rollback.run();
+    if (this.db.inTransaction) this.#rollback().run();
   }
 
   savepoint(): void {
-    this.#savepoint.run();
+    this.#savepoint().run();
   }
 
   release(): void {
-    this.#release.run();
+    this.#release().run();
   }
 
   rollbackToSavepoint(): void {
-    this.#rollbackTo.run();
-    this.#release.run();
+    this.#rollbackTo().run();
+    this.#release().run();
   }
 
   put(category: Bytes, key: Bytes, payload: Bytes): void {
@@ -195,7 +205,7 @@ export class KvBackend {
    * statement is atomic: if it fails, none of its rows is applied.
    */
   putRun(args: readonly Bytes[]): void {
-    this.#putRun.run(args);
+    this.#putRun().run(args);
   }
 
   delete(category: Bytes, key: Bytes): number {
@@ -204,7 +214,7 @@ export class KvBackend {
 
   /** Delete one row: whether one was there, and whether it was live (not expired). */
   deleteLive(category: Bytes, key: Bytes): { removed: boolean; live: boolean } {
-    const statement = this.#reads.deleteLive;
+    const statement = this.#reads.deleteLive?.();
     if (statement === undefined) {
       const removed = this.#delete.run(category, key).changes > 0;
       return { removed, live: removed };
@@ -215,47 +225,47 @@ export class KvBackend {
 
   /** A row's payload and expiry (null: none), expired or not; undefined when absent. */
   counterRow(category: Bytes, key: Bytes): [Buffer, number | null] | undefined {
-    return this.#reads.counterRow.get(category, key);
+    return this.#reads.counterRow().get(category, key);
   }
 
   /** Add the counter payload `delta` to the counter at `key` (absent or expired: 0), in SQL. */
   add(category: Bytes, key: Bytes, delta: Bytes): void {
-    this.#reads.add.run(category, key, delta);
+    this.#reads.add().run(category, key, delta);
   }
 
   /** Put a row that expires at `expiresAt` (ms since the epoch); the file must have expiry. */
   putExpiring(category: Bytes, key: Bytes, payload: Bytes, expiresAt: number): void {
-    (this.#expiry as ExpiryStatements).putExpiring.run(category, key, payload, expiresAt);
+    (this.#expiry as ExpiryStatements).putExpiring().run(category, key, payload, expiresAt);
   }
 
   /** When `key` expires (undefined: never, or no such row, or no expiry on this file). */
   expiresAt(category: Bytes, key: Bytes): number | undefined {
-    return this.#expiry?.expiresAt.get(category, key) ?? undefined;
+    return this.#expiry?.expiresAt().get(category, key) ?? undefined;
   }
 
   /** The earliest expiry of any row (undefined: none). */
   nextExpiry(): number | undefined {
-    return this.#expiry?.next.get() ?? undefined;
+    return this.#expiry?.next().get() ?? undefined;
   }
 
   /** Delete up to `max` rows expired at `now`, earliest first; their categories and keys. */
   sweep(now: number, max: number): [Buffer, Buffer][] {
-    return this.#expiry?.sweep.all(now, max) ?? [];
+    return this.#expiry?.sweep().all(now, max) ?? [];
   }
 
   /** Delete `[start, stop)`; an empty `stop` means no upper bound. */
   deleteRange(category: Bytes, start: Bytes, stop: Bytes): number {
     return stop.length === 0
-      ? this.#deleteFrom.run(category, start).changes
-      : this.#deleteRange.run(category, start, stop).changes;
+      ? this.#deleteFrom().run(category, start).changes
+      : this.#deleteRange().run(category, start, stop).changes;
   }
 
   /** Whether `[start, stop)` (empty `stop`: no bound) holds a row, expired or not. */
   hasRow(category: Bytes, start: Bytes, stop: Bytes): boolean {
     const found =
       stop.length === 0
-        ? this.#anyFrom.get(category, start)
-        : this.#anyInRange.get(category, start, stop);
+        ? this.#anyFrom().get(category, start)
+        : this.#anyInRange().get(category, start, stop);
     return found !== undefined;
   }
 
@@ -263,8 +273,8 @@ export class KvBackend {
   keyAfter(category: Bytes, start: Bytes, stop: Bytes, n: number): Buffer | undefined {
     const next =
       stop.length === 0
-        ? this.#nthFrom.get(category, start, n)
-        : this.#nthInRange.get(category, start, stop, n);
+        ? this.#nthFrom().get(category, start, n)
+        : this.#nthInRange().get(category, start, stop, n);
     if (next !== undefined) inKeyOrder(start, next, false);
     return next;
   }
@@ -326,7 +336,7 @@ export class KvBackend {
   }
 
   exists(category: Bytes, key: Bytes): boolean {
-    return this.#reads.exists.get(category, key) !== undefined;
+    return this.#reads.exists().get(category, key) !== undefined;
   }
 
   /**
@@ -362,8 +372,8 @@ export class KvBackend {
   count(category: Bytes, start: Bytes, stop: Bytes): number {
     return (
       (stop.length === 0
-        ? this.#reads.countFrom.get(category, start)
-        : this.#reads.countRange.get(category, start, stop)) ?? 0
+        ? this.#reads.countFrom().get(category, start)
+        : this.#reads.countRange().get(category, start, stop)) ?? 0
     );
   }
 

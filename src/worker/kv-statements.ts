@@ -6,6 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import { liveOnly } from './expiry.js';
+import { type Lazy, lazy } from './lazy-statement.js';
 import { RangePages, type RowSizeHint } from './range-pages.js';
 
 type Bytes = Uint8Array;
@@ -13,14 +14,14 @@ type Bytes = Uint8Array;
 /** Statements whose SQL depends on whether the file has expiry (see src/worker/expiry.ts). */
 export class ReadStatements {
   readonly get: Database.Statement<[Bytes, Bytes], Buffer>;
-  readonly exists: Database.Statement<[Bytes, Bytes], number>;
-  readonly countFrom: Database.Statement<[Bytes, Bytes], number>;
-  readonly countRange: Database.Statement<[Bytes, Bytes, Bytes], number>;
+  readonly exists: Lazy<[Bytes, Bytes], number>;
+  readonly countFrom: Lazy<[Bytes, Bytes], number>;
+  readonly countRange: Lazy<[Bytes, Bytes, Bytes], number>;
   /** Delete one row; its one result row says whether it was live (not expired). */
-  readonly deleteLive: Database.Statement<[Bytes, Bytes], number> | undefined;
-  readonly add: Database.Statement<[Bytes, Bytes, Bytes]>;
+  readonly deleteLive: Lazy<[Bytes, Bytes], number> | undefined;
+  readonly add: Lazy<[Bytes, Bytes, Bytes]>;
   /** A row's payload and expiry (null: none), whether expired or not. */
-  readonly counterRow: Database.Statement<[Bytes, Bytes], [Buffer, number | null]>;
+  readonly counterRow: Lazy<[Bytes, Bytes], [Buffer, number | null]>;
   readonly pages: RangePages;
 
   constructor(db: Database.Database, expiry: boolean, hint: RowSizeHint) {
@@ -30,74 +31,94 @@ export class ReadStatements {
         `SELECT payload FROM kv WHERE category = ? AND key = ?${live}`,
       )
       .pluck();
-    this.exists = db
-      .prepare<[Bytes, Bytes], number>(`SELECT 1 FROM kv WHERE category = ? AND key = ?${live}`)
-      .pluck();
-    this.countFrom = db
-      .prepare<[Bytes, Bytes], number>(
-        `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${live}`,
-      )
-      .pluck();
-    this.countRange = db
-      .prepare<[Bytes, Bytes, Bytes], number>(
-        `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ? AND key < ?${live}`,
-      )
-      .pluck();
+    this.exists = lazy(() =>
+      db
+        .prepare<[Bytes, Bytes], number>(`SELECT 1 FROM kv WHERE category = ? AND key = ?${live}`)
+        .pluck(),
+    );
+    this.countFrom = lazy(() =>
+      db
+        .prepare<[Bytes, Bytes], number>(
+          `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ?${live}`,
+        )
+        .pluck(),
+    );
+    this.countRange = lazy(() =>
+      db
+        .prepare<[Bytes, Bytes, Bytes], number>(
+          `SELECT COUNT(*) FROM kv WHERE category = ? AND key >= ? AND key < ?${live}`,
+        )
+        .pluck(),
+    );
     this.deleteLive = expiry
-      ? db
-          .prepare<[Bytes, Bytes], number>(
-            `DELETE FROM kv WHERE category = ? AND key = ?
-             RETURNING expires_at IS NULL OR expires_at > persistency_now()`,
-          )
-          .pluck()
+      ? lazy(() =>
+          db
+            .prepare<[Bytes, Bytes], number>(
+              `DELETE FROM kv WHERE category = ? AND key = ?
+               RETURNING expires_at IS NULL OR expires_at > persistency_now()`,
+            )
+            .pluck(),
+        )
       : undefined;
     // The inserted value is the delta's own counter payload: 0 + delta. An expired row
     // counts as absent, and the sum keeps a live row's expiry.
     const expired = 'expires_at IS NOT NULL AND expires_at <= persistency_now()';
-    this.add = db.prepare(
-      `INSERT INTO kv (category, key, payload) VALUES (?, ?, ?)
-       ON CONFLICT (category, key) DO UPDATE SET ${
-         expiry
-           ? `payload = CASE WHEN ${expired} THEN excluded.payload ELSE persistency_add(payload, excluded.payload) END,
-              expires_at = CASE WHEN ${expired} THEN NULL ELSE expires_at END`
-           : 'payload = persistency_add(payload, excluded.payload)'
-       }`,
+    this.add = lazy(() =>
+      db.prepare<[Bytes, Bytes, Bytes]>(
+        `INSERT INTO kv (category, key, payload) VALUES (?, ?, ?)
+         ON CONFLICT (category, key) DO UPDATE SET ${
+           expiry
+             ? `payload = CASE WHEN ${expired} THEN excluded.payload ELSE persistency_add(payload, excluded.payload) END,
+                expires_at = CASE WHEN ${expired} THEN NULL ELSE expires_at END`
+             : 'payload = persistency_add(payload, excluded.payload)'
+         }`,
+      ),
     );
-    this.counterRow = db
-      .prepare<[Bytes, Bytes], [Buffer, number | null]>(
-        `SELECT payload, ${expiry ? 'expires_at' : 'NULL'} FROM kv WHERE category = ? AND key = ?`,
-      )
-      .raw();
+    this.counterRow = lazy(() =>
+      db
+        .prepare<[Bytes, Bytes], [Buffer, number | null]>(
+          `SELECT payload, ${expiry ? 'expires_at' : 'NULL'} FROM kv WHERE category = ? AND key = ?`,
+        )
+        .raw(),
+    );
     this.pages = new RangePages(db, hint, expiry);
   }
 }
 
-/** Statements that exist only on a file with expiry. */
+/** Statements that exist only on a file with expiry (each prepared at its first use). */
 export class ExpiryStatements {
-  readonly putExpiring: Database.Statement<[Bytes, Bytes, Bytes, number]>;
-  readonly sweep: Database.Statement<[number, number], [Buffer, Buffer]>;
-  readonly next: Database.Statement<[], number | null>;
-  readonly expiresAt: Database.Statement<[Bytes, Bytes], number | null>;
+  readonly putExpiring: Lazy<[Bytes, Bytes, Bytes, number]>;
+  readonly sweep: Lazy<[number, number], [Buffer, Buffer]>;
+  readonly next: Lazy<[], number | null>;
+  readonly expiresAt: Lazy<[Bytes, Bytes], number | null>;
 
   constructor(db: Database.Database) {
-    this.putExpiring = db.prepare(
-      'INSERT OR REPLACE INTO kv (category, key, payload, expires_at) VALUES (?, ?, ?, ?)',
+    this.putExpiring = lazy(() =>
+      db.prepare<[Bytes, Bytes, Bytes, number]>(
+        'INSERT OR REPLACE INTO kv (category, key, payload, expires_at) VALUES (?, ?, ?, ?)',
+      ),
     );
-    this.sweep = db
-      .prepare<[number, number], [Buffer, Buffer]>(
-        `DELETE FROM kv WHERE (category, key) IN (
-           SELECT category, key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?
-           ORDER BY expires_at LIMIT ?)
-         RETURNING category, key`,
-      )
-      .raw();
-    this.next = db
-      .prepare<[], number | null>('SELECT min(expires_at) FROM kv WHERE expires_at IS NOT NULL')
-      .pluck();
-    this.expiresAt = db
-      .prepare<[Bytes, Bytes], number | null>(
-        'SELECT expires_at FROM kv WHERE category = ? AND key = ?',
-      )
-      .pluck();
+    this.sweep = lazy(() =>
+      db
+        .prepare<[number, number], [Buffer, Buffer]>(
+          `DELETE FROM kv WHERE (category, key) IN (
+             SELECT category, key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?
+             ORDER BY expires_at LIMIT ?)
+           RETURNING category, key`,
+        )
+        .raw(),
+    );
+    this.next = lazy(() =>
+      db
+        .prepare<[], number | null>('SELECT min(expires_at) FROM kv WHERE expires_at IS NOT NULL')
+        .pluck(),
+    );
+    this.expiresAt = lazy(() =>
+      db
+        .prepare<[Bytes, Bytes], number | null>(
+          'SELECT expires_at FROM kv WHERE category = ? AND key = ?',
+        )
+        .pluck(),
+    );
   }
 }

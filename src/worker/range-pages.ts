@@ -7,6 +7,7 @@
 import type Database from 'better-sqlite3';
 import type { ByteWriter } from '../protocol/bytes.js';
 import { liveOnly } from './expiry.js';
+import { lazy } from './lazy-statement.js';
 
 type Bytes = Uint8Array;
 type Row = [Buffer, Buffer];
@@ -97,31 +98,47 @@ export interface RowSizeHint {
 }
 
 export class RangePages {
+  readonly #db: Database.Database;
   readonly #hint: RowSizeHint;
-  readonly #rows: ByShape<PageStatement>;
+  readonly #expiry: boolean;
+  /** The statements of each shape, prepared when a page of that shape is first read. */
+  readonly #rows: ByShape<() => PageStatement>;
   /**
    * The same pages as records made by SQLite: one value per page instead of two Buffers
-   * per row (README, Performance); undefined where concatenation does not keep bytes.
+   * per row (README, Performance); null where concatenation does not keep bytes,
+   * undefined until the first page asks.
    */
-  readonly #records: ByShape<RecordsStatement> | undefined;
+  #records: ByShape<() => RecordsStatement> | null | undefined;
 
   /** `expiry`: the file has expiry, whose expired rows the pages leave out. */
   constructor(db: Database.Database, hint: RowSizeHint, expiry: boolean) {
+    this.#db = db;
     this.#hint = hint;
+    this.#expiry = expiry;
     this.#rows = byShape((dir, bound, later) =>
-      db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw(),
+      lazy(() => db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw()),
     );
-    if (!concatKeepsBytes(db)) return;
+  }
+
+  #recordStatements(): ByShape<() => RecordsStatement> | null {
+    if (this.#records !== undefined) return this.#records;
+    const db = this.#db;
+    const expiry = this.#expiry;
     const length = (column: string) => `unhex(printf('%08x', length(${column})))`;
-    this.#records = byShape((dir, bound, later) =>
-      db
-        .prepare<(Bytes | number)[], [Buffer | null, number, Buffer | null]>(
-          `SELECT CAST(group_concat(${length('key')} || key || ${length('payload')} || payload, x'' ORDER BY key ${dir.toUpperCase()}) AS BLOB),
-                  count(*), ${dir === 'asc' ? 'max' : 'min'}(key)
-           FROM (${pageQuery(dir, bound, later, expiry)})`,
-        )
-        .raw(),
-    );
+    this.#records = !concatKeepsBytes(db)
+      ? null
+      : byShape((dir, bound, later) =>
+          lazy(() =>
+            db
+              .prepare<(Bytes | number)[], [Buffer | null, number, Buffer | null]>(
+                `SELECT CAST(group_concat(${length('key')} || key || ${length('payload')} || payload, x'' ORDER BY key ${dir.toUpperCase()}) AS BLOB),
+                        count(*), ${dir === 'asc' ? 'max' : 'min'}(key)
+                 FROM (${pageQuery(dir, bound, later, expiry)})`,
+              )
+              .raw(),
+          ),
+        );
+    return this.#records;
   }
 
   /**
@@ -144,7 +161,9 @@ export class RangePages {
     let last: Buffer | undefined;
     let built: Buffer | undefined;
     const hint = this.#hint;
-    const records = hint.large ? undefined : this.#records?.[shape[0]][shape[1]][later];
+    const records = hint.large
+      ? undefined
+      : this.#recordStatements()?.[shape[0]][shape[1]][later]?.();
     let made: [Buffer | null, number, Buffer | null] | undefined;
     try {
       made = records?.get(...args);
@@ -158,7 +177,7 @@ export class RangePages {
       last = made[2] ?? undefined;
       hint.large = rows > 0 && (built?.length ?? 0) / rows >= LARGE_ROW_BYTES;
     } else {
-      const found = (this.#rows[shape[0]][shape[1]][later] as PageStatement).all(...args);
+      const found = (this.#rows[shape[0]][shape[1]][later] as () => PageStatement)().all(...args);
       const from = w.pos;
       for (const [k, p] of found) {
         w.blob(k);

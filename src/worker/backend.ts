@@ -76,10 +76,11 @@ export class KvBackend {
   readonly rowSize: RowSizeHint = { large: false };
   readonly #begin: Database.Statement;
   readonly #commit: Database.Statement;
-  readonly #rollback: Lazy<[]>;
+  /** Prepared at open: the way out of a failure must not itself need a prepare. */
+  readonly #rollback: Database.Statement;
   readonly #savepoint: Lazy<[]>;
-  readonly #release: Lazy<[]>;
-  readonly #rollbackTo: Lazy<[]>;
+  readonly #release: Database.Statement;
+  readonly #rollbackTo: Database.Statement;
 
   private constructor(db: Database.Database) {
     this.db = db;
@@ -117,11 +118,10 @@ export class KvBackend {
     this.#expiry = expiry ? new ExpiryStatements(db) : undefined;
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
-    const control = (sql: string) => lazy(() => db.prepare<[]>(sql));
-    this.#rollback = control('ROLLBACK');
-    this.#savepoint = control('SAVEPOINT batch');
-    this.#release = control('RELEASE batch');
-    this.#rollbackTo = control('ROLLBACK TO batch');
+    this.#rollback = db.prepare('ROLLBACK');
+    this.#savepoint = lazy(() => db.prepare<[]>('SAVEPOINT batch'));
+    this.#release = db.prepare('RELEASE batch');
+    this.#rollbackTo = db.prepare('ROLLBACK TO batch');
   }
 
   /** Whether the file has expiry (schema version 2). */
@@ -179,7 +179,7 @@ export class KvBackend {
   }
 
   rollback(): void {
-    if (this.db.inTransaction) this.#rollback().run();
+    if (this.db.inTransaction) this.#rollback.run();
   }
 
   savepoint(): void {
@@ -187,12 +187,12 @@ export class KvBackend {
   }
 
   release(): void {
-    this.#release().run();
+    this.#release.run();
   }
 
   rollbackToSavepoint(): void {
-    this.#rollbackTo().run();
-    this.#release().run();
+    this.#rollbackTo.run();
+    this.#release.run();
   }
 
   put(category: Bytes, key: Bytes, payload: Bytes): void {

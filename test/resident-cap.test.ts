@@ -5,24 +5,11 @@
  */
 import { readdirSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
-import {
-  type Job,
-  key,
-  Persistency,
-  type PersistencyOptions,
-  payload,
-  prefixRange,
-} from '../src/index.js';
+import { type Job, key, Persistency, payload, prefixRange } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { FILE_MODES, ROOT_MODES } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-resident-cap-');
-
-const MODES: [string, PersistencyOptions, boolean][] = [
-  ['per-job, file root', { workerThreads: 'per-job' }, false],
-  ['2 threads, file root', { workerThreads: 2 }, false],
-  ['per-job, :memory: root', { workerThreads: 'per-job' }, true],
-  ['2 threads, :memory: root', { workerThreads: 2 }, true],
-];
 
 /** Open file descriptors of this process (Linux). */
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
@@ -39,7 +26,7 @@ async function written(p: Persistency, id: string, n = 3): Promise<Job> {
 const settled = (p: Persistency, resident: number) =>
   vi.waitFor(() => expect(p.stats().residentJobs).toBe(resident), { timeout: 10_000 });
 
-describe.each(MODES)('maxResidentJobs (%s)', (_name, options, memory) => {
+describe.each(ROOT_MODES)('maxResidentJobs (%s)', (_name, memory, options) => {
   const instance = (maxResidentJobs: number): Persistency =>
     unwrap(
       Persistency.open(memory ? ':memory:' : tempDir(), {
@@ -116,27 +103,24 @@ describe.each(MODES)('maxResidentJobs (%s)', (_name, options, memory) => {
   });
 });
 
-describe.each(MODES.filter(([, , memory]) => !memory))(
-  'maxResidentJobs, descriptors (%s)',
-  (_name, options) => {
-    const instance = (maxResidentJobs: number): Persistency =>
-      unwrap(Persistency.open(tempDir(), { ...options, maxResidentJobs, idleCloseMs: 0 }));
+describe.each(FILE_MODES)('maxResidentJobs, descriptors (%s)', (_name, _memory, options) => {
+  const instance = (maxResidentJobs: number): Persistency =>
+    unwrap(Persistency.open(tempDir(), { ...options, maxResidentJobs, idleCloseMs: 0 }));
 
-    it('a released job holds no descriptor: 30 jobs under a cap of 4', async () => {
-      const p = instance(4);
-      const fdsBefore = fdCount();
-      for (let j = 0; j < 30; j++) await written(p, `f${j}`);
-      await settled(p, 4);
-      // Per-job: the resident jobs' threads and the spare (released jobs' threads have exited);
-      // otherwise the pool's two, started by the first open.
-      const threads = options.workerThreads === 'per-job' ? 4 + 1 : 2;
-      await vi.waitFor(() => expect(p.stats().workerThreads).toBeLessThanOrEqual(threads));
-      const grown = fdCount() - fdsBefore;
-      // 3 per resident job (file, WAL, shared-memory index), and a per-job thread's own (its
-      // ports' pipes, its event loop's epoll and eventfd: about 4). Uncapped, 30 jobs hold
-      // 90 descriptors in their files alone.
-      expect(grown).toBeLessThanOrEqual(4 * 3 + threads * 6);
-      unwrap(await p.close());
-    });
-  },
-);
+  it('a released job holds no descriptor: 30 jobs under a cap of 4', async () => {
+    const p = instance(4);
+    const fdsBefore = fdCount();
+    for (let j = 0; j < 30; j++) await written(p, `f${j}`);
+    await settled(p, 4);
+    // Per-job: the resident jobs' threads and the spare (released jobs' threads have exited);
+    // otherwise the pool's two, started by the first open.
+    const threads = options.workerThreads === 'per-job' ? 4 + 1 : 2;
+    await vi.waitFor(() => expect(p.stats().workerThreads).toBeLessThanOrEqual(threads));
+    const grown = fdCount() - fdsBefore;
+    // 3 per resident job (file, WAL, shared-memory index), and a per-job thread's own (its
+    // ports' pipes, its event loop's epoll and eventfd: about 4). Uncapped, 30 jobs hold
+    // 90 descriptors in their files alone.
+    expect(grown).toBeLessThanOrEqual(4 * 3 + threads * 6);
+    unwrap(await p.close());
+  });
+});

@@ -21,6 +21,7 @@ import {
   prefixRange,
 } from '../src/index.js';
 import { crashJobWorker } from '../src/job.js';
+import { jobDbPath, jobFileStem } from '../src/paths.js';
 import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 
 const base = mkdtempSync(join(tmpdir(), 'persistency-durability-'));
@@ -95,6 +96,42 @@ describe('schema versions', () => {
     // No -wal or -shm: only the root's lock file beside it.
     expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'future.db']);
     expect(p.hasJob('future')).toBe(false);
+  });
+
+  // Found by review: such a file opened once statements were prepared at first use, and a
+  // put then added a second row for its key instead of replacing the first.
+  it('openJob refuses a kv table that is not keyed by (category, key), and leaves it untouched', async () => {
+    const root = freshRoot();
+    mkdirSync(root, { recursive: true });
+    const shapes = {
+      unkeyed: 'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL)',
+      keyedByKey: 'CREATE TABLE kv (category BLOB, key BLOB PRIMARY KEY, payload BLOB)',
+      noPayload: 'CREATE TABLE kv (category BLOB, key BLOB, PRIMARY KEY (category, key))',
+    };
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    for (const [id, sql] of Object.entries(shapes)) {
+      const stem = jobFileStem(id);
+      if (!stem.ok) throw stem.error;
+      const file = jobDbPath(root, stem.stem);
+      const raw = new Database(file);
+      raw.exec(sql);
+      raw.close();
+      const before = readFileSync(file);
+      const r = await p.openJob(id);
+      expect(r.isErr() && [r.error.kind, r.error.code], id).toEqual(['Backend', 'SQLITE_CORRUPT']);
+      expect(r._unsafeUnwrapErr().message).toMatch(/not a job file/);
+      expect(readFileSync(file).equals(before), id).toBe(true);
+    }
+    // A reference file (version 0, its own kv table) still opens.
+    const reference = new Database(join(root, 'ref.db'));
+    reference.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID',
+    );
+    reference.close();
+    const job = (await p.openJob('ref'))._unsafeUnwrap();
+    job.persistPut('c', key(1), payload('old'));
+    job.persistPut('c', key(1), payload('new'));
+    expect((await job.count('c', prefixRange(key())))._unsafeUnwrap()).toBe(1);
   });
 });
 

@@ -47,6 +47,19 @@ export interface BackendOptions {
 }
 
 /**
+ * What keeps an existing `kv` table from being a job's (undefined: none, or no table yet):
+ * a put replaces a row only where (category, key) is the primary key.
+ */
+function kvTableProblem(db: Database.Database): string | undefined {
+  const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
+  if (columns.length === 0) return undefined;
+  const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
+  if (pk('payload') === undefined) return 'has no payload column';
+  const keyed = pk('category') === 1 && pk('key') === 2;
+  return keyed && columns.every((c) => c.pk <= 2) ? undefined : 'is not keyed by (category, key)';
+}
+
+/**
  * A job file's connection, set up: refuse an unknown schema without writing, check it with
  * `verifyOnOpen`, set the pragmas, run pending migrations, and find out now whether it can
  * be written. `image` restores an in-memory job.
@@ -82,6 +95,13 @@ export function openJobDatabase(
           `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
         ),
         { code: 'SCHEMA_TOO_NEW' },
+      );
+    }
+    const foreign = kvTableProblem(db);
+    if (foreign !== undefined) {
+      throw Object.assign(
+        new Error(`${path} is not a job file: its kv table ${foreign}; it was left untouched`),
+        { code: 'SQLITE_CORRUPT' },
       );
     }
     if (options.verifyOnOpen === true) {

@@ -71,8 +71,8 @@ export class JobClient {
   readonly pin: number | undefined;
   /** Set by the owner once the job is no longer counted as open. */
   forgotten = false;
-  /** Resolved when a release asked for has happened. */
-  #releaseDone: (() => void) | undefined;
+  /** Settles the release asked for: true once it has happened, false if it did not. */
+  #releaseDone: ((released: boolean) => void) | undefined;
 
   constructor(
     id: string,
@@ -249,9 +249,10 @@ export class JobClient {
 
   /**
    * Release the connection if the job has had no work since `before` (performance.now());
-   * the promise resolves once it is released (or is anything else but releasing).
+   * the promise resolves true once it is released (its own thread gone), false if the
+   * worker declined or died instead.
    */
-  releaseIfIdle(before: number): Promise<void> | undefined {
+  releaseIfIdle(before: number): Promise<boolean> | undefined {
     if (
       this.#state !== 'attached' ||
       this.#closeRequested ||
@@ -271,10 +272,11 @@ export class JobClient {
     });
   }
 
-  #settleRelease(): void {
+  /** The release asked for is over; taken now, so that a later release has its own. */
+  #settleRelease(released: boolean): void {
     const done = this.#releaseDone;
     this.#releaseDone = undefined;
-    done?.();
+    done?.(released);
   }
 
   /** Drain, commit, checkpoint, close the connection (and the job's own thread). */
@@ -344,7 +346,11 @@ export class JobClient {
       this.#state = 'released';
       this.#turn.dropIdle(); // a released job keeps as little as it can
       this.#releaseExited = exited;
-      void exited.then(() => this.#settleRelease());
+      // Taken now: a call in the backlog may take the job up and release it again before
+      // the thread has exited.
+      const done = this.#releaseDone;
+      this.#releaseDone = undefined;
+      void exited.then(() => done?.(true));
       if (this.#backlog.length > 0) {
         this.#host.reopened();
         void this.#attach();
@@ -382,7 +388,7 @@ export class JobClient {
       code: error.code,
     });
     this.#failUnsent(this.#deathError);
-    this.#settleRelease();
+    this.#settleRelease(false);
     this.holds.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
@@ -415,7 +421,7 @@ export class JobClient {
       case 'releaseDeclined':
         // A `:memory:` job whose image could not be taken stays attached.
         if (this.#state !== 'releasing') return;
-        this.#settleRelease();
+        this.#settleRelease(false);
         this.#serve();
         return;
       default:

@@ -10,8 +10,10 @@ export class Residency {
   readonly #maxResident: number;
   /** Jobs holding a connection now. */
   readonly #resident = new Set<JobClient>();
-  /** Jobs asked to release that have not finished yet. */
-  readonly #releasing = new Set<JobClient>();
+  /** Jobs asked to release that have not finished yet, each with its request. */
+  readonly #releasing = new Map<JobClient, Promise<boolean>>();
+  /** Jobs that declined to release since the last take-up: the cap asks others instead. */
+  readonly #declined = new Set<JobClient>();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(idleCloseMs: number, maxResidentJobs: number) {
@@ -25,11 +27,15 @@ export class Residency {
 
   /** A job took up a connection (beyond the cap, others let go of theirs) or let go of it. */
   set(client: JobClient, resident: boolean): void {
+    // Whatever release was under way is over (a job taken up again may be asked anew).
+    this.#releasing.delete(client);
     if (!resident) {
       this.#resident.delete(client);
+      this.#declined.delete(client);
       return;
     }
     this.#resident.add(client);
+    this.#declined.clear();
     this.#cap();
   }
 
@@ -45,10 +51,10 @@ export class Residency {
     clearInterval(this.#idleTimer);
   }
 
-  /** Release every resident job idle for `idleForMs`; resolves once they have. */
+  /** Release every resident job idle for `idleForMs`; resolves once they have (or declined). */
   releaseIdle(idleForMs: number): Promise<number> {
     const before = performance.now() - idleForMs;
-    const released: Promise<void>[] = [];
+    const released: Promise<boolean>[] = [];
     for (const client of this.#resident) {
       const done = this.#release(client, before);
       if (done !== undefined) released.push(done);
@@ -56,7 +62,10 @@ export class Residency {
     return Promise.all(released).then(() => released.length);
   }
 
-  /** Beyond the cap, release the jobs used least recently that can be (not the new one). */
+  /**
+   * Beyond the cap, release the jobs used least recently that can be: not the one just
+   * taken up (it has its work still to do), nor one that declined since.
+   */
   #cap(): void {
     const cap = this.#maxResident;
     if (cap <= 0 || this.#resident.size <= cap) return;
@@ -67,17 +76,21 @@ export class Residency {
     staying.sort((a, b) => a.lastActive - b.lastActive);
     for (const client of staying) {
       if (excess === 0) return;
-      if (this.#release(client, now) !== undefined) excess--;
+      if (!this.#declined.has(client) && this.#release(client, now) !== undefined) excess--;
     }
   }
 
   /** Ask `client` to release if it has had no work since `before`; undefined if it cannot. */
-  #release(client: JobClient, before: number): Promise<void> | undefined {
+  #release(client: JobClient, before: number): Promise<boolean> | undefined {
     const done = client.releaseIfIdle(before);
     if (done === undefined) return undefined;
-    this.#releasing.add(client);
-    return done.then(() => {
-      this.#releasing.delete(client);
+    this.#releasing.set(client, done);
+    void done.then((released) => {
+      if (this.#releasing.get(client) === done) this.#releasing.delete(client);
+      if (released || !this.#resident.has(client)) return;
+      this.#declined.add(client); // it stays: the cap asks the next one
+      this.#cap();
     });
+    return done;
   }
 }

@@ -6,6 +6,9 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
 import { type Job, key, Persistency, payload, prefixRange } from '../src/index.js';
+import { injectFault } from '../src/job.js';
+import type { JobClient } from '../src/job-client.js';
+import { Residency } from '../src/residency.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { FILE_MODES, ROOT_MODES } from './support/modes.js';
 
@@ -122,5 +125,58 @@ describe.each(FILE_MODES)('maxResidentJobs, descriptors (%s)', (_name, _memory, 
     // 90 descriptors in their files alone.
     expect(grown).toBeLessThanOrEqual(4 * 3 + threads * 6);
     unwrap(await p.close());
+  });
+});
+
+// Found by review: a declined release was counted as done, leaving 3 idle jobs under a cap
+// of 2; and a job taken up again before its release had settled was left out of the count.
+describe.each(ROOT_MODES.filter(([, memory]) => memory))(
+  'maxResidentJobs, a release declined (%s)',
+  (_name, _memory, options) => {
+    it('a :memory: job whose image cannot be taken stays, and the next idle job goes', async () => {
+      const p = unwrap(
+        Persistency.open(':memory:', { ...options, maxResidentJobs: 2, idleCloseMs: 0 }),
+      );
+      const a = await written(p, 'a');
+      injectFault(a, 'serialize');
+      unwrap(await a.flush()); // a, used least recently, will decline its release
+      const b = await written(p, 'b');
+      await written(p, 'c'); // beyond the cap: a is asked and declines, so b is asked
+      await settled(p, 2);
+      const reopened = p.stats().reopened;
+      expect(unwrap(await a.get('c', key(0)))).toEqual(payload('a', 0));
+      expect(p.stats().reopened).toBe(reopened); // a stayed
+      expect(unwrap(await b.get('c', key(0)))).toEqual(payload('b', 0));
+      expect(p.stats().reopened).toBe(reopened + 1); // b went
+      unwrap(await p.close());
+    });
+  },
+);
+
+describe('Residency', () => {
+  /** A client that does what JobClient does: its release settles when told (a thread's exit). */
+  const fake = (name: string, asked: string[], settle: ((released: boolean) => void)[]) =>
+    ({
+      lastActive: performance.now(),
+      releaseIfIdle: () => {
+        asked.push(name);
+        return new Promise<boolean>((resolve) => settle.push(resolve));
+      },
+    }) as unknown as JobClient & { lastActive: number };
+
+  it('counts a job taken up again before its release settled (its old thread still exiting)', () => {
+    const asked: string[] = [];
+    const settle: ((released: boolean) => void)[] = [];
+    const r = new Residency(0, 1);
+    const a = fake('a', asked, settle);
+    const b = fake('b', asked, settle);
+    r.set(a, true);
+    r.set(b, true); // beyond the cap: a is asked to release
+    expect(asked).toEqual(['a']);
+    r.set(a, false); // released; its promise waits for the thread's exit
+    a.lastActive = performance.now();
+    r.set(a, true); // a call in its backlog took it up again
+    expect(r.size).toBe(2);
+    expect(asked).toEqual(['a', 'b']); // b, idle, is asked now
   });
 });

@@ -76,9 +76,12 @@ export class KvBackend {
   readonly rowSize: RowSizeHint = { large: false };
   readonly #begin: Database.Statement;
   readonly #commit: Database.Statement;
-  /** Prepared at open: the way out of a failure must not itself need a prepare. */
+  /**
+   * Prepared at open: the way into and out of a batch must not need a prepare, which can
+   * fail in the state a failure left (and SAVEPOINT runs outside a batch's try).
+   */
   readonly #rollback: Database.Statement;
-  readonly #savepoint: Lazy<[]>;
+  readonly #savepoint: Database.Statement;
   readonly #release: Database.Statement;
   readonly #rollbackTo: Database.Statement;
 
@@ -119,7 +122,7 @@ export class KvBackend {
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
     this.#rollback = db.prepare('ROLLBACK');
-    this.#savepoint = lazy(() => db.prepare<[]>('SAVEPOINT batch'));
+    this.#savepoint = db.prepare('SAVEPOINT batch');
     this.#release = db.prepare('RELEASE batch');
     this.#rollbackTo = db.prepare('ROLLBACK TO batch');
   }
@@ -183,7 +186,7 @@ export class KvBackend {
   }
 
   savepoint(): void {
-    this.#savepoint().run();
+    this.#savepoint.run();
   }
 
   release(): void {

@@ -98,6 +98,33 @@ describe.each(ROOT_MODES)('maxResidentJobs (%s)', (_name, memory, options) => {
     unwrap(await p.close());
   });
 
+  it('a watched job stays resident and its feed goes on across take-ups', async () => {
+    const p = instance(1);
+    const a = unwrap(await p.openJob('a'));
+    const feed = a.watch('c', prefixRange(key()));
+    unwrap(await a.flush());
+    await written(p, 'b');
+    expect(p.stats().residentJobs).toBe(2); // over the cap by the watched job
+    const reopened = p.stats().reopened;
+    a.persistPut('c', key(1), payload('x'));
+    const first = await feed.next();
+    expect(first.done === false && first.value.map((c) => ('key' in c ? c.key : c.prefix))).toEqual(
+      [key(1)],
+    );
+    expect(p.stats().reopened).toBe(reopened);
+    await feed.return?.(undefined);
+    unwrap(await p.close());
+  });
+
+  it('ten concurrent opens settle at the cap', async () => {
+    const p = instance(2);
+    const jobs = await Promise.all(Array.from({ length: 10 }, (_, i) => p.openJob(`j${i}`)));
+    for (const j of jobs) unwrap(j);
+    await settled(p, 2);
+    expect(p.stats()).toMatchObject({ openJobs: 10, residentJobs: 2, releasedJobs: 8 });
+    unwrap(await p.close());
+  });
+
   it('is checked: a non-negative integer', () => {
     for (const bad of [-1, 1.5, '2', Number.NaN]) {
       const r = Persistency.open(tempDir(), { ...options, maxResidentJobs: bad as number });

@@ -9,23 +9,13 @@ import { describe, expect, it } from 'vitest';
 import { decodePayload, type Job, key, Persistency, payload, prefixRange } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES } from './support/modes.js';
+import { mulberry32 } from './support/random.js';
 
 const tempDir = useTempDirs('persistency-review-stress-');
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe.each(ROOT_MODES)('maxResidentJobs under random calls (%s)', (_name, memory, options) => {
   it.each([1, 2, 3])('seed %i', async (seed) => {
-    const rand = rng(seed);
+    const rand = mulberry32(seed);
     const root = memory ? ':memory:' : tempDir();
     const p = unwrap(
       Persistency.open(root, {

@@ -11,13 +11,19 @@
 import type Database from 'better-sqlite3';
 import { COUNTER_BYTES, sumInto } from '../counter.js';
 import type { ByteWriter } from '../protocol/bytes.js';
-import { EXPIRY_MIGRATION, EXPIRY_VERSION, hasExpiry, JobClock, liveOnly } from './expiry.js';
+import { EXPIRY_MIGRATION, EXPIRY_VERSION, hasExpiry, JobClock } from './expiry.js';
 import { type BackendOptions, openJobDatabase } from './job-database.js';
-import { ExpiryStatements, ReadStatements } from './kv-statements.js';
+import {
+  ExpiryStatements,
+  type GetManyMarkers,
+  getManySql,
+  ReadStatements,
+} from './kv-statements.js';
 import { type Lazy, lazy } from './lazy-statement.js';
 import { concatKeepsBytes, inKeyOrder, type RowSizeHint } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
+export { GET_MANY_INLINE_BYTES, type GetManyMarkers } from './kv-statements.js';
 
 type Bytes = Uint8Array;
 
@@ -32,25 +38,6 @@ export const PUT_RUN = 32;
  * (runs do not cross frames).
  */
 export const GET_RUN_MAX = 32;
-
-/**
- * A payload longer than this is not copied into `getMany`'s result; the caller reads it
- * alone. Gathering payloads into one value pays for itself only while they are small
- * (README, Performance).
- */
-export const GET_MANY_INLINE_BYTES = 1024;
-
-/** The bytes `getMany` writes for each key: the caller's format, not the SQL layer's. */
-export interface GetManyMarkers {
-  /** The key has no row: this byte alone. */
-  readonly absent: number;
-  /** This byte, the payload's length (u32 big-endian), the payload. */
-  readonly present: number;
-  /** The payload is longer than GET_MANY_INLINE_BYTES: this byte alone. */
-  readonly large: number;
-}
-
-const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
 
 /** Rows per page of a scan (see `scanPage`). */
 export const SCAN_PAGE_ROWS = 256;
@@ -299,27 +286,13 @@ export class KvBackend {
   getMany(args: readonly Bytes[], markers: GetManyMarkers): Buffer {
     const n = args.length - 1;
     const name = `${n} ${markers.absent} ${markers.present} ${markers.large}`;
-    const live = liveOnly(this.expiry);
     let statement = this.#getMany.get(name);
     if (statement === undefined) {
       if (n < 2 || n > GET_RUN_MAX) throw new RangeError(`getMany takes 2 to ${GET_RUN_MAX} keys`);
       if (!this.canGetMany) throw new Error('getMany does not work on this connection');
-      // The VALUES rows number the keys; the aggregate concatenates one record per key in
-      // that order (`||` and group_concat copy the bytes of a UTF-8 database's text as they
-      // are, see canGetMany; the CAST makes the whole a blob again). A LEFT JOIN miss has a
-      // NULL payload; stored payloads are never NULL.
-      const keys = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
       try {
         statement = this.db
-          .prepare<[readonly Bytes[]], Buffer>(
-            `WITH q(i, k) AS (VALUES ${keys})
-             SELECT CAST(group_concat(
-               CASE WHEN kv.payload IS NULL THEN x'${hexByte(markers.absent)}'
-                    WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(markers.large)}'
-                    ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
-               END, x'' ORDER BY q.i) AS BLOB)
-             FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k${live}`,
-          )
+          .prepare<[readonly Bytes[]], Buffer>(getManySql(n, markers, this.expiry))
           .pluck();
       } catch (e) {
         this.#getManyWorks = false; // an SQLite without what it needs: do not try again

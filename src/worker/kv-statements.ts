@@ -1,8 +1,8 @@
 /*
  * The statements of a job's connection whose SQL depends on the file's schema: those that
- * read rows (a file with expiry leaves expired rows out, src/worker/expiry.ts), the counter
- * upsert, and those that exist only on a file with expiry. KvBackend prepares them again
- * when the file gains expiry.
+ * read rows (a file with expiry leaves expired rows out, src/worker/expiry.ts; getMany's
+ * too), the counter upsert, and those that exist only on a file with expiry. KvBackend
+ * prepares them again when the file gains expiry.
  */
 import type Database from 'better-sqlite3';
 import { liveOnly } from './expiry.js';
@@ -121,4 +121,42 @@ export class ExpiryStatements {
         .pluck(),
     );
   }
+}
+
+/**
+ * A payload longer than this is not copied into `getMany`'s result; the caller reads it
+ * alone. Gathering payloads into one value pays for itself only while they are small
+ * (README, Performance).
+ */
+export const GET_MANY_INLINE_BYTES = 1024;
+
+/** The bytes `getMany` writes for each key: the caller's format, not the SQL layer's. */
+export interface GetManyMarkers {
+  /** The key has no row: this byte alone. */
+  readonly absent: number;
+  /** This byte, the payload's length (u32 big-endian), the payload. */
+  readonly present: number;
+  /** The payload is longer than GET_MANY_INLINE_BYTES: this byte alone. */
+  readonly large: number;
+}
+
+const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
+
+/**
+ * The statement that reads `n` keys of one category (its arguments: the keys, then the
+ * category) into one value: per key in order, what `markers` says. The VALUES rows number
+ * the keys; the aggregate concatenates one record per key in that order (`||` and
+ * group_concat copy the bytes of a UTF-8 database's text as they are, see
+ * concatKeepsBytes; the CAST makes the whole a blob again). A LEFT JOIN miss has a NULL
+ * payload; stored payloads are never NULL.
+ */
+export function getManySql(n: number, markers: GetManyMarkers, expiry: boolean): string {
+  const keys = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
+  return `WITH q(i, k) AS (VALUES ${keys})
+    SELECT CAST(group_concat(
+      CASE WHEN kv.payload IS NULL THEN x'${hexByte(markers.absent)}'
+           WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(markers.large)}'
+           ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
+      END, x'' ORDER BY q.i) AS BLOB)
+    FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k${liveOnly(expiry)}`;
 }

@@ -272,11 +272,11 @@ export class JobClient {
     });
   }
 
-  /** The release asked for is over; taken now, so that a later release has its own. */
-  #settleRelease(released: boolean): void {
+  /** The release asked for, taken: a later release of the job has its own. */
+  #takeRelease(): ((released: boolean) => void) | undefined {
     const done = this.#releaseDone;
     this.#releaseDone = undefined;
-    done?.(released);
+    return done;
   }
 
   /** Drain, commit, checkpoint, close the connection (and the job's own thread). */
@@ -348,8 +348,7 @@ export class JobClient {
       this.#releaseExited = exited;
       // Taken now: a call in the backlog may take the job up and release it again before
       // the thread has exited.
-      const done = this.#releaseDone;
-      this.#releaseDone = undefined;
+      const done = this.#takeRelease();
       void exited.then(() => done?.(true));
       if (this.#backlog.length > 0) {
         this.#host.reopened();
@@ -388,7 +387,7 @@ export class JobClient {
       code: error.code,
     });
     this.#failUnsent(this.#deathError);
-    this.#settleRelease(false);
+    this.#takeRelease()?.(false);
     this.holds.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
     this.#host.resident(this, false);
@@ -421,7 +420,7 @@ export class JobClient {
       case 'releaseDeclined':
         // A `:memory:` job whose image could not be taken stays attached.
         if (this.#state !== 'releasing') return;
-        this.#settleRelease(false);
+        this.#takeRelease()?.(false);
         this.#serve();
         return;
       default:

@@ -104,7 +104,7 @@ export class KvBackend {
       sumInto(Buffer.alloc(COUNTER_BYTES), stored as Buffer, delta as Buffer),
     );
     const expiry = hasExpiry(db);
-    this.#reads = new ReadStatements(db, expiry, this.rowSize);
+    this.#reads = new ReadStatements(db, expiry, this.rowSize, () => this.canGetMany);
     this.#expiry = expiry ? new ExpiryStatements(db) : undefined;
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
@@ -131,7 +131,7 @@ export class KvBackend {
       crashInside?.();
       db.pragma(`user_version = ${EXPIRY_VERSION}`);
     }).immediate();
-    this.#reads = new ReadStatements(db, true, this.rowSize);
+    this.#reads = new ReadStatements(db, true, this.rowSize, () => this.canGetMany);
     this.#expiry = new ExpiryStatements(db);
     this.#getMany.clear();
   }
@@ -305,7 +305,10 @@ export class KvBackend {
     return found;
   }
 
-  /** Whether `getMany` gives exact bytes here (see concatKeepsBytes), found out once. */
+  /**
+   * Whether concatenation gives exact bytes on this file (see concatKeepsBytes), found out
+   * once: for getMany and the pages of scans and iterators.
+   */
   get canGetMany(): boolean {
     this.#getManyWorks ??= concatKeepsBytes(this.db);
     return this.#getManyWorks;

@@ -24,7 +24,12 @@ export class ReadStatements {
   readonly counterRow: Lazy<[Bytes, Bytes], [Buffer, number | null]>;
   readonly pages: RangePages;
 
-  constructor(db: Database.Database, expiry: boolean, hint: RowSizeHint) {
+  constructor(
+    db: Database.Database,
+    expiry: boolean,
+    hint: RowSizeHint,
+    concatWorks: () => boolean,
+  ) {
     const live = liveOnly(expiry);
     this.get = db
       .prepare<[Bytes, Bytes], Buffer>(
@@ -81,7 +86,7 @@ export class ReadStatements {
         )
         .raw(),
     );
-    this.pages = new RangePages(db, hint, expiry);
+    this.pages = new RangePages(db, hint, expiry, concatWorks);
   }
 }
 

@@ -101,6 +101,7 @@ export class RangePages {
   readonly #db: Database.Database;
   readonly #hint: RowSizeHint;
   readonly #expiry: boolean;
+  readonly #concatWorks: () => boolean;
   /** The statements of each shape, prepared when a page of that shape is first read. */
   readonly #rows: ByShape<() => PageStatement>;
   /**
@@ -110,11 +111,21 @@ export class RangePages {
    */
   #records: ByShape<() => RecordsStatement> | null | undefined;
 
-  /** `expiry`: the file has expiry, whose expired rows the pages leave out. */
-  constructor(db: Database.Database, hint: RowSizeHint, expiry: boolean) {
+  /**
+   * `expiry`: the file has expiry, whose expired rows the pages leave out. `concatWorks`:
+   * whether SQLite builds exact bytes by concatenation on this file (the job's backend finds
+   * out once, see concatKeepsBytes; its snapshots read the same file).
+   */
+  constructor(
+    db: Database.Database,
+    hint: RowSizeHint,
+    expiry: boolean,
+    concatWorks: () => boolean,
+  ) {
     this.#db = db;
     this.#hint = hint;
     this.#expiry = expiry;
+    this.#concatWorks = concatWorks;
     this.#rows = byShape((dir, bound, later) =>
       lazy(() => db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw()),
     );
@@ -125,7 +136,7 @@ export class RangePages {
     const db = this.#db;
     const expiry = this.#expiry;
     const length = (column: string) => `unhex(printf('%08x', length(${column})))`;
-    this.#records = !concatKeepsBytes(db)
+    this.#records = !this.#concatWorks()
       ? null
       : byShape((dir, bound, later) =>
           lazy(() =>

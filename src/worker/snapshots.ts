@@ -100,7 +100,8 @@ export class Snapshots {
     try {
       db = openSnapshot(this.#path, this.#backend, this.#busyMs);
       this.#clock.install(db);
-      const pages = new RangePages(db, this.#backend.rowSize, hasExpiry(db));
+      const backend = this.#backend;
+      const pages = new RangePages(db, backend.rowSize, hasExpiry(db), () => backend.canGetMany);
       const left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
       this.#open.set(id, {
         db,

@@ -84,7 +84,11 @@ export class JobClient {
     this.#host = host;
     this.#image = image;
     this.pin = pin;
-    this.#turn = new TurnFrame(() => this.send(), host.clock);
+    this.#turn = new TurnFrame(
+      () => this.send(),
+      () => this.holds.watches?.watching() === true,
+      host.clock,
+    );
   }
 
   /** Attach for the first time; the job is usable once this resolves Ok. */
@@ -405,7 +409,7 @@ export class JobClient {
     switch (m.t) {
       case 'replies':
         // Watchers first: whoever awaits a reply of the same commit finds them told.
-        if (m.changes !== undefined) this.holds.changes(m.changes);
+        if (m.changes !== undefined) this.holds.changes(m.changes, m.changeFrames ?? []);
         this.#onReplies(m.bytes, m);
         for (const f of m.failures) this.#reportBatch(f.record, fromErrorInfo(f.error), true);
         return;

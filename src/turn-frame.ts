@@ -26,12 +26,19 @@ export class TurnFrame {
   readonly #send: () => void;
   /** An injected clock: each frame starts with its time (a NOW record). */
   readonly #clock: (() => number) | undefined;
+  /**
+   * Whether frames go in shared memory: while the job is watched, the worker's change
+   * records then point into the frame for a put's key and payload instead of copying them
+   * (src/protocol/changes.ts).
+   */
+  readonly #shared: () => boolean;
   /** Where the frame's own records start (after its NOW record). */
   #start = 0;
 
   /** `send` takes the frame (see `take`) and posts it. */
-  constructor(send: () => void, clock?: () => number) {
+  constructor(send: () => void, shared: () => boolean, clock?: () => number) {
     this.#send = send;
+    this.#shared = shared;
     this.#clock = clock;
   }
 
@@ -39,7 +46,10 @@ export class TurnFrame {
   writer(): ByteWriter {
     if (this.#writer !== undefined) return this.#writer;
     // Reuse the last frame's writer when its bytes were copied out, not handed over.
-    const w = this.#idle ?? new ByteWriter(this.#sizeHint);
+    const shared = this.#shared();
+    const idle = this.#idle;
+    const w =
+      idle !== undefined && idle.shared === shared ? idle : new ByteWriter(this.#sizeHint, shared);
     this.#idle = undefined;
     w.pos = 0;
     if (this.#clock !== undefined) writeNow(w, this.#clock());

@@ -26,9 +26,10 @@ export class JobWatches {
     this.#client = client;
     this.#category = category;
     client.holds.watches = {
-      changes: (chunks) =>
-        splitChanges(chunks, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
+      changes: (chunks, frames) =>
+        splitChanges(chunks, frames, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
       ended: (error) => this.#endAll(error),
+      watching: () => this.#feeds.size > 0,
     };
   }
 

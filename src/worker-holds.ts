@@ -8,8 +8,11 @@ import type { PersistencyError } from './errors.js';
 import type { ErrorInfo, ToWorker } from './protocol/messages.js';
 
 export interface WatchHolds {
-  changes(chunks: Uint8Array[]): void;
+  /** A commit's change records (src/protocol/changes.ts) and the shared frames they point into. */
+  changes(chunks: Uint8Array[], frames: readonly Uint8Array[]): void;
   ended(error: PersistencyError): void;
+  /** Whether a watch is open. */
+  watching(): boolean;
 }
 
 export interface BackupHolds {
@@ -32,8 +35,8 @@ export class WorkerHolds {
   }
 
   /** A reply message's committed changes, for the watches. */
-  changes(chunks: Uint8Array[]): void {
-    this.watches?.changes(chunks);
+  changes(chunks: Uint8Array[], frames: readonly Uint8Array[]): void {
+    this.watches?.changes(chunks, frames);
   }
 
   backupDone(id: number, error: ErrorInfo | undefined): void {

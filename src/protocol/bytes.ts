@@ -12,18 +12,29 @@ export const COPY_LIMIT = 64 * 1024;
  */
 export function takeBytes(w: ByteWriter): [Uint8Array, ArrayBuffer[], boolean] {
   if (w.pos <= COPY_LIMIT) return [w.buf.slice(0, w.pos), [], false];
-  return [w.buf.subarray(0, w.pos), [w.buf.buffer as ArrayBuffer], true];
+  // Shared memory is posted as it is: both threads then see the same bytes.
+  const transfer = w.shared ? [] : [w.buf.buffer as ArrayBuffer];
+  return [w.buf.subarray(0, w.pos), transfer, true];
 }
 
-/** A growable byte buffer with big-endian writers. */
+/**
+ * A growable byte buffer with big-endian writers; `shared`: in a SharedArrayBuffer, which a
+ * post hands to the other thread without copying or detaching it.
+ */
 export class ByteWriter {
   buf: Uint8Array;
   pos = 0;
   #view: DataView;
+  readonly shared: boolean;
 
-  constructor(size = 4096) {
-    this.buf = new Uint8Array(size);
+  constructor(size = 4096, shared = false) {
+    this.shared = shared;
+    this.buf = this.#alloc(size);
     this.#view = new DataView(this.buf.buffer);
+  }
+
+  #alloc(size: number): Uint8Array {
+    return this.shared ? new Uint8Array(new SharedArrayBuffer(size)) : new Uint8Array(size);
   }
 
   reserve(n: number): void {
@@ -31,7 +42,7 @@ export class ByteWriter {
     if (need <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < need) size *= 2;
-    const next = new Uint8Array(size);
+    const next = this.#alloc(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
     this.#view = new DataView(next.buffer);

@@ -4,13 +4,20 @@
  * never spans two) of
  *
  *   u32 watch id, u8 kind, u32 keyLen, key, then for a put: u32 payloadLen, payload
- *     (kind PUT: a row written; DELETE: a row removed; PREFIX: rows under `key` removed)
+ *     (kind PUT: a row written; DELETE: a row removed; PREFIX: rows under `key` removed;
+ *     PUT_REF: a row written whose `u32 keyLen, key, u32 payloadLen, payload` are in a
+ *     frame in shared memory, the record's 8-byte "key" saying where: u32 frame (in the
+ *     message's `changeFrames`), u32 offset)
  *   u32 COMMIT_END: the changes before it (since the last one) were one commit's
+ *
+ * PUT_REF spares the worker copying every payload of a watched bulk write into new memory.
  */
 import { adoptKey, type Key } from '../keys.js';
 import { readU32 } from './bytes.js';
 
-export const ChangeKind = { Put: 1, Delete: 2, Prefix: 3 } as const;
+export const ChangeKind = { Put: 1, Delete: 2, Prefix: 3, PutRef: 4 } as const;
+/** The bytes of a PUT_REF record's body: u32 frame, u32 offset. */
+export const PUT_REF_BYTES = 8;
 export const COMMIT_END = 0xffff_ffff;
 
 /**
@@ -36,21 +43,33 @@ interface At {
  */
 export class CommitChanges {
   readonly #chunks: readonly Uint8Array[];
+  readonly #frames: readonly Uint8Array[];
   readonly #watch: number;
   readonly #from: At;
   readonly #to: At;
   /** How many changes the commit made in the watch's range. */
   readonly count: number;
 
-  constructor(chunks: readonly Uint8Array[], watch: number, from: At, to: At, count: number) {
+  constructor(
+    chunks: readonly Uint8Array[],
+    frames: readonly Uint8Array[],
+    watch: number,
+    from: At,
+    to: At,
+    count: number,
+  ) {
     this.#chunks = chunks;
+    this.#frames = frames;
     this.#watch = watch;
     this.#from = from;
     this.#to = to;
     this.count = count;
   }
 
-  /** The changes, in commit order; keys and payloads are views into the message's bytes. */
+  /**
+   * The changes, in commit order; keys and payloads are views into the message's bytes or
+   * into the frame that carried the put (shared memory that no thread writes again).
+   */
   read(): Change[] {
     const out: Change[] = [];
     const to = this.#to;
@@ -60,17 +79,22 @@ export class CommitChanges {
       for (let p = c === this.#from.chunk ? this.#from.pos : 0; p < end; ) {
         const watch = readU32(bytes, p);
         const kind = bytes[p + 4] as number;
-        const keyLength = readU32(bytes, p + 5);
-        const keyAt = p + 9;
-        p = keyAt + keyLength;
+        let src = bytes;
+        let keyAt = p + 9;
+        p = keyAt + readU32(bytes, p + 5);
+        if (kind === ChangeKind.PutRef) {
+          src = this.#frames[readU32(bytes, keyAt)] as Uint8Array;
+          keyAt = readU32(bytes, keyAt + 4) + 4;
+        }
+        const keyEnd = keyAt + readU32(src, keyAt - 4);
         let payload: Uint8Array | undefined;
-        if (kind === ChangeKind.Put) {
-          const n = readU32(bytes, p);
-          payload = bytes.subarray(p + 4, p + 4 + n);
-          p += 4 + n;
+        if (kind === ChangeKind.Put || kind === ChangeKind.PutRef) {
+          const n = readU32(src, keyEnd);
+          payload = src.subarray(keyEnd + 4, keyEnd + 4 + n);
+          if (src === bytes) p += 4 + n;
         }
         if (watch !== this.#watch) continue;
-        const key = adoptKey(bytes.subarray(keyAt, keyAt + keyLength));
+        const key = adoptKey(src.subarray(keyAt, keyEnd));
         out.push(
           kind === ChangeKind.Prefix
             ? { prefix: key, deleted: true }
@@ -88,6 +112,7 @@ export class CommitChanges {
  */
 export function splitChanges(
   chunks: readonly Uint8Array[],
+  frames: readonly Uint8Array[],
   deliver: (watch: number, changes: CommitChanges) => void,
 ): void {
   // How many changes each watch has in the commit being read, the run of the last watch
@@ -107,7 +132,7 @@ export function splitChanges(
       }
       if (watch === COMMIT_END) {
         const to = { chunk: c, pos: p };
-        for (const [w, n] of counts) deliver(w, new CommitChanges(chunks, w, from, to, n));
+        for (const [w, n] of counts) deliver(w, new CommitChanges(chunks, frames, w, from, to, n));
         counts.clear();
         p += 4;
         from = { chunk: c, pos: p };

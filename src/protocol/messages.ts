@@ -207,6 +207,8 @@ export type FromWorker =
       readonly attached: readonly Uint8Array[];
       /** Committed changes for the job's watchers, in chunks (src/protocol/changes.ts). */
       readonly changes?: Uint8Array[] | undefined;
+      /** The shared frames that PUT_REF change records point into (posted, not copied). */
+      readonly changeFrames?: readonly Uint8Array[] | undefined;
     }
   | {
       /** The answer to `close` (`released`: to `release`); the port closes after it. */

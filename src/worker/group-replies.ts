@@ -11,6 +11,7 @@ import {
   toErrorInfo,
 } from '../protocol/messages.js';
 import { REPLY_HEADER, writeError, writeFramesDone } from '../protocol/replies.js';
+import type { TakenChanges } from './watches.js';
 
 /**
  * Replies that depend on no uncommitted write are sent before the group ends once this
@@ -32,9 +33,9 @@ export class GroupReplies {
   #attached: Uint8Array[] = [];
   readonly #port: MessagePort;
   /** The committed changes for the job's watchers, sent with the replies. */
-  readonly #changes: () => Uint8Array[] | undefined;
+  readonly #changes: () => TakenChanges | undefined;
 
-  constructor(port: MessagePort, changes: () => Uint8Array[] | undefined) {
+  constructor(port: MessagePort, changes: () => TakenChanges | undefined) {
     this.#port = port;
     this.#changes = changes;
   }
@@ -91,7 +92,8 @@ export class GroupReplies {
    */
   send(framesDone: number): void {
     const w = this.w;
-    const changes = this.#changes();
+    const taken = this.#changes();
+    const changes = taken?.chunks;
     if (framesDone === 0 && this.count === 0 && w.pos === REPLY_HEADER && changes === undefined)
       return;
     writeFramesDone(w, framesDone);
@@ -105,7 +107,15 @@ export class GroupReplies {
       changes === undefined;
     const msg: FromWorker = simple
       ? bytes
-      : { t: 'replies', bytes, errors: this.#errors, failures, attached, changes };
+      : {
+          t: 'replies',
+          bytes,
+          errors: this.#errors,
+          failures,
+          attached,
+          changes,
+          changeFrames: taken?.frames,
+        };
     for (const a of attached) transfer.push(a.buffer as ArrayBuffer);
     if (changes !== undefined) for (const c of changes) transfer.push(c.buffer as ArrayBuffer);
     this.#port.postMessage(msg, transfer);

@@ -4,7 +4,7 @@
  * transaction commits; a batch that fails takes its own back, a lost group all of its.
  */
 import { compareBytes } from '../codec/key.js';
-import { ChangeKind, COMMIT_END } from '../protocol/changes.js';
+import { ChangeKind, COMMIT_END, PUT_REF_BYTES } from '../protocol/changes.js';
 import { ChangeLog, writeU32 } from './change-log.js';
 
 type Bytes = Uint8Array;
@@ -22,11 +22,22 @@ interface Watch {
 const sameBytes = (a: Bytes, b: Bytes): boolean =>
   a === b || (a.length === b.length && compareBytes(a, b) === 0);
 
+/** A commit's change records, and the shared frames their PUT_REF records point into. */
+export interface TakenChanges {
+  readonly chunks: Uint8Array[];
+  readonly frames: readonly Uint8Array[];
+}
+
 export class Watches {
   #list: Watch[] = [];
   /** Changes recorded; those before `#committed` belong to committed transactions. */
   #log = new ChangeLog();
   #committed = 0;
+  /** The shared frames the log's PUT_REF records point into, each whole; the last one's buffer. */
+  #frames: Uint8Array[] = [];
+  #lastShared: ArrayBufferLike | undefined;
+  /** The last buffer found not to be shared. */
+  #lastPlain: ArrayBufferLike | undefined;
   /** While the group's writes are redone, their changes are already recorded. */
   paused = false;
 
@@ -61,8 +72,19 @@ export class Watches {
   put(category: Bytes, key: Bytes, payload: Bytes): void {
     for (const w of this.#list) {
       if (!Watches.#inRange(w, category, key)) continue;
-      // The whole record at once: one bounds check, then the bytes.
       const out = this.#log;
+      const frame = this.#sharedFrameOf(key, payload);
+      if (frame >= 0) {
+        out.room(9 + PUT_REF_BYTES);
+        const buf = out.buf;
+        let p = writeU32(buf, out.pos, w.id);
+        buf[p++] = ChangeKind.PutRef;
+        p = writeU32(buf, p, PUT_REF_BYTES);
+        p = writeU32(buf, p, frame);
+        out.pos = writeU32(buf, p, key.byteOffset - 4);
+        continue;
+      }
+      // The whole record at once: one bounds check, then the bytes.
       out.room(13 + key.length + payload.length);
       const buf = out.buf;
       let p = writeU32(buf, out.pos, w.id);
@@ -121,14 +143,48 @@ export class Watches {
   /** The open transaction is lost: forget its changes. */
   lose(): void {
     this.#log.truncate(this.#committed);
+    if (this.#log.end === 0) this.#forgetFrames();
   }
 
   /** The committed changes not yet sent, handed over in chunks (undefined: none). */
-  take(): Uint8Array[] | undefined {
+  take(): TakenChanges | undefined {
     const n = this.#committed;
     if (n === 0) return undefined;
     this.#committed = 0;
-    return this.#log.take(n);
+    const chunks = this.#log.take(n);
+    const frames = this.#frames;
+    // Records of the open transaction stay, and may point into these frames.
+    if (this.#log.end === 0) this.#forgetFrames();
+    else this.#frames = [...frames];
+    return { chunks, frames };
+  }
+
+  /**
+   * The index in `#frames` of the shared frame holding `key` and, right after it, `payload`
+   * as a put record writes them (`u32 keyLen, key, u32 payloadLen, payload`), or -1.
+   */
+  #sharedFrameOf(key: Bytes, payload: Bytes): number {
+    const buffer = key.buffer;
+    if (
+      buffer === this.#lastPlain ||
+      payload.buffer !== buffer ||
+      payload.byteOffset !== key.byteOffset + key.length + 4
+    )
+      return -1;
+    if (buffer !== this.#lastShared) {
+      if (!(buffer instanceof SharedArrayBuffer)) {
+        this.#lastPlain = buffer;
+        return -1;
+      }
+      this.#frames.push(new Uint8Array(buffer));
+      this.#lastShared = buffer;
+    }
+    return this.#frames.length - 1;
+  }
+
+  #forgetFrames(): void {
+    this.#frames = [];
+    this.#lastShared = undefined;
   }
 
   #record(id: number, kind: number, key: Bytes): void {

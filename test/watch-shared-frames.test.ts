@@ -1,0 +1,165 @@
+/*
+ * Watched bulk writes: while a job is watched, its large frames travel in shared memory and
+ * the worker's change records point into them for a put's key and payload (PUT_REF,
+ * src/protocol/changes.ts) instead of copying them. The changes must be exactly those of a
+ * copy: every put, delete, add and atomic batch in order, nothing of a failed, redone or
+ * lost write, and payloads that stay as they were while later writes go on. Both threading
+ * modes, file and `:memory:` roots.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  type Change,
+  i64,
+  type Job,
+  key,
+  Persistency,
+  prefixRange,
+  toPayload,
+} from '../src/index.js';
+import { injectFault } from '../src/job.js';
+import { hex, plain } from './support/changes.js';
+import { unwrap, useTempDirs } from './support/env.js';
+import { ROOT_MODES } from './support/modes.js';
+
+const tempDir = useTempDirs('persistency-watch-shared-');
+
+/** Enough puts of PAYLOAD bytes in one turn for several frames over the copy limit. */
+const ROWS = 6000;
+const PAYLOAD = 200;
+
+const bytesOf = (i: number, salt = 0): Uint8Array =>
+  new Uint8Array(PAYLOAD).map((_, j) => (i * 31 + j + salt) & 0xff);
+
+/** Take changes until `n` are read, flattened. */
+async function take(feed: AsyncIterator<Change[]>, n: number): Promise<Change[]> {
+  const out: Change[] = [];
+  while (out.length < n) {
+    const r = await feed.next();
+    if (r.done === true) throw new Error(`the watch ended after ${out.length} of ${n} changes`);
+    out.push(...r.value);
+  }
+  return out;
+}
+
+const put = (k: unknown[], p: Uint8Array) => ({ key: hex(key(...(k as []))), payload: hex(p) });
+
+describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, memory, options) => {
+  async function open(): Promise<{ p: Persistency; job: Job }> {
+    const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), options));
+    return { p, job: unwrap(await p.openJob('j')) };
+  }
+
+  it('tells every change of a large turn, in order, with its exact bytes', async () => {
+    const { p, job } = await open();
+    p.events.on('writeFailed', () => {});
+    const feed = job.watch('c', prefixRange(key('r')));
+    const expected: unknown[] = [];
+    for (let i = 0; i < ROWS; i++) {
+      job.persistPut('c', key('r', i), bytesOf(i));
+      expected.push(put(['r', i], bytesOf(i)));
+      if (i % 1000 === 500) {
+        // Between the puts: what a copy records (deletes, sums, expiring puts, batches),
+        // writes out of the range, and a batch that fails.
+        job.persistDelete('c', key('r', i - 1));
+        expected.push({ key: hex(key('r', i - 1)), payload: null });
+        job.persistAdd('c', key('r', 'n'), 2);
+        expected.push(put(['r', 'n'], toPayload(i64(BigInt(2 * (1 + Math.floor(i / 1000)))))));
+        job.persistPut('c', key('r', 'e', i), bytesOf(i, 1), { expireInMs: 3_600_000 });
+        expected.push(put(['r', 'e', i], bytesOf(i, 1)));
+        job.persist([
+          { kind: 'put', category: 'c', key: key('r', 'b', i), payload: bytesOf(i, 2) },
+          { kind: 'put', category: 'c', key: key('r', 'b', i + 1), payload: bytesOf(i, 3) },
+        ]);
+        expected.push(put(['r', 'b', i], bytesOf(i, 2)), put(['r', 'b', i + 1], bytesOf(i, 3)));
+        job.persistPut('c', key('s', i), bytesOf(i)); // out of the range
+        job.persistPut('d', key('r', i), bytesOf(i)); // another category
+        job.persistAdd('c', key('r', i), 1); // not a counter: fails alone, never told
+      }
+    }
+    expect((await job.flush()).isErr()).toBe(true); // the adds to rows that are not counters
+    const seen = await take(feed, expected.length);
+    expect(seen.map(plain)).toEqual(expected);
+    // The plain puts' bytes were read where the frame carried them (the path under test).
+    const shared = seen.filter(
+      (c) => 'key' in c && c.payload?.buffer instanceof SharedArrayBuffer,
+    ).length;
+    expect(shared).toBeGreaterThan(ROWS / 2);
+    // And SQLite stored what the frames carried: the changes replayed give the last scan.
+    const model = new Map<string, string>();
+    for (const c of seen.map(plain) as { key: string; payload: string | null }[])
+      if (c.payload === null) model.delete(c.key);
+      else model.set(c.key, c.payload);
+    const rows = unwrap(await job.scan('c', prefixRange(key('r'))));
+    expect(rows.map((r) => [hex(r.key), hex(r.payload)])).toEqual(
+      [...model].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+    await feed.return?.();
+    await p.close();
+  });
+
+  it('keeps the payloads it handed out as they were while later writes go on', async () => {
+    const { p, job } = await open();
+    const feed = job.watch('c', prefixRange(key('r')));
+    for (let i = 0; i < ROWS; i++) job.persistPut('c', key('r', i), bytesOf(i));
+    unwrap(await job.flush());
+    const first = await take(feed, ROWS);
+    const before = first.map(plain);
+    for (let round = 1; round <= 3; round++) {
+      for (let i = 0; i < ROWS; i++) job.persistPut('c', key('r', i), bytesOf(i, round));
+      unwrap(await job.flush());
+      const next = await take(feed, ROWS);
+      expect(next.map(plain)).toEqual(
+        Array.from({ length: ROWS }, (_, i) => put(['r', i], bytesOf(i, round))),
+      );
+    }
+    expect(first.map(plain)).toEqual(before);
+    await feed.return?.();
+    await p.close();
+  });
+
+  it('tells two watches of one frame each its own range', async () => {
+    const { p, job } = await open();
+    const all = job.watch('c', prefixRange(key('r')));
+    const low = job.watch('c', { start: key('r', 0), stop: key('r', 100) });
+    for (let i = 0; i < ROWS; i++) job.persistPut('c', key('r', i), bytesOf(i));
+    unwrap(await job.flush());
+    expect((await take(all, ROWS)).map(plain)).toEqual(
+      Array.from({ length: ROWS }, (_, i) => put(['r', i], bytesOf(i))),
+    );
+    expect((await take(low, 100)).map(plain)).toEqual(
+      Array.from({ length: 100 }, (_, i) => put(['r', i], bytesOf(i))),
+    );
+    await all.return?.();
+    await low.return?.();
+    await p.close();
+  });
+
+  it('tells a redone group once, and nothing of a lost transaction', async () => {
+    const { p, job } = await open();
+    p.events.on('writeFailed', () => {});
+    const feed = job.watch('c', prefixRange(key('r')));
+    const rows = async (prefix: unknown[]) =>
+      unwrap(await job.scan('c', prefixRange(key(...(prefix as [])))));
+    // The write after 1,500 fails and SQLite drops the transaction: the group's earlier
+    // writes are redone, that one batch fails alone.
+    injectFault(job, 'rollback', 1500);
+    for (let i = 0; i < 3000; i++) job.persistPut('c', key('r', 'a', i), bytesOf(i));
+    expect((await job.flush()).isErr()).toBe(true);
+    const redone = await rows(['r', 'a']);
+    expect(redone).toHaveLength(2999);
+    // The redo fails too: the transaction so far is lost; the frame's later writes go on.
+    injectFault(job, 'rollback-twice', 10);
+    for (let i = 0; i < 3000; i++) job.persistPut('c', key('r', 'b', i), bytesOf(i));
+    expect((await job.flush()).isErr()).toBe(true);
+    const after = await rows(['r', 'b']);
+    expect(after.length).toBeLessThan(3000);
+    expect(after.length).toBeGreaterThan(0);
+    job.persistPut('c', key('r', 'c'), bytesOf(7));
+    unwrap(await job.flush());
+    const told = [...redone, ...after].map((r) => ({ key: hex(r.key), payload: hex(r.payload) }));
+    const seen = await take(feed, told.length + 1);
+    expect(seen.map(plain)).toEqual([...told, put(['r', 'c'], bytesOf(7))]);
+    await feed.return?.();
+    await p.close();
+  });
+});

@@ -33,8 +33,9 @@ export class Watches {
   /** Changes recorded; those before `#committed` belong to committed transactions. */
   #log = new ChangeLog();
   #committed = 0;
-  /** The shared frames the log's PUT_REF records point into, each whole; the last one's buffer. */
+  /** The shared frames the log's PUT_REF records point into, each whole. */
   #frames: Uint8Array[] = [];
+  /** The buffer of the last of `#frames`. */
   #lastShared: ArrayBufferLike | undefined;
   /** The last buffer found not to be shared. */
   #lastPlain: ArrayBufferLike | undefined;

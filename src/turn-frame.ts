@@ -16,6 +16,13 @@ const MIN_FRAME_BYTES = 256;
  * while the rest of the turn is still being issued.
  */
 const FRAME_SEND_READS = 32;
+/**
+ * Frames are shared (see `#shared`) only after a frame whose calls wrote at most this many
+ * bytes each on average: many small puts, where copying each into a change costs most.
+ * Shared memory is freed only once both threads have collected it, so frames of large
+ * payloads stay ordinary, transferred ones.
+ */
+const SHARED_RECORD_BYTES = 1024;
 
 export class TurnFrame {
   #writer: ByteWriter | undefined;
@@ -34,6 +41,9 @@ export class TurnFrame {
   readonly #shared: () => boolean;
   /** Where the frame's own records start (after its NOW record). */
   #start = 0;
+  /** Calls that wrote into the current frame, and whether the last frame's were small. */
+  #calls = 0;
+  #smallCalls = true;
 
   /** `send` takes the frame (see `take`) and posts it. */
   constructor(send: () => void, shared: () => boolean, clock?: () => number) {
@@ -44,9 +54,10 @@ export class TurnFrame {
 
   /** The current turn's writer, started on first use; sent at the end of the turn. */
   writer(): ByteWriter {
+    this.#calls++;
     if (this.#writer !== undefined) return this.#writer;
     // Reuse the last frame's writer when its bytes were copied out, not handed over.
-    const shared = this.#shared();
+    const shared = this.#smallCalls && this.#shared();
     const idle = this.#idle;
     const w =
       idle !== undefined && idle.shared === shared ? idle : new ByteWriter(this.#sizeHint, shared);
@@ -56,6 +67,7 @@ export class TurnFrame {
     this.#start = w.pos;
     this.#writer = w;
     this.#reads = 0;
+    this.#calls = 1;
     queueMicrotask(() => {
       if (this.#writer === w) this.#send();
     });
@@ -87,6 +99,7 @@ export class TurnFrame {
     }
     // Size a new frame like this one: small for a get, large for a bulk load.
     this.#sizeHint = Math.min(Math.max(w.pos, MIN_FRAME_BYTES), FRAME_SEND_BYTES * 2);
+    this.#smallCalls = w.pos - this.#start <= this.#calls * SHARED_RECORD_BYTES;
     const [bytes, transfer, handedOver] = takeBytes(w);
     if (!handedOver && w.buf.length <= COPY_LIMIT * 2) this.#idle = w;
     return [bytes, transfer];

@@ -117,6 +117,47 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     await p.close();
   });
 
+  it('copies the changes out of a frame they point to little of, so a waiting change does not hold it', async () => {
+    const { p, job } = await open();
+    const feed = job.watch('c', prefixRange(key('r')));
+    // Each turn: 20,000 small puts out of the watched range, then 10 in it.
+    const small = new Uint8Array(8);
+    for (let turn = 0; turn < 3; turn++) {
+      for (let i = 0; i < 20_000; i++) job.persistPut('c', key('s', turn, i), small);
+      for (let i = 0; i < 10; i++) job.persistPut('c', key('r', turn, i), bytesOf(i, turn));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    unwrap(await job.flush());
+    const seen = await take(feed, 30);
+    expect(seen.map(plain)).toEqual(
+      Array.from({ length: 30 }, (_, n) =>
+        put(['r', Math.floor(n / 10), n % 10], bytesOf(n % 10, Math.floor(n / 10))),
+      ),
+    );
+    for (const c of seen)
+      expect('key' in c && c.payload?.buffer instanceof SharedArrayBuffer).toBe(false);
+    await feed.return?.();
+    await p.close();
+  });
+
+  it('sends frames of large payloads as ordinary transferred buffers, even while watched', async () => {
+    const { p, job } = await open();
+    const feed = job.watch('c', prefixRange(key('r')));
+    const big = (i: number) => new Uint8Array(256 * 1024).fill(i);
+    for (let turn = 0; turn < 4; turn++) {
+      job.persistPut('c', key('r', turn), big(turn));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    unwrap(await job.flush());
+    const seen = await take(feed, 4);
+    expect(seen.map(plain)).toEqual(Array.from({ length: 4 }, (_, i) => put(['r', i], big(i))));
+    // After a frame of large writes, the next frames are not shared.
+    for (const c of seen.slice(1))
+      expect('key' in c && c.payload?.buffer instanceof SharedArrayBuffer).toBe(false);
+    await feed.return?.();
+    await p.close();
+  });
+
   it('tells two watches of one frame each its own range', async () => {
     const { p, job } = await open();
     const all = job.watch('c', prefixRange(key('r')));

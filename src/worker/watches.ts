@@ -4,6 +4,7 @@
  * transaction commits; a batch that fails takes its own back, a lost group all of its.
  */
 import { compareBytes } from '../codec/key.js';
+import { readU32 } from '../protocol/bytes.js';
 import { ChangeKind, COMMIT_END, PUT_REF_BYTES } from '../protocol/changes.js';
 import { ChangeLog, writeU32 } from './change-log.js';
 
@@ -35,6 +36,8 @@ export class Watches {
   #committed = 0;
   /** The shared frames the log's PUT_REF records point into, each whole. */
   #frames: Uint8Array[] = [];
+  /** The bytes of each of `#frames` that records point to. */
+  #refBytes: number[] = [];
   /** The buffer of the last of `#frames`. */
   #lastShared: ArrayBufferLike | undefined;
   /** The last buffer found not to be shared. */
@@ -62,6 +65,7 @@ export class Watches {
 
   undo(mark: number): void {
     this.#log.truncate(Math.max(mark, this.#committed));
+    if (this.#log.end === 0) this.#forgetFrames();
   }
 
   /** Whether a watch covers `key` of `category`. */
@@ -83,6 +87,7 @@ export class Watches {
         p = writeU32(buf, p, PUT_REF_BYTES);
         p = writeU32(buf, p, frame);
         out.pos = writeU32(buf, p, key.byteOffset - 4);
+        this.#refBytes[frame] = (this.#refBytes[frame] as number) + 8 + key.length + payload.length;
         continue;
       }
       // The whole record at once: one bounds check, then the bytes.
@@ -152,11 +157,16 @@ export class Watches {
     const n = this.#committed;
     if (n === 0) return undefined;
     this.#committed = 0;
-    const chunks = this.#log.take(n);
-    const frames = this.#frames;
+    let chunks = this.#log.take(n);
+    // A change keeps its whole frame alive until the watcher lets it go: a frame that the
+    // changes point to less than a quarter of (its buffer may be up to twice what it
+    // holds) has their bytes copied out instead.
+    const frames = this.#frames.map((f, i) =>
+      (this.#refBytes[i] as number) * 4 < f.byteLength ? EMPTY : f,
+    );
+    if (frames.includes(EMPTY)) chunks = copyOut(chunks, this.#frames, frames);
     // Records of the open transaction stay, and may point into these frames.
     if (this.#log.end === 0) this.#forgetFrames();
-    else this.#frames = [...frames];
     return { chunks, frames };
   }
 
@@ -178,6 +188,7 @@ export class Watches {
         return -1;
       }
       this.#frames.push(new Uint8Array(buffer));
+      this.#refBytes.push(0);
       this.#lastShared = buffer;
     }
     return this.#frames.length - 1;
@@ -185,7 +196,9 @@ export class Watches {
 
   #forgetFrames(): void {
     this.#frames = [];
+    this.#refBytes = [];
     this.#lastShared = undefined;
+    this.#lastPlain = undefined;
   }
 
   #record(id: number, kind: number, key: Bytes): void {
@@ -208,4 +221,46 @@ export class Watches {
       compareBytes(key, w.start) >= 0 && (w.stop.length === 0 || compareBytes(key, w.stop) < 0)
     );
   }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * `chunks` with each PUT_REF record into a frame that `kept` no longer holds (EMPTY) made
+ * a PUT record of the bytes it points to in `frames`.
+ */
+function copyOut(
+  chunks: readonly Uint8Array[],
+  frames: readonly Uint8Array[],
+  kept: readonly Uint8Array[],
+): Uint8Array[] {
+  const out = new ChangeLog();
+  for (const bytes of chunks) {
+    for (let p = 0; p < bytes.length; ) {
+      let end = p + 4;
+      if (readU32(bytes, p) !== COMMIT_END) {
+        end = p + 9 + readU32(bytes, p + 5);
+        if (bytes[p + 4] === ChangeKind.Put) end += 4 + readU32(bytes, end);
+        const frame = bytes[p + 4] === ChangeKind.PutRef ? readU32(bytes, p + 9) : -1;
+        if (frame >= 0 && kept[frame] === EMPTY) {
+          const from = frames[frame] as Uint8Array;
+          const at = readU32(bytes, p + 13);
+          const keyEnd = at + 4 + readU32(from, at);
+          const record = from.subarray(at, keyEnd + 4 + readU32(from, keyEnd));
+          out.room(5 + record.length);
+          out.buf.set(bytes.subarray(p, p + 4), out.pos); // the watch id
+          out.buf[out.pos + 4] = ChangeKind.Put;
+          out.buf.set(record, out.pos + 5);
+          out.pos += 5 + record.length;
+          p = end;
+          continue;
+        }
+      }
+      out.room(end - p);
+      out.buf.set(bytes.subarray(p, end), out.pos);
+      out.pos += end - p;
+      p = end;
+    }
+  }
+  return out.take(out.end);
 }

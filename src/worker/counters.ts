@@ -9,9 +9,9 @@
 
 import { compareBytes } from '../codec/key.js';
 import { COUNTER_BYTES, sumInto } from '../counter.js';
-import type { KvBackend } from './backend.js';
+import { type KvBackend, PUT_RUN } from './backend.js';
 
-/** Sums are cut from buffers of this size (see #slot). */
+/** Counters' own value bytes are cut from buffers of this size (see #slot). */
 const SLAB_BYTES = 2048;
 /** Counters remembered at most (they are all forgotten when there are more). */
 const MAX_KNOWN = 4096;
@@ -30,6 +30,8 @@ export const BY_SQL = 0;
 interface Entry {
   readonly key: Uint8Array;
   value: Uint8Array | null | undefined;
+  /** Where the entry keeps its value's bytes (`value` is this when it has some). */
+  own: Uint8Array | undefined;
   /** Another key of the same hash. */
   next: Entry | undefined;
 }
@@ -58,6 +60,14 @@ export class Counters {
    */
   readonly #journal: Entry[] = [];
   readonly #journalBefore: (Uint8Array | null | undefined)[] = [];
+  /** The bytes of each journaled value, one view per add of a run. */
+  readonly #journalBytes = views(PUT_RUN);
+  /**
+   * The sums handed out, one view per add of a run, used again by the next run: a sum is
+   * only read by the statement and the watches before the next run begins.
+   */
+  readonly #sums = views(PUT_RUN);
+  #sumAt = 0;
   #slab = new Uint8Array(SLAB_BYTES);
   #slabAt = 0;
 
@@ -96,29 +106,30 @@ export class Counters {
       if (row !== undefined && row[1] !== null) return BY_SQL;
       stored = row === undefined ? null : row[0];
     }
-    const next = sumInto(this.#slot(), stored, delta);
+    const next = sumInto(this.#sums[this.#sumAt++ % PUT_RUN] as Uint8Array, stored, delta);
     if (entry === undefined) {
       let chain = first;
       if (!pending && this.#size >= MAX_KNOWN) {
         this.forget(); // too many: start again (never inside a run, whose journal needs them)
         chain = undefined;
       }
-      entry = { key: key.slice(), value: undefined, next: chain };
+      entry = { key: key.slice(), value: undefined, own: undefined, next: chain };
       this.#knownOf(category).set(hash, entry);
       this.#size++;
     }
     if (pending) {
+      const value = entry.value;
+      const j = this.#journal.length;
       this.#journal.push(entry);
-      this.#journalBefore.push(entry.value);
+      if (value === null || value === undefined) this.#journalBefore.push(value);
+      else this.#journalBefore.push(copy8(this.#journalBytes[j] as Uint8Array, value));
     }
-    entry.value = next;
+    entry.own ??= this.#slot();
+    entry.value = copy8(entry.own, next);
     return next;
   }
 
-  /**
-   * 8 bytes for a sum, cut from a larger buffer: SQLite reads a small Uint8Array of its
-   * own much more slowly (V8 keeps its bytes on the heap and must move them out first).
-   */
+  /** 8 bytes for a counter's own value, cut from a larger buffer (see `views`). */
   #slot(): Uint8Array {
     if (this.#slabAt === SLAB_BYTES) {
       this.#slab = new Uint8Array(SLAB_BYTES);
@@ -126,7 +137,7 @@ export class Counters {
     }
     const at = this.#slabAt;
     this.#slabAt += COUNTER_BYTES;
-    return this.#slab.subarray(at, at + COUNTER_BYTES);
+    return new Uint8Array(this.#slab.buffer, at, COUNTER_BYTES);
   }
 
   /** The run's statement ran (`written`) or not: keep its sums, or take them back. */
@@ -134,9 +145,15 @@ export class Counters {
     const journal = this.#journal;
     const before = this.#journalBefore;
     if (!written)
-      for (let i = journal.length - 1; i >= 0; i--) (journal[i] as Entry).value = before[i];
+      for (let i = journal.length - 1; i >= 0; i--) {
+        const entry = journal[i] as Entry;
+        const value = before[i];
+        entry.value =
+          value === null || value === undefined ? value : copy8(entry.own as Uint8Array, value);
+      }
     journal.length = 0;
     before.length = 0;
+    this.#sumAt = 0;
     if (this.#size > MAX_KNOWN) this.forget(); // runs alone would never check the bound
   }
 
@@ -152,4 +169,22 @@ export class Counters {
     this.#lastKnown = known;
     return known;
   }
+}
+
+/**
+ * `n` views of 8 bytes over one buffer: SQLite reads a small Uint8Array of its own much
+ * more slowly (V8 keeps its bytes on the heap and must move them out first).
+ */
+function views(n: number): Uint8Array[] {
+  const buffer = new ArrayBuffer(Math.max(n * COUNTER_BYTES, 128));
+  return Array.from(
+    { length: n },
+    (_, i) => new Uint8Array(buffer, i * COUNTER_BYTES, COUNTER_BYTES),
+  );
+}
+
+/** Copy a counter's 8 bytes from `from` into `to`; returns `to`. */
+function copy8(to: Uint8Array, from: Uint8Array): Uint8Array {
+  for (let i = 0; i < COUNTER_BYTES; i++) to[i] = from[i] as number;
+  return to;
 }

@@ -43,6 +43,12 @@ async function take(feed: AsyncIterator<Change[]>, n: number): Promise<Change[]>
 
 const put = (k: unknown[], p: Uint8Array) => ({ key: hex(key(...(k as []))), payload: hex(p) });
 
+/** How many of `changes` have a payload read where a shared frame carried it. */
+const inSharedFrames = (changes: readonly Change[]): number =>
+  changes.filter((c) => 'key' in c && c.payload?.buffer instanceof SharedArrayBuffer).length;
+
+const endOfTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, memory, options) => {
   async function open(): Promise<{ p: Persistency; job: Job }> {
     const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), options));
@@ -80,10 +86,7 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     const seen = await take(feed, expected.length);
     expect(seen.map(plain)).toEqual(expected);
     // The plain puts' bytes were read where the frame carried them (the path under test).
-    const shared = seen.filter(
-      (c) => 'key' in c && c.payload?.buffer instanceof SharedArrayBuffer,
-    ).length;
-    expect(shared).toBeGreaterThan(ROWS / 2);
+    expect(inSharedFrames(seen)).toBeGreaterThan(ROWS / 2);
     // And SQLite stored what the frames carried: the changes replayed give the last scan.
     const model = new Map<string, string>();
     for (const c of seen.map(plain) as { key: string; payload: string | null }[])
@@ -125,7 +128,7 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     for (let turn = 0; turn < 3; turn++) {
       for (let i = 0; i < 20_000; i++) job.persistPut('c', key('s', turn, i), small);
       for (let i = 0; i < 10; i++) job.persistPut('c', key('r', turn, i), bytesOf(i, turn));
-      await new Promise((resolve) => setImmediate(resolve));
+      await endOfTurn();
     }
     unwrap(await job.flush());
     const seen = await take(feed, 30);
@@ -134,8 +137,7 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
         put(['r', Math.floor(n / 10), n % 10], bytesOf(n % 10, Math.floor(n / 10))),
       ),
     );
-    for (const c of seen)
-      expect('key' in c && c.payload?.buffer instanceof SharedArrayBuffer).toBe(false);
+    expect(inSharedFrames(seen)).toBe(0);
     await feed.return?.();
     await p.close();
   });
@@ -146,14 +148,13 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     const big = (i: number) => new Uint8Array(256 * 1024).fill(i);
     for (let turn = 0; turn < 4; turn++) {
       job.persistPut('c', key('r', turn), big(turn));
-      await new Promise((resolve) => setImmediate(resolve));
+      await endOfTurn();
     }
     unwrap(await job.flush());
     const seen = await take(feed, 4);
     expect(seen.map(plain)).toEqual(Array.from({ length: 4 }, (_, i) => put(['r', i], big(i))));
     // After a frame of large writes, the next frames are not shared.
-    for (const c of seen.slice(1))
-      expect('key' in c && c.payload?.buffer instanceof SharedArrayBuffer).toBe(false);
+    expect(inSharedFrames(seen.slice(1))).toBe(0);
     await feed.return?.();
     await p.close();
   });

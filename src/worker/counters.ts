@@ -63,8 +63,8 @@ export class Counters {
   /** The bytes of each journaled value, one view per add of a run. */
   readonly #journalBytes = views(PUT_RUN);
   /**
-   * The sums handed out, one view per add of a run, used again by the next run: a sum is
-   * only read by the statement and the watches before the next run begins.
+   * The sums handed out, in turn: a caller reads each before 32 more are made (a run's
+   * statement and watches before the next run, a single add's put at once).
    */
   readonly #sums = views(PUT_RUN);
   #sumAt = 0;
@@ -120,6 +120,8 @@ export class Counters {
     if (pending) {
       const value = entry.value;
       const j = this.#journal.length;
+      // A run makes at most PUT_RUN sums; more would overwrite views it still needs.
+      if (j >= PUT_RUN) throw new Error(`more than ${PUT_RUN} pending sums before settle`);
       this.#journal.push(entry);
       if (value === null || value === undefined) this.#journalBefore.push(value);
       else this.#journalBefore.push(copy8(this.#journalBytes[j] as Uint8Array, value));

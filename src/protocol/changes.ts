@@ -30,6 +30,13 @@ export type Change =
   | { readonly key: Key; readonly payload: undefined }
   | { readonly prefix: Key; readonly deleted: true };
 
+/** Where the record (or COMMIT_END) at `p` of `bytes` ends. */
+export function recordEnd(bytes: Uint8Array, p: number): number {
+  if (readU32(bytes, p) === COMMIT_END) return p + 4;
+  const end = p + 9 + readU32(bytes, p + 5);
+  return bytes[p + 4] === ChangeKind.Put ? end + 4 + readU32(bytes, end) : end;
+}
+
 /** Where a record starts: the chunk and the offset in it. */
 interface At {
   chunk: number;
@@ -77,11 +84,12 @@ export class CommitChanges {
       const bytes = this.#chunks[c] as Uint8Array;
       const end = c === to.chunk ? to.pos : bytes.length;
       for (let p = c === this.#from.chunk ? this.#from.pos : 0; p < end; ) {
-        const watch = readU32(bytes, p);
-        const kind = bytes[p + 4] as number;
+        const at = p;
+        p = recordEnd(bytes, at);
+        if (readU32(bytes, at) !== this.#watch) continue;
+        const kind = bytes[at + 4] as number;
         let src = bytes;
-        let keyAt = p + 9;
-        p = keyAt + readU32(bytes, p + 5);
+        let keyAt = at + 9;
         if (kind === ChangeKind.PutRef) {
           src = this.#frames[readU32(bytes, keyAt)] as Uint8Array;
           keyAt = readU32(bytes, keyAt + 4) + 4;
@@ -91,9 +99,7 @@ export class CommitChanges {
         if (kind === ChangeKind.Put || kind === ChangeKind.PutRef) {
           const n = readU32(src, keyEnd);
           payload = src.subarray(keyEnd + 4, keyEnd + 4 + n);
-          if (src === bytes) p += 4 + n;
         }
-        if (watch !== this.#watch) continue;
         const key = adoptKey(src.subarray(keyAt, keyEnd));
         out.push(
           kind === ChangeKind.Prefix
@@ -139,9 +145,7 @@ export function splitChanges(
         continue;
       }
       run++;
-      const kind = bytes[p + 4];
-      p += 9 + readU32(bytes, p + 5);
-      if (kind === ChangeKind.Put) p += 4 + readU32(bytes, p);
+      p = recordEnd(bytes, p);
     }
   }
 }

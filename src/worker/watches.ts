@@ -5,7 +5,7 @@
  */
 import { compareBytes } from '../codec/key.js';
 import { readU32 } from '../protocol/bytes.js';
-import { ChangeKind, COMMIT_END, PUT_REF_BYTES } from '../protocol/changes.js';
+import { ChangeKind, COMMIT_END, PUT_REF_BYTES, recordEnd } from '../protocol/changes.js';
 import { ChangeLog, writeU32 } from './change-log.js';
 
 type Bytes = Uint8Array;
@@ -237,12 +237,10 @@ function copyOut(
   const out = new ChangeLog();
   for (const bytes of chunks) {
     for (let p = 0; p < bytes.length; ) {
-      let end = p + 4;
-      if (readU32(bytes, p) !== COMMIT_END) {
-        end = p + 9 + readU32(bytes, p + 5);
-        if (bytes[p + 4] === ChangeKind.Put) end += 4 + readU32(bytes, end);
-        const frame = bytes[p + 4] === ChangeKind.PutRef ? readU32(bytes, p + 9) : -1;
-        if (frame >= 0 && kept[frame] === EMPTY) {
+      const end = recordEnd(bytes, p);
+      if (readU32(bytes, p) !== COMMIT_END && bytes[p + 4] === ChangeKind.PutRef) {
+        const frame = readU32(bytes, p + 9);
+        if (kept[frame] === EMPTY) {
           const from = frames[frame] as Uint8Array;
           const at = readU32(bytes, p + 13);
           const keyEnd = at + 4 + readU32(from, at);

@@ -5,7 +5,7 @@
  * the root's own: a symbolic link in their place is refused, never followed.
  */
 import { lstatSync, statSync } from 'node:fs';
-import { SIDECAR_SUFFIXES } from './paths.js';
+import { JOB_SIDE_SUFFIXES } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
 /** The device and inode of the file at `path`, or undefined when there is none. */
@@ -31,7 +31,7 @@ export function fileMoved(path: string, fileId: string, when: string): ErrorInfo
  * is a symbolic link, which SQLite would follow out of the root or into a foreign file.
  */
 export function linkedJobFile(dbPath: string): ErrorInfo | undefined {
-  for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)]) {
+  for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
     if (lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink() !== true) continue;
     return {
       kind: 'Backend',

@@ -17,6 +17,7 @@ import { MAX_BATCH_OPS } from './job-writes.js';
 import { describe } from './keys.js';
 import {
   adoptLegacyJobFile,
+  JOB_SIDE_SUFFIXES,
   jobDbPath,
   jobFileStem,
   jobFilesIn,
@@ -337,7 +338,7 @@ export class JobRegistry {
     const dbPath = jobDbPath(this.#rootDir, stem);
     const linked = linkedJobFile(dbPath);
     if (linked !== undefined) return err(fromErrorInfo(linked));
-    const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    const files = [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)];
     const legacy = legacyJobDbPath(this.#rootDir, id);
     if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
     let share: RootLockShare | undefined;

@@ -5,6 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
+import { createJobFile, newJobFileImage } from './new-job-file.js';
 
 /**
  * The newest schema version this library knows (`PRAGMA user_version`): 2 adds expiry
@@ -29,6 +30,11 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (category, key)
    ) WITHOUT ROWID`,
 ];
+
+let baseImage: Uint8Array | undefined;
+/** An empty job file at BASE_VERSION (built once per thread): what a new job starts from. */
+const newFileImage = (): Uint8Array =>
+  (baseImage ??= newJobFileImage(MIGRATIONS.slice(0, BASE_VERSION), BASE_VERSION));
 
 export interface BackendOptions {
   readonly busyTimeoutMs: number;
@@ -70,6 +76,8 @@ export function openJobDatabase(
   image?: Uint8Array,
 ): Database.Database {
   const memory = path === ':memory:';
+  if (!memory && image === undefined && options.mustExist !== true)
+    createJobFile(path, newFileImage);
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
   // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
   // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).

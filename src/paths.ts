@@ -21,7 +21,7 @@ export const DB_SUFFIX = '.db';
 export const SIDECAR_SUFFIXES = ['-wal', '-shm', '-journal'] as const;
 /** A new job file on its way into place (src/worker/new-job-file.ts). */
 export const NEW_FILE_SUFFIX = '-new';
-/** Every file kept beside a job's database: removed with it, never reached through a link. */
+/** Every file kept beside a job's database: none is ever reached through a link. */
 export const JOB_SIDE_SUFFIXES = [...SIDECAR_SUFFIXES, NEW_FILE_SUFFIX] as const;
 
 const SAFE = /^[a-z0-9_-]$/;

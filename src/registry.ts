@@ -4,7 +4,7 @@
  * reporting of writes that failed (releasing jobs: residency.ts). `Persistency` is its
  * public face.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
@@ -17,11 +17,11 @@ import { MAX_BATCH_OPS } from './job-writes.js';
 import { describe } from './keys.js';
 import {
   adoptLegacyJobFile,
-  JOB_SIDE_SUFFIXES,
   jobDbPath,
   jobFileStem,
   jobFilesIn,
   legacyJobDbPath,
+  NEW_FILE_SUFFIX,
   SIDECAR_SUFFIXES,
 } from './paths.js';
 import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
@@ -338,11 +338,14 @@ export class JobRegistry {
     const dbPath = jobDbPath(this.#rootDir, stem);
     const linked = linkedJobFile(dbPath);
     if (linked !== undefined) return err(fromErrorInfo(linked));
-    const files = [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)];
+    const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
+    // A new file's side file, left by a crash while the job was made: a file, or nothing of ours.
+    const side = dbPath + NEW_FILE_SUFFIX;
+    if (lstatSync(side, { throwIfNoEntry: false })?.isFile() === true) files.push(side);
     const legacy = legacyJobDbPath(this.#rootDir, id);
     if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
     let share: RootLockShare | undefined;
-    if (existsSync(dbPath) || legacy !== undefined) {
+    if (existsSync(dbPath) || files.includes(side) || legacy !== undefined) {
       // Own the root first: never delete a job another process or instance may be using.
       const owned = this.#rootLock.acquire(dbPath);
       if (owned.isErr()) return err(owned.error);

@@ -1,11 +1,23 @@
 /*
  * A new job's file is written whole from an image (src/worker/new-job-file.ts) rather than
  * built by SQLite: it must be the file SQLite would have made (the reference's schema,
- * version 1, WAL mode), appear at its name only whole, never replace a file, and leave
- * nothing beside it.
+ * version 1, WAL mode), appear at its name only whole (also when a write comes up short),
+ * never replace a file, and leave nothing beside it, whatever a crash left there.
  */
-import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import {
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, payload } from '../src/index.js';
@@ -97,6 +109,60 @@ describe('createJobFile', () => {
     expect(readFileSync(join(dir, 'a.db'))).toEqual(Buffer.from(image()));
     expect(readdirSync(dir)).toEqual(['a.db']);
   });
+  it('removes a second link left by a crash between link and unlink, the job file kept', () => {
+    const dir = tempDir();
+    const path = join(dir, 'a.db');
+    expect(createJobFile(path, image)).toBe(true);
+    linkSync(path, `${path}-new`);
+    expect(statSync(path).nlink).toBe(2);
+    expect(createJobFile(path, image)).toBe(false);
+    expect(readdirSync(dir)).toEqual(['a.db']);
+    expect(statSync(path).nlink).toBe(1);
+    expect(readFileSync(path)).toEqual(Buffer.from(image()));
+  });
+
+  it('leaves a directory at the side name alone, and the file to SQLite', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'a.db-new'));
+    expect(createJobFile(join(dir, 'a.db'), image)).toBe(false);
+    expect(readdirSync(dir)).toEqual(['a.db-new']);
+  });
+});
+
+const run = promisify(execFile);
+const SHORT_WRITE = fileURLToPath(new URL('./fixtures/short-write.ts', import.meta.url));
+
+describe.each(['per-job', '2'])('a write that comes up short (workerThreads %s)', (mode) => {
+  it('never puts part of a file at the name; once there is room the job opens and writes', async () => {
+    const dir = tempDir();
+    // 4 KiB: half the image, and less than SQLite needs to make the job's file either.
+    const { stdout } = await run(
+      'bash',
+      [
+        '-c',
+        `ulimit -f 4 && exec "${process.execPath}" --import tsx "${SHORT_WRITE}" "$0" "$1"`,
+        dir,
+        mode,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
+    );
+    const out = JSON.parse(stdout.trim().split('\n').at(-1) as string);
+    expect(out.imageBytes).toBe(8192);
+    expect(out).toMatchObject({ created: false, direct: [] });
+    expect(out.open === 'ok' && out.flushed === 'ok').toBe(false);
+
+    const p = unwrap(
+      Persistency.open(join(dir, 'root'), { workerThreads: mode === 'per-job' ? 'per-job' : 2 }),
+    );
+    const job = unwrap(await p.openJob('j'));
+    job.persistPut('c', key(1), payload('after'));
+    unwrap(await job.flush());
+    expect(unwrap(await job.get('c', key(1)))).toEqual(payload('after'));
+    unwrap(await p.close());
+    const db = new Database(join(dir, 'root', 'j.db'), { readonly: true });
+    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+    db.close();
+  });
 });
 
 describe.each(FILE_MODES)('a new job (%s)', (_name, _memory, options) => {
@@ -115,7 +181,7 @@ describe.each(FILE_MODES)('a new job (%s)', (_name, _memory, options) => {
     expect(readdirSync(root).filter((f) => f.startsWith('fresh'))).toEqual(['fresh.db']);
   });
 
-  it('a side file left by a crash is written over at open and removed by dropJob', async () => {
+  it('a side file left by a crash is removed by the next open, or by dropJob', async () => {
     const root = tempDir();
     const p = unwrap(Persistency.open(root, options));
     writeFileSync(join(root, 'a.db-new'), 'half a file');
@@ -127,6 +193,43 @@ describe.each(FILE_MODES)('a new job (%s)', (_name, _memory, options) => {
     writeFileSync(join(root, 'a.db-new'), 'another');
     unwrap(await p.dropJob('a'));
     expect(readdirSync(root).filter((f) => f.startsWith('a.'))).toEqual([]);
+    unwrap(await p.close());
+  });
+
+  it('a second link to the job file, left by a crash before the side name went, is removed at open', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root, options));
+    const a = unwrap(await p.openJob('a'));
+    a.persistPut('c', key(1), payload('kept'));
+    unwrap(await p.closeJob('a'));
+    linkSync(join(root, 'a.db'), join(root, 'a.db-new'));
+    const again = unwrap(await p.openJob('a'));
+    expect(existsSync(join(root, 'a.db-new'))).toBe(false);
+    expect(statSync(join(root, 'a.db')).nlink).toBe(1);
+    expect(unwrap(await again.get('c', key(1)))).toEqual(payload('kept'));
+    unwrap(await p.close());
+  });
+
+  it('a directory at the side name: the job is made by SQLite, and dropJob leaves the directory', async () => {
+    const root = tempDir();
+    mkdirSync(join(root, 'a.db-new'));
+    const p = unwrap(Persistency.open(root, options));
+    const a = unwrap(await p.openJob('a'));
+    a.persistPut('c', key(1), payload('a'));
+    unwrap(await a.flush());
+    unwrap(await p.closeJob('a'));
+    unwrap(await p.dropJob('a'));
+    expect(readdirSync(root).filter((f) => f.startsWith('a.'))).toEqual(['a.db-new']);
+    unwrap(await p.close());
+  });
+
+  it('maxJobBytes below the size of a new file refuses the job at open, as SQLite did', async () => {
+    const p = unwrap(Persistency.open(tempDir(), { ...options, maxJobBytes: 4096 }));
+    const opened = await p.openJob('small');
+    expect(opened.isErr() && [opened.error.kind, opened.error.code]).toEqual([
+      'Backend',
+      'SQLITE_FULL',
+    ]);
     unwrap(await p.close());
   });
 

@@ -76,8 +76,11 @@ export function openJobDatabase(
   image?: Uint8Array,
 ): Database.Database {
   const memory = path === ':memory:';
+  // A new file from the image, unless maxJobBytes is below its size: SQLite's own making
+  // of the file then fails as the bound says.
+  const bound = options.maxJobBytes ?? 0;
   if (!memory && image === undefined && options.mustExist !== true)
-    createJobFile(path, newFileImage);
+    if (bound === 0 || bound >= newFileImage().length) createJobFile(path, newFileImage);
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
   // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
   // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).

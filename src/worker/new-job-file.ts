@@ -59,34 +59,54 @@ export function newJobFileImage(schema: readonly string[], version: number): Uin
 /**
  * Put `image()` at `path` if neither it nor any file SQLite keeps beside it exists (a
  * leftover WAL or journal is SQLite's to read, so such a path is left to SQLite). The bytes
- * go to a side name first, are synced, and are then linked into place, so `path` never
- * shows part of a file, and an existing file is never replaced. Its directory entry becomes
- * durable before the job's first commit does: SQLite syncs the directory when it first
- * syncs the WAL it creates there. Returns whether it wrote the file.
+ * go to a side name first, all of them, are synced, and are then linked into place, so
+ * `path` never shows part of a file, and an existing file is never replaced. Its directory
+ * entry becomes durable with the job's first commit: SQLite syncs the directory when it
+ * first syncs the WAL it creates there. Returns whether it wrote the file; false also when
+ * the file system refused a step (no space, no permission, no hard links), leaving the
+ * file to SQLite, whose errors say what is wrong.
  */
 export function createJobFile(path: string, image: () => Uint8Array): boolean {
+  // A side file is left only by a crash: part of an image, or a second link to the job's
+  // file. The caller owns the root, so no one else is writing it.
+  const side = path + NEW_FILE_SUFFIX;
+  ignoreFailure(() => unlinkSync(side));
   for (const f of [path, ...SIDECAR_SUFFIXES.map((s) => path + s)]) {
     if (lstatSync(f, { throwIfNoEntry: false }) !== undefined) return false;
   }
-  const side = path + NEW_FILE_SUFFIX;
-  const fd = openSync(
-    side,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-    0o644,
-  );
+  let fd: number;
   try {
-    writeSync(fd, image());
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    fd = openSync(
+      side,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o644,
+    );
+  } catch {
+    return false;
   }
+  let linked = false;
   try {
+    const bytes = image();
+    // A write may take fewer bytes than asked (a disk nearly full): go on until all are in.
+    for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = -1;
     linkSync(side, path);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
+    linked = true;
+  } catch {
+    // as the doc says: SQLite makes the file instead, or says why it cannot
   } finally {
-    unlinkSync(side);
+    if (fd >= 0) ignoreFailure(() => closeSync(fd));
+    ignoreFailure(() => unlinkSync(side));
+  }
+  return linked;
+}
+
+function ignoreFailure(step: () => void): void {
+  try {
+    step();
+  } catch {
+    // nothing to do: the step was a clean-up
   }
 }

@@ -41,7 +41,15 @@ const QUICK: Scale = {
   counterOps: 20_000,
   watchRows: 20_000,
 };
+/** Pairs of runs per comparison: the CAS and add pairs take seconds each (deno-kv retries). */
 const REPS = 3;
+/**
+ * Pairs for the write-rate ratios (persistAdd/persistPut, watcher/none): their runs take
+ * half a second each, and single pairs on this shared machine spread 0.5-1.2x, so more
+ * pairs make the median a measurement rather than a draw.
+ */
+const RATE_REPS = 7;
+const gc = (globalThis as { gc?: () => void }).gc;
 /** Writes issued per turn of a writer loop. */
 const CHUNK = 1000;
 const CAT = 'bench';
@@ -311,18 +319,23 @@ function watchWrites(scale: Scale, watched: boolean): Promise<Watched> {
 
 // ---------------------------------------------------------------------------------------
 
-/** Runs `a` and `b` REPS times side by side (order alternating); prints each run. */
+/**
+ * Runs `a` and `b` `reps` times side by side (order alternating); prints each run. Each run
+ * starts after a full gc (under --expose-gc), so none pays for the garbage of the one before.
+ */
 async function paired<T>(
   label: string,
   a: [string, () => Promise<T>],
   b: [string, () => Promise<T>],
   show: (x: T) => string,
+  reps = REPS,
 ): Promise<[T[], T[]]> {
   const as: T[] = [];
   const bs: T[] = [];
-  for (let rep = 0; rep < REPS; rep++) {
+  for (let rep = 0; rep < reps; rep++) {
     const order = rep % 2 === 0 ? [a, b] : [b, a];
     for (const [name, run] of order) {
+      gc?.();
       const x = await run();
       (name === a[0] ? as : bs).push(x);
       console.log(`  ${label} run ${rep + 1}: ${name.padEnd(22)} ${show(x)}`);
@@ -347,7 +360,7 @@ export async function runAtomicBench(options: { quick: boolean }): Promise<void>
     `${new Date().toISOString()}, Node ${process.version} (${process.execArgv.join(' ') || 'no flags'}), commit ${gitCommit()}, load average ${load}`,
   );
   console.log(
-    `median of ${REPS} runs, each in a fresh root; writers issue ${int(CHUNK)} writes per turn\n`,
+    `medians of ${REPS} runs (CAS, add) and ${RATE_REPS} (counters, watch), each in a fresh root after a gc; writers issue ${int(CHUNK)} writes per turn\n`,
   );
 
   const total = scale.tasks * scale.perTask;
@@ -371,6 +384,7 @@ export async function runAtomicBench(options: { quick: boolean }): Promise<void>
     ['persistAdd', () => persistAdds(scale)],
     ['persistPut', () => persistPuts(scale)],
     rows,
+    RATE_REPS,
   );
   const [unwatched, watched] = await paired(
     `watch ${int(scale.watchRows)}`,
@@ -378,6 +392,7 @@ export async function runAtomicBench(options: { quick: boolean }): Promise<void>
     ['watcher', () => watchWrites(scale, true)],
     (x) =>
       `${rows(x.perSecond)}${x.commits > 0 ? `, watcher done ${x.lagMs.toFixed(0)} ms after the flush, ${int(x.commits)} deliveries to the watcher` : ''}`,
+    RATE_REPS,
   );
 
   const medOf = <T>(xs: readonly T[], f: (x: T) => number): number => median(xs.map(f));

@@ -223,6 +223,21 @@ describe.each(FILE_MODES)('a new job (%s)', (_name, _memory, options) => {
     unwrap(await p.close());
   });
 
+  it('a second link left by a crash is removed at open also where maxJobBytes skips the image', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root, options));
+    const a = unwrap(await p.openJob('a'));
+    a.persistPut('c', key(1), payload('kept'));
+    unwrap(await p.close());
+    linkSync(join(root, 'a.db'), join(root, 'a.db-new'));
+    const small = unwrap(Persistency.open(root, { ...options, maxJobBytes: 4096 }));
+    const again = unwrap(await small.openJob('a'));
+    expect(existsSync(join(root, 'a.db-new'))).toBe(false);
+    expect(statSync(join(root, 'a.db')).nlink).toBe(1);
+    expect(unwrap(await again.get('c', key(1)))).toEqual(payload('kept'));
+    unwrap(await small.close());
+  });
+
   it('maxJobBytes below the size of a new file refuses the job at open, as SQLite did', async () => {
     const p = unwrap(Persistency.open(tempDir(), { ...options, maxJobBytes: 4096 }));
     const opened = await p.openJob('small');

@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
-import { createJobFile, newJobFileImage } from './new-job-file.js';
+import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
 /**
  * The newest schema version this library knows (`PRAGMA user_version`): 2 adds expiry
@@ -79,8 +79,10 @@ export function openJobDatabase(
   // A new file from the image, unless maxJobBytes is below its size: SQLite's own making
   // of the file then fails as the bound says.
   const bound = options.maxJobBytes ?? 0;
-  if (!memory && image === undefined && options.mustExist !== true)
+  if (!memory && image === undefined && options.mustExist !== true) {
     if (bound === 0 || bound >= newFileImage().length) createJobFile(path, newFileImage);
+    else removeSideFile(path);
+  }
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
   // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
   // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).

@@ -67,10 +67,7 @@ export function newJobFileImage(schema: readonly string[], version: number): Uin
  * file to SQLite, whose errors say what is wrong.
  */
 export function createJobFile(path: string, image: () => Uint8Array): boolean {
-  // A side file is left only by a crash: part of an image, or a second link to the job's
-  // file. The caller owns the root, so no one else is writing it.
-  const side = path + NEW_FILE_SUFFIX;
-  ignoreFailure(() => unlinkSync(side));
+  const side = removeSideFile(path);
   for (const f of [path, ...SIDECAR_SUFFIXES.map((s) => path + s)]) {
     if (lstatSync(f, { throwIfNoEntry: false }) !== undefined) return false;
   }
@@ -87,8 +84,13 @@ export function createJobFile(path: string, image: () => Uint8Array): boolean {
   let linked = false;
   try {
     const bytes = image();
-    // A write may take fewer bytes than asked (a disk nearly full): go on until all are in.
-    for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+    // A write may take fewer bytes than asked (a disk nearly full): go on until all are in,
+    // but not round forever where a file system takes none.
+    for (let at = 0; at < bytes.length; ) {
+      const n = writeSync(fd, bytes, at, bytes.length - at);
+      if (n <= 0) throw new Error(`${side}: a write took no bytes`);
+      at += n;
+    }
     fsyncSync(fd);
     closeSync(fd);
     fd = -1;
@@ -101,6 +103,17 @@ export function createJobFile(path: string, image: () => Uint8Array): boolean {
     ignoreFailure(() => unlinkSync(side));
   }
   return linked;
+}
+
+/**
+ * Remove the side file of the job file at `path`, if there is one: left only by a crash, it
+ * is part of an image or a second link to the job's file. The caller owns the root, so no
+ * one else is writing it. Returns its name.
+ */
+export function removeSideFile(path: string): string {
+  const side = path + NEW_FILE_SUFFIX;
+  ignoreFailure(() => unlinkSync(side));
+  return side;
 }
 
 function ignoreFailure(step: () => void): void {

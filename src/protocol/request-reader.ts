@@ -24,6 +24,8 @@ export class RequestReader extends ByteReader {
   key: Uint8Array = EMPTY;
   /** A scan's or count's stop, a deletePrefix op's stop. */
   stop: Uint8Array = EMPTY;
+  /** Where an op's `u32 keyLen, key` begins in `buf` (a put's `u32 payloadLen, payload` follows). */
+  keyAt = 0;
   reverse = false;
   limit = -1;
   /** An iterator's id and page size (IterOpen, IterNext, IterClose). */
@@ -99,6 +101,7 @@ export class RequestReader extends ByteReader {
   op(): number {
     const kind = this.u8();
     this.cat = this.category();
+    this.keyAt = this.pos;
     this.key = this.blob();
     this.stop = opHasLast(kind) ? this.blob() : EMPTY;
     return kind;

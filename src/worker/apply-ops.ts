@@ -47,7 +47,7 @@ export class OpApplier {
     switch (kind) {
       case OpKind.Put:
         b.put(cat, key, stop);
-        if (watches.active) watches.put(cat, key, stop);
+        if (watches.active) watches.put(cat, key, stop, r.buf, r.keyAt);
         return;
       case OpKind.Delete:
         if (b.delete(cat, key) > 0 && watches.active) watches.delete(cat, key);

@@ -35,6 +35,8 @@ export class GroupCommit {
   readonly #tx: GroupTx;
   /** The bound values of a run of single puts. */
   readonly #runArgs: Uint8Array[] = new Array(PUT_RUN * 3);
+  /** Where each put of the run is in the frame (see RequestReader.keyAt). */
+  readonly #runAt: number[] = new Array(PUT_RUN).fill(0);
 
   constructor(
     backend: KvBackend,
@@ -143,6 +145,7 @@ export class GroupCommit {
         args[i * 3] = r.cat;
         args[i * 3 + 1] = r.key;
         args[i * 3 + 2] = last;
+        this.#runAt[i] = r.keyAt;
       }
     } catch {
       counters.settle(false);
@@ -164,13 +167,17 @@ export class GroupCommit {
       return false;
     }
     counters.settle(true);
-    if (this.#watches.active)
-      for (let i = 0; i < PUT_RUN * 3; i += 3)
+    if (this.#watches.active) {
+      const frame = kind === OpKind.Put ? buf : undefined; // a sum is not in the frame
+      for (let i = 0; i < PUT_RUN; i++)
         this.#watches.put(
-          args[i] as Uint8Array,
-          args[i + 1] as Uint8Array,
-          args[i + 2] as Uint8Array,
+          args[i * 3] as Uint8Array,
+          args[i * 3 + 1] as Uint8Array,
+          args[i * 3 + 2] as Uint8Array,
+          frame,
+          this.#runAt[i],
         );
+    }
     return true;
   }
 

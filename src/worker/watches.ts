@@ -38,10 +38,10 @@ export class Watches {
   #frames: Uint8Array[] = [];
   /** The bytes of each of `#frames` that records point to. */
   #refBytes: number[] = [];
-  /** The buffer of the last of `#frames`. */
-  #lastShared: ArrayBufferLike | undefined;
-  /** The last buffer found not to be shared. */
-  #lastPlain: ArrayBufferLike | undefined;
+  /** The last frame looked up (see #sharedFrame), its index in `#frames` and offset there. */
+  #lastFrame: Bytes | undefined;
+  #lastIndex = -1;
+  #lastBase = 0;
   /** While the group's writes are redone, their changes are already recorded. */
   paused = false;
 
@@ -74,20 +74,24 @@ export class Watches {
     return false;
   }
 
-  put(category: Bytes, key: Bytes, payload: Bytes): void {
+  /**
+   * A row written. `frame`: the request frame holding the put as `u32 keyLen, key, u32
+   * payloadLen, payload` from offset `at`; one in shared memory is pointed into, not copied.
+   */
+  put(category: Bytes, key: Bytes, payload: Bytes, frame?: Bytes, at = 0): void {
     for (const w of this.#list) {
       if (!Watches.#inRange(w, category, key)) continue;
       const out = this.#log;
-      const frame = this.#sharedFrameOf(key, payload);
-      if (frame >= 0) {
+      const index = frame === undefined ? -1 : this.#sharedFrame(frame);
+      if (index >= 0) {
         out.room(9 + PUT_REF_BYTES);
         const buf = out.buf;
         let p = writeU32(buf, out.pos, w.id);
         buf[p++] = ChangeKind.PutRef;
         p = writeU32(buf, p, PUT_REF_BYTES);
-        p = writeU32(buf, p, frame);
-        out.pos = writeU32(buf, p, key.byteOffset - 4);
-        this.#refBytes[frame] = (this.#refBytes[frame] as number) + 8 + key.length + payload.length;
+        p = writeU32(buf, p, index);
+        out.pos = writeU32(buf, p, this.#lastBase + at);
+        this.#refBytes[index] = (this.#refBytes[index] as number) + 8 + key.length + payload.length;
         continue;
       }
       // The whole record at once: one bounds check, then the bytes.
@@ -171,34 +175,31 @@ export class Watches {
   }
 
   /**
-   * The index in `#frames` of the shared frame holding `key` and, right after it, `payload`
-   * as a put record writes them (`u32 keyLen, key, u32 payloadLen, payload`), or -1.
+   * The index in `#frames` of the shared memory `frame` is a view of (its offset there in
+   * `#lastBase`), or -1 if it is not shared. Looked up once per frame: a put's own views
+   * are not asked for their buffer, which costs more than the rest of recording it.
    */
-  #sharedFrameOf(key: Bytes, payload: Bytes): number {
-    const buffer = key.buffer;
-    if (
-      buffer === this.#lastPlain ||
-      payload.buffer !== buffer ||
-      payload.byteOffset !== key.byteOffset + key.length + 4
-    )
+  #sharedFrame(frame: Bytes): number {
+    if (frame === this.#lastFrame) return this.#lastIndex;
+    this.#lastFrame = frame;
+    this.#lastBase = frame.byteOffset;
+    const buffer = frame.buffer;
+    if (!(buffer instanceof SharedArrayBuffer)) {
+      this.#lastIndex = -1;
       return -1;
-    if (buffer !== this.#lastShared) {
-      if (!(buffer instanceof SharedArrayBuffer)) {
-        this.#lastPlain = buffer;
-        return -1;
-      }
+    }
+    if (this.#frames.at(-1)?.buffer !== buffer) {
       this.#frames.push(new Uint8Array(buffer));
       this.#refBytes.push(0);
-      this.#lastShared = buffer;
     }
-    return this.#frames.length - 1;
+    this.#lastIndex = this.#frames.length - 1;
+    return this.#lastIndex;
   }
 
   #forgetFrames(): void {
     this.#frames = [];
     this.#refBytes = [];
-    this.#lastShared = undefined;
-    this.#lastPlain = undefined;
+    this.#lastFrame = undefined;
   }
 
   #record(id: number, kind: number, key: Bytes): void {

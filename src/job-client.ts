@@ -1,13 +1,13 @@
 /*
  * A job's side of the conversation with its worker thread: it packs a turn's requests into
- * one frame, sends frames over the job's port, matches reply records to the reads waiting
- * for them (first in, first out), and takes the job through its life: attached to a
- * thread, released when idle (no connection, no file descriptor, under 'per-job' no
- * thread), attached again by its next call, closed, or dead with its thread.
+ * one frame, sends frames over the job's port (src/client-port.ts), hands replies to the
+ * reads waiting for them (src/reply-queue.ts), and takes the job through its life:
+ * attached to a thread, released when idle (no connection, no file descriptor, under
+ * 'per-job' no thread), attached again by its next call, closed, or dead with its thread.
  */
-import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
-import { type Result, ResultAsync } from 'neverthrow';
+import type { Result, ResultAsync } from 'neverthrow';
 import type { ClientHost, CloseOutcome } from './client-host.js';
+import { ClientPort } from './client-port.js';
 import { PersistencyError } from './errors.js';
 import { fileMoved } from './file-identity.js';
 import type { ByteWriter } from './protocol/bytes.js';
@@ -18,16 +18,14 @@ import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
 import { WorkerHolds } from './worker-holds.js';
-import { failUnsent, flushOutcome } from './write-failures.js';
+import { failUnsent } from './write-failures.js';
 
 const NO_EXTRAS: ReplyExtras = { errors: [], attached: [] };
 
-type Resolver = (r: Result<unknown, PersistencyError>) => void;
-
 type State =
-  /** Served by a thread through `#port`. */
+  /** Served by a thread through `#link`. */
   | 'attached'
-  /** Asked to release its connection; work waits in the backlog until it has. */
+  /** Asked to release its connection; work waits in `#link` until it has. */
   | 'releasing'
   /** Open, holding no connection: the next frame attaches it again. */
   | 'released'
@@ -40,8 +38,8 @@ export class JobClient {
   readonly #id: string;
   readonly #host: ClientHost;
   #state: State = 'attaching';
-  #port: MessagePort | undefined;
-  #attachment: Attachment | undefined;
+  /** The thread's port while attached, and the messages waiting for one. */
+  readonly #link = new ClientPort();
   /** The job's file (undefined: `:memory:`) and its identity: a reattach opens that file or fails. */
   #file: string | undefined;
   #fileId: string | undefined;
@@ -50,12 +48,8 @@ export class JobClient {
   #image: Uint8Array | undefined;
 
   readonly #turn: TurnFrame;
-  /** Messages waiting for the job to be attached, in order. */
-  #backlog: [ToWorker, ArrayBuffer[]][] = [];
   /** Reads and flushes waiting for their reply, in issue order. */
   readonly #replies = new ReplyQueue();
-  #framesInFlight = 0;
-  #referenced = false;
   /** What the worker holds for the job besides its connection. */
   readonly holds = new WorkerHolds();
   /** When the job last had work (`performance.now()`), for idle release. */
@@ -95,11 +89,6 @@ export class JobClient {
   async open(): Promise<Result<{ file: string | undefined }, PersistencyError>> {
     const r = await this.#attach();
     return r.map((a) => ({ file: a.file }));
-  }
-
-  /** Snapshots, watches and backups the worker holds (see WorkerHolds). */
-  get snapshots(): number {
-    return this.holds.count;
   }
 
   /** Open: taking calls (attached, released or on the way between, no close asked for). */
@@ -142,15 +131,11 @@ export class JobClient {
    */
   request<T>(flush = false): ResultAsync<T, PersistencyError> {
     this.#turn.readAdded();
-    // What failed before this flush outside the worker is this flush's to report.
-    const earlier = flush ? this.#host.takeFailures(this.#id) : undefined;
-    return new ResultAsync(
-      new Promise<Result<T, PersistencyError>>((resolve) => {
-        const settle = resolve as Resolver;
-        this.#replies.push(flush ? (r) => settle(flushOutcome(earlier, r)) : settle);
-        this.#updateRef();
-      }),
+    const reply = this.#replies.awaitReply<T>(
+      flush ? this.#host.takeFailures(this.#id) : undefined,
     );
+    this.#updateRef();
+    return reply;
   }
 
   send(): void {
@@ -160,15 +145,8 @@ export class JobClient {
 
   /** Post to the worker, or keep it for when the job is attached again. */
   post(msg: ToWorker, transfer: ArrayBuffer[] = []): void {
-    const port = this.#port;
-    if (this.#state === 'attached' && port !== undefined) {
-      if (msg instanceof Uint8Array) this.#framesInFlight++;
-      port.postMessage(msg, transfer);
-      this.#updateRef();
-      return;
-    }
-    this.#backlog.push([msg, transfer]);
-    if (this.#state === 'released') {
+    const posted = this.#link.post(msg, transfer, this.#state === 'attached');
+    if (!posted && this.#state === 'released') {
       this.#host.reopened();
       void this.#attach();
     }
@@ -180,20 +158,15 @@ export class JobClient {
    * is under way, or work waits for the job to be attached again.
    */
   #updateRef(): void {
-    const port = this.#port;
-    if (port === undefined) return;
-    const busy =
-      this.#framesInFlight > 0 ||
-      this.#replies.pending > 0 ||
-      this.#state === 'closing' ||
-      this.#state === 'releasing' ||
-      this.#closeRequested ||
-      this.holds.keepProcess ||
-      this.#backlog.length > 0;
-    if (busy === this.#referenced) return;
-    this.#referenced = busy;
-    if (busy) port.ref();
-    else port.unref();
+    this.#link.keepProcess(
+      this.#link.framesInFlight > 0 ||
+        this.#replies.pending > 0 ||
+        this.#state === 'closing' ||
+        this.#state === 'releasing' ||
+        this.#closeRequested ||
+        this.holds.keepProcess ||
+        this.#link.waiting > 0,
+    );
   }
 
   // -------------------------------------------------------------------------------------
@@ -209,12 +182,9 @@ export class JobClient {
     }
     const a = r.value;
     this.#image = undefined; // the worker has it now
-    this.#attachment = a;
     this.#file = a.file;
     this.#fileId = a.fileId;
-    this.#port = a.port;
-    this.#referenced = true; // the handshake's listener left the port referenced
-    a.listen((m) => this.#onMessage(m));
+    this.#link.connect(a, (m) => this.#onMessage(m));
     this.#host.resident(this, true);
     this.#serve();
     return r;
@@ -224,9 +194,7 @@ export class JobClient {
   #serve(): void {
     this.#state = 'attached';
     this.lastActive = performance.now();
-    const backlog = this.#backlog;
-    this.#backlog = [];
-    for (const [msg, transfer] of backlog) this.post(msg, transfer);
+    this.#link.postWaiting();
     if (this.#closeRequested) this.#postClose();
     this.#updateRef();
   }
@@ -241,8 +209,7 @@ export class JobClient {
 
   /** Fail what never reached a thread (see failUnsent). */
   #failUnsent(error: PersistencyError): void {
-    const unsent = this.#backlog.map(([m]) => m);
-    this.#backlog = [];
+    const unsent = this.#link.takeWaiting();
     const taken = this.#turn.take();
     if (taken !== undefined) unsent.push(taken[0]);
     this.holds.unsent(unsent, error);
@@ -263,12 +230,12 @@ export class JobClient {
       this.holds.count > 0 ||
       this.lastActive > before ||
       this.#turn.open ||
-      this.#framesInFlight > 0 ||
+      this.#link.framesInFlight > 0 ||
       this.#replies.pending > 0
     ) {
       return undefined;
     }
-    (this.#port as MessagePort).postMessage({ t: 'release' } satisfies ToWorker);
+    this.#link.post({ t: 'release' });
     this.#state = 'releasing';
     this.#updateRef(); // until it is released, the process waits for it
     return new Promise((resolve) => {
@@ -314,7 +281,7 @@ export class JobClient {
   }
 
   #postClose(): void {
-    (this.#port as MessagePort).postMessage({ t: 'close' } satisfies ToWorker);
+    this.#link.post({ t: 'close' });
     this.#state = 'closing';
     this.#updateRef();
   }
@@ -338,23 +305,18 @@ export class JobClient {
         unflushed.count ?? 1,
         unflushed.cause as PersistencyError,
       );
-    const attachment = this.#attachment as Attachment;
-    this.#attachment = undefined;
-    this.#port = undefined;
-    this.#referenced = false;
-    this.#framesInFlight = 0;
+    const exited = this.#link.detach();
     this.#host.resident(this, false);
-    const exited = attachment.detach();
     if (m.t === 'released') {
       this.#image = m.image;
       this.#state = 'released';
       this.#turn.dropIdle(); // a released job keeps as little as it can
       this.#releaseExited = exited;
-      // Taken now: a call in the backlog may take the job up and release it again before
+      // Taken now: a call waiting in `#link` may take the job up and release it again before
       // the thread has exited.
       const done = this.#takeRelease();
       void exited.then(() => done?.(true));
-      if (this.#backlog.length > 0) {
+      if (this.#link.waiting > 0) {
         this.#host.reopened();
         void this.#attach();
       } else if (this.#closeRequested) {
@@ -373,19 +335,9 @@ export class JobClient {
 
   /** The thread died. Messages it sent before dying are read first (a close may be among them). */
   #died(error: PersistencyError): void {
-    const port = this.#port;
-    if (port !== undefined) {
-      for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-        this.#onMessage(m.message as FromWorker);
-        if (this.#port === undefined) return; // closed or released before it died
-      }
-      port.close();
-    }
+    if (!this.#link.drain((m) => this.#onMessage(m))) return; // closed or released before it died
     const wasOpen = this.#open || this.#state === 'closing';
     this.#state = 'dead';
-    this.#port = undefined;
-    this.#attachment = undefined;
-    this.#framesInFlight = 0;
     this.#deathError = new PersistencyError('Backend', `job ${this.#id}: ${error.message}`, {
       cause: error.cause ?? error,
       code: error.code,
@@ -434,7 +386,7 @@ export class JobClient {
 
   /** A group's replies: how many frames it finished, then one record per read or flush. */
   #onReplies(bytes: Uint8Array, extras: ReplyExtras): void {
-    this.#framesInFlight -= this.#replies.settle(bytes, extras);
+    this.#link.framesInFlight -= this.#replies.settle(bytes, extras);
     this.lastActive = performance.now();
     this.#updateRef();
   }

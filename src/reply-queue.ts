@@ -2,11 +2,12 @@
  * The reads and flushes of one job waiting for their replies. Replies carry no request id:
  * they come in request order, so the queue resolves them first in, first out.
  */
-import { err, type Result } from 'neverthrow';
+import { err, type Result, ResultAsync } from 'neverthrow';
 import type { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
 import { framesDone, type ReplyExtras, readReply } from './protocol/replies.js';
 import type { KvRow } from './types.js';
+import { type Failures, flushOutcome } from './write-failures.js';
 
 type Resolver = (r: Result<unknown, PersistencyError>) => void;
 
@@ -21,9 +22,19 @@ export class ReplyQueue {
     return this.#waiting.length - this.#head;
   }
 
-  /** The next request's reply will settle this. */
-  push(resolve: Resolver): void {
-    this.#waiting.push(resolve);
+  /**
+   * A read or flush was just written into a frame: the next reply not yet awaited settles
+   * the result. `earlier`: a flush's failures outside the worker, which it reports too.
+   */
+  awaitReply<T>(earlier?: Failures): ResultAsync<T, PersistencyError> {
+    return new ResultAsync(
+      new Promise<Result<T, PersistencyError>>((resolve) => {
+        const settle = resolve as Resolver;
+        this.#waiting.push(
+          earlier === undefined ? settle : (r) => settle(flushOutcome(earlier, r)),
+        );
+      }),
+    );
   }
 
   /** Settle the requests a reply message answers; returns how many frames it finished. */

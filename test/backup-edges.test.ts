@@ -130,7 +130,7 @@ describe.each(FILE_MODES)(
         rmSync(f, { force: true });
       const r = await job.backup(join(tempDir(), 'copy.db'));
       expect(r.isErr()).toBe(true);
-      expect(jobClient(job).snapshots).toBe(0); // the job can be released again
+      expect(jobClient(job).holds.count).toBe(0); // the job can be released again
     });
   },
 );

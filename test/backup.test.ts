@@ -112,9 +112,9 @@ describe.each(ROOT_MODES)('backup (%s)', (_name, memory, options) => {
     expect(p.stats().residentJobs).toBe(0);
     const dest = join(tempDir(), 'j.db');
     const copied = job.backup(dest);
-    expect(jobClient(job).snapshots).toBe(1); // held: an idle release now would not take it
+    expect(jobClient(job).holds.count).toBe(1); // held: an idle release now would not take it
     unwrap(await copied);
-    expect(jobClient(job).snapshots).toBe(0);
+    expect(jobClient(job).holds.count).toBe(0);
     expect(readCopy(dest)).toMatchObject({ rows: 2_000, intact: 'ok' });
   });
 

@@ -72,7 +72,7 @@ describe.each(MODES)('iterate with row sizes changing mid-page (%s)', (_n, memor
       expect(ids(scanned)).toEqual(want);
     }
     await busy;
-    expect(jobClient(job).snapshots).toBe(0);
+    expect(jobClient(job).holds.count).toBe(0);
     unwrap(await p.close());
   }, 60_000);
 });
@@ -118,7 +118,7 @@ describe.each(MODES)(
       }
       expect(errs).toBeGreaterThan(0); // the scenario happened: gets were in the lost group
       expect(fl.some((f) => (f as { isErr(): boolean }).isErr())).toBe(true);
-      expect(jobClient(job).snapshots).toBe(0);
+      expect(jobClient(job).holds.count).toBe(0);
       unwrap(await p.close());
     }, 60_000);
   },
@@ -157,7 +157,7 @@ describe.each(MODES.filter(([n]) => n.includes('thread')))(
       expect([true, false]).toContain(r); // the page (or done): a return() does not make next() reject
       expect(unwrap(await big.get('s', key(7)))).toEqual(payload(7));
       expect(unwrap(await big.count('s', prefixRange(key())))).toBe(100_000);
-      expect(jobClient(big).snapshots).toBe(0);
+      expect(jobClient(big).holds.count).toBe(0);
       // A fresh iterator reads every row.
       const rows = await all(big.iteratePrefix('s', key(), { pageSize: 65_536 }));
       expect(ids(rows)).toEqual(Array.from({ length: 100_000 }, (_, i) => i));
@@ -208,7 +208,7 @@ describe.each(MODES)('part boundaries (%s)', (_n, memory, options) => {
           if (reverse) want.reverse();
           expect(ids(rows), `${stop} ${pageSize} ${reverse}`).toEqual(want);
         }
-    expect(jobClient(job).snapshots).toBe(0);
+    expect(jobClient(job).holds.count).toBe(0);
     unwrap(await p.close());
   }, 60_000);
 });

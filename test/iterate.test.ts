@@ -104,15 +104,15 @@ describe.each(ROOT_MODES)('iterate (%s)', (_name, memory, options) => {
     const it = job.iteratePrefix('c', key(), { pageSize: 10 });
     let n = 0;
     for await (const _ of it) {
-      expect(client.snapshots).toBe(1);
+      expect(client.holds.count).toBe(1);
       if (++n === 15) break;
     }
-    expect(client.snapshots).toBe(0);
+    expect(client.holds.count).toBe(0);
     expect(await it.next()).toEqual({ done: true, value: undefined });
     // Run to the end, the worker ends it by itself with its last page.
     const whole = job.iteratePrefix('c', key(), { pageSize: 10 });
     expect(await all(whole)).toHaveLength(100);
-    expect(client.snapshots).toBe(0);
+    expect(client.holds.count).toBe(0);
     unwrap(await p.close());
   });
 
@@ -180,7 +180,7 @@ describe.each(ROOT_MODES)('iterate (%s)', (_name, memory, options) => {
       }
     }
     for (const x of its) expect(x.got).toEqual(Array.from({ length: x.rows }, (_, i) => i));
-    for (const job of jobs) expect(jobClient(job).snapshots).toBe(0);
+    for (const job of jobs) expect(jobClient(job).holds.count).toBe(0);
     unwrap(await p.close());
   });
 
@@ -207,9 +207,9 @@ describe.each(ROOT_MODES)('iterate (%s)', (_name, memory, options) => {
       vi.advanceTimersByTime(900);
       await it.next(); // advanced: the clock starts again
       vi.advanceTimersByTime(900);
-      expect(jobClient(job).snapshots).toBe(1);
+      expect(jobClient(job).holds.count).toBe(1);
       vi.advanceTimersByTime(200);
-      expect(jobClient(job).snapshots).toBe(0);
+      expect(jobClient(job).holds.count).toBe(0);
       const e = await rejection(it);
       expect([e.kind, e.code]).toEqual(['Timeout', 'SNAPSHOT_EXPIRED']);
       expect(await it.next()).toEqual({ done: true, value: undefined });
@@ -320,7 +320,7 @@ describe('a failed commit group with an iterator page in it (review)', () => {
     }
     expect((await job.flush()).isErr()).toBe(true); // the group's writes were lost
     expect({ rows, failed }).toEqual({ rows: 100, failed: false });
-    expect(jobClient(job).snapshots).toBe(0);
+    expect(jobClient(job).holds.count).toBe(0);
     // The worker holds no snapshot either: a checkpoint from another connection completes.
     const big = new Uint8Array(4096);
     for (let i = 0; i < 256; i++) job.persistPut('x', key(i), big);

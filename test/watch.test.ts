@@ -167,7 +167,7 @@ describe.each(ROOT_MODES)('watch (%s)', (_name, memory, options) => {
       break;
     }
     expect((await feed.next()).done).toBe(true);
-    expect(jobClient(job).snapshots).toBe(0);
+    expect(jobClient(job).holds.count).toBe(0);
     unwrap(await job.flush()); // the watch's end has reached the worker
     expect(await releaseIdleJobs(p)).toBe(1);
     expect(job.running).toBe(true);

@@ -1,0 +1,103 @@
+/*
+ * A job client's end of the thread it is attached to (src/threads.ts): posting to the
+ * port (or keeping messages, in order, until the job is attached again), counting the
+ * frames the thread has not answered yet, keeping the process alive only while something
+ * waits on the thread, and letting the port go when the job detaches or the thread dies.
+ */
+import { receiveMessageOnPort } from 'node:worker_threads';
+import type { FromWorker, ToWorker } from './protocol/messages.js';
+import type { Attachment } from './threads.js';
+
+export class ClientPort {
+  #attachment: Attachment | undefined;
+  #referenced = false;
+  /** Messages waiting for the job to be attached (again), in order. */
+  #waiting: [ToWorker, ArrayBuffer[]][] = [];
+  /** Frames posted whose group has not replied yet. */
+  framesInFlight = 0;
+
+  get attached(): boolean {
+    return this.#attachment !== undefined;
+  }
+
+  /** Take the attachment's port; its messages go to `onMessage` from now on. */
+  connect(a: Attachment, onMessage: (m: FromWorker) => void): void {
+    this.#attachment = a;
+    this.#referenced = true; // the handshake's listener left the port referenced
+    a.listen(onMessage);
+  }
+
+  /** Messages waiting for an attach. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  /**
+   * Post to the thread if `now` (the job is attached and takes work), else keep the message
+   * for the next attach; true if it was posted.
+   */
+  post(msg: ToWorker, transfer: ArrayBuffer[] = [], now = true): boolean {
+    const a = this.#attachment;
+    if (!now || a === undefined) {
+      this.#waiting.push([msg, transfer]);
+      return false;
+    }
+    if (msg instanceof Uint8Array) this.framesInFlight++;
+    a.port.postMessage(msg, transfer);
+    return true;
+  }
+
+  /** Post what waited for the attach. */
+  postWaiting(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const [msg, transfer] of waiting) this.post(msg, transfer);
+  }
+
+  /** What waited for an attach that will not come (it failed, or the thread died). */
+  takeWaiting(): ToWorker[] {
+    const waiting = this.#waiting.map(([msg]) => msg);
+    this.#waiting = [];
+    return waiting;
+  }
+
+  /** Let the port keep the process alive while `busy`, and not otherwise. */
+  keepProcess(busy: boolean): void {
+    const port = this.#attachment?.port;
+    if (port === undefined || busy === this.#referenced) return;
+    this.#referenced = busy;
+    if (busy) port.ref();
+    else port.unref();
+  }
+
+  /** The thread said `closed` or `released`: resolves once a job's own thread exited. */
+  detach(): Promise<void> {
+    const a = this.#attachment as Attachment;
+    this.#forget();
+    return a.detach();
+  }
+
+  /**
+   * The thread died: hand `onMessage` what it sent before dying. False when one of those
+   * messages detached the job (it closed or was released before the thread died);
+   * otherwise the port is closed and true.
+   */
+  drain(onMessage: (m: FromWorker) => void): boolean {
+    const port = this.#attachment?.port;
+    if (port !== undefined) {
+      for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+        onMessage(m.message as FromWorker);
+        if (!this.attached) return false;
+      }
+      port.close();
+    }
+    this.#forget();
+    return true;
+  }
+
+  #forget(): void {
+    this.#attachment = undefined;
+    this.#referenced = false;
+    this.framesInFlight = 0;
+  }
+}

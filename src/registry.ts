@@ -64,6 +64,8 @@ export class JobRegistry {
   readonly #rootLock: RootLock;
   /** Each open job's share of the root lock, given back when it is no longer open. */
   readonly #rootShares = new Map<JobClient, RootLockShare>();
+  /** Jobs whose attach timed out, until the thread has let go of the file (see attach). */
+  readonly #lettingGo = new Map<string, Promise<void>>();
 
   constructor(rootDir: string, options: Required<PersistencyOptions>, emit: Emit) {
     this.#rootDir = rootDir;
@@ -87,7 +89,9 @@ export class JobRegistry {
       writeFailed,
       clock: options.clock === Date.now ? undefined : options.clock,
       attach: (jobId, pin, image, fileId, died) =>
-        this.#threads.attach({ ...this.#openRequest(jobId, image), fileId }, pin, died),
+        this.#threads.attach({ ...this.#openRequest(jobId, image), fileId }, pin, died, (p) =>
+          this.#abandoned(jobId, p),
+        ),
       resident: (client, resident) => this.#residency.set(client, resident),
       takeFailures: (jobId) => this.#failures.take(jobId),
       recordFailures: (jobId, count, first) => this.#failures.record(jobId, count, first),
@@ -283,7 +287,7 @@ export class JobRegistry {
     const opened = await client.open();
     this.#opening--;
     if (opened.isErr()) {
-      share?.release();
+      this.#releaseShare(id, share);
       this.#threads.unpin(pin);
       if (image !== undefined) this.#images.set(id, image);
       return err(opened.error);
@@ -303,8 +307,26 @@ export class JobRegistry {
     client.forgotten = true;
     this.#openJobs--;
     this.#threads.unpin(client.pin);
-    this.#rootShares.get(client)?.release();
+    this.#releaseShare(id, this.#rootShares.get(client));
     this.#rootShares.delete(client);
+  }
+
+  /** An attach of job `id` timed out: its thread may use the file until `lettingGo`. */
+  #abandoned(id: string, lettingGo: Promise<void>): void {
+    const all = Promise.all([this.#lettingGo.get(id), lettingGo]).then(() => {
+      if (this.#lettingGo.get(id) === all) this.#lettingGo.delete(id);
+    });
+    this.#lettingGo.set(id, all);
+  }
+
+  /**
+   * Give back a job's share of the root lock, once no thread that timed out opening the
+   * job can still be using its file: another owner must not find it in use.
+   */
+  #releaseShare(id: string, share: RootLockShare | undefined): void {
+    const lettingGo = this.#lettingGo.get(id);
+    if (lettingGo === undefined) share?.release();
+    else void lettingGo.then(() => share?.release());
   }
 
   /** The id of every job of the root, open or not, sorted (see Persistency.listJobs). */
@@ -335,6 +357,7 @@ export class JobRegistry {
       this.#emit('jobClosed', { jobId: id, dropped: true });
       return ok(undefined);
     }
+    await this.#lettingGo.get(id); // a thread that timed out opening the job may create it
     const dbPath = jobDbPath(this.#rootDir, stem);
     const linked = linkedJobFile(dbPath);
     if (linked !== undefined) return err(fromErrorInfo(linked));

@@ -92,12 +92,14 @@ export class WorkerThreads {
 
   /**
    * Open a job on a thread: its own (`pin` undefined) or pool thread `pin`. Resolves once
-   * the thread has opened the file, or with why it could not.
+   * the thread has opened the file, or with why it could not. An attach that times out
+   * tells `abandoned` when the thread, which may still open the file, has let go of it.
    */
   attach(
     req: OpenRequest,
     pin: number | undefined,
     died: OnThreadDeath,
+    abandoned?: (lettingGo: Promise<void>) => void,
   ): Promise<Result<Attachment, PersistencyError>> {
     if (this.#closing) {
       return Promise.resolve(err(new PersistencyError('Closed', 'the Persistency is closing')));
@@ -123,11 +125,13 @@ export class WorkerThreads {
       let settled = false;
       /** The thread said why it could not open (its exit is not a death then). */
       let openFailed = false;
+      /** Set when the attach timed out: called once the thread has let go of the file. */
+      let letGo: (() => void) | undefined;
       const finish = (r: Result<Attachment, PersistencyError>) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        if (r.isErr()) thread.jobs.delete(onDeath);
+        if (r.isErr() && letGo === undefined) thread.jobs.delete(onDeath);
         // Whatever failed (SQLite could not open, a thread could not load its modules),
         // running out of descriptors is reported as such.
         settle(r.mapErr(explainFdExhaustion));
@@ -170,7 +174,16 @@ export class WorkerThreads {
           finish(ok({ ...attachment, file: m.file, fileId: m.fileId }));
         }
       };
+      const lettingGo = () => {
+        thread.jobs.delete(onDeath);
+        port1.close();
+        letGo?.();
+      };
       const onDeath: OnThreadDeath = (error) => {
+        if (letGo !== undefined) {
+          lettingGo();
+          return;
+        }
         if (handler !== undefined) {
           died(error);
           return;
@@ -191,8 +204,19 @@ export class WorkerThreads {
       };
       thread.jobs.add(onDeath);
       const timer = setTimeout(() => {
-        // The thread may still open the file: have it close again at once.
+        if (openFailed) return; // the thread's exit ends the attach with its reason
+        // The thread may still open the file: have it close it again at once, and say when
+        // it has (closed, could not open, or died), so the file is not given up before.
         port1.postMessage({ t: 'close' });
+        port1.unref();
+        abandoned?.(
+          new Promise((resolve) => {
+            letGo = resolve;
+          }),
+        );
+        handler = (m) => {
+          if (!(m instanceof Uint8Array) && (m.t === 'closed' || m.t === 'openFailed')) lettingGo();
+        };
         const message = `job worker for ${req.dbPath} was not ready within ${this.#openTimeoutMs} ms`;
         finish(err(new PersistencyError('Timeout', message)));
       }, this.#openTimeoutMs);

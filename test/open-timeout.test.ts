@@ -43,7 +43,11 @@ describe.each(FILE_MODES)('an open that timed out (%s)', (_name, _memory, option
     };
   }
 
-  it('keeps the root owned until the thread has let go of the file', async () => {
+  /**
+   * Job 'j' locked, and an instance whose openJob of it timed out: its thread waits for the
+   * lock (for up to busyTimeoutMs) and may still open the file.
+   */
+  async function timedOutOpen() {
     const { dir, file } = await rootWithJob();
     const held = lock(file);
     const p = unwrap(
@@ -51,6 +55,11 @@ describe.each(FILE_MODES)('an open that timed out (%s)', (_name, _memory, option
     );
     const timedOut = await p.openJob('j');
     expect(timedOut.isErr() && timedOut.error.kind).toBe('Timeout');
+    return { dir, file, held, p };
+  }
+
+  it('keeps the root owned until the thread has let go of the file', async () => {
+    const { dir, held, p } = await timedOutOpen();
     expect(p.stats().openJobs).toBe(0);
 
     // The thread waits for the lock and may open the file yet: no other owner meanwhile.
@@ -71,13 +80,7 @@ describe.each(FILE_MODES)('an open that timed out (%s)', (_name, _memory, option
   });
 
   it('has a drop of the job wait for the thread before it deletes the files', async () => {
-    const { dir, file } = await rootWithJob();
-    const held = lock(file);
-    const p = unwrap(
-      Persistency.open(dir, { ...options, openTimeoutMs: 50, busyTimeoutMs: 60_000 }),
-    );
-    const timedOut = await p.openJob('j');
-    expect(timedOut.isErr() && timedOut.error.kind).toBe('Timeout');
+    const { dir, file, held, p } = await timedOutOpen();
     let settled = false;
     const dropped = (async () => {
       const r = await p.dropJob('j');

@@ -207,8 +207,7 @@ export class WorkerThreads {
         if (openFailed) return; // the thread's exit ends the attach with its reason
         // The thread may still open the file: have it close it again at once, and say when
         // it has (closed, could not open, or died), so the file is not given up before.
-        port1.postMessage({ t: 'close' });
-        port1.unref();
+        port1.postMessage({ t: 'close' }); // the port keeps the process up until it has
         abandoned?.(
           new Promise((resolve) => {
             letGo = resolve;

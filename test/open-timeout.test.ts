@@ -3,10 +3,14 @@
  * still open the job's file afterwards. Until that thread has let go of the file, the root
  * stays owned (another owner gets `Busy`, not a file in use) and a drop waits; then the
  * job opens elsewhere with its data. The open is held up by a connection of this process
- * that keeps the job's file locked (a rollback-journal EXCLUSIVE transaction).
+ * that keeps the job's file locked (a rollback-journal EXCLUSIVE transaction). A process
+ * stays up for what waits on such a thread and then exits cleanly (child processes).
  */
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency } from '../src/index.js';
@@ -99,3 +103,54 @@ describe.each(FILE_MODES)('an open that timed out (%s)', (_name, _memory, option
     await p.close();
   });
 });
+
+const run = promisify(execFile);
+const FIXTURE = fileURLToPath(new URL('./fixtures/open-timeout-exit.ts', import.meta.url));
+
+/** Run the fixture: its exit code and the JSON lines it printed. */
+async function child(mode: string, what: string): Promise<{ code: unknown; lines: unknown[] }> {
+  const args = ['--import', 'tsx', FIXTURE, tempDir(), mode, what];
+  const cwd = fileURLToPath(new URL('..', import.meta.url));
+  let stdout: string;
+  let code: unknown = 0;
+  try {
+    ({ stdout } = await run(process.execPath, args, { cwd, timeout: 60_000 }));
+  } catch (e) {
+    const x = e as { code?: unknown; signal?: unknown; stdout?: string };
+    code = x.signal ?? x.code;
+    stdout = x.stdout ?? '';
+  }
+  return {
+    code,
+    lines: stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l)),
+  };
+}
+
+// The thread that timed out gives up after busyTimeoutMs (the lock is never lifted): until
+// then the process must not end, and then it must end without an abort.
+describe.each(['per-job', '2'])(
+  'a process with an open that timed out (workerThreads %s)',
+  (mode) => {
+    it.concurrent('waits for an awaited dropJob, which deletes the files', async () => {
+      expect(await child(mode, 'drop')).toEqual({
+        code: 0,
+        lines: [{ open: 'Timeout' }, { drop: 'ok', files: [] }],
+      });
+    });
+
+    it.concurrent('waits for close() while a drop is pending', async () => {
+      expect(await child(mode, 'drop-close')).toEqual({
+        code: 0,
+        lines: [{ open: 'Timeout' }, { closed: true }],
+      });
+    });
+
+    it.concurrent('exits cleanly after a reattach that timed out', async () => {
+      expect(await child(mode, 'reattach')).toEqual({ code: 0, lines: [{ get: 'Timeout' }] });
+    });
+  },
+);

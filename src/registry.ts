@@ -60,7 +60,10 @@ export class JobRegistry {
   #opening = 0;
   #reopened = 0;
   #closed = false;
-  /** The root's owner lock: held while a job is opening or open (released or not), or a drop runs. */
+  /**
+   * The root's owner lock: held while a job is opening or open (released or not), a drop
+   * runs, or a thread whose open timed out may still use a job's file.
+   */
   readonly #rootLock: RootLock;
   /** Each open job's share of the root lock, given back when it is no longer open. */
   readonly #rootShares = new Map<JobClient, RootLockShare>();

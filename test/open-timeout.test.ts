@@ -6,14 +6,12 @@
  * that keeps the job's file locked (a rollback-journal EXCLUSIVE transaction). A process
  * stays up for what waits on such a thread and then exits cleanly (child processes).
  */
-import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { key, Persistency } from '../src/index.js';
+import { Child, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { FILE_MODES } from './support/modes.js';
 
@@ -104,30 +102,13 @@ describe.each(FILE_MODES)('an open that timed out (%s)', (_name, _memory, option
   });
 });
 
-const run = promisify(execFile);
-const FIXTURE = fileURLToPath(new URL('./fixtures/open-timeout-exit.ts', import.meta.url));
+afterAll(stopChildren); // not afterEach: the tests below run side by side
 
-/** Run the fixture: its exit code and the JSON lines it printed. */
+/** Run the fixture: its exit code (or signal) and the JSON lines it printed. */
 async function child(mode: string, what: string): Promise<{ code: unknown; lines: unknown[] }> {
-  const args = ['--import', 'tsx', FIXTURE, tempDir(), mode, what];
-  const cwd = fileURLToPath(new URL('..', import.meta.url));
-  let stdout: string;
-  let code: unknown = 0;
-  try {
-    ({ stdout } = await run(process.execPath, args, { cwd, timeout: 60_000 }));
-  } catch (e) {
-    const x = e as { code?: unknown; signal?: unknown; stdout?: string };
-    code = x.signal ?? x.code;
-    stdout = x.stdout ?? '';
-  }
-  return {
-    code,
-    lines: stdout
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l)),
-  };
+  const c = new Child('open-timeout-exit.ts', [tempDir(), mode, what]);
+  const exit = await c.closed;
+  return { code: exit.signal ?? exit.code, lines: c.lines.map((l) => JSON.parse(l)) };
 }
 
 // The thread that timed out gives up after busyTimeoutMs (the lock is never lifted): until

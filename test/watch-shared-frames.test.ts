@@ -123,18 +123,20 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
   it('copies the changes out of a frame they point to little of, so a waiting change does not hold it', async () => {
     const { p, job } = await open();
     const feed = job.watch('c', prefixRange(key('r')));
-    // Each turn: 20,000 small puts out of the watched range, then 10 in it.
+    // Each turn: 20,000 small puts out of the watched range, then 70 in it (a run the
+    // worker writes with one statement among them, whatever the alignment).
     const small = new Uint8Array(8);
+    const IN = 70;
     for (let turn = 0; turn < 3; turn++) {
       for (let i = 0; i < 20_000; i++) job.persistPut('c', key('s', turn, i), small);
-      for (let i = 0; i < 10; i++) job.persistPut('c', key('r', turn, i), bytesOf(i, turn));
+      for (let i = 0; i < IN; i++) job.persistPut('c', key('r', turn, i), bytesOf(i, turn));
       await endOfTurn();
     }
     unwrap(await job.flush());
-    const seen = await take(feed, 30);
+    const seen = await take(feed, 3 * IN);
     expect(seen.map(plain)).toEqual(
-      Array.from({ length: 30 }, (_, n) =>
-        put(['r', Math.floor(n / 10), n % 10], bytesOf(n % 10, Math.floor(n / 10))),
+      Array.from({ length: 3 * IN }, (_, n) =>
+        put(['r', Math.floor(n / IN), n % IN], bytesOf(n % IN, Math.floor(n / IN))),
       ),
     );
     expect(inSharedFrames(seen)).toBe(0);

@@ -7,18 +7,29 @@
  *     (kind PUT: a row written; DELETE: a row removed; PREFIX: rows under `key` removed;
  *     PUT_REF: a row written whose `u32 keyLen, key, u32 payloadLen, payload` are in a
  *     frame in shared memory, the record's 8-byte "key" saying where: u32 frame (in the
- *     message's `changeFrames`), u32 offset)
+ *     message's `changeFrames`), u32 offset; PUT_RUN: `count` rows written by as many
+ *     batches of one put in a row in such a frame, its 12-byte "key" being u32 frame,
+ *     u32 offset of the first batch, u32 count)
  *   u32 COMMIT_END: the changes before it (since the last one) were one commit's
  *
- * PUT_REF spares the worker copying every payload of a watched bulk write into new memory.
+ * PUT_REF spares the worker copying every payload of a watched bulk write into new memory;
+ * PUT_RUN spares it a record per put of the runs it writes with one statement.
  */
 import { adoptKey, type Key } from '../keys.js';
 import { readU32 } from './bytes.js';
+import { singlePutAt } from './request-reader.js';
 
-export const ChangeKind = { Put: 1, Delete: 2, Prefix: 3, PutRef: 4 } as const;
+export const ChangeKind = { Put: 1, Delete: 2, Prefix: 3, PutRef: 4, PutRun: 5 } as const;
 /** The bytes of a PUT_REF record's body: u32 frame, u32 offset. */
 export const PUT_REF_BYTES = 8;
+/** The bytes of a PUT_RUN record's body: u32 frame, u32 offset, u32 count. */
+export const PUT_RUN_BYTES = 12;
 export const COMMIT_END = 0xffff_ffff;
+
+/** How many changes the record at `p` of `bytes` stands for (not COMMIT_END). */
+export function changesIn(bytes: Uint8Array, p: number): number {
+  return bytes[p + 4] === ChangeKind.PutRun ? readU32(bytes, p + 17) : 1;
+}
 
 /**
  * One committed change in a watched range: a row written (`payload`), a row removed
@@ -88,6 +99,10 @@ export class CommitChanges {
         p = recordEnd(bytes, at);
         if (readU32(bytes, at) !== this.#watch) continue;
         const kind = bytes[at + 4] as number;
+        if (kind === ChangeKind.PutRun) {
+          readRun(this.#frames[readU32(bytes, at + 9)] as Uint8Array, bytes, at, out);
+          continue;
+        }
         let src = bytes;
         let keyAt = at + 9;
         if (kind === ChangeKind.PutRef) {
@@ -109,6 +124,19 @@ export class CommitChanges {
       }
     }
     return out;
+  }
+}
+
+/** The changes of the PUT_RUN record at `at` of `bytes`, its batches in `frame`, onto `out`. */
+function readRun(frame: Uint8Array, bytes: Uint8Array, at: number, out: Change[]): void {
+  let p = readU32(bytes, at + 13);
+  for (let n = readU32(bytes, at + 17); n > 0; n--) {
+    const put = singlePutAt(frame, p);
+    out.push({
+      key: adoptKey(frame.subarray(put.keyAt, put.keyEnd)),
+      payload: frame.subarray(put.keyEnd + 4, put.end),
+    });
+    p = put.end;
   }
 }
 
@@ -144,7 +172,7 @@ export function splitChanges(
         from = { chunk: c, pos: p };
         continue;
       }
-      run++;
+      run += changesIn(bytes, p);
       p = recordEnd(bytes, p);
     }
   }

@@ -207,7 +207,7 @@ export type FromWorker =
       readonly attached: readonly Uint8Array[];
       /** Committed changes for the job's watchers, in chunks (src/protocol/changes.ts). */
       readonly changes?: Uint8Array[] | undefined;
-      /** The shared frames that PUT_REF change records point into (posted, not copied). */
+      /** The shared frames that PUT_REF and PUT_RUN change records point into (posted, not copied). */
       readonly changeFrames?: readonly Uint8Array[] | undefined;
     }
   | {

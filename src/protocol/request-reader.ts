@@ -212,6 +212,20 @@ export function singleOpEnd(buf: Uint8Array, p: number, kind: number): number {
 }
 
 /**
+ * Where the key (`keyAt` to `keyEnd`, after its u32 length) and the payload (after its u32
+ * length, to `end`) of the batch of one put at `p` are; `end` is also where the batch ends.
+ */
+export function singlePutAt(
+  buf: Uint8Array,
+  p: number,
+): { keyAt: number; keyEnd: number; end: number } {
+  // u32 opCount, u8 kind, u16 catLen, cat, u32 keyLen, then the key.
+  const keyAt = p + BATCH_HEADER + 11 + (((buf[p + 10] as number) << 8) | (buf[p + 11] as number));
+  const keyEnd = keyAt + readU32(buf, keyAt - 4);
+  return { keyAt, keyEnd, end: keyEnd + 4 + readU32(buf, keyEnd) };
+}
+
+/**
  * The key of the Get record of category `cat` that starts at `p` (a view into the frame,
  * ending where the record ends), or undefined when no such record is there.
  */

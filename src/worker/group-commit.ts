@@ -168,15 +168,18 @@ export class GroupCommit {
     }
     counters.settle(true);
     if (this.#watches.active) {
-      const frame = kind === OpKind.Put ? buf : undefined; // a sum is not in the frame
-      for (let i = 0; i < PUT_RUN; i++)
-        this.#watches.put(
-          args[i * 3] as Uint8Array,
-          args[i * 3 + 1] as Uint8Array,
-          args[i * 3 + 2] as Uint8Array,
-          frame,
-          this.#runAt[i],
-        );
+      if (kind === OpKind.Put) this.#watches.putRun(args, this.#runAt, PUT_RUN, buf, at, p);
+      else
+        for (
+          let i = 0;
+          i < PUT_RUN;
+          i++ // a sum is not in the frame
+        )
+          this.#watches.put(
+            args[i * 3] as Uint8Array,
+            args[i * 3 + 1] as Uint8Array,
+            args[i * 3 + 2] as Uint8Array,
+          );
     }
     return true;
   }

@@ -5,7 +5,14 @@
  */
 import { compareBytes } from '../codec/key.js';
 import { readU32 } from '../protocol/bytes.js';
-import { ChangeKind, COMMIT_END, PUT_REF_BYTES, recordEnd } from '../protocol/changes.js';
+import {
+  ChangeKind,
+  COMMIT_END,
+  PUT_REF_BYTES,
+  PUT_RUN_BYTES,
+  recordEnd,
+} from '../protocol/changes.js';
+import { singlePutAt } from '../protocol/request-reader.js';
 import { ChangeLog, writeU32 } from './change-log.js';
 
 type Bytes = Uint8Array;
@@ -81,30 +88,75 @@ export class Watches {
   put(category: Bytes, key: Bytes, payload: Bytes, frame?: Bytes, at = 0): void {
     for (const w of this.#list) {
       if (!Watches.#inRange(w, category, key)) continue;
-      const out = this.#log;
       const index = frame === undefined ? -1 : this.#sharedFrame(frame);
-      if (index >= 0) {
-        out.room(9 + PUT_REF_BYTES);
+      this.#put(w.id, key, payload, index, at);
+    }
+  }
+
+  /**
+   * A run of `count` batches of one put each, from `at` to `end` of `frame`, written (the
+   * category, key and payload of put i in `args[3i..3i+2]`, its key at `keyAts[i]`): one
+   * PUT_RUN record for a watch that covers the whole run of a shared frame, else one per put.
+   */
+  putRun(
+    args: readonly Bytes[],
+    keyAts: readonly number[],
+    count: number,
+    frame: Bytes,
+    at: number,
+    end: number,
+  ): void {
+    const index = this.#sharedFrame(frame);
+    for (const w of this.#list) {
+      let covered = 0;
+      for (let i = 0; i < count; i++)
+        if (Watches.#inRange(w, args[i * 3] as Bytes, args[i * 3 + 1] as Bytes)) covered++;
+      if (covered === count && index >= 0) {
+        const out = this.#log;
+        out.room(9 + PUT_RUN_BYTES);
         const buf = out.buf;
         let p = writeU32(buf, out.pos, w.id);
-        buf[p++] = ChangeKind.PutRef;
-        p = writeU32(buf, p, PUT_REF_BYTES);
+        buf[p++] = ChangeKind.PutRun;
+        p = writeU32(buf, p, PUT_RUN_BYTES);
         p = writeU32(buf, p, index);
-        out.pos = writeU32(buf, p, this.#lastBase + at);
-        this.#refBytes[index] = (this.#refBytes[index] as number) + 8 + key.length + payload.length;
+        p = writeU32(buf, p, this.#lastBase + at);
+        out.pos = writeU32(buf, p, count);
+        this.#refBytes[index] = (this.#refBytes[index] as number) + end - at;
         continue;
       }
-      // The whole record at once: one bounds check, then the bytes.
-      out.room(13 + key.length + payload.length);
-      const buf = out.buf;
-      let p = writeU32(buf, out.pos, w.id);
-      buf[p++] = ChangeKind.Put;
-      p = writeU32(buf, p, key.length);
-      buf.set(key, p);
-      p = writeU32(buf, p + key.length, payload.length);
-      buf.set(payload, p);
-      out.pos = p + payload.length;
+      if (covered === 0) continue;
+      for (let i = 0; i < count; i++) {
+        const key = args[i * 3 + 1] as Bytes;
+        if (Watches.#inRange(w, args[i * 3] as Bytes, key))
+          this.#put(w.id, key, args[i * 3 + 2] as Bytes, index, keyAts[i] as number);
+      }
     }
+  }
+
+  /** A put's record for watch `id`: a PUT_REF into frame `index` at `at`, or (-1) a copy. */
+  #put(id: number, key: Bytes, payload: Bytes, index: number, at: number): void {
+    const out = this.#log;
+    if (index >= 0) {
+      out.room(9 + PUT_REF_BYTES);
+      const buf = out.buf;
+      let p = writeU32(buf, out.pos, id);
+      buf[p++] = ChangeKind.PutRef;
+      p = writeU32(buf, p, PUT_REF_BYTES);
+      p = writeU32(buf, p, index);
+      out.pos = writeU32(buf, p, this.#lastBase + at);
+      this.#refBytes[index] = (this.#refBytes[index] as number) + 8 + key.length + payload.length;
+      return;
+    }
+    // The whole record at once: one bounds check, then the bytes.
+    out.room(13 + key.length + payload.length);
+    const buf = out.buf;
+    let p = writeU32(buf, out.pos, id);
+    buf[p++] = ChangeKind.Put;
+    p = writeU32(buf, p, key.length);
+    buf.set(key, p);
+    p = writeU32(buf, p + key.length, payload.length);
+    buf.set(payload, p);
+    out.pos = p + payload.length;
   }
 
   delete(category: Bytes, key: Bytes): void {
@@ -227,8 +279,8 @@ export class Watches {
 const EMPTY = new Uint8Array(0);
 
 /**
- * `chunks` with each PUT_REF record into a frame that `kept` no longer holds (EMPTY) made
- * a PUT record of the bytes it points to in `frames`.
+ * `chunks` with each PUT_REF or PUT_RUN record into a frame that `kept` no longer holds
+ * (EMPTY) made PUT records of the bytes it points to in `frames`.
  */
 function copyOut(
   chunks: readonly Uint8Array[],
@@ -236,28 +288,37 @@ function copyOut(
   kept: readonly Uint8Array[],
 ): Uint8Array[] {
   const out = new ChangeLog();
+  /** A PUT record of `bytes`'s `u32 keyLen, key, u32 payloadLen, payload` for `watch`. */
+  const put = (watch: Uint8Array, bytes: Uint8Array): void => {
+    out.room(5 + bytes.length);
+    out.buf.set(watch, out.pos);
+    out.buf[out.pos + 4] = ChangeKind.Put;
+    out.buf.set(bytes, out.pos + 5);
+    out.pos += 5 + bytes.length;
+  };
   for (const bytes of chunks) {
     for (let p = 0; p < bytes.length; ) {
       const end = recordEnd(bytes, p);
-      if (readU32(bytes, p) !== COMMIT_END && bytes[p + 4] === ChangeKind.PutRef) {
-        const frame = readU32(bytes, p + 9);
-        if (kept[frame] === EMPTY) {
-          const from = frames[frame] as Uint8Array;
-          const at = readU32(bytes, p + 13);
+      const kind = readU32(bytes, p) === COMMIT_END ? 0 : bytes[p + 4];
+      const refers = kind === ChangeKind.PutRef || kind === ChangeKind.PutRun;
+      if (refers && kept[readU32(bytes, p + 9)] === EMPTY) {
+        const from = frames[readU32(bytes, p + 9)] as Uint8Array;
+        const watch = bytes.subarray(p, p + 4);
+        let at = readU32(bytes, p + 13);
+        if (kind === ChangeKind.PutRef) {
           const keyEnd = at + 4 + readU32(from, at);
-          const record = from.subarray(at, keyEnd + 4 + readU32(from, keyEnd));
-          out.room(5 + record.length);
-          out.buf.set(bytes.subarray(p, p + 4), out.pos); // the watch id
-          out.buf[out.pos + 4] = ChangeKind.Put;
-          out.buf.set(record, out.pos + 5);
-          out.pos += 5 + record.length;
-          p = end;
-          continue;
-        }
+          put(watch, from.subarray(at, keyEnd + 4 + readU32(from, keyEnd)));
+        } else
+          for (let n = readU32(bytes, p + 17); n > 0; n--) {
+            const one = singlePutAt(from, at);
+            put(watch, from.subarray(one.keyAt - 4, one.end));
+            at = one.end;
+          }
+      } else {
+        out.room(end - p);
+        out.buf.set(bytes.subarray(p, end), out.pos);
+        out.pos += end - p;
       }
-      out.room(end - p);
-      out.buf.set(bytes.subarray(p, end), out.pos);
-      out.pos += end - p;
       p = end;
     }
   }

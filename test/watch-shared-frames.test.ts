@@ -161,6 +161,31 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     await p.close();
   });
 
+  it('reads runs of puts in categories of every length, empty payloads among them', async () => {
+    const { p, job } = await open();
+    // Category lengths around the u16 length's low byte and past it (multibyte text too).
+    const categories = ['x', 'y'.repeat(255), 'z'.repeat(256), 'é'.repeat(300)];
+    const feeds = categories.map((c) => job.watch(c, prefixRange(key('r'))));
+    const rows = 400; // runs of 32 in each turn's frame, over the copy limit: shared
+    for (const [n, c] of categories.entries()) {
+      for (let i = 0; i < rows; i++)
+        job.persistPut(c, key('r', i), i % 7 === 0 ? new Uint8Array(0) : bytesOf(i, n));
+      await endOfTurn();
+    }
+    unwrap(await job.flush());
+    for (const [n, feed] of feeds.entries()) {
+      const seen = await take(feed, rows);
+      expect(seen.map(plain)).toEqual(
+        Array.from({ length: rows }, (_, i) =>
+          put(['r', i], i % 7 === 0 ? new Uint8Array(0) : bytesOf(i, n)),
+        ),
+      );
+      expect(inSharedFrames(seen)).toBe(rows);
+      await feed.return?.();
+    }
+    await p.close();
+  });
+
   it('tells two watches of one frame each its own range', async () => {
     const { p, job } = await open();
     const all = job.watch('c', prefixRange(key('r')));

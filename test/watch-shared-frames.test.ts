@@ -17,6 +17,10 @@ import {
   toPayload,
 } from '../src/index.js';
 import { injectFault } from '../src/job.js';
+import { ByteWriter } from '../src/protocol/bytes.js';
+import { RequestReader } from '../src/protocol/request-reader.js';
+import { writePut } from '../src/protocol/requests.js';
+import { Watches } from '../src/worker/watches.js';
 import { hex, plain } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES } from './support/modes.js';
@@ -48,6 +52,37 @@ const inSharedFrames = (changes: readonly Change[]): number =>
   changes.filter((c) => 'key' in c && c.payload?.buffer instanceof SharedArrayBuffer).length;
 
 const endOfTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('runs of puts in the worker (Watches.putRun)', () => {
+  const enc = new TextEncoder();
+  /** A shared frame of 32 single-put batches in `cat`, recorded as a run and committed. */
+  function run(watches: Watches, cat: string) {
+    const w = new ByteWriter(64);
+    for (let i = 0; i < 32; i++) writePut(w, enc.encode(cat), new Uint8Array([i]), bytesOf(i));
+    const frame = new Uint8Array(new SharedArrayBuffer(w.pos));
+    frame.set(w.buf.subarray(0, w.pos));
+    const r = new RequestReader(frame);
+    const args: Uint8Array[] = [];
+    const keyAts: number[] = [];
+    for (let i = 0; i < 32; i++) {
+      r.reopen(r.pos);
+      r.op();
+      args.push(r.cat, r.key, r.stop);
+      keyAts.push(r.keyAt);
+    }
+    watches.putRun(args, keyAts, 32, frame, 0);
+    watches.commit();
+    return watches.take();
+  }
+
+  it('keeps no frame of a run that no watch covers', () => {
+    const watches = new Watches();
+    watches.open(1, enc.encode('a'), new Uint8Array(0), new Uint8Array(0));
+    for (let n = 0; n < 100; n++) expect(run(watches, 'b')).toBeUndefined();
+    // The first change told hands over the one frame it points into, not the 100 before.
+    expect(run(watches, 'a')?.frames).toHaveLength(1);
+  });
+});
 
 describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, memory, options) => {
   async function open(): Promise<{ p: Persistency; job: Job }> {
@@ -144,6 +179,29 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     await p.close();
   });
 
+  it('copies out the changes of runs in a long category that point to little of their frame', async () => {
+    const { p, job } = await open();
+    const cat = 'L'.repeat(4000); // the batches' headers are most of the run's bytes
+    const feed = job.watch(cat, prefixRange(key('r')));
+    const IN = 100;
+    const small = new Uint8Array(8);
+    for (let turn = 0; turn < 2; turn++) {
+      for (let i = 0; i < 10_000; i++) job.persistPut('x', key(turn, i), small);
+      for (let i = 0; i < IN; i++) job.persistPut(cat, key('r', turn, i), bytesOf(i, turn));
+      await endOfTurn();
+    }
+    unwrap(await job.flush());
+    const seen = await take(feed, 2 * IN);
+    expect(seen.map(plain)).toEqual(
+      Array.from({ length: 2 * IN }, (_, n) =>
+        put(['r', Math.floor(n / IN), n % IN], bytesOf(n % IN, Math.floor(n / IN))),
+      ),
+    );
+    expect(inSharedFrames(seen)).toBe(0);
+    await feed.return?.();
+    await p.close();
+  });
+
   it('sends frames of large payloads as ordinary transferred buffers, even while watched', async () => {
     const { p, job } = await open();
     const feed = job.watch('c', prefixRange(key('r')));
@@ -180,7 +238,9 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
           put(['r', i], i % 7 === 0 ? new Uint8Array(0) : bytesOf(i, n)),
         ),
       );
-      expect(inSharedFrames(seen)).toBe(rows);
+      // Read where the frame carried them; with the long categories, whose bytes are most of
+      // each batch, the frame may be pointed to too little and its changes copied out.
+      if (n === 0) expect(inSharedFrames(seen)).toBe(rows);
       await feed.return?.();
     }
     await p.close();

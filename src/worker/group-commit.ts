@@ -168,18 +168,16 @@ export class GroupCommit {
     }
     counters.settle(true);
     if (this.#watches.active) {
-      if (kind === OpKind.Put) this.#watches.putRun(args, this.#runAt, PUT_RUN, buf, at, p);
-      else
-        for (
-          let i = 0;
-          i < PUT_RUN;
-          i++ // a sum is not in the frame
-        )
+      if (kind === OpKind.Put) this.#watches.putRun(args, this.#runAt, PUT_RUN, buf, at);
+      else {
+        // A sum is not in the frame: each is copied.
+        for (let i = 0; i < PUT_RUN; i++)
           this.#watches.put(
             args[i * 3] as Uint8Array,
             args[i * 3 + 1] as Uint8Array,
             args[i * 3 + 2] as Uint8Array,
           );
+      }
     }
     return true;
   }

@@ -94,9 +94,9 @@ export class Watches {
   }
 
   /**
-   * A run of `count` batches of one put each, from `at` to `end` of `frame`, written (the
-   * category, key and payload of put i in `args[3i..3i+2]`, its key at `keyAts[i]`): one
-   * PUT_RUN record for a watch that covers the whole run of a shared frame, else one per put.
+   * A run of `count` batches of one put each from `at` of `frame` written (the category, key
+   * and payload of put i in `args[3i..3i+2]`, its key at `keyAts[i]`): one PUT_RUN record
+   * for a watch that covers the whole run of a shared frame, else one per put it covers.
    */
   putRun(
     args: readonly Bytes[],
@@ -104,13 +104,14 @@ export class Watches {
     count: number,
     frame: Bytes,
     at: number,
-    end: number,
   ): void {
-    const index = this.#sharedFrame(frame);
+    let index: number | undefined; // the frame is looked up (and kept) only once it is told
     for (const w of this.#list) {
       let covered = 0;
       for (let i = 0; i < count; i++)
         if (Watches.#inRange(w, args[i * 3] as Bytes, args[i * 3 + 1] as Bytes)) covered++;
+      if (covered === 0) continue;
+      index ??= this.#sharedFrame(frame);
       if (covered === count && index >= 0) {
         const out = this.#log;
         out.room(9 + PUT_RUN_BYTES);
@@ -121,10 +122,13 @@ export class Watches {
         p = writeU32(buf, p, index);
         p = writeU32(buf, p, this.#lastBase + at);
         out.pos = writeU32(buf, p, count);
-        this.#refBytes[index] = (this.#refBytes[index] as number) + end - at;
+        // What the changes keep a view of, as for PUT_REF: not the batches' headers.
+        let bytes = 0;
+        for (let i = 0; i < count; i++)
+          bytes += 8 + (args[i * 3 + 1] as Bytes).length + (args[i * 3 + 2] as Bytes).length;
+        this.#refBytes[index] = (this.#refBytes[index] as number) + bytes;
         continue;
       }
-      if (covered === 0) continue;
       for (let i = 0; i < count; i++) {
         const key = args[i * 3 + 1] as Bytes;
         if (Watches.#inRange(w, args[i * 3] as Bytes, key))

@@ -155,52 +155,34 @@ describe.each(ROOT_MODES)('watched bulk writes in shared frames (%s)', (_name, m
     await p.close();
   });
 
-  it('copies the changes out of a frame they point to little of, so a waiting change does not hold it', async () => {
-    const { p, job } = await open();
-    const feed = job.watch('c', prefixRange(key('r')));
-    // Each turn: 20,000 small puts out of the watched range, then 70 in it (a run the
-    // worker writes with one statement among them, whatever the alignment).
-    const small = new Uint8Array(8);
-    const IN = 70;
-    for (let turn = 0; turn < 3; turn++) {
-      for (let i = 0; i < 20_000; i++) job.persistPut('c', key('s', turn, i), small);
-      for (let i = 0; i < IN; i++) job.persistPut('c', key('r', turn, i), bytesOf(i, turn));
-      await endOfTurn();
-    }
-    unwrap(await job.flush());
-    const seen = await take(feed, 3 * IN);
-    expect(seen.map(plain)).toEqual(
-      Array.from({ length: 3 * IN }, (_, n) =>
-        put(['r', Math.floor(n / IN), n % IN], bytesOf(n % IN, Math.floor(n / IN))),
-      ),
-    );
-    expect(inSharedFrames(seen)).toBe(0);
-    await feed.return?.();
-    await p.close();
-  });
-
-  it('copies out the changes of runs in a long category that point to little of their frame', async () => {
-    const { p, job } = await open();
-    const cat = 'L'.repeat(4000); // the batches' headers are most of the run's bytes
-    const feed = job.watch(cat, prefixRange(key('r')));
-    const IN = 100;
-    const small = new Uint8Array(8);
-    for (let turn = 0; turn < 2; turn++) {
-      for (let i = 0; i < 10_000; i++) job.persistPut('x', key(turn, i), small);
-      for (let i = 0; i < IN; i++) job.persistPut(cat, key('r', turn, i), bytesOf(i, turn));
-      await endOfTurn();
-    }
-    unwrap(await job.flush());
-    const seen = await take(feed, 2 * IN);
-    expect(seen.map(plain)).toEqual(
-      Array.from({ length: 2 * IN }, (_, n) =>
-        put(['r', Math.floor(n / IN), n % IN], bytesOf(n % IN, Math.floor(n / IN))),
-      ),
-    );
-    expect(inSharedFrames(seen)).toBe(0);
-    await feed.return?.();
-    await p.close();
-  });
+  // Each turn: many small puts out of the watched range, then some in it (a run the worker
+  // writes with one statement among them, whatever the alignment).
+  it.each([
+    ['among writes out of its range', 'c', 3, 20_000, 70],
+    ['of runs in a long category (most of each batch)', 'L'.repeat(4000), 2, 10_000, 100],
+  ])(
+    'copies out the changes %s that point to little of their frame, so a waiting change does not hold it',
+    async (_what, cat, turns, others, IN) => {
+      const { p, job } = await open();
+      const feed = job.watch(cat, prefixRange(key('r')));
+      const small = new Uint8Array(8);
+      for (let turn = 0; turn < turns; turn++) {
+        for (let i = 0; i < others; i++) job.persistPut('c', key('s', turn, i), small);
+        for (let i = 0; i < IN; i++) job.persistPut(cat, key('r', turn, i), bytesOf(i, turn));
+        await endOfTurn();
+      }
+      unwrap(await job.flush());
+      const seen = await take(feed, turns * IN);
+      expect(seen.map(plain)).toEqual(
+        Array.from({ length: turns * IN }, (_, n) =>
+          put(['r', Math.floor(n / IN), n % IN], bytesOf(n % IN, Math.floor(n / IN))),
+        ),
+      );
+      expect(inSharedFrames(seen)).toBe(0);
+      await feed.return?.();
+      await p.close();
+    },
+  );
 
   it('sends frames of large payloads as ordinary transferred buffers, even while watched', async () => {
     const { p, job } = await open();

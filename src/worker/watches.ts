@@ -107,9 +107,16 @@ export class Watches {
   ): void {
     let index: number | undefined; // the frame is looked up (and kept) only once it is told
     for (const w of this.#list) {
+      // The puts the watch covers, and the bytes their changes would keep a view of (as for
+      // PUT_REF: not the batches' headers).
       let covered = 0;
-      for (let i = 0; i < count; i++)
-        if (Watches.#inRange(w, args[i * 3] as Bytes, args[i * 3 + 1] as Bytes)) covered++;
+      let bytes = 0;
+      for (let i = 0; i < count; i++) {
+        const key = args[i * 3 + 1] as Bytes;
+        if (!Watches.#inRange(w, args[i * 3] as Bytes, key)) continue;
+        covered++;
+        bytes += 8 + key.length + (args[i * 3 + 2] as Bytes).length;
+      }
       if (covered === 0) continue;
       index ??= this.#sharedFrame(frame);
       if (covered === count && index >= 0) {
@@ -122,10 +129,6 @@ export class Watches {
         p = writeU32(buf, p, index);
         p = writeU32(buf, p, this.#lastBase + at);
         out.pos = writeU32(buf, p, count);
-        // What the changes keep a view of, as for PUT_REF: not the batches' headers.
-        let bytes = 0;
-        for (let i = 0; i < count; i++)
-          bytes += 8 + (args[i * 3 + 1] as Bytes).length + (args[i * 3 + 2] as Bytes).length;
         this.#refBytes[index] = (this.#refBytes[index] as number) + bytes;
         continue;
       }

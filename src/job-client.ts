@@ -298,13 +298,10 @@ export class JobClient {
   /** The port closed after `closed` or `released`: let go of the thread. */
   #detached(m: Extract<FromWorker, { t: 'closed' | 'released' }>): void {
     // The worker's count of failed writes goes on in the ledger, for the next flush.
-    const unflushed = m.unflushed === undefined ? undefined : fromErrorInfo(m.unflushed);
-    if (unflushed !== undefined)
-      this.#host.recordFailures(
-        this.#id,
-        unflushed.count ?? 1,
-        unflushed.cause as PersistencyError,
-      );
+    if (m.unflushed !== undefined) {
+      const failed = fromErrorInfo(m.unflushed);
+      this.#host.recordFailures(this.#id, failed.count ?? 1, failed.cause as PersistencyError);
+    }
     const exited = this.#link.detach();
     this.#host.resident(this, false);
     if (m.t === 'released') {

@@ -13,7 +13,6 @@ import { codeOf, PersistencyError } from './errors.js';
 import { linkedJobFile } from './file-identity.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
-import { MAX_BATCH_OPS } from './job-writes.js';
 import { describe } from './keys.js';
 import {
   adoptLegacyJobFile,
@@ -28,9 +27,9 @@ import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
 import { Residency } from './residency.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
-import type { PersistencyEvents, PersistencyOptions, PersistencyStats, TxOp } from './types.js';
+import type { PersistencyEvents, PersistencyOptions, PersistencyStats } from './types.js';
 import { pollSettings } from './worker/spawn.js';
-import { FailureLedger } from './write-failures.js';
+import { FailureLedger, listedOps } from './write-failures.js';
 
 type Emit = <K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]) => void;
 
@@ -203,28 +202,16 @@ export class JobRegistry {
   }
 
   readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count, counted) => {
-    let listed: readonly TxOp[] = [];
-    let n = count;
-    try {
-      // `ops` may be whatever a caller passed (a proxy can make even isArray throw): report
-      // a plain copy of it, or no ops at all. Copied element by element, and only up to a
-      // batch's limit: `slice` on a sparse array of length 2^32-1 would stall the event
-      // loop for a minute.
-      const length: unknown = Array.isArray(ops) ? ops.length : undefined;
-      if (typeof length === 'number' && Number.isSafeInteger(length) && length >= 0) {
-        n ??= length;
-        if (length <= MAX_BATCH_OPS) {
-          const copy: TxOp[] = new Array(length);
-          for (let i = 0; i < length; i++) copy[i] = ops[i] as TxOp;
-          listed = copy;
-        }
-      }
-    } catch {
-      listed = [];
-    }
+    const listed = listedOps(ops);
     // The next flush counts the failed write (one batch, whatever its size).
     if (counted !== true) this.#failures.record(jobId, 1, error);
-    this.#emit('writeFailed', { jobId, reason, ops: listed, count: n ?? listed.length, error });
+    this.#emit('writeFailed', {
+      jobId,
+      reason,
+      ops: listed.ops,
+      count: count ?? listed.count,
+      error,
+    });
   };
 
   /** Create the root if it is missing (also when it was removed after jobs were opened). */

@@ -7,10 +7,12 @@
  */
 import { err, type Result } from 'neverthrow';
 import { type PersistencyError, writesFailed } from './errors.js';
+import { MAX_BATCH_OPS } from './job-writes.js';
 import type { ToWorker } from './protocol/messages.js';
 import { recordsOf } from './protocol/request-reader.js';
 import { Tag } from './protocol/requests.js';
 import type { ReplyQueue } from './reply-queue.js';
+import type { TxOp } from './types.js';
 
 /** Failed writes (batches) not yet reported by a flush: how many, the first one's error. */
 export interface Failures {
@@ -79,4 +81,27 @@ export function failUnsent(
     );
     if (record === FLUSH_TAG) sinceFlush = 0;
   });
+}
+
+/**
+ * What a `writeFailed` event lists of a batch's `ops`, which may be whatever a caller passed
+ * (a proxy can make even `isArray` throw): a plain copy and its length, or no ops at all.
+ * Copied element by element, and only up to a batch's limit: `slice` on a sparse array of
+ * length 2^32-1 would stall the event loop for a minute.
+ */
+export function listedOps(ops: unknown): { ops: readonly TxOp[]; count: number } {
+  let count = 0;
+  try {
+    const length: unknown = Array.isArray(ops) ? ops.length : undefined;
+    if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) {
+      return { ops: [], count };
+    }
+    count = length;
+    if (length > MAX_BATCH_OPS) return { ops: [], count };
+    const copy: TxOp[] = new Array(length);
+    for (let i = 0; i < length; i++) copy[i] = (ops as readonly TxOp[])[i] as TxOp;
+    return { ops: copy, count };
+  } catch {
+    return { ops: [], count };
+  }
 }

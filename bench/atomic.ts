@@ -45,10 +45,10 @@ const QUICK: Scale = {
 const REPS = 3;
 /**
  * Pairs for the write-rate ratios (persistAdd/persistPut, watcher/none): their runs take
- * half a second each, and single pairs on this shared machine spread 0.5-1.2x, so more
- * pairs make the median a measurement rather than a draw.
+ * half a second each and single pairs on this shared machine spread widely (README), so
+ * the median of many pairs makes the ratio a measurement rather than a draw.
  */
-const RATE_REPS = 7;
+const RATE_REPS = 11;
 const gc = (globalThis as { gc?: () => void }).gc;
 /** Writes issued per turn of a writer loop. */
 const CHUNK = 1000;

@@ -6,7 +6,7 @@ import { realBytes } from '../bytes.js';
 import { describe } from '../describe.js';
 import { invalidArgument } from '../errors.js';
 
-let wrapKey: (bytes: Uint8Array) => Key;
+let wrapKey: (bytes: Uint8Array, from?: number, to?: number) => Key;
 let unwrapKey: (k: Key) => Uint8Array;
 let isKey: (v: unknown) => v is Key;
 
@@ -28,20 +28,39 @@ const inspectCustom: unique symbol = Symbol.for('nodejs.util.inspect.custom');
  * ```
  */
 export class Key {
-  readonly #bytes: Uint8Array;
+  /**
+   * The bytes are `#from` to `#to` of `#bytes`. A key read from a reply or a change keeps
+   * them where they arrived until they are asked for: a view per key is a second object to
+   * allocate and, for the many keys of a large result, for the garbage collector to copy.
+   */
+  #bytes: Uint8Array;
+  #from: number;
+  readonly #to: number;
 
-  private constructor(mint: typeof MINT, bytes: Uint8Array) {
+  private constructor(mint: typeof MINT, bytes: Uint8Array, from: number, to: number) {
     if (mint !== MINT) {
       throw invalidArgument('Key has no public constructor; use key(), toKey() or rawKey()');
     }
     this.#bytes = bytes;
-    Object.freeze(this);
+    this.#from = from;
+    this.#to = to;
+    Object.freeze(this); // private fields stay writable: #view() may still make the view
   }
 
   static {
-    wrapKey = (bytes) => new Key(MINT, bytes);
-    unwrapKey = (k) => k.#bytes;
+    wrapKey = (bytes, from = 0, to = bytes.length) => new Key(MINT, bytes, from, to);
+    unwrapKey = (k) => k.#view();
     isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
+  }
+
+  /** The key's bytes as a view of their own, made once. */
+  #view(): Uint8Array {
+    const bytes = this.#bytes;
+    if (this.#from === 0 && this.#to === bytes.length) return bytes;
+    const view = bytes.subarray(this.#from, this.#to);
+    this.#bytes = view;
+    this.#from = 0;
+    return view;
   }
 
   /**
@@ -49,7 +68,7 @@ export class Key {
    * @example key('ab').bytes // Uint8Array(4) [0, 2, 97, 98]
    */
   get bytes(): Uint8Array {
-    return this.#bytes.slice();
+    return this.#bytes.slice(this.#from, this.#to);
   }
 
   /**
@@ -57,7 +76,7 @@ export class Key {
    * @example key('ab', 1).byteLength // 12: 2 + 2 for the string, 8 for the integer
    */
   get byteLength(): number {
-    return this.#bytes.length;
+    return this.#to - this.#from;
   }
 
   /**
@@ -65,8 +84,8 @@ export class Key {
    * @example key('c1', 3).equals(toKey(['c1', 3])) // true
    */
   equals(other: Key | Uint8Array): boolean {
-    const b = isKey(other) ? other.#bytes : realBytes(other);
-    return b !== undefined && compareBytes(this.#bytes, b) === 0;
+    const b = isKey(other) ? other.#view() : realBytes(other);
+    return b !== undefined && compareBytes(this.#view(), b) === 0;
   }
 
   /**
@@ -74,9 +93,8 @@ export class Key {
    * @example String(key('ab', 0)) // '000261628000000000000000'
    */
   toString(): string {
-    return Buffer.from(this.#bytes.buffer, this.#bytes.byteOffset, this.#bytes.length).toString(
-      'hex',
-    );
+    const bytes = this.#view();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('hex');
   }
 
   /**
@@ -101,6 +119,11 @@ export function isKeyValue(v: unknown): v is Key {
 /** Internal: wrap bytes the caller promises never to mutate again. */
 export function adoptKey(bytes: Uint8Array): Key {
   return wrapKey(bytes);
+}
+
+/** Internal: a key of bytes `from` to `to` of `bytes`, which no one mutates again. */
+export function adoptKeyAt(bytes: Uint8Array, from: number, to: number): Key {
+  return wrapKey(bytes, from, to);
 }
 
 /** Byte-wise order, a shorter prefix first. */

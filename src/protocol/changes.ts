@@ -15,7 +15,7 @@
  * PUT_REF spares the worker copying every payload of a watched bulk write into new memory;
  * PUT_RUN spares it a record per put of the runs it writes with one statement.
  */
-import { adoptKey, type Key } from '../keys.js';
+import { adoptKeyAt, type Key } from '../keys.js';
 import { readU32 } from './bytes.js';
 import { singlePutAt } from './request-reader.js';
 
@@ -115,7 +115,7 @@ export class CommitChanges {
           const n = readU32(src, keyEnd);
           payload = src.subarray(keyEnd + 4, keyEnd + 4 + n);
         }
-        const key = adoptKey(src.subarray(keyAt, keyEnd));
+        const key = adoptKeyAt(src, keyAt, keyEnd);
         out.push(
           kind === ChangeKind.Prefix
             ? { prefix: key, deleted: true }
@@ -133,7 +133,7 @@ function readRun(frame: Uint8Array, bytes: Uint8Array, at: number, out: Change[]
   for (let n = readU32(bytes, at + 17); n > 0; n--) {
     const put = singlePutAt(frame, p);
     out.push({
-      key: adoptKey(frame.subarray(put.keyAt, put.keyEnd)),
+      key: adoptKeyAt(frame, put.keyAt, put.keyEnd),
       payload: frame.subarray(put.keyEnd + 4, put.end),
     });
     p = put.end;

@@ -13,7 +13,7 @@
  */
 import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from '../errors.js';
-import { adoptKey } from '../keys.js';
+import { adoptKeyAt, type Key } from '../keys.js';
 import type { KvRow } from '../types.js';
 import { ByteReader, type ByteWriter, readU32 } from './bytes.js';
 import { type ErrorInfo, fromErrorInfo } from './messages.js';
@@ -184,9 +184,17 @@ function readRows(r: ByteReader, rows: KvRow[]): void {
 
 function readRowRecords(r: ByteReader, n: number, rows: KvRow[]): void {
   for (let i = 0; i < n; i++) {
-    const key = adoptKey(r.blob());
+    const key = keyBlob(r);
     rows.push({ key, payload: r.blob() });
   }
+}
+
+/** A u32-length blob as a key, its bytes left where they are (see Key). */
+function keyBlob(r: ByteReader): Key {
+  const n = r.u32();
+  const key = adoptKeyAt(r.buf, r.pos, r.pos + n);
+  r.pos += n;
+  return key;
 }
 
 /** The value records that lead a run of records, before the first `large` marker. */

@@ -54,6 +54,19 @@ describe('a Key over a range of a larger buffer', () => {
     expect(String(prefixRange(lazy).stop)).toBe(String(prefixRange(k).stop));
   });
 
+  it('keeps its length after its view is made, and makes that view once', () => {
+    const k = key('channel-7', 42);
+    for (const at of [0, 3]) {
+      const lazy = inPlace(k, at);
+      const first = keyBytes(lazy); // makes the view
+      expect(lazy.byteLength).toBe(k.byteLength);
+      expect(keyBytes(lazy)).toBe(first);
+      expect(lazy.bytes).toEqual(k.bytes);
+      expect(String(lazy)).toBe(String(k));
+      expect(lazy.byteLength).toBe(k.byteLength);
+    }
+  });
+
   it('decodes its parts, not its neighbours', () => {
     const lazy = inPlace(key('c1', 5n), 7);
     expect(decodeKey(lazy, ['string', 'i64'])).toEqual(['c1', 5n]);
@@ -87,6 +100,8 @@ describe('keys read back from a job', () => {
       const scanned = (await job.scan('c', prefixRange(key('k'))))._unsafeUnwrap();
       expect(scanned.map((r) => String(r.key))).toEqual(written.map(String));
       expect(scanned.every((r, i) => r.key.equals(written[i] as Key))).toBe(true);
+      // After use (equals made their views), as before it.
+      expect(scanned.map((r) => r.key.byteLength)).toEqual(written.map((k) => k.byteLength));
       const iterated: Key[] = [];
       for await (const r of job.iterate('c', prefixRange(key('k')), { pageSize: 64 })) {
         iterated.push(r.key);
@@ -98,6 +113,8 @@ describe('keys read back from a job', () => {
         for (const c of changes) if ('key' in c) seen.push(c.key);
         if (seen.length >= written.length) break;
       }
+      expect(seen.map((k) => String(k))).toEqual(written.map(String));
+      expect(seen.map((k) => k.byteLength)).toEqual(written.map((k) => k.byteLength));
       expect(seen.map((k) => decodeKey(k, ['string', 'i64', 'string']))).toEqual(
         written.map((k) => decodeKey(k, ['string', 'i64', 'string'])),
       );

@@ -35,7 +35,7 @@ export class Key {
    */
   #bytes: Uint8Array;
   #from: number;
-  readonly #to: number;
+  #to: number;
 
   private constructor(mint: typeof MINT, bytes: Uint8Array, from: number, to: number) {
     if (mint !== MINT) {
@@ -60,6 +60,7 @@ export class Key {
     const view = bytes.subarray(this.#from, this.#to);
     this.#bytes = view;
     this.#from = 0;
+    this.#to = view.length;
     return view;
   }
 

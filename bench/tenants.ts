@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { BenchOptions } from './index.js';
 import { bundleForNode, repoRoot } from './peers-node.js';
 import {
+  FLUSH_EACH_BURST,
   OPEN_CONCURRENCY,
   PUT_BURST,
   SINGLE_SECONDS,
@@ -125,7 +126,7 @@ export async function runTenantsBench(options: BenchOptions): Promise<void> {
       .join(', ')}`,
   );
   console.log(
-    `${jobs} stores per system (${OPEN_CONCURRENCY} opens in flight, each: open, one put, durable flush); ${active} active for ${seconds} s and one alone for ${SINGLE_SECONDS} s (${TASKS} tasks, each: ${PUT_BURST} puts to a random store, its flush, 4 gets); ours: workerThreads ${WORKER_THREADS}, idleCloseMs ${IDLE_CLOSE_MS}, maxResidentJobs ${MAX_RESIDENT}`,
+    `${jobs} stores per system (${OPEN_CONCURRENCY} opens in flight, each: open, one put, durable flush); ${active} active for ${seconds} s and one alone for ${SINGLE_SECONDS} s (${TASKS} tasks, each: ${PUT_BURST} puts to a random store, ${FLUSH_EACH_BURST ? 'its flush' : 'no flush (every store flushed at the end of the phase, PERSISTENCY_TENANTS_FLUSH=end)'}, 4 gets); ours: workerThreads ${WORKER_THREADS}, idleCloseMs ${IDLE_CLOSE_MS}, maxResidentJobs ${MAX_RESIDENT}`,
   );
   const dir = bundleForNode(root, { 'tenants-child': join('bench', 'tenants-child.ts') });
   const reports: TenantsReport[] = [];

@@ -67,6 +67,21 @@ describe('a Key over a range of a larger buffer', () => {
     }
   });
 
+  it('whose buffer was detached by a transfer: equals answers false, never throws', () => {
+    const k = key('gone', 1);
+    const n = k.byteLength;
+    for (const readFirst of [false, true]) {
+      const buf = new Uint8Array(n + 8);
+      buf.set(keyBytes(k), 3);
+      const lazy = adoptKeyAt(buf, 3, 3 + n);
+      if (readFirst) expect(lazy.equals(k)).toBe(true); // its view is made before the detach
+      structuredClone(buf.buffer, { transfer: [buf.buffer] });
+      expect(buf.length).toBe(0); // detached
+      expect(lazy.equals(k)).toBe(false);
+      expect(k.equals(lazy)).toBe(false);
+    }
+  });
+
   it('decodes its parts, not its neighbours', () => {
     const lazy = inPlace(key('c1', 5n), 7);
     expect(decodeKey(lazy, ['string', 'i64'])).toEqual(['c1', 5n]);

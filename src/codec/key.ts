@@ -53,10 +53,13 @@ export class Key {
     isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
   }
 
-  /** The key's bytes as a view of their own, made once. */
+  /**
+   * The key's bytes as a view of their own, made once. A buffer someone detached (transferred
+   * away) reads as empty, as a view of it would, instead of throwing.
+   */
   #view(): Uint8Array {
     const bytes = this.#bytes;
-    if (this.#from === 0 && this.#to === bytes.length) return bytes;
+    if ((this.#from === 0 && this.#to === bytes.length) || bytes.length === 0) return bytes;
     const view = bytes.subarray(this.#from, this.#to);
     this.#bytes = view;
     this.#from = 0;

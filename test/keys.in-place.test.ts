@@ -14,6 +14,11 @@ import {
   rawKey,
   toKey,
 } from '../src/index.js';
+import { useTempDirs } from './support/env.js';
+import { ROOT_MODES } from './support/modes.js';
+
+const tempDir = useTempDirs('persistency-keys-in-place-');
+
 import { adoptKeyAt, keyBytes } from '../src/keys.js';
 
 /** `k`'s bytes placed at `at` of a buffer with foreign bytes on both sides, as a Key there. */
@@ -103,9 +108,9 @@ describe('a Key over a range of a larger buffer', () => {
   });
 });
 
-describe('keys read back from a job', () => {
+describe.each(ROOT_MODES)('keys read back from a job (%s)', (_name, memory, options) => {
   it('scan, iterate and watch give keys equal to the ones written', async () => {
-    const p = Persistency.open(':memory:')._unsafeUnwrap();
+    const p = Persistency.open(memory ? ':memory:' : tempDir(), options)._unsafeUnwrap();
     try {
       const job = (await p.openJob('keys'))._unsafeUnwrap();
       const written = Array.from({ length: 300 }, (_, i) => key('k', i, 'x'.repeat(i % 7)));

@@ -82,6 +82,7 @@ describe('a Key over a range of a larger buffer', () => {
       if (readFirst) expect(lazy.equals(k)).toBe(true); // its view is made before the detach
       structuredClone(buf.buffer, { transfer: [buf.buffer] });
       expect(buf.length).toBe(0); // detached
+      expect(lazy.byteLength).toBe(0);
       expect(lazy.equals(k)).toBe(false);
       expect(k.equals(lazy)).toBe(false);
     }

@@ -55,7 +55,7 @@ export class Key {
 
   /**
    * The key's bytes as a view of their own, made once. A buffer someone detached (transferred
-   * away) reads as empty, as a view of it would, instead of throwing.
+   * away) reads as empty, as a view of it would, so `equals` answers instead of throwing.
    */
   #view(): Uint8Array {
     const bytes = this.#bytes;
@@ -80,7 +80,7 @@ export class Key {
    * @example key('ab', 1).byteLength // 12: 2 + 2 for the string, 8 for the integer
    */
   get byteLength(): number {
-    return this.#to - this.#from;
+    return this.#bytes.length === 0 ? 0 : this.#to - this.#from; // 0 once detached, as a view
   }
 
   /**

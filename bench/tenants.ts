@@ -8,6 +8,8 @@
  *
  *   npm run bench -- tenants            10,000 stores, 500 active for 10 s
  *   npm run bench -- tenants --quick    1,000 stores, 100 active for 2 s
+ *   PERSISTENCY_TENANTS_JOBS=500 PERSISTENCY_TENANTS_IDLE_MS=0 PERSISTENCY_TENANTS_MAX_RESIDENT=0 \
+ *     npm run bench -- tenants          only the 500 active stores, none released
  */
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -31,6 +33,12 @@ const ENGINES = ['persistency', 'lmdb', 'classic-level'] as const;
 const IDLE_CLOSE_MS = Number(process.env.PERSISTENCY_TENANTS_IDLE_MS ?? 500);
 /** Ours: at most this many jobs hold a connection (3 descriptors each); 0 = no cap. */
 const MAX_RESIDENT = Number(process.env.PERSISTENCY_TENANTS_MAX_RESIDENT ?? 200);
+/**
+ * Stores per system instead of 10,000 (1,000 with --quick). With as many stores as active
+ * ones, the peers run the active phase too, and ours (idle 0, no cap) shows the rate with
+ * no release at all.
+ */
+const JOBS = process.env.PERSISTENCY_TENANTS_JOBS;
 const MiB = 2 ** 20;
 
 function runChild(dir: string, args: string[]): Promise<TenantsReport | string> {
@@ -113,8 +121,8 @@ function targets(r: TenantsReport): string[] {
 }
 
 export async function runTenantsBench(options: BenchOptions): Promise<void> {
-  const jobs = options.quick ? 1000 : 10_000;
-  const active = options.quick ? 100 : 500;
+  const jobs = JOBS !== undefined ? Number(JOBS) : options.quick ? 1000 : 10_000;
+  const active = Math.min(jobs, options.quick ? 100 : 500);
   const seconds = options.quick ? 2 : 10;
   const root = repoRoot();
   console.log(
@@ -161,7 +169,11 @@ export async function runTenantsBench(options: BenchOptions): Promise<void> {
   );
   const ours = reports.find((r) => r.engine === 'persistency');
   if (ours !== undefined) {
-    console.log('\ntargets (ours):');
+    console.log(
+      JOBS === undefined
+        ? '\ntargets (ours):'
+        : `\ntargets (ours; set for 10,000 stores with idle ones released, shown for reference at ${jobs}):`,
+    );
     for (const line of targets(ours)) console.log(line);
     for (const peer of reports.filter((r) => r !== ours && r.opened > 0)) {
       console.log(

@@ -70,8 +70,9 @@ export class PersistencyError extends Error {
   /**
    * Set on every `Backend` error: SQLite's code (`SQLITE_FULL`, `SQLITE_CORRUPT`,
    * `SQLITE_BUSY`, …), `SCHEMA_TOO_NEW` for a file of a newer schema version, the operating
-   * system's (`EACCES`, `EMFILE`, `ENOENT`, …), `WORKER_DIED` when a worker thread died;
-   * other kinds carry one where there is one, else `undefined`.
+   * system's (`EACCES`, `EMFILE`, `ENOENT`, …), `WORKER_DIED` when a worker thread died,
+   * `UNKNOWN` when the failure carried no code; other kinds carry one where there is one,
+   * else `undefined`.
    * @example
    * ```ts
    * p.events.on('writeFailed', (e) => {
@@ -101,7 +102,8 @@ export class PersistencyError extends Error {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PersistencyError';
     this.kind = kind;
-    this.code = options.code;
+    // The contract promises every Backend error a code, whatever failed beneath it.
+    this.code = options.code ?? (kind === 'Backend' ? 'UNKNOWN' : undefined);
     this.count = options.count;
   }
 }

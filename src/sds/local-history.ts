@@ -7,7 +7,7 @@
 import { type ContentMessage, isContentMessage } from '@waku/sds';
 import { errAsync, ResultAsync } from 'neverthrow';
 import { describeThrown } from '../describe.js';
-import { invalidArgument } from '../errors.js';
+import { codeOf, invalidArgument } from '../errors.js';
 import { compareKeys, Job, type Key, PersistencyError, type TxOp } from '../index.js';
 import { persistOrRefusal } from '../job.js';
 import {
@@ -247,7 +247,10 @@ export function openSdsHistory(
       (e) =>
         e instanceof PersistencyError
           ? e
-          : new PersistencyError('Backend', `openSdsHistory: ${describeThrown(e)}`, { cause: e }),
+          : new PersistencyError('Backend', `openSdsHistory: ${describeThrown(e)}`, {
+              code: codeOf(e),
+              cause: e,
+            }),
     ),
   );
 }

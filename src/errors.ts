@@ -10,7 +10,7 @@
  * | `Closed` | the job or the `Persistency` was closed before or while the call ran, or the job's worker had died |
  * | `Timeout` | a job's worker was not ready within `openTimeoutMs` |
  * | `JobNotFound` | a string-id call (or `p.job(id)`) named a job that is not open |
- * | `Busy` | the job's root is owned by another process or another `Persistency`, or another connection holds the job's file (`SQLITE_BUSY`, `SQLITE_LOCKED`) |
+ * | `Busy` | the job's root is owned by another process or thread, or the job by another `Persistency` of this thread, or another connection holds the job's file (`SQLITE_BUSY`, `SQLITE_LOCKED`) |
  * | `WriteFailed` | a `flush()` after writes that were refused or failed since the previous flush (`count` says how many, `cause` is the first one's error) |
  * | `Overflow` | a watcher fell too far behind (`job.watch`'s `maxQueued`), or an `add` would take a counter out of int64 (code `COUNTER_OVERFLOW`) |
  *

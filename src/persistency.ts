@@ -127,9 +127,10 @@ export class Persistency {
   /**
    * A new instance for `rootDir`, independent of the singleton and of every other: its own
    * jobs, events and options; `instance()` neither returns nor replaces it, and closing it
-   * leaves the others. Two instances never own one root at once: while one has a job of
-   * it open, the other's `openJob` is `Err(Busy)`. `Err(InvalidArgument)` for an invalid
-   * root or option.
+   * leaves the others. Two instances never own one job: while one has a job open, another's
+   * `openJob` of it is `Err(Busy)`. Instances of one thread may share a root (and own
+   * different jobs of it); one in another thread or process is refused the whole root.
+   * `Err(InvalidArgument)` for an invalid root or option.
    * @example const p = Persistency.open(':memory:')._unsafeUnwrap(); // a library's own store
    */
   static open(
@@ -155,7 +156,8 @@ export class Persistency {
 
   /**
    * Open (or create) job `id` and resolve when its worker is ready. Concurrent and repeated
-   * calls give the same `Job`. `Err(Busy)` when another process or instance owns the root.
+   * calls give the same `Job`. `Err(Busy)` when another process or thread owns the root,
+   * or another instance of this thread has the job open.
    * @example const job = (await p.openJob('tenant-1'))._unsafeUnwrap();
    */
   openJob(id: string): ResultAsync<Job, PersistencyError> {
@@ -175,8 +177,9 @@ export class Persistency {
 
   /**
    * Close job `id` if open, then delete its database and every sidecar file (the root's
-   * lock file stays). `Err(Busy)` if another process or instance owns the root. Dropping
-   * a job that has no file is `Ok` (and still emits `jobClosed` with `dropped: true`).
+   * lock file stays). `Err(Busy)` if another process or thread owns the root, or another
+   * instance of this thread has the job open. Dropping a job that has no file is `Ok` (and
+   * still emits `jobClosed` with `dropped: true`).
    * @example await p.dropJob('tenant-1');
    */
   dropJob(id: string): ResultAsync<void, PersistencyError> {

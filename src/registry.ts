@@ -60,11 +60,10 @@ export class JobRegistry {
   #reopened = 0;
   #closed = false;
   /**
-   * The root's owner lock: held while a job is opening or open (released or not), a drop
-   * runs, or a thread whose open timed out may still use a job's file.
+   * Each open job's share of the root's owner lock (src/root-lock.ts), given back when it is
+   * no longer open; a drop holds one while it runs, a thread whose open timed out until it
+   * has let go of the file.
    */
-  readonly #rootLock: RootLock;
-  /** Each open job's share of the root lock, given back when it is no longer open. */
   readonly #rootShares = new Map<JobClient, RootLockShare>();
   /** Jobs whose attach timed out, until the thread has let go of the file (see attach). */
   readonly #lettingGo = new Map<string, Promise<void>>();
@@ -73,7 +72,6 @@ export class JobRegistry {
     this.#rootDir = rootDir;
     this.#options = options;
     this.#emit = emit;
-    this.#rootLock = new RootLock(rootDir);
     this.#residency = new Residency(options.idleCloseMs, options.maxResidentJobs);
     this.#threads = new WorkerThreads(
       options.workerThreads,
@@ -258,7 +256,7 @@ export class JobRegistry {
     if (this.#rootDir !== MEMORY_ROOT) {
       const root = await this.#ensureRoot();
       if (root.isErr()) return err(root.error);
-      const owned = this.#rootLock.acquire(this.#dbPath(id));
+      const owned = RootLock.of(this.#rootDir).acquire(this.#dbPath(id), this);
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
       try {
@@ -360,7 +358,7 @@ export class JobRegistry {
     let share: RootLockShare | undefined;
     if (existsSync(dbPath) || files.includes(side) || legacy !== undefined) {
       // Own the root first: never delete a job another process or instance may be using.
-      const owned = this.#rootLock.acquire(dbPath);
+      const owned = RootLock.of(this.#rootDir).acquire(dbPath, this);
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
     }

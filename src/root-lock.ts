@@ -1,5 +1,6 @@
 /*
- * Ownership of a root directory: one owner per root at a time, in any process.
+ * Ownership of a root directory: one owning thread per root at a time, in any process;
+ * within it, the `Persistency` instances of that thread own the root's jobs one by one.
  *
  * The owner holds an exclusive SQLite lock on `<root>/.persistency-owner` while it has a
  * job open (opening, open, or released while idle) or a drop under way: a POSIX lock on
@@ -9,8 +10,8 @@
  *
  * The lock is taken through SQLite, not by hand, because SQLite also tracks locks per
  * inode across the connections of one process (POSIX locks belong to the whole process):
- * a second `Persistency` in another thread of this process is refused like another
- * process. For the same reason nothing in an owning process may open and close the lock
+ * a `Persistency` in another thread of this process is refused like another process.
+ * Instances of one thread share one lock (`RootLock.of`) and are kept apart job by job. For the same reason nothing in an owning process may open and close the lock
  * file by other means: closing any descriptor of a file drops the process's locks on it.
  *
  * The file stays empty (nothing is ever written to it: the lock is taken by a write
@@ -19,7 +20,7 @@
  * Its name starts with a dot, which no job file's name can (see paths.ts).
  */
 import { accessSync, existsSync, constants as fsConstants } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
 import { codeOf, PersistencyError } from './errors.js';
@@ -33,49 +34,86 @@ export interface RootLockShare {
   release(): void;
 }
 
+/** Who holds a job file among the instances of this thread, and how many shares. */
+interface JobHold {
+  readonly owner: object;
+  shares: number;
+}
+
 /**
- * The owner lock of one root, for one `Persistency` instance: taken by the first
- * `acquire`, given back when the last share is released. Shares count within the
- * instance; a second instance (same process or not) has its own `RootLock` and is refused.
+ * The owner lock of one root in this thread: taken by the first `acquire`, given back when
+ * the last share is released. The instances of this thread share it (see `of`) and own the
+ * root's jobs one by one; another thread or process has its own and is refused the root.
  */
 export class RootLock {
+  /** The lock of each root some instance of this thread holds a share of, by lock file. */
+  static readonly #held = new Map<string, RootLock>();
+
   /** The lock file. */
   readonly path: string;
   #db: Database.Database | undefined;
   /** The device and inode of the lock file `#db` locks. */
   #fileId: string | undefined;
   #shares = 0;
+  /** The jobs shares are held for, and by which instance. */
+  readonly #jobs = new Map<string, JobHold>();
 
-  constructor(rootDir: string) {
-    this.path = join(rootDir, ROOT_LOCK_FILE);
+  private constructor(path: string) {
+    this.path = path;
+  }
+
+  /** The lock of `rootDir` that every instance of this thread shares. */
+  static of(rootDir: string): RootLock {
+    const path = join(resolve(rootDir), ROOT_LOCK_FILE);
+    const lock = RootLock.#held.get(path) ?? new RootLock(path);
+    RootLock.#held.set(path, lock);
+    return lock;
   }
 
   /**
-   * A share of the root's lock, taking the lock first if this instance does not hold it:
-   * `Err(Busy)` when another process or instance owns the root, `Err(Backend)` (with
-   * SQLite's code) when the lock file cannot be opened or locked. `jobFile` is the file the
-   * share is for; errors name it.
+   * A share of the root's lock for job file `jobFile` on behalf of `owner` (an instance),
+   * taking the lock first if this thread does not hold it: `Err(Busy)` when another
+   * process or thread owns the root, or another instance of this thread holds `jobFile`;
+   * `Err(Backend)` (with SQLite's code) when the lock file cannot be opened or locked.
+   * Errors name `jobFile`.
    */
-  acquire(jobFile: string): Result<RootLockShare, PersistencyError> {
+  acquire(jobFile: string, owner: object): Result<RootLockShare, PersistencyError> {
+    const job = resolve(jobFile);
+    const hold = this.#jobs.get(job);
+    if (hold !== undefined && hold.owner !== owner) {
+      return err(
+        new PersistencyError(
+          'Busy',
+          `${jobFile}: the job is owned by another Persistency instance of this thread (one owner per job)`,
+        ),
+      );
+    }
     // A lock on a file no longer at the path (the root was removed and made again) holds
     // nothing: another process could lock the new file. Lock the file there now.
     if (this.#db === undefined || fileIdOf(this.path) !== this.#fileId) {
       const taken = lockExclusively(this.path, jobFile);
-      if (taken.isErr()) return err(taken.error);
+      if (taken.isErr()) {
+        if (this.#shares === 0) RootLock.#held.delete(this.path);
+        return err(taken.error);
+      }
       this.#db?.close();
       this.#db = taken.value;
       this.#fileId = fileIdOf(this.path);
     }
     this.#shares++;
+    if (hold === undefined) this.#jobs.set(job, { owner, shares: 1 });
+    else hold.shares++;
     let released = false;
     return ok({
       release: () => {
         if (released) return;
         released = true;
-        this.#shares--;
-        if (this.#shares === 0) {
+        const h = this.#jobs.get(job);
+        if (h !== undefined && --h.shares === 0) this.#jobs.delete(job);
+        if (--this.#shares === 0) {
           this.#db?.close();
           this.#db = undefined;
+          RootLock.#held.delete(this.path);
         }
       },
     });

@@ -51,17 +51,39 @@ describe('Persistency.open', () => {
     expect(unwrap(Persistency.instance())).toBe(single); // closing p left the singleton
   });
 
-  it('two instances never own one root: the second is Busy until the first lets go', async () => {
+  it('two instances of one thread share a root and never own one job: Busy until the owner lets go', async () => {
     const root = tempDir();
     const first = open(root);
     const second = open(root);
-    unwrap(await first.openJob('j'));
+    const j = unwrap(await first.openJob('j'));
+    j.persistPut('c', key(1), payload('first'));
     const refused = await second.openJob('j');
     expect(refused.isErr() && refused.error.kind).toBe('Busy');
-    const other = await second.openJob('k');
-    expect(other.isErr() && other.error.kind).toBe('Busy');
+    expect(refused.isErr() && refused.error.message).toContain('another Persistency instance');
+    const dropRefused = await second.dropJob('j');
+    expect(dropRefused.isErr() && dropRefused.error.kind).toBe('Busy');
+    // Another job of the root is the second's to own, and then not the first's.
+    const k = unwrap(await second.openJob('k'));
+    k.persistPut('c', key(1), payload('second'));
+    unwrap(await k.flush());
+    const kRefused = await first.openJob('k');
+    expect(kRefused.isErr() && kRefused.error.kind).toBe('Busy');
+    expect(unwrap(await j.get('c', key(1)))).toEqual(payload('first'));
+    // Closing the first leaves the second's job, and hands 'j' over.
     unwrap(await first.close());
-    unwrap(await second.openJob('j'));
+    expect(unwrap(await k.get('c', key(1)))).toEqual(payload('second'));
+    const taken = unwrap(await second.openJob('j'));
+    expect(unwrap(await taken.get('c', key(1)))).toEqual(payload('first'));
+    // A root spelled another way is the same root.
+    const third = open(`${root}/./`);
+    const again = await third.openJob('k');
+    expect(again.isErr() && again.error.kind).toBe('Busy');
+    unwrap(await third.openJob('m'));
+    unwrap(await second.closeJob('k'));
+    unwrap(await third.dropJob('k'));
+    expect(unwrap(await second.listJobs())).toEqual(['j', 'm']);
+    unwrap(await third.close());
+    unwrap(await second.close());
   });
 
   it('refuses a bad root or option like instance()', () => {

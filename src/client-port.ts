@@ -24,6 +24,7 @@ export class ClientPort {
   connect(a: Attachment, onMessage: (m: FromWorker) => void): void {
     this.#attachment = a;
     this.#referenced = true; // the handshake's listener left the port referenced
+    a.keepAlive(true);
     a.listen(onMessage);
   }
 
@@ -63,11 +64,12 @@ export class ClientPort {
 
   /** Let the port keep the process alive while `busy`, and not otherwise. */
   keepProcess(busy: boolean): void {
-    const port = this.#attachment?.port;
-    if (port === undefined || busy === this.#referenced) return;
+    const a = this.#attachment;
+    if (a === undefined || busy === this.#referenced) return;
     this.#referenced = busy;
-    if (busy) port.ref();
-    else port.unref();
+    if (busy) a.port.ref();
+    else a.port.unref();
+    a.keepAlive(busy); // the port alone would not: it closes when the thread dies
   }
 
   /** The thread said `closed` or `released`: resolves once a job's own thread exited. */
@@ -96,6 +98,7 @@ export class ClientPort {
   }
 
   #forget(): void {
+    if (this.#referenced) this.#attachment?.keepAlive(false);
     this.#attachment = undefined;
     this.#referenced = false;
     this.framesInFlight = 0;

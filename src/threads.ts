@@ -32,6 +32,10 @@ interface Thread {
   readonly jobs: Set<OnThreadDeath>;
   readonly exited: Promise<void>;
   alive: boolean;
+  /** Jobs waiting on the thread: while any does, the thread keeps the process alive. */
+  waiting: number;
+  /** Someone waits for the thread's exit: it keeps the process alive from then on. */
+  exitAwaited: boolean;
 }
 
 /** A job attached to a thread: its port and how to let go of the thread. */
@@ -42,6 +46,11 @@ export interface Attachment {
   readonly fileId: string | undefined;
   /** Route the port's messages (until now the handshake read them). */
   listen(handler: (m: FromWorker) => void): void;
+  /**
+   * The job waits on the thread (`true`) or no longer does: the thread then keeps the
+   * process alive too, so that its death is heard even when nothing else holds the loop.
+   */
+  keepAlive(waiting: boolean): void;
   /** The port is closed (`closed`/`released` came): resolves once a job's own thread exited. */
   detach(): Promise<void>;
 }
@@ -143,11 +152,12 @@ export class WorkerThreads {
         listen: (h) => {
           handler = h;
         },
+        keepAlive: (waiting) => keepAlive(thread, waiting),
         detach: () => {
           thread.jobs.delete(onDeath);
           port1.close();
           if (pin !== undefined) return Promise.resolve();
-          thread.worker.ref(); // whoever waits for the exit keeps the process alive
+          awaitExit(thread); // whoever waits for the exit keeps the process alive
           return thread.exited;
         },
       };
@@ -166,7 +176,7 @@ export class WorkerThreads {
           // A job's own thread exits after a failed open: no thread outlives the call. Its
           // exit is the end of this attach, not the death of an open job.
           thread.jobs.delete(onDeath);
-          thread.worker.ref();
+          awaitExit(thread);
           handler = () => {};
           void thread.exited.then(() => finish(failed));
         } else if (m.t === 'ready') {
@@ -231,7 +241,7 @@ export class WorkerThreads {
     this.#closing = true;
     this.#spare = undefined;
     for (const thread of this.#all) {
-      thread.worker.ref(); // close() waits for it
+      awaitExit(thread); // close() waits for it
       thread.worker.postMessage({ t: 'quit' } satisfies ToThread);
     }
     await Promise.all([...this.#all].map((t) => t.exited));
@@ -246,6 +256,8 @@ export class WorkerThreads {
       worker,
       jobs: new Set(),
       alive: true,
+      waiting: 0,
+      exitAwaited: false,
       exited: new Promise((resolve) => {
         exited = resolve;
       }),
@@ -301,4 +313,18 @@ export class WorkerThreads {
     pool[index] = thread;
     return thread;
   }
+}
+
+/** A job waits on `thread`, or stops waiting: ref the thread while any job waits. */
+function keepAlive(thread: Thread, waiting: boolean): void {
+  thread.waiting += waiting ? 1 : -1;
+  if (thread.exitAwaited) return;
+  if (waiting && thread.waiting === 1) thread.worker.ref();
+  else if (!waiting && thread.waiting === 0) thread.worker.unref();
+}
+
+/** Someone waits for `thread` to exit: it keeps the process alive until it has. */
+function awaitExit(thread: Thread): void {
+  thread.exitAwaited = true;
+  thread.worker.ref();
 }

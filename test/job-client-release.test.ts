@@ -53,6 +53,7 @@ function fakeHost(links: Link[]): ClientHost {
         file: undefined,
         fileId: undefined,
         listen: (handler) => channel.port1.on('message', (m: FromWorker) => handler(m)),
+        keepAlive: () => {},
         detach: () => {
           channel.port1.close();
           return exited;

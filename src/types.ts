@@ -178,7 +178,7 @@ export interface PersistencyOptions {
   /**
    * Under `workerThreads: N`, the longest stretch of work one job does before the other jobs
    * of its thread get their turn, in ms: a long scan, a huge batch or a wait for a lock held
-   * elsewhere pauses at the next record, page of 1,024 rows or slice of 1,024 ops. (default: 2)
+   * elsewhere pauses at the next record, page of 256 rows or slice of 1,024 ops. (default: 2)
    */
   readonly sliceMs?: number;
   /**

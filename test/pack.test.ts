@@ -123,7 +123,7 @@ describe('npm pack', () => {
     expect(lstatSync(installed).isDirectory()).toBe(true);
     expect(JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8'))).toMatchObject({
       name: 'persistency',
-      version: '0.1.0',
+      version: JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version,
     });
     expect(existsSync(join(installed, 'src'))).toBe(false);
     // … beside no TypeScript loader and no esbuild, so only dist/worker/main.js can run …

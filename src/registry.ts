@@ -4,7 +4,7 @@
  * reporting of writes that failed (releasing jobs: residency.ts). `Persistency` is its
  * public face.
  */
-import { existsSync, lstatSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
@@ -355,24 +355,28 @@ export class JobRegistry {
     if (lstatSync(side, { throwIfNoEntry: false })?.isFile() === true) files.push(side);
     const legacy = legacyJobDbPath(this.#rootDir, id);
     if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
-    let share: RootLockShare | undefined;
-    if (existsSync(dbPath) || files.includes(side) || legacy !== undefined) {
+    const lock = RootLock.of(this.#rootDir);
+    if (!files.some((f) => lstatSync(f, { throwIfNoEntry: false }) !== undefined)) {
+      // Nothing to delete, so nothing is: a job another owner is making meanwhile keeps its
+      // new file. Only an instance of this thread that holds the job can be told apart here.
+      const held = lock.heldByAnother(dbPath, this);
+      if (held !== undefined) return err(held);
+    } else {
       // Own the root first: never delete a job another process or instance may be using.
-      const owned = RootLock.of(this.#rootDir).acquire(dbPath, this);
+      const owned = lock.acquire(dbPath, this);
       if (owned.isErr()) return err(owned.error);
-      share = owned.value;
-    }
-    try {
-      for (const f of files) await rm(f, { force: true });
-    } catch (e) {
-      return err(
-        new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, {
-          cause: e,
-          code: codeOf(e),
-        }),
-      );
-    } finally {
-      share?.release();
+      try {
+        for (const f of files) await rm(f, { force: true });
+      } catch (e) {
+        return err(
+          new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, {
+            cause: e,
+            code: codeOf(e),
+          }),
+        );
+      } finally {
+        owned.value.release();
+      }
     }
     this.#emit('jobClosed', { jobId: id, dropped: true });
     return ok(undefined);

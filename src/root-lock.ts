@@ -19,8 +19,8 @@
  * released: deleting it would let two processes lock two different files of that name.
  * Its name starts with a dot, which no job file's name can (see paths.ts).
  */
-import { accessSync, existsSync, constants as fsConstants } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { accessSync, existsSync, constants as fsConstants, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
 import { codeOf, PersistencyError } from './errors.js';
@@ -64,10 +64,19 @@ export class RootLock {
 
   /** The lock of `rootDir` that every instance of this thread shares. */
   static of(rootDir: string): RootLock {
-    const path = join(resolve(rootDir), ROOT_LOCK_FILE);
-    const lock = RootLock.#held.get(path) ?? new RootLock(path);
-    RootLock.#held.set(path, lock);
-    return lock;
+    const path = join(realRoot(rootDir), ROOT_LOCK_FILE);
+    // Kept in the map from its first share (acquire) to its last: use it at once.
+    return RootLock.#held.get(path) ?? new RootLock(path);
+  }
+
+  /** `Busy` if another instance of this thread holds a share for job file `jobFile`. */
+  heldByAnother(jobFile: string, owner: object): PersistencyError | undefined {
+    const hold = this.#jobs.get(basename(jobFile));
+    if (hold === undefined || hold.owner === owner) return undefined;
+    return new PersistencyError(
+      'Busy',
+      `${jobFile}: the job is owned by another Persistency instance of this thread (one owner per job)`,
+    );
   }
 
   /**
@@ -78,29 +87,21 @@ export class RootLock {
    * Errors name `jobFile`.
    */
   acquire(jobFile: string, owner: object): Result<RootLockShare, PersistencyError> {
-    const job = resolve(jobFile);
+    const job = basename(jobFile);
+    const held = this.heldByAnother(jobFile, owner);
+    if (held !== undefined) return err(held);
     const hold = this.#jobs.get(job);
-    if (hold !== undefined && hold.owner !== owner) {
-      return err(
-        new PersistencyError(
-          'Busy',
-          `${jobFile}: the job is owned by another Persistency instance of this thread (one owner per job)`,
-        ),
-      );
-    }
     // A lock on a file no longer at the path (the root was removed and made again) holds
     // nothing: another process could lock the new file. Lock the file there now.
     if (this.#db === undefined || fileIdOf(this.path) !== this.#fileId) {
       const taken = lockExclusively(this.path, jobFile);
-      if (taken.isErr()) {
-        if (this.#shares === 0) RootLock.#held.delete(this.path);
-        return err(taken.error);
-      }
+      if (taken.isErr()) return err(taken.error);
       this.#db?.close();
       this.#db = taken.value;
       this.#fileId = fileIdOf(this.path);
     }
     this.#shares++;
+    RootLock.#held.set(this.path, this);
     if (hold === undefined) this.#jobs.set(job, { owner, shares: 1 });
     else hold.shares++;
     let released = false;
@@ -170,4 +171,13 @@ function lockError(path: string, context: string, e: unknown): PersistencyError 
     }
   }
   return new PersistencyError('Backend', `${context}: ${path}: ${why}`, { code, cause: e });
+}
+
+/** The root's real path where it exists (a root reached through a link is the same root). */
+function realRoot(rootDir: string): string {
+  try {
+    return realpathSync(rootDir);
+  } catch {
+    return resolve(rootDir);
+  }
 }

@@ -2,7 +2,7 @@
  * CONTRACT.md section 8: independent instances (`Persistency.open`) beside the singleton,
  * and `listJobs()`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyEvents, payload } from '../src/index.js';
@@ -84,6 +84,67 @@ describe('Persistency.open', () => {
     expect(unwrap(await second.listJobs())).toEqual(['j', 'm']);
     unwrap(await third.close());
     unwrap(await second.close());
+  });
+
+  it('a drop by one instance while another opens the job is Busy, and never deletes its new file', async () => {
+    const root = tempDir();
+    const a = open(root, { workerThreads: 1 });
+    const b = open(root, { workerThreads: 1 });
+    // Deterministic: once the opener holds the job (the root's lock file made), before or
+    // after its worker has made the job's file.
+    const opening = a.openJob('j');
+    while (!existsSync(join(root, '.persistency-owner'))) await new Promise((r) => setImmediate(r));
+    const dropped = await b.dropJob('j');
+    expect(dropped.isErr() && dropped.error.kind).toBe('Busy');
+    unwrap(await opening);
+    // A race over every moment of the open: whatever the drop answers, an open that
+    // succeeds keeps what it writes.
+    const outcomes = new Set<string>();
+    for (let i = 0; i < 80; i++) {
+      const id = `r${i}`;
+      const o = a.openJob(id);
+      for (let n = 0; n < i % 40; n++) await new Promise((r) => setImmediate(r));
+      const d = await b.dropJob(id);
+      outcomes.add(d.isOk() ? 'Ok' : d.error.kind);
+      const job = unwrap(await o);
+      job.persistPut('c', key(1), payload(id));
+      unwrap(await job.flush());
+      unwrap(await a.closeJob(id));
+      const again = unwrap(await a.openJob(id));
+      expect(unwrap(await again.get('c', key(1))), id).toEqual(payload(id));
+      unwrap(await a.closeJob(id));
+    }
+    expect([...outcomes].every((o) => o === 'Ok' || o === 'Busy')).toBe(true);
+  });
+
+  it('a drop of a job with no file deletes nothing; stray side files of one are removed', async () => {
+    const root = tempDir();
+    const a = open(root);
+    const b = open(root);
+    unwrap(await a.openJob('held'));
+    unwrap(await b.dropJob('never-made')); // no file: Ok, no lock needed
+    writeFileSync(join(root, 'stray.db-wal'), 'left behind');
+    unwrap(await b.dropJob('stray'));
+    expect(existsSync(join(root, 'stray.db-wal'))).toBe(false);
+  });
+
+  it('a root reached through a symbolic link is the same root', async () => {
+    const root = tempDir();
+    const link = `${root}-link`;
+    symlinkSync(root, link);
+    try {
+      const a = open(root);
+      const c = open(link);
+      unwrap(await a.openJob('j'));
+      const refused = await c.openJob('j');
+      expect(refused.isErr() && refused.error.kind).toBe('Busy');
+      unwrap(await c.openJob('m'));
+      const other = await a.openJob('m');
+      expect(other.isErr() && other.error.kind).toBe('Busy');
+    } finally {
+      for (const p of opened.splice(0)) await p.close();
+      unlinkSync(link);
+    }
   });
 
   it('refuses a bad root or option like instance()', () => {

@@ -45,15 +45,37 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
   return info;
 }
 
-/** Open a job's file; a released job's reattach opens the file it had, or fails. */
-function openJobFile(req: OpenRequest, clock: JobClock): KvBackend {
-  const { dbPath, fileId } = req;
-  const linked = dbPath === ':memory:' ? undefined : linkedJobFile(dbPath);
+/**
+ * Open a job's file, and read which file it is; a released job's reattach opens the file it
+ * had, or fails. Exported for a test.
+ */
+export function openJobFile(
+  req: OpenRequest,
+  clock: JobClock,
+): { backend: KvBackend; fileId: string | undefined } {
+  const { dbPath } = req;
+  if (dbPath === ':memory:') {
+    return { backend: KvBackend.open(dbPath, req, req.image, clock), fileId: undefined };
+  }
+  const linked = linkedJobFile(dbPath);
   if (linked !== undefined) throw Object.assign(new Error(linked.message), { code: linked.code });
-  if (fileId === undefined) return KvBackend.open(dbPath, req, req.image, clock);
-  const moved = fileMoved(dbPath, fileId, 'while the job was released');
-  if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });
-  return KvBackend.open(dbPath, { ...req, mustExist: true }, req.image, clock);
+  if (req.fileId !== undefined) {
+    const moved = fileMoved(dbPath, req.fileId, 'while the job was released');
+    if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });
+  }
+  const open = req.fileId === undefined ? req : { ...req, mustExist: true };
+  const backend = KvBackend.open(dbPath, open, req.image, clock);
+  // The identity is read by path: a file removed or replaced as it was opened would leave
+  // every later check (flush, close, reattach) watching a file the job does not have.
+  const fileId = fileIdOf(dbPath);
+  if (fileId === undefined || (req.fileId !== undefined && fileId !== req.fileId)) {
+    backend.close();
+    const what = fileId === undefined ? 'was removed' : 'was replaced by another file';
+    throw Object.assign(new Error(`${dbPath} ${what} while the job was being opened`), {
+      code: fileId === undefined ? 'ENOENT' : 'ESTALE',
+    });
+  }
+  return { backend, fileId };
 }
 
 /** Between tries of an open that met a lock, on a shared thread. */
@@ -72,9 +94,10 @@ if (!isMainThread && parentPort) {
 
   const attach = (req: OpenRequest, port: MessagePort, since = performance.now()): void => {
     let backend: KvBackend;
+    let fileId: string | undefined;
     const clock = new JobClock();
     try {
-      backend = openJobFile(req, clock);
+      ({ backend, fileId } = openJobFile(req, clock));
     } catch (e) {
       // On a shared thread a lock met at open (a reader's moment, such as a checkpointing
       // Litestream's) is waited out in pauses, not in SQLite's busy handler, which would
@@ -102,7 +125,6 @@ if (!isMainThread && parentPort) {
     }
     hosted++;
     const memory = req.dbPath === ':memory:';
-    const fileId = memory ? undefined : fileIdOf(req.dbPath);
     const job = new JobWorker(port, backend, req, fileId, clock, () => {
       hosted--;
       exitIfIdle();

@@ -85,16 +85,26 @@ export function jobIdFromStem(stem: string): string | undefined {
   }
 }
 
-/** The 0.1 name of job `id`'s file, if it differs from this version's and is there. */
-export function legacyJobDbPath(rootDir: string, id: string): string | undefined {
+/**
+ * The 0.1 name of job `id`'s file, if it differs from this version's and the file is there
+ * (`orSidecar`: or one of its sidecars, left by a drop cut short, which a drop removes too).
+ */
+export function legacyJobDbPath(
+  rootDir: string,
+  id: string,
+  orSidecar = false,
+): string | undefined {
   const now = jobFileStem(id);
   const old = jobFileStem(id, SAFE_BEFORE_0_2);
   if (!now.ok || !old.ok || old.stem === now.stem) return undefined;
   const name = old.stem + DB_SUFFIX;
-  if (lstatSync(join(rootDir, name), { throwIfNoEntry: false }) === undefined) return undefined;
+  const names = orSidecar ? [name, ...SIDECAR_SUFFIXES.map((s) => name + s)] : [name];
+  const there = (n: string) => lstatSync(join(rootDir, n), { throwIfNoEntry: false }) !== undefined;
+  if (!names.some(there)) return undefined;
   // Where names ignore case, that lookup may have found another job's file: ask for the
-  // exact name.
-  return readdirSync(rootDir).includes(name) ? join(rootDir, name) : undefined;
+  // exact names.
+  const entries = new Set(readdirSync(rootDir));
+  return names.some((n) => entries.has(n)) ? join(rootDir, name) : undefined;
 }
 
 /**

@@ -353,7 +353,7 @@ export class JobRegistry {
     // A new file's side file, left by a crash while the job was made: a file, or nothing of ours.
     const side = dbPath + NEW_FILE_SUFFIX;
     if (lstatSync(side, { throwIfNoEntry: false })?.isFile() === true) files.push(side);
-    const legacy = legacyJobDbPath(this.#rootDir, id);
+    const legacy = legacyJobDbPath(this.#rootDir, id, true);
     if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
     const lock = RootLock.of(this.#rootDir);
     if (!files.some((f) => lstatSync(f, { throwIfNoEntry: false }) !== undefined)) {

@@ -2,9 +2,10 @@
  * A job's file identity (device and inode) is read by path once SQLite has opened it: a file
  * removed or replaced in that moment must fail the open, or every later check (flush, close,
  * reattach) would watch a file the job does not have and report Ok for writes that are gone.
- * The moment cannot be hit from outside, so the identity read is made to see it.
+ * The identity read before SQLite opens the file is compared with the one after; the moment
+ * cannot be hit from outside reliably, so the read after the open is made to see it.
  */
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
@@ -42,28 +43,63 @@ afterEach(() => {
 });
 
 describe('opening a job file', () => {
+  const real = vi.mocked(fileIdOf).getMockImplementation() as typeof fileIdOf;
+  /** The identity read before SQLite opens the file is the real one; the read after, `after`. */
+  const afterOpen = (after: () => string | undefined) =>
+    vi.mocked(fileIdOf).mockImplementationOnce(real).mockImplementationOnce(after);
+
   it('reads the identity of the file it opened', () => {
     const db = join(tempDir(), 'j.db');
     const { backend, fileId } = openJobFile(request(db), new JobClock());
-    expect(fileId).toBe(fileIdOf(db));
+    expect(fileId).toBe(real(db));
     expect(fileId).toMatch(/^\d+:\d+$/);
+    expect(backend.fileId).toBe(fileId);
     backend.close();
   });
 
-  it('fails (ENOENT) and lets go of the file when it is gone by the time its identity is read', () => {
+  it('fails (ENOENT) and lets go of the file when it is gone by the time the open is done', () => {
     const db = join(tempDir(), 'j.db');
-    vi.mocked(fileIdOf).mockReturnValueOnce(undefined);
+    afterOpen(() => undefined);
     expect(() => openJobFile(request(db), new JobClock())).toThrow(
       expect.objectContaining({ code: 'ENOENT', message: expect.stringContaining('was removed') }),
     );
     expect(openOn(db)).toBe(0);
   });
 
-  it('a reattach fails (ESTALE) when another file is there by the time its identity is read', () => {
+  it('fails (ESTALE) when another file is at the path by the time a first open is done', () => {
+    const db = join(tempDir(), 'j.db');
+    afterOpen(() => '1:2');
+    expect(() => openJobFile(request(db), new JobClock())).toThrow(
+      expect.objectContaining({ code: 'ESTALE', message: expect.stringContaining('replaced') }),
+    );
+    expect(openOn(db)).toBe(0);
+  });
+
+  it('fails, letting go of the file, when the identity cannot be read after the open', () => {
+    const db = join(tempDir(), 'j.db');
+    afterOpen(() => {
+      throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    });
+    expect(() => openJobFile(request(db), new JobClock())).toThrow(
+      expect.objectContaining({ code: 'ENOTDIR' }),
+    );
+    expect(openOn(db)).toBe(0);
+  });
+
+  it('takes the file SQLite made itself (a stale side file there), read right after it did', () => {
+    const root = tempDir();
+    const db = join(root, 'j.db');
+    writeFileSync(`${db}-journal`, ''); // the job file is then made by SQLite, not from the image
+    const { backend, fileId } = openJobFile(request(db), new JobClock());
+    expect(fileId).toBe(real(db));
+    backend.close();
+  });
+
+  it('a reattach fails (ESTALE) when another file is there by the time its open is done', () => {
     const db = join(tempDir(), 'j.db');
     const first = openJobFile(request(db), new JobClock());
     first.backend.close();
-    vi.mocked(fileIdOf).mockReturnValueOnce('1:2');
+    afterOpen(() => '1:2');
     expect(() => openJobFile(request(db, first.fileId), new JobClock())).toThrow(
       expect.objectContaining({ code: 'ESTALE', message: expect.stringContaining('replaced') }),
     );

@@ -1,5 +1,5 @@
 // Job id → file name: the mapping is safe, injective and reversible.
-import { existsSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -118,6 +118,18 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
     renameSync(join(root, '%41lice.db'), join(root, 'Alice.db'));
     unwrap(await p.dropJob('Alice'));
     expect(existsSync(join(root, 'Alice.db'))).toBe(false);
+    unwrap(await p.close());
+  });
+
+  it('a drop removes the side files of a 0.1 name even when its database is gone', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root));
+    unwrap(await p.openJob('Keep')); // the root exists and is owned
+    // What a drop cut short between the database and its side files leaves.
+    writeFileSync(join(root, 'Alice.db-wal'), 'stale');
+    writeFileSync(join(root, 'Alice.db-shm'), 'stale');
+    unwrap(await p.dropJob('Alice'));
+    expect(readdirSync(root).filter((f) => f.startsWith('Alice'))).toEqual([]);
     unwrap(await p.close());
   });
 });

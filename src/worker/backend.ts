@@ -44,6 +44,8 @@ export const SCAN_PAGE_ROWS = 256;
 
 export class KvBackend {
   readonly db: Database.Database;
+  /** The identity of the file SQLite opened, read just before it did (undefined in memory). */
+  readonly fileId: string | undefined;
   readonly #put: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #delete: Database.Statement<[Bytes, Bytes]>;
   readonly #deleteFrom: Lazy<[Bytes, Bytes]>;
@@ -72,8 +74,9 @@ export class KvBackend {
   readonly #release: Database.Statement;
   readonly #rollbackTo: Database.Statement;
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, fileId: string | undefined) {
     this.db = db;
+    this.fileId = fileId;
     this.#put = db.prepare('INSERT OR REPLACE INTO kv (category, key, payload) VALUES (?, ?, ?)');
     this.#putRun = lazy(() =>
       db.prepare<[readonly Bytes[]]>(
@@ -146,10 +149,10 @@ export class KvBackend {
     image?: Uint8Array,
     clock: JobClock = new JobClock(),
   ): KvBackend {
-    const db = openJobDatabase(path, options, image);
+    const { db, fileId } = openJobDatabase(path, options, image);
     try {
       clock.install(db);
-      return new KvBackend(db);
+      return new KvBackend(db, fileId);
     } catch (e) {
       db.close();
       throw e;

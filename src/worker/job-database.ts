@@ -4,6 +4,7 @@
  * written. Runs inside the job's worker (src/worker/backend.ts holds the statements).
  */
 import Database from 'better-sqlite3';
+import { fileIdOf } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
@@ -74,7 +75,7 @@ export function openJobDatabase(
   path: string,
   options: BackendOptions,
   image?: Uint8Array,
-): Database.Database {
+): { db: Database.Database; fileId: string | undefined } {
   const memory = path === ':memory:';
   // A new file from the image, unless maxJobBytes is below its size: SQLite's own making
   // of the file then fails as the bound says.
@@ -86,6 +87,9 @@ export function openJobDatabase(
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
   // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
   // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).
+  // The file SQLite is about to open: the caller checks that the path still names it after
+  // the open (src/worker/main.ts), so that a file put in its place is never taken for it.
+  const before = memory ? undefined : fileIdOf(path);
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
     : new Database(path, {
@@ -93,6 +97,8 @@ export function openJobDatabase(
         fileMustExist: options.mustExist === true,
       });
   try {
+    // A file SQLite made itself (none was there): the one at the path right after it did.
+    const fileId = memory ? undefined : (before ?? fileIdOf(path));
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version < 0) {
       throw Object.assign(
@@ -160,7 +166,7 @@ export function openJobDatabase(
       options.busyTimeoutMs,
     );
     db.pragma(`busy_timeout = ${Math.floor(busyMs)}`);
-    return db;
+    return { db, fileId };
   } catch (e) {
     db.close();
     throw e;

@@ -65,17 +65,24 @@ export function openJobFile(
   }
   const open = req.fileId === undefined ? req : { ...req, mustExist: true };
   const backend = KvBackend.open(dbPath, open, req.image, clock);
-  // The identity is read by path: a file removed or replaced as it was opened would leave
-  // every later check (flush, close, reattach) watching a file the job does not have.
-  const fileId = fileIdOf(dbPath);
-  if (fileId === undefined || (req.fileId !== undefined && fileId !== req.fileId)) {
+  // SQLite opened the file at the path just before it did (backend.fileId): the path must
+  // still name that file, and a reattach's must be the one the job had. Otherwise every
+  // later check (flush, close, reattach) would watch a file the job does not have.
+  let now: string | undefined;
+  try {
+    now = fileIdOf(dbPath);
+  } catch (e) {
     backend.close();
-    const what = fileId === undefined ? 'was removed' : 'was replaced by another file';
+    throw e;
+  }
+  if (now === undefined || now !== backend.fileId || now !== (req.fileId ?? now)) {
+    backend.close();
+    const what = now === undefined ? 'was removed' : 'was replaced by another file';
     throw Object.assign(new Error(`${dbPath} ${what} while the job was being opened`), {
-      code: fileId === undefined ? 'ENOENT' : 'ESTALE',
+      code: now === undefined ? 'ENOENT' : 'ESTALE',
     });
   }
-  return { backend, fileId };
+  return { backend, fileId: now };
 }
 
 /** Between tries of an open that met a lock, on a shared thread. */

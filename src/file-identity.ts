@@ -8,10 +8,14 @@ import { lstatSync, statSync } from 'node:fs';
 import { JOB_SIDE_SUFFIXES } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
-/** The device and inode of the file at `path`, or undefined when there is none. */
+/**
+ * The device, inode and birth time of the file at `path`, or undefined when there is none.
+ * The birth time tells a file made in place of a removed one apart even when the file system
+ * gives it the freed inode number (0 where the file system keeps no birth time).
+ */
 export function fileIdOf(path: string): string | undefined {
   const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st === undefined ? undefined : `${st.dev}:${st.ino}`;
+  return st === undefined ? undefined : `${st.dev}:${st.ino}:${st.birthtimeNs}`;
 }
 
 /** Why `path` is no longer the file `fileId` names, or undefined when it still is. */

@@ -52,7 +52,7 @@ describe('opening a job file', () => {
     const db = join(tempDir(), 'j.db');
     const { backend, fileId } = openJobFile(request(db), new JobClock());
     expect(fileId).toBe(real(db));
-    expect(fileId).toMatch(/^\d+:\d+$/);
+    expect(fileId).toMatch(/^\d+:\d+:\d+$/);
     expect(backend.fileId).toBe(fileId);
     backend.close();
   });

@@ -4,7 +4,15 @@
  * place, and a flush after writes made since is Err.
  */
 
-import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
 import { injectFault } from '../src/job.js';
@@ -70,6 +78,25 @@ describe.each<[string, PersistencyOptions]>([
     renameSync(`${dbPath}.copy`, dbPath);
     const read = await job.get('c', key(1));
     expect(read.isErr() && [read.error.kind, read.error.code]).toEqual(['Backend', 'ESTALE']);
+    await p.close();
+  });
+
+  it('a file made after the removal is not taken for it, even where it gets the freed inode', async () => {
+    const { p, job, dbPath } = await releasedWithOneRow(options, 'reborn');
+    const image = readFileSync(dbPath);
+    const { ino } = statSync(dbPath);
+    for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
+      rmSync(f, { force: true });
+    writeFileSync(dbPath, image); // ext4 hands out the inode just freed: the same number
+    const reused = statSync(dbPath).ino === ino;
+    const read = await job.get('c', key(1));
+    expect(read.isErr() && [read.error.kind, read.error.code, reused]).toEqual([
+      'Backend',
+      'ESTALE',
+      reused,
+    ]);
+    const closed = await p.closeJob('reborn');
+    expect(closed.isErr() && closed.error.code).toBe('ESTALE');
     await p.close();
   });
 

@@ -30,6 +30,10 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
     };
   }
   const code = info.code ?? '';
+  if (code === 'SQLITE_READONLY_DBMOVED') {
+    // SQLite saw the file at the path change under it while it opened it.
+    return { ...info, message: `${dbPath} was moved or replaced while the job was being opened` };
+  }
   // Asked here, before this thread lets go of anything: from the main thread, descriptors
   // freed meanwhile (this thread's own, when it exits) would hide the cause.
   if (code.startsWith('SQLITE_CANTOPEN') && outOfFileDescriptors()) {
@@ -78,7 +82,7 @@ export function openJobFile(
   if (now === undefined || now !== backend.fileId || now !== (req.fileId ?? now)) {
     backend.close();
     const what = now === undefined ? 'was removed' : 'was replaced by another file';
-    throw Object.assign(new Error(`${dbPath} ${what} while the job was being opened`), {
+    throw Object.assign(new Error(`the file ${what} while the job was being opened`), {
       code: now === undefined ? 'ENOENT' : 'ESTALE',
     });
   }

@@ -11,8 +11,9 @@
  * The lock is taken through SQLite, not by hand, because SQLite also tracks locks per
  * inode across the connections of one process (POSIX locks belong to the whole process):
  * a `Persistency` in another thread of this process is refused like another process.
- * Instances of one thread share one lock (`RootLock.of`) and are kept apart job by job. For the same reason nothing in an owning process may open and close the lock
- * file by other means: closing any descriptor of a file drops the process's locks on it.
+ * For the same reason nothing in an owning process may open and close the lock file by
+ * other means: closing any descriptor of a file drops the process's locks on it. Instances
+ * of one thread share one lock (`RootLock.of`) and are kept apart job by job.
  *
  * The file stays empty (nothing is ever written to it: the lock is taken by a write
  * transaction that is rolled back, its journal in memory) and stays in the root when

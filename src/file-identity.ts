@@ -5,17 +5,34 @@
  * the root's own: a symbolic link in their place is refused, never followed.
  */
 import { lstatSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { JOB_SIDE_SUFFIXES } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
 /**
+ * Whether `stat` reports real birth times here. Where Node cannot use statx (an old kernel,
+ * a sandbox that refuses it) it reports each file's change time instead, which every write
+ * moves; then no birth time is equal to the change time of every path asked.
+ */
+export const BIRTH_TIME_KEPT = ['/', tmpdir(), process.cwd()].some((p) => {
+  try {
+    const st = statSync(p, { bigint: true });
+    return st.birthtimeNs !== st.ctimeNs;
+  } catch {
+    return false;
+  }
+});
+
+/**
  * The device, inode and birth time of the file at `path`, or undefined when there is none.
  * The birth time tells a file made in place of a removed one apart even when the file system
- * gives it the freed inode number (0 where the file system keeps no birth time).
+ * gives it the freed inode number (0 where the file system keeps none; left out where `stat`
+ * cannot tell it, see BIRTH_TIME_KEPT).
  */
 export function fileIdOf(path: string): string | undefined {
   const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st === undefined ? undefined : `${st.dev}:${st.ino}:${st.birthtimeNs}`;
+  if (st === undefined) return undefined;
+  return BIRTH_TIME_KEPT ? `${st.dev}:${st.ino}:${st.birthtimeNs}` : `${st.dev}:${st.ino}`;
 }
 
 /** Why `path` is no longer the file `fileId` names, or undefined when it still is. */

@@ -5,7 +5,14 @@
  * The identity read before SQLite opens the file is compared with the one after; the moment
  * cannot be hit from outside reliably, so the read after the open is made to see it.
  */
-import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
@@ -14,7 +21,7 @@ vi.mock('../src/file-identity.js', async (importOriginal) => {
   return { ...real, fileIdOf: vi.fn(real.fileIdOf) };
 });
 
-const { fileIdOf } = await import('../src/file-identity.js');
+const { BIRTH_TIME_KEPT, fileIdOf } = await import('../src/file-identity.js');
 const { openJobFile } = await import('../src/worker/main.js');
 const { JobClock } = await import('../src/worker/expiry.js');
 const { useTempDirs } = await import('./support/env.js');
@@ -52,9 +59,23 @@ describe('opening a job file', () => {
     const db = join(tempDir(), 'j.db');
     const { backend, fileId } = openJobFile(request(db), new JobClock());
     expect(fileId).toBe(real(db));
-    expect(fileId).toMatch(/^\d+:\d+:\d+$/);
+    expect(fileId).toMatch(BIRTH_TIME_KEPT ? /^\d+:\d+:\d+$/ : /^\d+:\d+$/);
     expect(backend.fileId).toBe(fileId);
     backend.close();
+  });
+
+  it("a file's identity stays the same through writes, mode changes and renames", () => {
+    const root = tempDir();
+    const path = join(root, 'f');
+    writeFileSync(path, 'a');
+    const first = real(path);
+    for (let i = 0; i < 3; i++) {
+      appendFileSync(path, 'more'); // moves the change time, which a fallback stat reports as birth
+      chmodSync(path, i % 2 === 0 ? 0o600 : 0o644);
+    }
+    renameSync(path, `${path}2`);
+    renameSync(`${path}2`, path);
+    expect(real(path)).toBe(first);
   });
 
   it('fails (ENOENT) and lets go of the file when it is gone by the time the open is done', () => {

@@ -35,6 +35,12 @@ export function fileIdOf(path: string): string | undefined {
   return BIRTH_TIME_KEPT ? `${st.dev}:${st.ino}:${st.birthtimeNs}` : `${st.dev}:${st.ino}`;
 }
 
+/** Whether two identities name the same device and inode (birth times aside). */
+export function sameInode(a: string | undefined, b: string): boolean {
+  const inode = (id: string) => id.split(':', 2).join(':');
+  return a !== undefined && inode(a) === inode(b);
+}
+
 /** Why `path` is no longer the file `fileId` names, or undefined when it still is. */
 export function fileMoved(path: string, fileId: string, when: string): ErrorInfo | undefined {
   const now = fileIdOf(path);

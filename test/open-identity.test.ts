@@ -96,6 +96,14 @@ describe('opening a job file', () => {
     expect(openOn(db)).toBe(0);
   });
 
+  it("takes a file whose birth time changed as it was opened (an overlay's copy-up)", () => {
+    const db = join(tempDir(), 'j.db');
+    afterOpen(() => `${(real(db) as string).split(':', 2).join(':')}:42`);
+    const { backend, fileId } = openJobFile(request(db), new JobClock());
+    expect(fileId?.endsWith(':42')).toBe(true); // the identity after the open is the job's
+    backend.close();
+  });
+
   it('fails, letting go of the file, when the identity cannot be read after the open', () => {
     const db = join(tempDir(), 'j.db');
     afterOpen(() => {

@@ -8,7 +8,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
-import { fileIdOf, fileMoved, linkedJobFile } from '../file-identity.js';
+import { fileIdOf, fileMoved, linkedJobFile, sameInode } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -79,7 +79,9 @@ export function openJobFile(
     backend.close();
     throw e;
   }
-  if (now === undefined || now !== backend.fileId || now !== (req.fileId ?? now)) {
+  // Before and after SQLite's open only device and inode are compared: opening a file of an
+  // overlay's lower layer for writing copies it up, which gives it a new birth time.
+  if (now === undefined || !sameInode(now, backend.fileId ?? '') || now !== (req.fileId ?? now)) {
     backend.close();
     const what = now === undefined ? 'was removed' : 'was replaced by another file';
     throw Object.assign(new Error(`the file ${what} while the job was being opened`), {

@@ -35,16 +35,32 @@ export function fileIdOf(path: string): string | undefined {
   return BIRTH_TIME_KEPT ? `${st.dev}:${st.ino}:${st.birthtimeNs}` : `${st.dev}:${st.ino}`;
 }
 
-/** Whether two identities name the same device and inode (birth times aside). */
-export function sameInode(a: string | undefined, b: string): boolean {
-  const inode = (id: string) => id.split(':', 2).join(':');
-  return a !== undefined && inode(a) === inode(b);
-}
-
 /** Why `path` is no longer the file `fileId` names, or undefined when it still is. */
 export function fileMoved(path: string, fileId: string, when: string): ErrorInfo | undefined {
   const now = fileIdOf(path);
-  if (now === fileId) return undefined;
+  return now === fileId ? undefined : movedInfo(path, now, when);
+}
+
+/**
+ * Why the file at `path`, `now` once a connection has opened it, is not the one it opened
+ * (`before`, read just before) or, for a reattach, not the one the job `had`; undefined when
+ * it is. Only device and inode must match `before`: opening a file of an overlay's lower
+ * layer for writing copies it up, with a new birth time.
+ */
+export function openedElsewhere(
+  path: string,
+  now: string | undefined,
+  before: string | undefined,
+  had: string | undefined,
+): Error | undefined {
+  const inode = (id: string) => id.split(':', 2).join(':');
+  const same = now !== undefined && before !== undefined && inode(now) === inode(before);
+  if (same && (had === undefined || now === had)) return undefined;
+  const info = movedInfo(path, now, 'while the job was being opened');
+  return Object.assign(new Error(info.message), { code: info.code });
+}
+
+function movedInfo(path: string, now: string | undefined, when: string): ErrorInfo {
   const what = now === undefined ? 'was removed' : 'was replaced by another file';
   return {
     kind: 'Backend',

@@ -44,7 +44,7 @@ export const SCAN_PAGE_ROWS = 256;
 
 export class KvBackend {
   readonly db: Database.Database;
-  /** The identity of the file SQLite opened, read just before it did (undefined in memory). */
+  /** The identity of the job's file once opened (undefined in memory): see file-identity.ts. */
   readonly fileId: string | undefined;
   readonly #put: Database.Statement<[Bytes, Bytes, Bytes]>;
   readonly #delete: Database.Statement<[Bytes, Bytes]>;

@@ -4,7 +4,7 @@
  * written. Runs inside the job's worker (src/worker/backend.ts holds the statements).
  */
 import Database from 'better-sqlite3';
-import { fileIdOf } from '../file-identity.js';
+import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
@@ -51,6 +51,8 @@ export interface BackendOptions {
   readonly verifyOnOpen?: boolean;
   /** Open an existing file only (a released job's), never create one. */
   readonly mustExist?: boolean;
+  /** The file a released job had (its identity): a reattach opens that file or fails. */
+  readonly fileId?: string | undefined;
 }
 
 /**
@@ -87,8 +89,8 @@ export function openJobDatabase(
   // The root's lock already keeps other owners out (src/root-lock.ts): a lock met here is a
   // reader's moment (a checkpointing Litestream holds the write lock briefly), waited out:
   // here on a thread of the job's own, in pauses between tries on a shared one (main.ts).
-  // The file SQLite is about to open: the caller checks that the path still names it after
-  // the open (src/worker/main.ts), so that a file put in its place is never taken for it.
+  // The file SQLite is about to open: once the open is done the path must still name it, or
+  // every later check (flush, close, reattach) would watch a file the job does not have.
   const before = memory ? undefined : fileIdOf(path);
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
@@ -98,7 +100,7 @@ export function openJobDatabase(
       });
   try {
     // A file SQLite made itself (none was there): the one at the path right after it did.
-    const fileId = memory ? undefined : (before ?? fileIdOf(path));
+    const opened = memory ? undefined : (before ?? fileIdOf(path));
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version < 0) {
       throw Object.assign(
@@ -166,6 +168,9 @@ export function openJobDatabase(
       options.busyTimeoutMs,
     );
     db.pragma(`busy_timeout = ${Math.floor(busyMs)}`);
+    const fileId = memory ? undefined : fileIdOf(path);
+    const elsewhere = memory ? undefined : openedElsewhere(path, fileId, opened, options.fileId);
+    if (elsewhere !== undefined) throw elsewhere;
     return { db, fileId };
   } catch (e) {
     db.close();

@@ -8,7 +8,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
-import { fileIdOf, fileMoved, linkedJobFile, sameInode } from '../file-identity.js';
+import { fileMoved, linkedJobFile } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -50,18 +50,15 @@ function explainOpenFailure(dbPath: string, e: unknown): ErrorInfo {
 }
 
 /**
- * Open a job's file, and read which file it is; a released job's reattach opens the file it
- * had, or fails. Exported for a test.
+ * Open a job's file, and say which file it is (see openJobDatabase); a released job's
+ * reattach opens the file it had, or fails. Exported for a test.
  */
 export function openJobFile(
   req: OpenRequest,
   clock: JobClock,
 ): { backend: KvBackend; fileId: string | undefined } {
   const { dbPath } = req;
-  if (dbPath === ':memory:') {
-    return { backend: KvBackend.open(dbPath, req, req.image, clock), fileId: undefined };
-  }
-  const linked = linkedJobFile(dbPath);
+  const linked = dbPath === ':memory:' ? undefined : linkedJobFile(dbPath);
   if (linked !== undefined) throw Object.assign(new Error(linked.message), { code: linked.code });
   if (req.fileId !== undefined) {
     const moved = fileMoved(dbPath, req.fileId, 'while the job was released');
@@ -69,26 +66,7 @@ export function openJobFile(
   }
   const open = req.fileId === undefined ? req : { ...req, mustExist: true };
   const backend = KvBackend.open(dbPath, open, req.image, clock);
-  // SQLite opened the file at the path just before it did (backend.fileId): the path must
-  // still name that file, and a reattach's must be the one the job had. Otherwise every
-  // later check (flush, close, reattach) would watch a file the job does not have.
-  let now: string | undefined;
-  try {
-    now = fileIdOf(dbPath);
-  } catch (e) {
-    backend.close();
-    throw e;
-  }
-  // Before and after SQLite's open only device and inode are compared: opening a file of an
-  // overlay's lower layer for writing copies it up, which gives it a new birth time.
-  if (now === undefined || !sameInode(now, backend.fileId ?? '') || now !== (req.fileId ?? now)) {
-    backend.close();
-    const what = now === undefined ? 'was removed' : 'was replaced by another file';
-    throw Object.assign(new Error(`the file ${what} while the job was being opened`), {
-      code: now === undefined ? 'ENOENT' : 'ESTALE',
-    });
-  }
-  return { backend, fileId: now };
+  return { backend, fileId: backend.fileId };
 }
 
 /** Between tries of an open that met a lock, on a shared thread. */

@@ -2,10 +2,10 @@
  * The reads and flushes of one job waiting for their replies. Replies carry no request id:
  * they come in request order, so the queue resolves them first in, first out.
  */
-import { err, type Result, ResultAsync } from 'neverthrow';
-import type { PersistencyError } from './errors.js';
+import { err, ok, type Result, ResultAsync } from 'neverthrow';
+import { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
-import { framesDone, type ReplyExtras, readReply } from './protocol/replies.js';
+import { framesDone, MORE_ROWS, type ReplyExtras, readReply } from './protocol/replies.js';
 import type { KvRow } from './types.js';
 import { type Failures, flushOutcome } from './write-failures.js';
 
@@ -43,11 +43,11 @@ export class ReplyQueue {
     const frames = framesDone(r);
     while (!r.done) {
       const value = readReply(r, extras, this.#partialRows);
-      if (value === undefined) continue; // part of a long scan: more of it follows
+      if (value === MORE_ROWS) continue; // part of a long scan: more of it follows
       const resolve = this.#next();
       if (resolve === undefined)
         throw new Error('persistency: a reply arrived with no request waiting');
-      resolve(value);
+      resolve(value instanceof PersistencyError ? err(value) : ok(value));
     }
     return frames;
   }

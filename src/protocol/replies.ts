@@ -11,7 +11,6 @@
  *   `index` (an iterator's page as SQLite built it, handed over rather than copied) |
  *   ATTACHED_ROWS_PART (as ATTACHED_ROWS: some rows of a page, more follow)
  */
-import { err, ok, type Result } from 'neverthrow';
 import { PersistencyError } from '../errors.js';
 import { adoptKeyAt, type Key } from '../keys.js';
 import type { KvRow } from '../types.js';
@@ -122,56 +121,59 @@ export function framesDone(r: ByteReader): number {
   return r.u32();
 }
 
+/** What `readReply` returns for a part of a long scan: more of it follows. */
+export const MORE_ROWS: unique symbol = Symbol('more rows');
+
 /**
- * Read one reply record: its value, or undefined for a part of a long scan (its rows are
- * added to `partial`, which the scan's final record then returns with its own).
+ * Read one reply record: its value, its error (a `PersistencyError`, which no value is), or
+ * MORE_ROWS for a part of a long scan (its rows are added to `partial`, which the scan's
+ * final record then returns with its own). Plain values rather than `Result`s: the worker
+ * loads this module too, and every module it loads is paid in each worker's memory.
  */
 export function readReply(
   r: ByteReader,
   { errors, attached }: ReplyExtras,
   partial: KvRow[],
-): Result<unknown, PersistencyError> | undefined {
+): unknown | PersistencyError | typeof MORE_ROWS {
   const status = r.u8();
   switch (status) {
     case Status.None:
     case Status.Done:
-      return ok(undefined);
+      return undefined;
     case Status.Bytes:
-      return ok(r.blob().slice());
+      return r.blob().slice();
     case Status.True:
-      return ok(true);
+      return true;
     case Status.False:
-      return ok(false);
+      return false;
     case Status.Number:
-      return ok(r.f64());
+      return r.f64();
     case Status.RowsPart:
       readRows(r, partial);
-      return undefined;
+      return MORE_ROWS;
     case Status.Rows:
       readRows(r, partial);
-      return ok(partial.splice(0));
+      return partial.splice(0);
     case Status.AttachedRowsPart:
     case Status.AttachedRows: {
       const n = r.u32();
       const bytes = attached[r.u32()];
       if (bytes === undefined) throw new Error('persistency: a reply lacks its attachment');
       readRowRecords(new ByteReader(bytes), n, partial);
-      return status === Status.AttachedRows ? ok(partial.splice(0)) : undefined;
+      return status === Status.AttachedRows ? partial.splice(0) : MORE_ROWS;
     }
     case Status.Many: {
       const values = new Array<Uint8Array | undefined>(r.u32());
       for (let i = 0; i < values.length; i++)
         values[i] = r.u8() === Status.Bytes ? r.blob().slice() : undefined;
-      return ok(values);
+      return values;
     }
     case Status.Error: {
       partial.length = 0; // a scan that failed after sending parts
       const info = errors[r.u32()];
-      return err(
-        info === undefined
-          ? new PersistencyError('Backend', 'missing error detail', { code: 'SQLITE_ERROR' })
-          : fromErrorInfo(info),
-      );
+      return info === undefined
+        ? new PersistencyError('Backend', 'missing error detail', { code: 'SQLITE_ERROR' })
+        : fromErrorInfo(info);
     }
     default:
       throw new Error(`persistency: unknown reply status ${status}`);

@@ -6,9 +6,17 @@
  * rollback-journal mode (reading it leaves no -wal or -shm beside it), made durable, and
  * given the destination's name only then, without ever replacing a file there.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import {
+  close,
+  closeSync,
+  fsync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  open,
+  openSync,
+  rmSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { MessagePort } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
@@ -60,8 +68,10 @@ export class Backups {
       this.#done(id, refused);
       return;
     }
-    // A short name of its own (a dot: never a job file), whatever the length of dest's.
-    const partial = join(dirname(dest), `.backup-${randomBytes(6).toString('hex')}`);
+    // A short name of its own (a dot: never a job file), whatever the length of dest's. The
+    // global `crypto` loads at first use: node:crypto imported here would cost every worker.
+    const random = Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString('hex');
+    const partial = join(dirname(dest), `.backup-${random}`);
     let source: Database.Database;
     let failed: ErrorInfo | undefined;
     try {
@@ -212,13 +222,23 @@ function destinationRefused(dest: string): ErrorInfo | undefined {
   return undefined;
 }
 
-async function syncPath(path: string, flags: string): Promise<void> {
-  const handle = await open(path, flags);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+/**
+ * fsync `path` off the worker's thread. Callbacks rather than node:fs/promises, a module
+ * of its own that every worker would load.
+ */
+function syncPath(path: string, flags: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    open(path, flags, (openError, fd) => {
+      if (openError !== null) return reject(openError);
+      fsync(fd, (syncError) =>
+        close(fd, (closeError) => {
+          const error = syncError ?? closeError;
+          if (error !== null) reject(error);
+          else resolve();
+        }),
+      );
+    });
+  });
 }
 
 /** Make the new name in `file`'s folder durable. */

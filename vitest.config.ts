@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /** The suites every threading mode must pass (CONTRACT.md §6): run again on a thread pool. */
@@ -15,6 +16,9 @@ const SHARED_SUITES = [
 
 export default defineConfig({
   test: {
+    // Two files at a time even on two cores (vitest's default there is one): the suites wait
+    // on fsyncs, thread starts and child processes more than they compute.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // The JSON report lets .ci/run print a plain "N passed, N failed" closing line.

@@ -6,8 +6,8 @@
  * anything else it needs now and then is reached at first use (the global `crypto`).
  */
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { workerFromSource } from '../src/worker/spawn.js';
 
 const ALLOWED = [
   'better-sqlite3',
@@ -19,19 +19,17 @@ const ALLOWED = [
   'node:worker_threads',
 ];
 
-/** The packages and built-in modules the worker's bundle imports statically. */
+/** The packages and built-in modules the worker's bundle (as the tests run it) imports. */
 function workerImports(): string[] {
   const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
   const { metafile } = esbuild.buildSync({
-    entryPoints: [fileURLToPath(new URL('../src/worker/main.ts', import.meta.url))],
+    entryPoints: [workerFromSource()],
     bundle: true,
     platform: 'node',
     format: 'esm',
-    target: 'node20',
     packages: 'external',
     write: false,
     metafile: true,
-    outfile: 'worker.mjs',
     logLevel: 'silent',
   });
   const external = Object.values(metafile.outputs).flatMap((o) =>

@@ -1,11 +1,14 @@
 /*
  * job.backup at its edges, from an adversarial review (each failed before its fix): a long
  * destination name, a job whose file was replaced, a released job whose file is gone, two
- * backups racing for one destination, a close racing a backup. Both threading modes, file
- * and `:memory:` roots where they apply.
+ * backups racing for one destination, a close racing a backup, a process without the global
+ * `crypto`. Both threading modes, file and `:memory:` roots where they apply.
  */
+import { execFile } from 'node:child_process';
 import { copyFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, payload, prefixRange } from '../src/index.js';
@@ -134,3 +137,23 @@ describe.each(FILE_MODES)(
     });
   },
 );
+
+it('makes a backup in a process whose global crypto is switched off, its worker alive', async () => {
+  const root = tempDir();
+  const fixture = fileURLToPath(new URL('./fixtures/backup-no-webcrypto.ts', import.meta.url));
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', fixture, root, join(root, 'copy.db')],
+    {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, NODE_OPTIONS: '--no-experimental-global-webcrypto' },
+      timeout: 60_000,
+    },
+  );
+  expect(JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}')).toEqual({
+    globalCrypto: 'undefined',
+    backup: 'ok',
+    jobStillServes: true,
+    rows: 1,
+  });
+});

@@ -2,12 +2,11 @@
  * What a worker thread loads when it starts. Every module a worker imports is loaded again in
  * each worker's isolate, so per-job mode pays it once per open job: node:crypto and
  * neverthrow cost ~0.45 MiB per worker each, node:fs/promises ~0.17 (README, Performance,
- * workload 8). The worker's static imports are held to the modules it cannot do without;
- * anything else it needs now and then is reached at first use (the global `crypto`).
+ * workload 8). The worker's static imports are held to the modules it cannot do without.
  */
-import { createRequire } from 'node:module';
+import { builtinModules, createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { workerFromSource } from '../src/worker/spawn.js';
 
 const ALLOWED = [
   'better-sqlite3',
@@ -19,23 +18,27 @@ const ALLOWED = [
   'node:worker_threads',
 ];
 
-/** The packages and built-in modules the worker's bundle (as the tests run it) imports. */
+/**
+ * The packages and built-in modules that the modules a worker loads import, each module read
+ * whole (the built package loads every module in full: an import used only by a main-thread
+ * function in a shared module is still loaded by each worker), dynamic imports left out.
+ */
 function workerImports(): string[] {
   const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
   const { metafile } = esbuild.buildSync({
-    entryPoints: [workerFromSource()],
+    entryPoints: [fileURLToPath(new URL('../src/worker/main.ts', import.meta.url))],
+    metafile: true,
+    write: false,
     bundle: true,
     platform: 'node',
-    format: 'esm',
     packages: 'external',
-    write: false,
-    metafile: true,
     logLevel: 'silent',
   });
-  const external = Object.values(metafile.outputs).flatMap((o) =>
-    o.imports.filter((i) => i.external && i.kind === 'import-statement').map((i) => i.path),
+  const external = Object.values(metafile.inputs).flatMap((input) =>
+    input.imports.filter((i) => i.external && i.kind !== 'dynamic-import').map((i) => i.path),
   );
-  return [...new Set(external)].sort();
+  const named = external.map((m) => (builtinModules.includes(m) ? `node:${m}` : m)); // 'fs' = 'node:fs'
+  return [...new Set(named)].sort();
 }
 
 it('a worker imports only the modules it cannot start without', () => {

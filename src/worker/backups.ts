@@ -68,9 +68,10 @@ export class Backups {
       this.#done(id, refused);
       return;
     }
-    // A short name of its own (a dot: never a job file), whatever the length of dest's. The
-    // global `crypto` loads at first use: node:crypto imported here would cost every worker.
-    const random = Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString('hex');
+    // A short name of its own (a dot: never a job file), whatever the length of dest's;
+    // unique, not secret: node:crypto would cost every worker, and the global `crypto` can
+    // be switched off (--no-experimental-global-webcrypto).
+    const random = Math.random().toString(16).slice(2, 14).padEnd(12, '0');
     const partial = join(dirname(dest), `.backup-${random}`);
     let source: Database.Database;
     let failed: ErrorInfo | undefined;

@@ -15,8 +15,7 @@ import type { PollSettings } from '../protocol/messages.js';
 
 let compiledFromSource: string | undefined;
 
-/** The worker's code bundled from the TypeScript sources, as a file (exported for a test). */
-export function workerFromSource(): string {
+function workerFromSource(): string {
   if (compiledFromSource !== undefined) return compiledFromSource;
   const entry = fileURLToPath(new URL('./main.ts', import.meta.url));
   const packageRoot = fileURLToPath(new URL('../../', import.meta.url));

@@ -121,7 +121,7 @@ describe.each(MODES)('idle release (%s)', (_name, options, memory) => {
       vi.advanceTimersByTime(500);
       expect(p.stats().residentJobs).toBe(1);
       vi.advanceTimersByTime(1000);
-      await vi.waitFor(() => expect(p.stats().residentJobs).toBe(0));
+      await vi.waitFor(() => expect(p.stats().residentJobs).toBe(0), { timeout: 10_000 });
       expect(unwrap(await job.get('c', key(1)))).toEqual(payload(1));
     } finally {
       vi.useRealTimers();

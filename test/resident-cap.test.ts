@@ -145,7 +145,9 @@ describe.each(FILE_MODES)('maxResidentJobs, descriptors (%s)', (_name, _memory, 
     // Per-job: the resident jobs' threads and the spare (released jobs' threads have exited);
     // otherwise the pool's two, started by the first open.
     const threads = options.workerThreads === 'per-job' ? 4 + 1 : 2;
-    await vi.waitFor(() => expect(p.stats().workerThreads).toBeLessThanOrEqual(threads));
+    await vi.waitFor(() => expect(p.stats().workerThreads).toBeLessThanOrEqual(threads), {
+      timeout: 10_000,
+    });
     const grown = fdCount() - fdsBefore;
     // 3 per resident job (file, WAL, shared-memory index), and a per-job thread's own (its
     // ports' pipes, its event loop's epoll and eventfd: about 4). Uncapped, 30 jobs hold

@@ -76,7 +76,6 @@ export class JobWorker {
     port: MessagePort,
     backend: KvBackend,
     req: OpenRequest,
-    fileId: string | undefined,
     clock: JobClock,
     detached: () => void,
   ) {
@@ -85,7 +84,7 @@ export class JobWorker {
     this.#backend = backend;
     this.#memory = req.dbPath === ':memory:';
     this.#path = req.dbPath;
-    this.#fileId = fileId;
+    this.#fileId = backend.fileId;
     this.#detached = detached;
     this.#replies = new GroupReplies(port, () => this.#watches.take());
     const snapshotBusyMs = Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs);

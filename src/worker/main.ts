@@ -85,10 +85,9 @@ if (!isMainThread && parentPort) {
 
   const attach = (req: OpenRequest, port: MessagePort, since = performance.now()): void => {
     let backend: KvBackend;
-    let fileId: string | undefined;
     const clock = new JobClock();
     try {
-      ({ backend, fileId } = openJobFile(req, clock));
+      backend = openJobFile(req, clock).backend;
     } catch (e) {
       // On a shared thread a lock met at open (a reader's moment, such as a checkpointing
       // Litestream's) is waited out in pauses, not in SQLite's busy handler, which would
@@ -116,7 +115,7 @@ if (!isMainThread && parentPort) {
     }
     hosted++;
     const memory = req.dbPath === ':memory:';
-    const job = new JobWorker(port, backend, req, fileId, clock, () => {
+    const job = new JobWorker(port, backend, req, clock, () => {
       hosted--;
       exitIfIdle();
     });
@@ -124,7 +123,7 @@ if (!isMainThread && parentPort) {
     port.postMessage({
       t: 'ready',
       file: memory ? undefined : req.dbPath,
-      fileId,
+      fileId: backend.fileId,
     } satisfies FromWorker);
   };
 

@@ -5,11 +5,18 @@
 import { err, ok, type Result, ResultAsync } from 'neverthrow';
 import { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
-import { framesDone, MORE_ROWS, type ReplyExtras, readReply } from './protocol/replies.js';
+import {
+  framesDone,
+  MORE_ROWS,
+  type ReplyExtras,
+  type ReplyValue,
+  readReply,
+} from './protocol/replies.js';
 import type { KvRow } from './types.js';
 import { type Failures, flushOutcome } from './write-failures.js';
 
-type Resolver = (r: Result<unknown, PersistencyError>) => void;
+/** Settles one request; a MORE_ROWS part never reaches one (the type keeps it out). */
+type Resolver = (r: Result<ReplyValue, PersistencyError>) => void;
 
 export class ReplyQueue {
   #waiting: Resolver[] = [];

@@ -42,10 +42,10 @@ export class FailureLedger {
 }
 
 /** A flush's result, given what failed before it outside the worker (`earlier`). */
-export function flushOutcome(
+export function flushOutcome<T>(
   earlier: Failures | undefined,
-  r: Result<unknown, PersistencyError>,
-): Result<unknown, PersistencyError> {
+  r: Result<T, PersistencyError>,
+): Result<T, PersistencyError> {
   if (earlier === undefined) return r;
   if (r.isOk()) return err(writesFailed(earlier.count, earlier.first));
   const e = r.error;

@@ -124,6 +124,15 @@ export function framesDone(r: ByteReader): number {
 /** What `readReply` returns for a part of a long scan: more of it follows. */
 export const MORE_ROWS: unique symbol = Symbol('more rows');
 
+/** The value a reply record settles its request with, one shape per kind of request. */
+export type ReplyValue =
+  | undefined
+  | boolean
+  | number
+  | Uint8Array
+  | KvRow[]
+  | (Uint8Array | undefined)[];
+
 /**
  * Read one reply record: its value, its error (a `PersistencyError`, which no value is), or
  * MORE_ROWS for a part of a long scan (its rows are added to `partial`, which the scan's
@@ -134,7 +143,7 @@ export function readReply(
   r: ByteReader,
   { errors, attached }: ReplyExtras,
   partial: KvRow[],
-): unknown | PersistencyError | typeof MORE_ROWS {
+): ReplyValue | PersistencyError | typeof MORE_ROWS {
   const status = r.u8();
   switch (status) {
     case Status.None:

@@ -199,6 +199,22 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       expect(failures).toEqual([]);
     });
 
+    it('treats an empty batch as a no-op on a closed handle and a job not open too', async () => {
+      const { p, job } = await openNew();
+      const failures = watchWriteFailures(p);
+      const id = job.id;
+      unwrap(await p.closeJob(id));
+      job.persist([]); // nothing to apply, so nothing to report or to fail a flush with
+      p.persist(id, []);
+      p.persist('never-opened', []);
+      const again = unwrap(await p.openJob(id));
+      expect((await again.flush()).isOk()).toBe(true);
+      expect(failures).toEqual([]);
+      // A batch with ops on the closed handle is still reported.
+      job.persist([{ kind: 'delete', category: 'c', key: key(1) }]);
+      expect(failures.map((f) => f.reason)).toEqual(['closed']);
+    });
+
     it('scans ascending and descending over a half-open range', async () => {
       const { job } = await openNew();
       putNums(job, 's', shuffled([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 7));

@@ -4,8 +4,8 @@
  * reporting of writes that failed (releasing jobs: residency.ts). `Persistency` is its
  * public face.
  */
-import { lstatSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { lstatSync, mkdirSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
@@ -212,19 +212,19 @@ export class JobRegistry {
     });
   };
 
-  /** Create the root if it is missing (also when it was removed after jobs were opened). */
-  #ensureRoot(): Promise<Result<void, PersistencyError>> {
-    return mkdir(this.#rootDir, { recursive: true }).then(
-      () => ok(undefined),
-      (e: unknown) =>
-        err(
-          new PersistencyError(
-            'Backend',
-            `cannot create rootDir ${this.#rootDir}: ${(e as Error).message}`,
-            { code: (e as { code?: string }).code, cause: e },
-          ),
-        ),
-    );
+  /**
+   * Create the root if it is missing (also when it was removed after jobs were opened).
+   * Synchronous, like the lock taken right after it: an open holds its share of the root
+   * lock from its first step, so no drop by another instance can slip in before it.
+   */
+  #ensureRoot(): Result<void, PersistencyError> {
+    try {
+      mkdirSync(this.#rootDir, { recursive: true });
+      return ok(undefined);
+    } catch (e) {
+      const message = `cannot create rootDir ${this.#rootDir}: ${(e as Error).message}`;
+      return err(new PersistencyError('Backend', message, { code: codeOf(e), cause: e }));
+    }
   }
 
   /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */
@@ -254,7 +254,7 @@ export class JobRegistry {
     if (this.#closed) return err(this.closedError());
     let share: RootLockShare | undefined;
     if (this.#rootDir !== MEMORY_ROOT) {
-      const root = await this.#ensureRoot();
+      const root = this.#ensureRoot();
       if (root.isErr()) return err(root.error);
       const owned = RootLock.of(this.#rootDir).acquire(this.#dbPath(id), this);
       if (owned.isErr()) return err(owned.error);
@@ -268,8 +268,8 @@ export class JobRegistry {
       }
     }
     const pin = this.#threads.pin();
+    // The image stays listed (listJobs) until the job holds it.
     const image = this.#images.get(id);
-    this.#images.delete(id);
     const client = new JobClient(id, this.#clientHost, image, pin);
     this.#opening++;
     const opened = await client.open();
@@ -277,9 +277,9 @@ export class JobRegistry {
     if (opened.isErr()) {
       this.#releaseShare(id, share);
       this.#threads.unpin(pin);
-      if (image !== undefined) this.#images.set(id, image);
       return err(opened.error);
     }
+    this.#images.delete(id);
     this.#openJobs++;
     if (share !== undefined) this.#rootShares.set(client, share);
     this.#residency.startIdleTimer();

@@ -8,10 +8,13 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
   existsSync,
+  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   statSync,
+  symlinkSync,
+  truncateSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -259,6 +262,39 @@ describe('missing root or job', () => {
       expectFailure(cli(...args), 3, 'job "nope" not found', 'nope.db');
     expect(existsSync(join(root, 'copy.db'))).toBe(false);
   });
+
+  it('is a usage error (2) for an empty root, which would be the working directory', () => {
+    for (const args of [
+      ['ls', ''],
+      ['scan', '', 'j', 'log'],
+      ['litestream-config', '', join(tempDir(), 'replica')],
+    ])
+      expectFailure(cli(...args), 2, '<root> is empty');
+  });
+
+  it('exits 3 for a symbolic link or a directory named like a job file, as ls leaves them out', async () => {
+    const outside = tempDir();
+    await seed(outside, { elsewhere: fillLog });
+    const root = tempDir();
+    await seed(root, { a: fillLog });
+    symlinkSync(join(outside, 'elsewhere.db'), join(root, 'link.db'));
+    mkdirSync(join(root, 'dir.db'));
+    expect(lines(cli('ls', root)).map((l) => l.split('\t')[0])).toEqual(['a']);
+    for (const args of [
+      ['ls', root, 'link'],
+      ['scan', root, 'link', 'log'],
+      ['count', root, 'link', 'log'],
+      ['check', root, 'link'],
+      ['backup', root, 'link', join(root, 'copy.db')],
+    ])
+      expectFailure(cli(...args), 3, 'job "link" is not a job', 'is a symbolic link');
+    expect(existsSync(join(root, 'copy.db'))).toBe(false);
+    for (const args of [
+      ['ls', root, 'dir'],
+      ['scan', root, 'dir', 'log'],
+    ])
+      expectFailure(cli(...args), 3, 'job "dir" is not a job', 'not a regular file');
+  });
 });
 
 describe('ls', () => {
@@ -492,6 +528,48 @@ describe('check', () => {
       'schema version: 0 (not a persistency job file)',
     ]);
     expectFailure(cli('scan', root, 'plain', 'c'), 5, 'not a persistency job file');
+  });
+
+  it('fails a file cut short inside a page (code 1), which other commands refuse (code 5)', async () => {
+    const root = tempDir();
+    await seed(root, { j: fillLog });
+    truncateSync(join(root, 'j.db'), 5000); // SQLite would read the rest of the page as zeros
+    expectFailure(cli('check', root, 'j'), 1, 'job "j" is damaged', 'cut short');
+    for (const args of [
+      ['scan', root, 'j', 'log'],
+      ['count', root, 'j', 'log'],
+      ['ls', root, 'j'],
+    ])
+      expectFailure(cli(...args), 5, 'job "j" is damaged', 'cut short');
+  });
+
+  it("fails a file whose header says job but whose kv table is not a job's, as openJob does", async () => {
+    const root = tempDir();
+    const db = new Database(join(root, 'other.db'));
+    db.exec('CREATE TABLE kv (k, v); INSERT INTO kv VALUES (1, 2); PRAGMA user_version = 1');
+    db.close();
+    const p = unwrap(Persistency.open(root));
+    const opened = await p.openJob('other');
+    expect(opened.isErr() && opened.error.code).toBe('SQLITE_CORRUPT');
+    unwrap(await p.close());
+    const r = cli('check', root, 'other');
+    expect(r.status).toBe(1);
+    expect(lines(r)).toEqual([
+      'integrity_check: ok',
+      'schema version: 1 (its kv table has no payload column)',
+    ]);
+    const why = 'not a persistency job file (its kv table has no payload column)';
+    for (const args of [
+      ['ls', root, 'other'],
+      ['scan', root, 'other', 'c'],
+      ['count', root, 'other', 'c'],
+      ['backup', root, 'other', join(root, 'copy.db')],
+    ])
+      expectFailure(cli(...args), 5, why);
+    const listed = cli('ls', root);
+    expect(listed.status).toBe(5);
+    expect(lines(listed)).toEqual([`other\t${statSync(join(root, 'other.db')).size}\terror`]);
+    expect(listed.stderr).toContain(why);
   });
 
   it('refuses a newer schema version with code 5 and leaves the file untouched', async () => {

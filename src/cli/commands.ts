@@ -2,7 +2,7 @@
  * The inspector's commands (ls, scan, count, check, backup) over job files read through the
  * SQL layer's reader, whether a running process owns their root or not.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
 import {
@@ -130,9 +130,9 @@ export function check(root: string, id: string): number {
       }
       const intact = found.length === 1 && found[0] === 'ok';
       for (const line of found) out.line(`integrity_check: ${line}`);
-      const known = job.version >= 1;
-      out.line(`schema version: ${job.version}${known ? '' : ' (not a persistency job file)'}`);
-      return (intact ? 0 : found.length) + (known ? 0 : 1);
+      const notAJob = job.version < 1 ? 'not a persistency job file' : job.notAJob();
+      out.line(`schema version: ${job.version}${notAJob === undefined ? '' : ` (${notAJob})`}`);
+      return (intact ? 0 : found.length) + (notAJob === undefined ? 0 : 1);
     },
   );
   if (problems === 0) return EXIT.ok;
@@ -181,6 +181,8 @@ export interface OpenOptions {
 }
 
 export function requireRoot(root: string): string {
+  // resolve('') is the working directory: an unset variable must not inspect it.
+  if (root === '') throw usage('<root> is empty');
   const dir = resolve(root);
   let isDir: boolean;
   try {
@@ -201,12 +203,19 @@ export function requireJob(root: string, id: string): string {
   if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
   const dir = requireRoot(root);
   const current = jobDbPath(dir, stem.stem);
-  const path = existsSync(current) ? current : (legacyJobDbPath(dir, id) ?? current);
-  if (!existsSync(path))
+  const entry = (path: string) => lstatSync(path, { throwIfNoEntry: false });
+  const path = entry(current) !== undefined ? current : (legacyJobDbPath(dir, id) ?? current);
+  const found = entry(path);
+  if (found === undefined)
     throw new CliError(
       EXIT.notFound,
       `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
     );
+  // As for the library and the listing: a job is a regular file, never read through a link.
+  if (!found.isFile()) {
+    const what = found.isSymbolicLink() ? 'a symbolic link' : 'not a regular file';
+    throw new CliError(EXIT.notFound, `${label(id)} is not a job in ${dir}: ${path} is ${what}`);
+  }
   return path;
 }
 
@@ -237,12 +246,20 @@ export function openJobFile(path: string, name: string, options: OpenOptions): J
       `${name} has schema version ${version}, newer than version ${SCHEMA_VERSION} this inspector knows; use a newer persistency`,
     );
   }
-  if (version < 1 && options.anyVersion !== true) {
+  const short = job.cutShort();
+  if (short !== undefined) {
     job.close();
-    throw new CliError(
-      EXIT.failed,
-      `${name} is not a persistency job file (schema version ${version}): ${path}`,
-    );
+    throw new CliError(options.damageCode ?? EXIT.failed, `${name} is damaged: ${short} (${path})`);
+  }
+  if (options.anyVersion === true) return job;
+  // What the library would refuse to open is not read as a job here either.
+  const why =
+    version < 1
+      ? `schema version ${version}`
+      : mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () => job.notAJob());
+  if (why !== undefined) {
+    job.close();
+    throw new CliError(EXIT.failed, `${name} is not a persistency job file (${why}): ${path}`);
   }
   return job;
 }

@@ -4,7 +4,7 @@ export const EXIT = {
   ok: 0,
   /** `check` found damage (or a file that is not a persistency job). */
   damaged: 1,
-  /** Unknown command or option, missing or malformed argument. */
+  /** Unknown command or option, missing, empty or malformed argument. */
   usage: 2,
   /** The root directory or the job does not exist. */
   notFound: 3,
@@ -31,8 +31,8 @@ export const usage = (message: string) => new CliError(EXIT.usage, message);
 export const EXIT_HELP = `Exit codes:
   0  success
   1  check found damage
-  2  usage error (unknown command or option, missing or malformed argument)
-  3  root or job not found
+  2  usage error (unknown command or option, missing, empty or malformed argument)
+  3  root or job not found (a link or a directory is not a job file)
   4  job in use: its file is locked against readers (a database being recovered)
   5  any other failure (newer schema version, unreadable file, destination exists, I/O)`;
 

@@ -116,8 +116,9 @@ Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failur
 Run PRAGMA integrity_check on the job's file (with its WAL) and print
   integrity_check: <ok, or one line per problem>
   schema version: <PRAGMA user_version>
-The check passes when integrity_check says ok and the schema version is one this
-library writes (1..${SCHEMA_VERSION}). A newer schema version is refused (exit code 5).
+The check passes when integrity_check says ok, the schema version is one this
+library writes (1..${SCHEMA_VERSION}) and the kv table is a job's (keyed by category and
+key, with a payload). A newer schema version is refused (exit code 5).
 
 Exit codes: 0 ok, 1 damaged (or not a persistency job file), 2 usage, 3 root or job not
 found, 4 job in use, 5 other failure.

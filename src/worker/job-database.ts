@@ -6,6 +6,7 @@
 import Database from 'better-sqlite3';
 import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
+import { cutShort, kvTableProblem } from './job-file-reader.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
 /**
@@ -53,19 +54,6 @@ export interface BackendOptions {
   readonly mustExist?: boolean;
   /** The file a released job had (its identity): a reattach opens that file or fails. */
   readonly fileId?: string | undefined;
-}
-
-/**
- * What keeps an existing `kv` table from being a job's (undefined: none, or no table yet):
- * a put replaces a row only where (category, key) is the primary key.
- */
-function kvTableProblem(db: Database.Database): string | undefined {
-  const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
-  if (columns.length === 0) return undefined;
-  const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
-  if (pk('payload') === undefined) return 'has no payload column';
-  const keyed = pk('category') === 1 && pk('key') === 2;
-  return keyed && columns.every((c) => c.pk <= 2) ? undefined : 'is not keyed by (category, key)';
 }
 
 /**
@@ -124,6 +112,12 @@ export function openJobDatabase(
         new Error(`${path} is not a job file: its kv table ${foreign}; it was left untouched`),
         { code: 'SQLITE_CORRUPT' },
       );
+    }
+    const short = memory ? undefined : cutShort(db, path);
+    if (short !== undefined) {
+      throw Object.assign(new Error(`${path} is damaged: ${short}; it was left untouched`), {
+        code: 'SQLITE_CORRUPT',
+      });
     }
     if (options.verifyOnOpen === true) {
       let problems: { quick_check: string }[];

@@ -2,9 +2,36 @@
  * The SQL of reading a job file from outside its owner (the CLI), while the owner runs or
  * not: nothing written, no migration, no checkpoint. Errors are SQLite's, thrown as they are.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
+
+/**
+ * What keeps the `kv` table from being a job's, or `whenMissing` where there is none (the
+ * library makes it in a new file; the inspector has nothing to read): a put replaces a
+ * row only where (category, key) is the primary key. Undefined: it is a job's.
+ */
+export function kvTableProblem(db: Database.Database, whenMissing?: string): string | undefined {
+  const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
+  if (columns.length === 0) return whenMissing;
+  const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
+  if (pk('payload') === undefined) return 'has no payload column';
+  const keyed = pk('category') === 1 && pk('key') === 2;
+  return keyed && columns.every((c) => c.pk <= 2) ? undefined : 'is not keyed by (category, key)';
+}
+
+/**
+ * Why the file at `path` cannot be whole: SQLite writes whole pages, and reads the missing
+ * end of a page cut short as zeros, which can parse as a page with fewer rows and so hide
+ * rows without an error. Undefined: whole pages.
+ */
+export function cutShort(db: Database.Database, path: string): string | undefined {
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  const bytes = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+  return bytes % pageSize === 0
+    ? undefined
+    : `it is ${bytes} bytes, not a whole number of ${pageSize}-byte pages: it was cut short`;
+}
 
 /** Key, payload, and when the row expires (ms since the epoch; null: never). */
 type Row = [Buffer, Buffer, number | null];
@@ -53,6 +80,18 @@ export class JobFileReader {
   /** SQLite's error code of `e`, or undefined when `e` is not an SQLite error. */
   static sqliteCode(e: unknown): string | undefined {
     return e instanceof Database.SqliteError ? e.code : undefined;
+  }
+
+  /** Why the file is damaged in a way SQLite's reads would not report (see cutShort). */
+  cutShort(): string | undefined {
+    return cutShort(this.#db, this.#db.name);
+  }
+
+  /** Why the file is not a job's though its header says it is (undefined: it is one). */
+  notAJob(): string | undefined {
+    if (this.version < 1) return undefined; // the header already says it
+    const problem = kvTableProblem(this.#db, 'is missing');
+    return problem === undefined ? undefined : `its kv table ${problem}`;
   }
 
   /** Rows not expired at `now`. */

@@ -64,15 +64,6 @@ export function checkedKey(k: unknown, where: string, name: string): Uint8Array 
   return bytes;
 }
 
-/** An empty array (a hostile value that throws when looked at is not). */
-export function isEmptyArray(list: unknown): boolean {
-  try {
-    return Array.isArray(list) && list.length === 0;
-  } catch {
-    return false;
-  }
-}
-
 /** The length of a caller's array, read once: a proxy cannot change it under a loop. */
 export function checkedLength(list: unknown, where: string, name: string): number {
   if (!Array.isArray(list))

@@ -60,7 +60,7 @@ export class JobWrites {
   /**
    * Apply `ops` as one atomic batch: all of them or none. Invalid ops, or more than
    * 4,194,304 of them, refuse the whole batch (reported as a `writeFailed` event with
-   * reason `'invalid'`); nothing is queued. An empty batch is a no-op, also on a closed job.
+   * reason `'invalid'`); nothing is queued. An empty batch is a no-op on an open job.
    * @example job.persist([{ kind: 'put', category: 'log', key: key('c1', 1), payload: payload('hi') }])
    */
   persist(ops: readonly TxOp[]): void {
@@ -86,7 +86,6 @@ export class JobWrites {
       );
       return { list: [], error, count: n };
     }
-    if (n === 0) return undefined; // nothing to apply or lose, whatever the job's state
     // A snapshot, each element read once (at most MAX_BATCH_OPS of them): getters or
     // proxies cannot change the batch while it is checked and encoded, and the event for a
     // refused batch lists it whole without reading the caller's array again.
@@ -230,6 +229,7 @@ export class JobWrites {
       this.#host.writeFailed(this.#id, 'closed', ops, this.#client.notOpenError(), count);
       return;
     }
+    if (records.length === 0) return; // an empty batch is a no-op
     let body: number;
     try {
       body = checkedBatchBody(records);

@@ -6,7 +6,7 @@
 import mittImport, { type Emitter } from 'mitt';
 import { err, errAsync, ok, type Result, ResultAsync } from 'neverthrow';
 import { AtomicBatch } from './atomic-batch.js';
-import { categoryBytes, isEmptyArray } from './checks.js';
+import { categoryBytes } from './checks.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { Job } from './job.js';
 import { describe, describeThrown, type Key, type KeyRange } from './keys.js';
@@ -243,7 +243,6 @@ export class Persistency {
 
   /** @example p.persist('t1', [{ kind: 'delete', category: 'c', key: key(1) }]) */
   persist(jobId: string, ops: readonly TxOp[]): void {
-    if (isEmptyArray(ops)) return; // a no-op, as on the job itself, open or not
     this.#write(jobId, ops, (j) => j.persist(ops));
   }
 

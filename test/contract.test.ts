@@ -199,20 +199,24 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       expect(failures).toEqual([]);
     });
 
-    it('treats an empty batch as a no-op on a closed handle and a job not open too', async () => {
+    it('reports an empty batch on a closed handle or a job not open, like any write there', async () => {
       const { p, job } = await openNew();
       const failures = watchWriteFailures(p);
       const id = job.id;
       unwrap(await p.closeJob(id));
-      job.persist([]); // nothing to apply, so nothing to report or to fail a flush with
-      p.persist(id, []);
+      job.persist([]); // CONTRACT section 4: a closed handle's writes are dropped with an event
       p.persist('never-opened', []);
+      expect(failures.map((f) => [f.jobId, f.reason, f.count, f.ops])).toEqual([
+        [id, 'closed', 0, []],
+        ['never-opened', 'notFound', 0, []],
+      ]);
       const again = unwrap(await p.openJob(id));
+      const flushed = await again.flush(); // the next flush of the job counts it
+      expect(flushed.isErr() && [flushed.error.kind, flushed.error.count]).toEqual([
+        'WriteFailed',
+        1,
+      ]);
       expect((await again.flush()).isOk()).toBe(true);
-      expect(failures).toEqual([]);
-      // A batch with ops on the closed handle is still reported.
-      job.persist([{ kind: 'delete', category: 'c', key: key(1) }]);
-      expect(failures.map((f) => f.reason)).toEqual(['closed']);
     });
 
     it('scans ascending and descending over a half-open range', async () => {

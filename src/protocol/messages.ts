@@ -127,6 +127,8 @@ export interface ReadStats {
   readonly batched: number;
   /** Times the job gave its thread to the other jobs on it before finishing its work. */
   readonly slices: number;
+  /** Requests of the job taken up while another job's work on the thread was paused. */
+  readonly besidePaused: number;
 }
 
 /** What a thread is told on its own port (`parentPort`). */

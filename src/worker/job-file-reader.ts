@@ -23,12 +23,15 @@ export function kvTableProblem(db: Database.Database, whenMissing?: string): str
 /**
  * Why the file at `path` cannot be whole: SQLite writes whole pages, and reads the missing
  * end of a page cut short as zeros, which can parse as a page with fewer rows and so hide
- * rows without an error. Undefined: whole pages.
+ * rows without an error. Undefined: whole pages. Pages over 4 KiB are checked in 4 KiB
+ * units: a checkpoint (Litestream's, say) extending the file by such a page may be seen
+ * halfway, at a boundary of the system's pages, but never inside one.
  */
 export function cutShort(db: Database.Database, path: string): string | undefined {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
+  const unit = Math.min(pageSize, 4096);
   const bytes = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
-  return bytes % pageSize === 0
+  return bytes % unit === 0
     ? undefined
     : `it is ${bytes} bytes, not a whole number of ${pageSize}-byte pages: it was cut short`;
 }

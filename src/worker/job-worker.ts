@@ -40,6 +40,8 @@ import { Watches } from './watches.js';
 const LOCK_RETRY_MS = 5;
 /** Stop draining the queue into one group past this many bytes of frames. */
 const MAX_GROUP_BYTES = 64 * 1024 * 1024;
+/** Jobs of this thread whose work is paused for the others' turns (see ReadStats). */
+let pausedJobs = 0;
 
 export class JobWorker {
   readonly #port: MessagePort;
@@ -67,6 +69,8 @@ export class JobWorker {
   /** The work in progress, when it paused (see SliceClock). */
   #task: Generator<Pause, void, void> | undefined;
   #slices = 0;
+  #paused = false;
+  #besidePaused = 0;
   #frames = 0;
 
   /** The reader of the last frame: its remembered category carries over to the next. */
@@ -121,6 +125,7 @@ export class JobWorker {
       return;
     }
     this.#sweep.cancel();
+    if (pausedJobs > 0) this.#besidePaused++;
     this.#task = this.#serve(m);
     this.#resume();
   }
@@ -144,6 +149,8 @@ export class JobWorker {
   #detachedNow = false;
 
   readonly #resume = (): void => {
+    if (this.#paused) pausedJobs--;
+    this.#paused = false;
     const task = this.#task as Generator<Pause, void, void>;
     this.#slice.start();
     const step = task.next();
@@ -153,6 +160,8 @@ export class JobWorker {
       return;
     }
     this.#slices++;
+    this.#paused = true;
+    pausedJobs++;
     if (step.value === 'wait') setTimeout(this.#resume, LOCK_RETRY_MS);
     else setImmediate(this.#resume);
   };
@@ -362,7 +371,11 @@ export class JobWorker {
       error,
       unflushed: this.#commit.takeUnflushed(),
       polls: { ...(this.#poller?.stats ?? Poller.none) },
-      reads: { batched: this.#reads.batched, slices: this.#slices },
+      reads: {
+        batched: this.#reads.batched,
+        slices: this.#slices,
+        besidePaused: this.#besidePaused,
+      },
     };
     this.#port.postMessage(msg, image === undefined ? [] : [image.buffer as ArrayBuffer]);
     this.#port.close();

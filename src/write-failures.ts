@@ -55,9 +55,11 @@ export function flushOutcome<T>(
 
 /**
  * Fail messages that never reached a thread, in issue order: each batch reported, each
- * read answered with `error`, each flush with `WriteFailed` for the batches before it.
- * Requests sent earlier (to a thread that died) fail first. `report(batch, error, counted)`:
- * `counted` when a flush in `unsent` reports the batch; otherwise the next flush must.
+ * read answered with `error`, each flush with `WriteFailed` for the batches before it, or
+ * with `error` itself when it says the job's file is gone from its path (as an open job's
+ * flush does: CONTRACT.md section 7). Requests sent earlier (to a thread that died) fail
+ * first. `report(batch, error, counted)`: `counted` when a flush in `unsent` reports the
+ * batch; otherwise the next flush must.
  */
 export function failUnsent(
   unsent: readonly ToWorker[],
@@ -68,6 +70,7 @@ export function failUnsent(
   const records = unsent.flatMap((m) => (m instanceof Uint8Array ? recordsOf(m) : []));
   const awaiting = records.filter((r) => typeof r === 'number').length;
   for (let sent = replies.pending - awaiting; sent > 0; sent--) replies.failNext(error);
+  const fileGone = error.kind === 'Backend' && (error.code === 'ENOENT' || error.code === 'ESTALE');
   const lastFlush = records.lastIndexOf(FLUSH_TAG);
   let sinceFlush = 0;
   records.forEach((record, i) => {
@@ -77,7 +80,7 @@ export function failUnsent(
       return;
     }
     replies.failNext(
-      record === FLUSH_TAG && sinceFlush > 0 ? writesFailed(sinceFlush, error) : error,
+      record === FLUSH_TAG && sinceFlush > 0 && !fileGone ? writesFailed(sinceFlush, error) : error,
     );
     if (record === FLUSH_TAG) sinceFlush = 0;
   });

@@ -100,19 +100,37 @@ describe.each<[string, PersistencyOptions]>([
     await p.close();
   });
 
-  it('a flush after writes made once the file was removed is Err', async () => {
-    const { p, job, dbPath } = await releasedWithOneRow(options, 'gone2');
-    for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
-      rmSync(f, { force: true });
-    job.persistPut('c', key(2), payload('after'));
-    const flushed = await job.flush();
-    expect(flushed.isErr() && flushed.error.kind).toBe('WriteFailed');
-    expect(flushed.isErr() && flushed.error.cause).toMatchObject({
-      kind: 'Backend',
-      code: 'ENOENT',
-    });
-    await p.close();
-  });
+  it.each([
+    ['removed', 'ENOENT'],
+    ['replaced', 'ESTALE'],
+  ])(
+    'a flush after writes made once the file was %s is Err(Backend) naming it, as on an open job',
+    async (how, code) => {
+      const { p, job, dbPath } = await releasedWithOneRow(options, `gone-${how}`);
+      const failed: string[] = [];
+      p.events.on('writeFailed', (e) => failed.push(`${e.reason}/${e.error.code}`));
+      if (how === 'removed') {
+        for (const f of [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)])
+          rmSync(f, { force: true });
+      } else {
+        copyFileSync(dbPath, `${dbPath}.copy`);
+        renameSync(`${dbPath}.copy`, dbPath);
+      }
+      job.persistPut('c', key(2), payload('after'));
+      const flushed = await job.flush();
+      // CONTRACT.md section 7: the file is gone, and the flush says so (a released job's as an
+      // open job's; it was WriteFailed here, with this error as its cause).
+      expect(flushed.isErr() && [flushed.error.kind, flushed.error.code]).toEqual([
+        'Backend',
+        code,
+      ]);
+      expect(flushed.isErr() && flushed.error.message).toContain(dbPath);
+      expect(failed).toEqual([`backend/${code}`]); // the write itself is reported
+      const closed = await p.closeJob(`gone-${how}`);
+      expect(closed.isErr() && closed.error.code).toBe(code);
+      await p.close();
+    },
+  );
 });
 
 describe.each<[string, PersistencyOptions]>([

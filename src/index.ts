@@ -33,6 +33,7 @@ export {
   u32,
   u64,
 } from './keys.js';
+export { jobFileName } from './paths.js';
 export { decodePayload, payload, toPayload } from './payload.js';
 export { Persistency } from './persistency.js';
 export type { Change } from './protocol/changes.js';

@@ -29,6 +29,18 @@ const SAFE_BEFORE_0_2 = /^[A-Za-z0-9_-]$/;
 const WINDOWS_DEVICE = /^(?:CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])$/i;
 const utf8 = new TextEncoder();
 
+/**
+ * The name of job `jobId`'s file in its root (`tenant%2F1.db` for `tenant/1`): what to call
+ * a backup that is to open as the job in another root. Throws `InvalidArgument` for an id
+ * no job can have, as the key codec does for a bad part.
+ * @example await job.backup(join('/restore', jobFileName(job.id)))
+ */
+export function jobFileName(jobId: string): string {
+  const file = jobFileStem(jobId);
+  if (!file.ok) throw file.error;
+  return `${file.stem}${DB_SUFFIX}`;
+}
+
 /** Validate a job id and return its file stem, or the reason it cannot be stored. */
 export function jobFileStem(
   id: unknown,

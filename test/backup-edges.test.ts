@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { key, Persistency, payload, prefixRange } from '../src/index.js';
+import { jobFileName, key, Persistency, payload, prefixRange } from '../src/index.js';
 import { jobClient } from '../src/job.js';
 import {
   DB_SUFFIX,
@@ -56,6 +56,28 @@ describe.each(ROOT_MODES)('backup edges (%s)', (_name, memory, options) => {
     const other = unwrap(Persistency.open(otherRoot, options));
     expect(unwrap(await unwrap(await other.openJob(id)).count('c', prefixRange(key())))).toBe(1);
     await other.close();
+  });
+
+  it('copies a job into <other root>/jobFileName(id), which opens there and lists as the id', async () => {
+    const ids = ['Dev Ops/1', 'é', '../up', 'con'];
+    const p = open();
+    const otherRoot = tempDir();
+    for (const id of ids) {
+      const job = unwrap(await p.openJob(id));
+      job.persistPut('c', key(1), payload(id));
+      unwrap(await job.backup(join(otherRoot, jobFileName(id))));
+    }
+    await p.close();
+    const other = unwrap(Persistency.open(otherRoot, options));
+    expect(unwrap(await other.listJobs())).toEqual([...ids].sort());
+    for (const id of ids)
+      expect(unwrap(await unwrap(await other.openJob(id)).get('c', key(1)))).toEqual(payload(id));
+    await other.close();
+    for (const bad of ['', 'x'.repeat(MAX_STEM_BYTES + 1), '\ud800', 42]) {
+      expect(() => jobFileName(bad as string)).toThrow(
+        expect.objectContaining({ kind: 'InvalidArgument' }),
+      );
+    }
   });
 
   it('of three backups racing for one destination, one is made and the others are InvalidArgument', async () => {

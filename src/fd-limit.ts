@@ -22,9 +22,22 @@ export function outOfFileDescriptors(): boolean {
   }
 }
 
+/** Codes that say what went wrong themselves: never relabelled EMFILE, however short of descriptors. */
+const DEFINITE = new Set([
+  'ENOENT',
+  'ESTALE',
+  'ELOOP',
+  'SQLITE_CORRUPT',
+  'SQLITE_NOTADB',
+  'SQLITE_FULL',
+  'SQLITE_READONLY',
+  'SCHEMA_TOO_NEW',
+]);
+
 /** `error` as the EMFILE it stands for when the process is out of descriptors. */
 export function explainFdExhaustion(error: PersistencyError): PersistencyError {
   if (error.code === 'EMFILE' || error.kind !== 'Backend') return error;
+  if (error.code !== undefined && DEFINITE.has(error.code)) return error;
   // The OS said so in the message (a thread that could not load its code), or says so now.
   if (!/\bE[MN]FILE\b/.test(error.message) && !outOfFileDescriptors()) return error;
   return new PersistencyError(

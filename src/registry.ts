@@ -128,14 +128,17 @@ export class JobRegistry {
     if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
     const previous = slot?.closing;
     const next: Slot = {
-      ready: (previous ?? Promise.resolve()).then(() => this.#start(id)),
+      ready: (previous ?? Promise.resolve()).then(() =>
+        this.#start(id, (job) => {
+          next.job = job;
+        }),
+      ),
       job: undefined,
       closing: undefined,
     };
     this.#slots.set(id, next);
     void next.ready.then((r) => {
-      if (r.isOk()) next.job = r.value;
-      else if (this.#slots.get(id) === next) this.#slots.delete(id);
+      if (r.isErr() && this.#slots.get(id) === next) this.#slots.delete(id);
     });
     return new ResultAsync(next.ready);
   }
@@ -250,7 +253,8 @@ export class JobRegistry {
     };
   }
 
-  async #start(id: string): Promise<Result<Job, PersistencyError>> {
+  /** Open job `id`; `opened` registers it before anyone hears of it (jobOpened, listJobs). */
+  async #start(id: string, opened: (job: Job) => void): Promise<Result<Job, PersistencyError>> {
     if (this.#closed) return err(this.closedError());
     let share: RootLockShare | undefined;
     if (this.#rootDir !== MEMORY_ROOT) {
@@ -268,23 +272,24 @@ export class JobRegistry {
       }
     }
     const pin = this.#threads.pin();
-    // The image stays listed (listJobs) until the job holds it.
+    // The image stays listed (listJobs) until the job is.
     const image = this.#images.get(id);
     const client = new JobClient(id, this.#clientHost, image, pin);
     this.#opening++;
-    const opened = await client.open();
+    const attached = await client.open();
     this.#opening--;
-    if (opened.isErr()) {
+    if (attached.isErr()) {
       this.#releaseShare(id, share);
       this.#threads.unpin(pin);
-      return err(opened.error);
+      return err(attached.error);
     }
-    this.#images.delete(id);
     this.#openJobs++;
     if (share !== undefined) this.#rootShares.set(client, share);
     this.#residency.startIdleTimer();
     const job = new Job(id, client, this.#jobHost);
-    this.#emit('jobOpened', { jobId: id, file: opened.value.file });
+    opened(job);
+    this.#images.delete(id);
+    this.#emit('jobOpened', { jobId: id, file: attached.value.file });
     return ok(job);
   }
 

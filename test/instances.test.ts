@@ -174,6 +174,19 @@ describe('listJobs', () => {
     expect(unwrap(await m.listJobs())).toEqual(['x', 'y']);
   });
 
+  it('a :memory: job is listed when jobOpened is emitted, on its first open and its reopen', async () => {
+    const m = open(':memory:');
+    const seen: Promise<string>[] = [];
+    m.events.on('jobOpened', (e) => {
+      seen.push(m.listJobs().then((r) => `${e.jobId}: [${unwrap(r).join()}]`));
+    });
+    const job = unwrap(await m.openJob('m'));
+    job.persistPut('c', key(1), payload('x'));
+    unwrap(await m.closeJob('m'));
+    unwrap(await m.openJob('m'));
+    expect(await Promise.all(seen)).toEqual(['m: [m]', 'm: [m]']);
+  });
+
   it('a :memory: job being opened again is listed throughout, its data kept', async () => {
     const m = open(':memory:');
     const job = unwrap(await m.openJob('m'));

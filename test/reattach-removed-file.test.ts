@@ -4,6 +4,7 @@
  * place, and a flush after writes made since is Err.
  */
 
+import { execFile } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -13,6 +14,8 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
 import { injectFault } from '../src/job.js';
@@ -151,5 +154,27 @@ describe.each<[string, PersistencyOptions]>([
     expect(p.stats()).toMatchObject({ openJobs: 1, residentJobs: 0 });
     expect(unwrap(await job.get('c', key(1)))).toEqual(payload('kept'));
     await p.close();
+  });
+});
+
+// explainFdExhaustion relabelled any Backend error EMFILE when descriptors were short at that
+// moment, as in a busy process near its limit: a removed file then read as WriteFailed/EMFILE,
+// its message blaming descriptors (a review's reproduction).
+describe.each(['per-job', '1'])('near the descriptor limit (workerThreads %s)', (mode) => {
+  it('a released job whose file was removed: the flush still says ENOENT', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/removed-near-fd-limit.ts', import.meta.url));
+    const { stdout } = await promisify(execFile)(
+      'bash',
+      [
+        '-c',
+        `ulimit -n 200 && exec "${process.execPath}" --import tsx "${fixture}" "$0" "$1"`,
+        tempDir(),
+        mode,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
+    );
+    const flushed = JSON.parse(stdout.trim().split('\n').at(-1) as string);
+    expect([flushed.kind, flushed.code]).toEqual(['Backend', 'ENOENT']);
+    expect(flushed.message).not.toContain('no file descriptor left');
   });
 });

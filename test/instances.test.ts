@@ -176,7 +176,7 @@ describe('listJobs', () => {
 
   it('a :memory: job is listed when jobOpened is emitted, on its first open and its reopen', async () => {
     const m = open(':memory:');
-    const seen: Promise<string>[] = [];
+    const seen: PromiseLike<string>[] = [];
     m.events.on('jobOpened', (e) => {
       seen.push(m.listJobs().then((r) => `${e.jobId}: [${unwrap(r).join()}]`));
     });

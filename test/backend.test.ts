@@ -193,7 +193,9 @@ describe('scans read page by page', () => {
       const file = fresh();
       const db = new Database(file);
       db.pragma(`encoding = '${encoding}'`);
-      db.exec('CREATE TABLE t (x)'); // the encoding is set once the file has content
+      db.exec(
+        'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID',
+      ); // the encoding is set once the file has content
       db.close();
       const b = KvBackend.open(file, options);
       expect(b.canGetMany).toBe(records);

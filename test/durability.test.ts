@@ -133,6 +133,23 @@ describe('schema versions', () => {
     job.persistPut('c', key(1), payload('new'));
     expect((await job.count('c', prefixRange(key())))._unsafeUnwrap()).toBe(1);
   });
+
+  // A review's trial: such a file was taken over (a kv table added, WAL turned on).
+  it("openJob refuses another program's database (version 0, tables of its own) and leaves it untouched", async () => {
+    const root = freshRoot();
+    mkdirSync(root, { recursive: true });
+    const file = join(root, 'notes.db');
+    const raw = new Database(file);
+    raw.exec("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine')");
+    raw.close();
+    const before = readFileSync(file);
+    const p = Persistency.instance(root)._unsafeUnwrap();
+    const r = await p.openJob('notes');
+    expect(r.isErr() && [r.error.kind, r.error.code]).toEqual(['Backend', 'SQLITE_CORRUPT']);
+    expect(r._unsafeUnwrapErr().message).toMatch(/not a job file: .*tables of its own \(notes\)/);
+    expect(readFileSync(file).equals(before)).toBe(true);
+    expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'notes.db']);
+  });
 });
 
 describe(':memory:', () => {

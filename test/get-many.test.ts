@@ -106,7 +106,9 @@ describe('KvBackend.getMany', () => {
     const file = join(root, 'utf16.db');
     const db = new Database(file);
     db.pragma("encoding = 'UTF-16be'");
-    db.exec('CREATE TABLE t (x)');
+    db.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID',
+    ); // the encoding is set once the file has content
     db.close();
     const utf16 = KvBackend.open(file, options);
     const utf8 = KvBackend.open(join(root, 'utf8.db'), options);

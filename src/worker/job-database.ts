@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
-import { cutShort, kvTableProblem } from './job-file-reader.js';
+import { cutShort, foreignTables, kvTableProblem } from './job-file-reader.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
 /**
@@ -104,6 +104,15 @@ export function openJobDatabase(
           `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
         ),
         { code: 'SCHEMA_TOO_NEW' },
+      );
+    }
+    const others = version === 0 ? foreignTables(db) : [];
+    if (others.length > 0) {
+      throw Object.assign(
+        new Error(
+          `${path} is not a job file: schema version 0 with tables of its own (${others.slice(0, 5).join(', ')}); it was left untouched`,
+        ),
+        { code: 'SQLITE_CORRUPT' },
       );
     }
     const foreign = kvTableProblem(db);

@@ -21,6 +21,19 @@ export function kvTableProblem(db: Database.Database, whenMissing?: string): str
 }
 
 /**
+ * The tables of a file that no job file has (every table but `kv`): a file of schema
+ * version 0 holding any is someone else's database, never made into a job.
+ */
+export function foreignTables(db: Database.Database): string[] {
+  return db
+    .prepare<[], string>(
+      "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'kv' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .pluck()
+    .all();
+}
+
+/**
  * Why the file at `path` cannot be whole: SQLite writes whole pages, and reads the missing
  * end of a page cut short as zeros, which can parse as a page with fewer rows and so hide
  * rows without an error. Undefined: whole pages. Pages over 4 KiB are checked in 4 KiB

@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
-import { cutShort, foreignTables, kvTableProblem } from './job-file-reader.js';
+import { cutShort, notAJobFile } from './job-file-reader.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
 /**
@@ -56,6 +56,11 @@ export interface BackendOptions {
   readonly fileId?: string | undefined;
 }
 
+/** An error refusing the file at open, with the code the owner reports it under. */
+function refusal(message: string, code = 'SQLITE_CORRUPT'): Error {
+  return Object.assign(new Error(message), { code });
+}
+
 /**
  * A job file's connection, set up: refuse an unknown schema without writing, check it with
  * `verifyOnOpen`, set the pragmas, run pending migrations, and find out now whether it can
@@ -91,56 +96,31 @@ export function openJobDatabase(
     const opened = memory ? undefined : (before ?? fileIdOf(path));
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version < 0) {
-      throw Object.assign(
-        new Error(
-          `${path} has schema version ${version} in its header, which no version of this library writes: the file is damaged or not a job file; it was left untouched`,
-        ),
-        { code: 'SQLITE_CORRUPT' },
+      throw refusal(
+        `${path} has schema version ${version} in its header, which no version of this library writes: the file is damaged or not a job file; it was left untouched`,
       );
     }
     if (version > SCHEMA_VERSION) {
-      throw Object.assign(
-        new Error(
-          `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
-        ),
-        { code: 'SCHEMA_TOO_NEW' },
+      throw refusal(
+        `${path} has schema version ${version}, newer than version ${SCHEMA_VERSION} this library knows; it was left untouched`,
+        'SCHEMA_TOO_NEW',
       );
     }
-    const others = version === 0 ? foreignTables(db) : [];
-    if (others.length > 0) {
-      throw Object.assign(
-        new Error(
-          `${path} is not a job file: schema version 0 with tables of its own (${others.slice(0, 5).join(', ')}); it was left untouched`,
-        ),
-        { code: 'SQLITE_CORRUPT' },
-      );
-    }
-    const foreign = kvTableProblem(db);
-    if (foreign !== undefined) {
-      throw Object.assign(
-        new Error(`${path} is not a job file: its kv table ${foreign}; it was left untouched`),
-        { code: 'SQLITE_CORRUPT' },
-      );
-    }
+    const notAJob = notAJobFile(db, version);
+    if (notAJob !== undefined)
+      throw refusal(`${path} is not a job file: ${notAJob}; it was left untouched`);
     const short = memory ? undefined : cutShort(db, path);
-    if (short !== undefined) {
-      throw Object.assign(new Error(`${path} is damaged: ${short}; it was left untouched`), {
-        code: 'SQLITE_CORRUPT',
-      });
-    }
+    if (short !== undefined) throw refusal(`${path} is damaged: ${short}; it was left untouched`);
     if (options.verifyOnOpen === true) {
       let problems: { quick_check: string }[];
       try {
         problems = db.pragma('quick_check(5)') as { quick_check: string }[];
       } catch (e) {
         const code = (e as { code?: string }).code ?? 'SQLITE_CORRUPT';
-        throw Object.assign(new Error(`quick_check: ${(e as Error).message}`), { code });
+        throw refusal(`quick_check: ${(e as Error).message}`, code);
       }
       if (problems[0]?.quick_check !== 'ok') {
-        throw Object.assign(
-          new Error(`quick_check found damage: ${problems.map((p) => p.quick_check).join('; ')}`),
-          { code: 'SQLITE_CORRUPT' },
-        );
+        throw refusal(`quick_check found damage: ${problems.map((p) => p.quick_check).join('; ')}`);
       }
     }
     if (!memory) {

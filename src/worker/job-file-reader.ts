@@ -7,30 +7,36 @@ import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
 
 /**
- * What keeps the `kv` table from being a job's, or `whenMissing` where there is none (the
- * library makes it in a new file; the inspector has nothing to read): a put replaces a
- * row only where (category, key) is the primary key. Undefined: it is a job's.
+ * Why a file whose header says schema `version` (0 up to this library's) is not a job file,
+ * or undefined when it is one. At version 0, tables of its own make it another program's
+ * database; a `kv` table must be keyed by (category, key) and hold a payload, or a put
+ * could not replace a row. A file with no `kv` table gives `whenNoKv`: the library makes
+ * the table in a new file, the inspector has nothing to read. The library checks this at
+ * every open, the inspector before it reads.
  */
-export function kvTableProblem(db: Database.Database, whenMissing?: string): string | undefined {
+export function notAJobFile(
+  db: Database.Database,
+  version: number,
+  whenNoKv?: string,
+): string | undefined {
+  if (version === 0) {
+    const others = db
+      .prepare<[], string>(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'kv' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+      )
+      .pluck()
+      .all();
+    if (others.length > 0)
+      return `schema version 0 with tables of its own (${others.slice(0, 5).join(', ')})`;
+  }
   const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
-  if (columns.length === 0) return whenMissing;
+  if (columns.length === 0) return whenNoKv;
   const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
-  if (pk('payload') === undefined) return 'has no payload column';
+  if (pk('payload') === undefined) return 'its kv table has no payload column';
   const keyed = pk('category') === 1 && pk('key') === 2;
-  return keyed && columns.every((c) => c.pk <= 2) ? undefined : 'is not keyed by (category, key)';
-}
-
-/**
- * The tables of a file that no job file has (every table but `kv`): a file of schema
- * version 0 holding any is someone else's database, never made into a job.
- */
-export function foreignTables(db: Database.Database): string[] {
-  return db
-    .prepare<[], string>(
-      "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'kv' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-    )
-    .pluck()
-    .all();
+  return keyed && columns.every((c) => c.pk <= 2)
+    ? undefined
+    : 'its kv table is not keyed by (category, key)';
 }
 
 /**
@@ -106,8 +112,7 @@ export class JobFileReader {
   /** Why the file is not a job's though its header says it is (undefined: it is one). */
   notAJob(): string | undefined {
     if (this.version < 1) return undefined; // the header already says it
-    const problem = kvTableProblem(this.#db, 'is missing');
-    return problem === undefined ? undefined : `its kv table ${problem}`;
+    return notAJobFile(this.#db, this.version, 'its kv table is missing');
   }
 
   /** Rows not expired at `now`. */

@@ -7,22 +7,22 @@ import { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
 import {
   framesDone,
-  MORE_ROWS,
+  MORE_PARTS,
+  PartialReply,
   type ReplyExtras,
   type ReplyValue,
   readReply,
 } from './protocol/replies.js';
-import type { KvRow } from './types.js';
 import { type Failures, flushOutcome } from './write-failures.js';
 
-/** Settles one request; a MORE_ROWS part never reaches one (the type keeps it out). */
+/** Settles one request; a MORE_PARTS part never reaches one (the type keeps it out). */
 type Resolver = (r: Result<ReplyValue, PersistencyError>) => void;
 
 export class ReplyQueue {
   #waiting: Resolver[] = [];
   #head = 0;
-  /** The rows received so far of a scan whose reply comes in parts. */
-  readonly #partialRows: KvRow[] = [];
+  /** What has come so far of a scan's or getMany's reply that comes in parts. */
+  readonly #partial = new PartialReply();
 
   /** Requests still waiting. */
   get pending(): number {
@@ -49,8 +49,8 @@ export class ReplyQueue {
     const r = new ByteReader(bytes);
     const frames = framesDone(r);
     while (!r.done) {
-      const value = readReply(r, extras, this.#partialRows);
-      if (value === MORE_ROWS) continue; // part of a long scan: more of it follows
+      const value = readReply(r, extras, this.#partial);
+      if (value === MORE_PARTS) continue; // part of a long read: more of it follows
       const resolve = this.#next();
       if (resolve === undefined)
         throw new Error('persistency: a reply arrived with no request waiting');
@@ -61,13 +61,13 @@ export class ReplyQueue {
 
   /** The oldest waiting request (if any) fails with `error`. */
   failNext(error: PersistencyError): void {
-    this.#partialRows.length = 0; // a scan's parts belong to the oldest request
+    this.#partial.clear(); // parts received belong to the oldest request
     this.#next()?.(err(error));
   }
 
   /** Every waiting request fails with `error`. */
   failAll(error: PersistencyError): void {
-    this.#partialRows.length = 0;
+    this.#partial.clear();
     for (let r = this.#next(); r !== undefined; r = this.#next()) r(err(error));
   }
 

@@ -1,7 +1,9 @@
 /*
  * CONTRACT.md section 8: job.getMany(category, keys) — one call, one request record and one
- * reply record, answers in the order of the keys, undefined for a miss; duplicates, an
- * empty list and 100,000 keys; the string-id form; both threading modes and `:memory:`.
+ * result, answers in the order of the keys, undefined for a miss; duplicates, an empty list
+ * and 100,000 keys; the string-id form; both threading modes and `:memory:`. A long list's
+ * answer leaves the worker in parts while it reads (CloseOutcome.reads counts them), so the
+ * main thread takes it in pieces; a failure after some parts still settles one Err.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,9 +14,29 @@ import {
   payload,
   rawKey,
 } from '../src/index.js';
+import { closeJobHandle, injectFault } from '../src/job.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-getmany-');
+
+/** A 100-byte payload that tells `i` apart. */
+function hundred(i: number): Uint8Array {
+  const b = new Uint8Array(100).fill(i & 0xff);
+  b[0] = i >> 8;
+  return b;
+}
+
+/** 20,000 keys over rows 0..9,999 (present when even): descending, with each 7th repeated. */
+function longList(): { keys: Key[]; want: (Uint8Array | undefined)[] } {
+  const keys: Key[] = [];
+  const want: (Uint8Array | undefined)[] = [];
+  for (let j = 0; j < 20_000; j++) {
+    const i = j % 7 === 0 ? 42 : 19_999 - j;
+    keys.push(key(i));
+    want.push(i < 10_000 && i % 2 === 0 ? hundred(i) : undefined);
+  }
+  return { keys, want };
+}
 
 describe.each<[string, () => string, PersistencyOptions]>([
   ['file, per-job', () => tempDir(), { workerThreads: 'per-job' }],
@@ -60,6 +82,52 @@ describe.each<[string, () => string, PersistencyOptions]>([
       if (i % 3 === 0) expect(got[j]).toEqual(payload(i));
       else expect(got[j]).toBeUndefined();
     }
+  });
+
+  it('sends a long answer in parts while it reads, and settles one result in key order', async () => {
+    const p = unwrap(Persistency.instance(root(), options));
+    const job = unwrap(await p.openJob('parts'));
+    for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
+    unwrap(await job.flush());
+    const { keys, want } = longList();
+    const [got, again] = await Promise.all([job.getMany('c', keys), job.getMany('c', keys)]);
+    expect(unwrap(got)).toEqual(want);
+    expect(unwrap(again)).toEqual(want);
+    expect(unwrap(await job.get('c', key(42)))).toEqual(hundred(42));
+    const outcome = await closeJobHandle(job);
+    // About 1.1 MiB of values each: parts of 64 KiB.
+    expect(outcome.reads?.parts).toBeGreaterThanOrEqual(2 * 10);
+  });
+
+  it('answers whole, with the write, a getMany after a write of its turn', async () => {
+    const p = unwrap(Persistency.instance(root(), options));
+    const job = unwrap(await p.openJob('dirty'));
+    for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
+    unwrap(await job.flush());
+    const { keys, want } = longList();
+    job.persistPut('c', key(19_998), hundred(7)); // the list's second key, not yet committed
+    const got = unwrap(await job.getMany('c', keys));
+    expect(got).toEqual([want[0], hundred(7), ...want.slice(2)]);
+    // Parts leave before the group commits: not while the group holds a write.
+    expect((await closeJobHandle(job)).reads?.parts).toBe(0);
+  });
+
+  it('answers Err when reading fails after some parts were sent, and answers on', async () => {
+    const p = unwrap(Persistency.instance(root(), options));
+    const job = unwrap(await p.openJob('fails'));
+    for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
+    unwrap(await job.flush());
+    const { keys, want } = longList();
+    injectFault(job, 'getMany', 300); // after 300 statements: 9,600 keys, several parts
+    const [failed, scan, after] = await Promise.all([
+      job.getMany('c', keys),
+      job.scan('c', { start: key(0), stop: key(10) }),
+      job.getMany('c', keys),
+    ]);
+    expect(failed.isErr() && failed.error.message).toMatch(/injected fault: getMany/);
+    expect(unwrap(scan).map((r) => r.payload)).toEqual([0, 2, 4, 6, 8].map(hundred));
+    expect(unwrap(after)).toEqual(want);
+    expect((await closeJobHandle(job)).reads?.parts).toBeGreaterThanOrEqual(2);
   });
 
   it('refuses what is not a list of Keys, or a bad category, as InvalidArgument', async () => {

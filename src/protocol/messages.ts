@@ -125,6 +125,8 @@ export interface PollStats {
 export interface ReadStats {
   /** Gets answered by a statement that read several keys (`KvBackend.getMany`). */
   readonly batched: number;
+  /** Parts of long scans and getManys sent before the read finished. */
+  readonly parts: number;
   /** Times the job gave its thread to the other jobs on it before finishing its work. */
   readonly slices: number;
   /** Requests of the job taken up while another job's work on the thread was paused. */
@@ -172,7 +174,7 @@ export type ToWorker =
  * - `rollback`: the next write fails and SQLite drops the whole open transaction
  *   (SQLITE_FULL), as it may on I/O errors; the group's earlier writes must be redone;
  * - `rollback-twice`: as `rollback`, and the redo fails too, so the group is lost;
- * - `getMany`: the next statement reading several keys fails (`skipWrites` is ignored);
+ * - `getMany`: the next statement reading several keys fails, after `skipWrites` of them;
  * - `serialize`: the next image of a `:memory:` job (taken to release it) fails;
  * - `kill-in-migration`: the process is killed (SIGKILL) inside the next expiry migration,
  *   after its schema change and before its commit (crash tests, in a child process).

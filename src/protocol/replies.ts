@@ -7,6 +7,7 @@
  *   u32 plen, payload)* | ROWS_PART (as ROWS: some rows of a long scan, more follow) |
  *   ERROR u32 index into the message's `errors` | NONE, FALSE, TRUE, DONE: nothing more |
  *   MANY u32 n, then n NONE or BYTES records (a getMany's values, in the order of its keys) |
+ *   MANY_PART (as MANY: some values of a long getMany, more follow) |
  *   ATTACHED_ROWS u32 n, u32 index: as ROWS, the rows' bytes being the message's attachment
  *   `index` (an iterator's page as SQLite built it, handed over rather than copied) |
  *   ATTACHED_ROWS_PART (as ATTACHED_ROWS: some rows of a page, more follow)
@@ -32,6 +33,8 @@ export const Status = {
   AttachedRows: 10,
   /** As RowsPart, with the rows' bytes attached. */
   AttachedRowsPart: 11,
+  /** Some values of a getMany; more follow, then its final `Many` (or `Error`) record. */
+  ManyPart: 12,
 } as const;
 
 /** A reply message starts with a u32: how many frames the group finished. */
@@ -67,10 +70,18 @@ export function writeError(w: ByteWriter, index: number): void {
   w.u32(index);
 }
 
-/** Start a getMany's record: `n` NONE or BYTES records follow. */
-export function beginMany(w: ByteWriter, n: number): void {
+/** Start a getMany's record (NONE or BYTES records follow); returns where, for `endMany`. */
+export function beginMany(w: ByteWriter): number {
+  const at = w.pos;
   w.u8(Status.Many);
-  w.u32(n);
+  w.u32(0);
+  return at;
+}
+
+/** Close the getMany record at `at` with its `n` values; `part`: more values of it follow. */
+export function endMany(w: ByteWriter, at: number, n: number, part = false): void {
+  if (part) w.buf[at] = Status.ManyPart;
+  w.patchU32(at + 1, n);
 }
 
 /** Start a rows record; returns where it starts, for `endRows`. */
@@ -121,8 +132,19 @@ export function framesDone(r: ByteReader): number {
   return r.u32();
 }
 
-/** What `readReply` returns for a part of a long scan: more of it follows. */
-export const MORE_ROWS: unique symbol = Symbol('more rows');
+/** What `readReply` returns for a part of a long scan or getMany: more of it follows. */
+export const MORE_PARTS: unique symbol = Symbol('more parts');
+
+/** What the parts of the reply being received have brought so far (one reply at a time). */
+export class PartialReply {
+  readonly rows: KvRow[] = [];
+  readonly values: (Uint8Array | undefined)[] = [];
+
+  clear(): void {
+    this.rows.length = 0;
+    this.values.length = 0;
+  }
+}
 
 /** The value a reply record settles its request with, one shape per kind of request. */
 export type ReplyValue =
@@ -135,15 +157,15 @@ export type ReplyValue =
 
 /**
  * Read one reply record: its value, its error (a `PersistencyError`, which no value is), or
- * MORE_ROWS for a part of a long scan (its rows are added to `partial`, which the scan's
- * final record then returns with its own). Plain values rather than `Result`s: the worker
+ * MORE_PARTS for a part of a long scan or getMany (its rows or values are added to
+ * `partial`, which the final record then returns with its own). Plain values rather than `Result`s: the worker
  * loads this module too, and every module it loads is paid in each worker's memory.
  */
 export function readReply(
   r: ByteReader,
   { errors, attached }: ReplyExtras,
-  partial: KvRow[],
-): ReplyValue | PersistencyError | typeof MORE_ROWS {
+  partial: PartialReply,
+): ReplyValue | PersistencyError | typeof MORE_PARTS {
   const status = r.u8();
   switch (status) {
     case Status.None:
@@ -158,27 +180,28 @@ export function readReply(
     case Status.Number:
       return r.f64();
     case Status.RowsPart:
-      readRows(r, partial);
-      return MORE_ROWS;
+      readRows(r, partial.rows);
+      return MORE_PARTS;
     case Status.Rows:
-      readRows(r, partial);
-      return partial.splice(0);
+      readRows(r, partial.rows);
+      return partial.rows.splice(0);
     case Status.AttachedRowsPart:
     case Status.AttachedRows: {
       const n = r.u32();
       const bytes = attached[r.u32()];
       if (bytes === undefined) throw new Error('persistency: a reply lacks its attachment');
-      readRowRecords(new ByteReader(bytes), n, partial);
-      return status === Status.AttachedRows ? partial.splice(0) : MORE_ROWS;
+      readRowRecords(new ByteReader(bytes), n, partial.rows);
+      return status === Status.AttachedRows ? partial.rows.splice(0) : MORE_PARTS;
     }
-    case Status.Many: {
-      const values = new Array<Uint8Array | undefined>(r.u32());
-      for (let i = 0; i < values.length; i++)
-        values[i] = r.u8() === Status.Bytes ? r.blob().slice() : undefined;
-      return values;
-    }
+    case Status.ManyPart:
+      readValues(r, partial.values);
+      return MORE_PARTS;
+    case Status.Many:
+      if (partial.values.length === 0) return readValues(r, []);
+      readValues(r, partial.values);
+      return partial.values.splice(0);
     case Status.Error: {
-      partial.length = 0; // a scan that failed after sending parts
+      partial.clear(); // a scan or getMany that failed after sending parts
       const info = errors[r.u32()];
       return info === undefined
         ? new PersistencyError('Backend', 'missing error detail', { code: 'SQLITE_ERROR' })
@@ -187,6 +210,13 @@ export function readReply(
     default:
       throw new Error(`persistency: unknown reply status ${status}`);
   }
+}
+
+/** A getMany record's values, copied out of the reply, added to `values`. */
+function readValues(r: ByteReader, values: (Uint8Array | undefined)[]): (Uint8Array | undefined)[] {
+  const n = r.u32();
+  for (let i = 0; i < n; i++) values.push(r.u8() === Status.Bytes ? r.blob().slice() : undefined);
+  return values;
 }
 
 function readRows(r: ByteReader, rows: KvRow[]): void {

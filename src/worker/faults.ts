@@ -32,9 +32,14 @@ export class Faults {
     throw Object.assign(new Error(`injected fault: ${next.fault}`), { code });
   }
 
-  /** Throw if a `getMany` fault is due. */
+  /** Throw if a `getMany` fault is due (after the statements it is to pass over). */
   fireGetMany(): void {
-    if (this.#due[0]?.fault !== 'getMany') return;
+    const next = this.#due[0];
+    if (next?.fault !== 'getMany') return;
+    if (next.skip > 0) {
+      next.skip--;
+      return;
+    }
     this.#due.shift();
     throw new Error('injected fault: getMany');
   }

@@ -283,7 +283,7 @@ export class JobWorker {
           break;
         case Tag.GetMany: {
           const keys = r.getMany(); // sets r.cat
-          yield* reads.getMany(r.cat, keys);
+          yield* reads.getMany(r.cat, keys, commit.clean);
           break;
         }
         case Tag.IterOpen:
@@ -373,6 +373,7 @@ export class JobWorker {
       polls: { ...(this.#poller?.stats ?? Poller.none) },
       reads: {
         batched: this.#reads.batched,
+        parts: this.#reads.parts,
         slices: this.#slices,
         besidePaused: this.#besidePaused,
       },

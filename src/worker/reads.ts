@@ -6,6 +6,7 @@
 import {
   beginMany,
   beginRows,
+  endMany,
   endRows,
   type LeadingValues,
   leadingValues,
@@ -43,12 +44,17 @@ const GET_RUN_MIN = 6;
  */
 const GET_MANY_BACKOFF = 64;
 const GET_MANY_MAX_BACKOFF = 4096;
-/** A long scan is sent in parts of about this size while it runs (clean groups only). */
-const SCAN_PART_BYTES = 64 * 1024;
+/**
+ * A long scan or getMany is sent in parts of about this size while it runs (clean groups
+ * only), so the main thread takes it in pieces instead of one long stop.
+ */
+const PART_BYTES = 64 * 1024;
 
 export class JobReads {
   /** Gets answered by a `getMany` statement (tests and diagnostics). */
   batched = 0;
+  /** Parts of long scans and getManys sent before the read finished (tests). */
+  parts = 0;
   readonly #backend: KvBackend;
   readonly #replies: GroupReplies;
   readonly #faults: Faults;
@@ -86,21 +92,26 @@ export class JobReads {
   }
 
   /**
-   * A getMany: one record with the value of each key, in their order, read GET_RUN_MAX keys
-   * to a statement (a payload too long to gather is read alone); on a shared thread it
-   * pauses between statements when the turn is up.
+   * A getMany: the value of each key, in their order, read GET_RUN_MAX keys to a statement
+   * (a payload too long to gather is read alone). With `stream` (as for scans) a long one
+   * leaves in parts; on a shared thread it pauses between statements when the turn is up.
    */
-  *getMany(cat: Uint8Array, keys: readonly Uint8Array[]): Generator<Pause, void, void> {
+  *getMany(
+    cat: Uint8Array,
+    keys: readonly Uint8Array[],
+    stream: boolean,
+  ): Generator<Pause, void, void> {
     const replies = this.#replies;
-    const pos = replies.w.pos;
     const b = this.#backend;
+    let record = beginMany(replies.w);
+    let values = 0;
     try {
-      beginMany(replies.w, keys.length);
       for (let at = 0; at < keys.length; ) {
         const n = Math.min(GET_RUN_MAX, keys.length - at);
         let done = 0;
         if (n >= 2 && b.canGetMany) {
           const args = [...keys.slice(at, at + n), cat];
+          this.#faults.fireGetMany();
           const inline = leadingValues(b.getMany(args, GET_MANY_MARKERS), n, LARGE);
           if (inline !== undefined) {
             replies.w.bytes(inline.records);
@@ -111,12 +122,23 @@ export class JobReads {
         // run, is read alone.
         if (done < n) writeValue(replies.w, b.get(cat, keys[at + done++] as Uint8Array));
         at += done;
-        if (at < keys.length && this.#slice.due()) yield 'slice';
+        values += done;
+        if (at === keys.length) break;
+        const due = this.#slice.due();
+        if (stream && (due || replies.w.pos - record >= PART_BYTES)) {
+          endMany(replies.w, record, values, true);
+          replies.send(0);
+          this.parts++;
+          record = beginMany(replies.w);
+          values = 0;
+        }
+        if (due) yield 'slice';
       }
     } catch (e) {
-      replies.failedAt(pos, e);
+      replies.failedAt(record, e);
       return;
     }
+    endMany(replies.w, record, values);
     replies.ok();
   }
 
@@ -251,9 +273,10 @@ export class JobReads {
       for (const rows of this.#backend.scanPages(writer, cat, start, stop, reverse, limit)) {
         n += rows;
         const w = replies.w;
-        if (stream && (w.pos - at >= SCAN_PART_BYTES || this.#slice.due())) {
+        if (stream && (w.pos - at >= PART_BYTES || this.#slice.due())) {
           endRows(w, at, n, true);
           replies.send(0);
+          this.parts++;
           at = beginRows(replies.w);
           n = 0;
         }

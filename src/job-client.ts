@@ -12,7 +12,7 @@ import { PersistencyError } from './errors.js';
 import { fileMoved } from './file-identity.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import { type FromWorker, fromErrorInfo, type ToWorker } from './protocol/messages.js';
-import type { ReplyExtras } from './protocol/replies.js';
+import type { ReplyExtras, ReplyValue } from './protocol/replies.js';
 import { batchOps } from './protocol/request-reader.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
@@ -129,11 +129,10 @@ export class JobClient {
    * A read or flush record was just written into the frame: its reply will resolve this.
    * A flush also reports the writes this client failed since the previous flush.
    */
-  request<T>(flush = false): ResultAsync<T, PersistencyError> {
+  request<T>(flush = false, shape?: (reply: ReplyValue) => T): ResultAsync<T, PersistencyError> {
     this.#turn.readAdded();
-    const reply = this.#replies.awaitReply<T>(
-      flush ? this.#host.takeFailures(this.#id) : undefined,
-    );
+    const failures = flush ? this.#host.takeFailures(this.#id) : undefined;
+    const reply = this.#replies.awaitReply<T>(failures, shape);
     this.#updateRef();
     return reply;
   }

@@ -16,6 +16,7 @@ import type { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import type { Change } from './protocol/changes.js';
 import type { InjectedFault } from './protocol/messages.js';
+import type { ReplyValue } from './protocol/replies.js';
 import { Tag, writeBatch, writeFlush } from './protocol/requests.js';
 import {
   type CategoryOf,
@@ -90,10 +91,15 @@ export class Job {
       limits: host,
       category: this.#category,
       commit: (records) =>
-        this.#request<number>('commit', () => {
-          const body = checkedBatchBody(records);
-          return (w) => writeBatch(w, records, body, Tag.Atomic);
-        }).map(atomicResult),
+        this.#request(
+          'commit',
+          () => {
+            const body = checkedBatchBody(records);
+            return (w) => writeBatch(w, records, body, Tag.Atomic);
+          },
+          // Shaped as the reply settles: a later .map would settle it after later reads.
+          (outcome) => atomicResult(outcome as number),
+        ),
     };
     this.#watches = new JobWatches(client, this.#category);
     this.#backups = new JobBackups(client);
@@ -333,6 +339,7 @@ export class Job {
   #request<T>(
     what: string,
     prepare: () => (w: ByteWriter) => void,
+    shape?: (reply: ReplyValue) => T,
   ): ResultAsync<T, PersistencyError> {
     const client = this.#client;
     if (!client.running) return errAsync(client.notOpenError());
@@ -345,7 +352,7 @@ export class Job {
     // A getter may have closed the job meanwhile.
     if (!client.running) return errAsync(client.notOpenError());
     write(client.frame());
-    return client.request<T>(what === 'flush');
+    return client.request<T>(what === 'flush', shape);
   }
 }
 

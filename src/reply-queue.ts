@@ -31,14 +31,22 @@ export class ReplyQueue {
 
   /**
    * A read or flush was just written into a frame: the next reply not yet awaited settles
-   * the result. `earlier`: a flush's failures outside the worker, which it reports too.
+   * the result. `earlier`: a flush's failures outside the worker, which it reports too;
+   * `shape`: what the result is made of the reply's value, as it settles (in issue order).
    */
-  awaitReply<T>(earlier?: Failures): ResultAsync<T, PersistencyError> {
+  awaitReply<T>(
+    earlier?: Failures,
+    shape?: (reply: ReplyValue) => T,
+  ): ResultAsync<T, PersistencyError> {
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         const settle = resolve as Resolver;
         this.#waiting.push(
-          earlier === undefined ? settle : (r) => settle(flushOutcome(earlier, r)),
+          earlier !== undefined
+            ? (r) => settle(flushOutcome(earlier, r))
+            : shape !== undefined
+              ? (r) => settle(r.map(shape) as Result<ReplyValue, PersistencyError>)
+              : settle,
         );
       }),
     );

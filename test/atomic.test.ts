@@ -92,6 +92,30 @@ describe.each(ROOT_MODES)('atomic (%s)', (_name, memory, options) => {
     await p.close();
   });
 
+  // Found by review: a commit settled after the reads issued after it (a .map's ticks).
+  it('settles a commit in issue order with the reads and flushes around it', async () => {
+    const { p, job } = await open();
+    const settled: string[] = [];
+    const mark = <T>(name: string, r: PromiseLike<T>) => r.then(() => void settled.push(name));
+    await Promise.all([
+      mark('get before', job.get('c', key(1))),
+      mark('commit', job.atomic().put('c', key(1), payload('x')).commit()),
+      mark('get after', job.get('c', key(1))),
+      mark('exists after', job.exists('c', key(1))),
+      mark('commit 2', job.atomic().check('c', key(1), payload('x')).commit()),
+      mark('flush after', job.flush()),
+    ]);
+    expect(settled).toEqual([
+      'get before',
+      'commit',
+      'get after',
+      'exists after',
+      'commit 2',
+      'flush after',
+    ]);
+    await p.close();
+  });
+
   it('1,000 compare-and-set increments from 50 concurrent tasks end exactly at 1,000', async () => {
     const { p, job } = await open();
     const k = key('counter');

@@ -29,6 +29,13 @@ export class JobWatches {
       changes: (chunks, frames) =>
         splitChanges(chunks, frames, (id, changes) => this.#feeds.get(id)?.deliver(changes)),
       ended: (error) => this.#endAll(error),
+      unsent: (id, error) => {
+        const feed = this.#feeds.get(id);
+        if (feed === undefined) return;
+        this.#feeds.delete(id);
+        this.#client.holds.count -= 1;
+        feed.ended(error);
+      },
       watching: () => this.#feeds.size > 0,
     };
   }

@@ -6,11 +6,14 @@
  */
 import type { PersistencyError } from './errors.js';
 import type { ErrorInfo, ToWorker } from './protocol/messages.js';
+import { watchesOpenedIn } from './protocol/request-reader.js';
 
 export interface WatchHolds {
   /** A commit's change records (src/protocol/changes.ts) and the shared frames they point into. */
   changes(chunks: Uint8Array[], frames: readonly Uint8Array[]): void;
   ended(error: PersistencyError): void;
+  /** Watch `id`'s open never reached a thread: it ends with `error`. */
+  unsent(id: number, error: PersistencyError): void;
   /** Whether a watch is open. */
   watching(): boolean;
 }
@@ -43,10 +46,16 @@ export class WorkerHolds {
     this.backups?.done(id, error);
   }
 
-  /** Messages that never reached a thread: the backups among them fail with `error`. */
+  /**
+   * Messages that never reached a thread: the backups among them fail with `error`, and the
+   * watches they open end with it (a watch never opened would wait for changes forever).
+   */
   unsent(messages: readonly ToWorker[], error: PersistencyError): void {
-    for (const m of messages)
-      if (!(m instanceof Uint8Array) && m.t === 'backup') this.backups?.failed(m.id, error);
+    for (const m of messages) {
+      if (m instanceof Uint8Array)
+        for (const id of watchesOpenedIn(m)) this.watches?.unsent(id, error);
+      else if (m.t === 'backup') this.backups?.failed(m.id, error);
+    }
   }
 
   /** The job closed or its worker died: everything held ends with `error`. */

@@ -114,3 +114,31 @@ describe.each<[string, PersistencyOptions]>([['2 threads', { workerThreads: 2 }]
     });
   },
 );
+
+// Found by review: the watch's open was dropped with the refused reattach, so it waited for
+// changes forever, silently, and kept the job resident for good.
+describe.each<[string, PersistencyOptions]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('a watch begun while a refused reattach is pending (%s)', (_name, options) => {
+  it('ends with the refusal, and the job can be released again', async () => {
+    const { p, job, other } = await releasedAndTaken(options);
+    const watch = job.watch('c', { start: key(), stop: key(9) });
+    const next = watch.next();
+    const read = await job.get('c', key(1));
+    other.close();
+    expect(read.isErr() && read.error.kind).toBe('Busy');
+    await expect(next).rejects.toMatchObject({ kind: 'Busy' });
+    expect((await watch.next()).done).toBe(true);
+    // A watch begun now opens with the attach, and sees the next commit.
+    const later = job.watch('c', { start: key(), stop: key(9) });
+    job.persistPut('c', key(2), payload('two'));
+    unwrap(await job.flush());
+    const seen = await later.next();
+    expect(seen.done !== true && seen.value).toEqual([{ key: key(2), payload: payload('two') }]);
+    await later.return?.();
+    unwrap(await job.flush()); // the watch's close has reached the worker
+    expect(await releaseIdleJobs(p)).toBe(1);
+    unwrap(await p.close());
+  });
+});

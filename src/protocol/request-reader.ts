@@ -278,6 +278,18 @@ export function batchOps(record: Uint8Array): { ops: TxOp[]; count: number } {
   return { ops, count };
 }
 
+/** The ids of the watches a frame opens (WATCH_OPEN records). */
+export function watchesOpenedIn(frame: Uint8Array): number[] {
+  const r = new RequestReader(frame);
+  const ids: number[] = [];
+  while (!r.done) {
+    const tag = r.tag();
+    r.skip(tag);
+    if (tag === Tag.WatchOpen) ids.push(r.iterator);
+  }
+  return ids;
+}
+
 /**
  * A frame's records in order: a batch as its ops record, a record answered by a reply as
  * its tag (records with no reply are left out).

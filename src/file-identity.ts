@@ -71,16 +71,29 @@ function movedInfo(path: string, now: string | undefined, when: string): ErrorIn
 
 /**
  * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
- * is a symbolic link, which SQLite would follow out of the root or into a foreign file.
+ * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
+ * the database is not a regular file (a directory, a device SQLite would write pages into,
+ * a pipe).
  */
-export function linkedJobFile(dbPath: string): ErrorInfo | undefined {
+export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
   for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
-    if (lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink() !== true) continue;
-    return {
-      kind: 'Backend',
-      message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
-      code: 'ELOOP',
-    };
+    const stat = lstatSync(f, { throwIfNoEntry: false });
+    if (stat === undefined) continue;
+    if (stat.isSymbolicLink()) {
+      return {
+        kind: 'Backend',
+        message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
+        code: 'ELOOP',
+      };
+    }
+    if (f === dbPath && !stat.isFile()) {
+      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
+      return {
+        kind: 'Backend',
+        message: `${f} is ${what}; a job's file is a regular file (left as it is)`,
+        code: 'SQLITE_CANTOPEN',
+      };
+    }
   }
   return undefined;
 }

@@ -121,21 +121,36 @@ export function legacyJobDbPath(
 
 /**
  * Give a 0.1 file of job `id` its name of this version (sidecars first, so that a crash
- * in between leaves the database where the next attempt finds it). The caller owns the
+ * in between leaves the database where the next attempt finds it), unless `unsafe` says
+ * why no job may be opened from it (thrown, the file left at its name). Returns how to
+ * give it its 0.1 name back, for an open that then refuses the file. The caller owns the
  * root and the job is not open.
  */
-export function adoptLegacyJobFile(rootDir: string, id: string): void {
+export function adoptLegacyJobFile(
+  rootDir: string,
+  id: string,
+  unsafe: (dbPath: string) => { message: string; code?: string | undefined } | undefined,
+): (() => void) | undefined {
   const stem = jobFileStem(id);
-  if (!stem.ok) return;
+  if (!stem.ok) return undefined;
   const to = jobDbPath(rootDir, stem.stem);
-  if (lstatSync(to, { throwIfNoEntry: false }) !== undefined) return;
+  if (lstatSync(to, { throwIfNoEntry: false }) !== undefined) return undefined;
   const from = legacyJobDbPath(rootDir, id);
-  if (from === undefined) return;
-  for (const suffix of SIDECAR_SUFFIXES) {
-    if (lstatSync(from + suffix, { throwIfNoEntry: false }) !== undefined)
-      renameSync(from + suffix, to + suffix);
-  }
+  if (from === undefined) return undefined;
+  const refused = unsafe(from);
+  if (refused !== undefined) throw Object.assign(new Error(refused.message), refused);
+  const moved = SIDECAR_SUFFIXES.filter((s) => lstatSync(from + s, { throwIfNoEntry: false }));
+  for (const suffix of moved) renameSync(from + suffix, to + suffix);
   renameSync(from, to);
+  return () => {
+    try {
+      renameSync(to, from);
+      for (const s of moved)
+        if (lstatSync(to + s, { throwIfNoEntry: false })) renameSync(to + s, from + s);
+    } catch {
+      // Left at this version's name, where the next open finds it all the same.
+    }
+  };
 }
 
 /** Absolute path of a job's database file. */

@@ -10,7 +10,7 @@ import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
 import { codeOf, PersistencyError } from './errors.js';
-import { linkedJobFile } from './file-identity.js';
+import { unsafeJobFile } from './file-identity.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
@@ -95,9 +95,7 @@ export class JobRegistry {
       resident: (client, resident) => this.#residency.set(client, resident),
       takeFailures: (jobId) => this.#failures.take(jobId),
       recordFailures: (jobId, count, first) => this.#failures.record(jobId, count, first),
-      reopened: () => {
-        this.#reopened++;
-      },
+      reopened: () => void this.#reopened++,
       died: (client, error) => {
         for (const [id, slot] of this.#slots) {
           if (slot.job === undefined || jobClient(slot.job) !== client) continue;
@@ -257,6 +255,7 @@ export class JobRegistry {
   async #start(id: string, opened: (job: Job) => void): Promise<Result<Job, PersistencyError>> {
     if (this.#closed) return err(this.closedError());
     let share: RootLockShare | undefined;
+    let undoAdoption: (() => void) | undefined; // a 0.1 file renamed for this open
     if (this.#rootDir !== MEMORY_ROOT) {
       const root = this.#ensureRoot();
       if (root.isErr()) return err(root.error);
@@ -264,7 +263,7 @@ export class JobRegistry {
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
       try {
-        adoptLegacyJobFile(this.#rootDir, id);
+        undoAdoption = adoptLegacyJobFile(this.#rootDir, id, unsafeJobFile);
       } catch (e) {
         share.release();
         const message = `cannot rename the 0.1 file of job ${id}: ${(e as Error).message}`;
@@ -279,6 +278,7 @@ export class JobRegistry {
     const attached = await client.open();
     this.#opening--;
     if (attached.isErr()) {
+      if (attached.error.kind === 'Backend') undoAdoption?.(); // the file refused, or no open
       this.#releaseShare(id, share);
       this.#threads.unpin(pin);
       return err(attached.error);
@@ -352,8 +352,8 @@ export class JobRegistry {
     }
     await this.#lettingGo.get(id); // a thread that timed out opening the job may create it
     const dbPath = jobDbPath(this.#rootDir, stem);
-    const linked = linkedJobFile(dbPath);
-    if (linked !== undefined) return err(fromErrorInfo(linked));
+    const unsafe = unsafeJobFile(dbPath);
+    if (unsafe !== undefined) return err(fromErrorInfo(unsafe));
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
     // A new file's side file, left by a crash while the job was made: a file, or nothing of ours.
     const side = dbPath + NEW_FILE_SUFFIX;

@@ -554,11 +554,10 @@ describe('check', () => {
     unwrap(await p.close());
     const r = cli('check', root, 'other');
     expect(r.status).toBe(1);
-    expect(lines(r)).toEqual([
-      'integrity_check: ok',
-      'schema version: 1 (its kv table has no payload column)',
-    ]);
-    const why = 'not a persistency job file (its kv table has no payload column)';
+    const columns =
+      "its kv table's columns are not schema version 1's (no category, no key, no payload, k, v)";
+    expect(lines(r)).toEqual(['integrity_check: ok', `schema version: 1 (${columns})`]);
+    const why = `not a persistency job file (${columns})`;
     for (const args of [
       ['ls', root, 'other'],
       ['scan', root, 'other', 'c'],
@@ -570,6 +569,50 @@ describe('check', () => {
     expect(listed.status).toBe(5);
     expect(lines(listed)).toEqual([`other\t${statSync(join(root, 'other.db')).size}\terror`]);
     expect(listed.stderr).toContain(why);
+  });
+
+  // Found by review: check passed such a file that openJob and every other command refuse.
+  it('fails a version 2 file whose kv table lacks expires_at, as openJob does', () => {
+    const root = tempDir();
+    const db = new Database(join(root, 'j.db'));
+    db.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID; PRAGMA user_version = 2',
+    );
+    db.close();
+    const why = "its kv table's columns are not schema version 2's (no expires_at)";
+    const r = cli('check', root, 'j');
+    expect(r.status).toBe(1);
+    expect(lines(r)).toEqual(['integrity_check: ok', `schema version: 2 (${why})`]);
+    for (const args of [
+      ['ls', root, 'j'],
+      ['scan', root, 'j', 'c'],
+      ['count', root, 'j', 'c'],
+    ])
+      expectFailure(cli(...args), 5, `not a persistency job file (${why})`);
+  });
+
+  // Found by review: scan failed with an internal message, and ls counted a row no read sees.
+  it('shows a payload another tool stored as a number as its bytes, and counts as reads do', () => {
+    const root = tempDir();
+    const db = new Database(join(root, 'j.db'));
+    db.exec(
+      'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID; PRAGMA user_version = 1',
+    );
+    db.prepare('INSERT INTO kv VALUES (?, ?, 42)').run(
+      Buffer.from('c'),
+      Buffer.from(key('n').bytes),
+    );
+    db.prepare('INSERT INTO kv VALUES (?, ?, ?)').run(
+      Buffer.from('c'),
+      'text key',
+      Buffer.from([1]),
+    );
+    db.close();
+    const r = cli('scan', root, 'j', 'c');
+    expect(r.status, r.stderr).toBe(0);
+    expect(lines(r)).toEqual([`${key('n').toString()}	"42"`]);
+    expect(lines(cli('count', root, 'j', 'c'))).toEqual(['1']);
+    expect(lines(cli('ls', root, 'j'))).toEqual(['c\t1']);
   });
 
   it('refuses a newer schema version with code 5 and leaves the file untouched', async () => {

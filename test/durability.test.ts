@@ -135,7 +135,7 @@ describe('schema versions', () => {
   });
 
   // A review's trial: such a file was taken over (a kv table added, WAL turned on).
-  it("openJob refuses another program's database (version 0, tables of its own) and leaves it untouched", async () => {
+  it("openJob refuses another program's database (version 0, objects of its own) and leaves it untouched", async () => {
     const root = freshRoot();
     mkdirSync(root, { recursive: true });
     const file = join(root, 'notes.db');
@@ -146,7 +146,9 @@ describe('schema versions', () => {
     const p = Persistency.instance(root)._unsafeUnwrap();
     const r = await p.openJob('notes');
     expect(r.isErr() && [r.error.kind, r.error.code]).toEqual(['Backend', 'SQLITE_CORRUPT']);
-    expect(r._unsafeUnwrapErr().message).toMatch(/not a job file: .*tables of its own \(notes\)/);
+    expect(r._unsafeUnwrapErr().message).toMatch(
+      /not a job file: .*objects of its own \(table notes\)/,
+    );
     expect(readFileSync(file).equals(before)).toBe(true);
     expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'notes.db']);
   });

@@ -106,6 +106,12 @@ export function openJobDatabase(
         'SCHEMA_TOO_NEW',
       );
     }
+    // A job's file is at version 1 or later once opened: a reattach finding version 0 finds
+    // it emptied while released, which a new job's making must not hide.
+    if (version === 0 && options.mustExist === true)
+      throw refusal(
+        `${path} is empty: the job's file was emptied while the job was released; it was left untouched`,
+      );
     const notAJob = notAJobFile(db, version);
     if (notAJob !== undefined)
       throw refusal(`${path} is not a job file: ${notAJob}; it was left untouched`);

@@ -5,34 +5,42 @@
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
+import { kvColumns, kvObjects, PAYLOAD, READABLE_ROWS } from './kv-table.js';
 
 /**
  * Why a file whose header says schema `version` (0 up to this library's) is not a job file,
- * or undefined when it is one. At version 0, tables of its own make it another program's
- * database; a `kv` table must be keyed by (category, key) and hold a payload, or a put
- * could not replace a row. A file with no `kv` table gives `whenNoKv`: the library makes
- * the table in a new file, the inspector has nothing to read. The library checks this at
- * every open, the inspector before it reads.
+ * or undefined when it is one. A job file holds the kv table (and the index its version
+ * adds) and no application id: anything more (tables, views, triggers, indexes) makes it
+ * another program's database, or one whose triggers or indexes could refuse a put. From version
+ * 1 on the kv table must be there, with exactly that version's columns, keyed by
+ * (category, key), or a put could not replace a row; at version 0 it may be missing (the
+ * library makes it in a new file). Checked before anything is written, at every open, and
+ * by the inspector before it reads.
  */
-export function notAJobFile(
-  db: Database.Database,
-  version: number,
-  whenNoKv?: string,
-): string | undefined {
-  if (version === 0) {
-    const others = db
-      .prepare<[], string>(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'kv' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-      )
-      .pluck()
-      .all();
-    if (others.length > 0)
-      return `schema version 0 with tables of its own (${others.slice(0, 5).join(', ')})`;
-  }
+export function notAJobFile(db: Database.Database, version: number): string | undefined {
+  const appId = db.pragma('application_id', { simple: true }) as number;
+  if (appId !== 0) return `it carries another application's id (application_id ${appId})`;
+  const own = db
+    .prepare<[], string>(
+      "SELECT type || ' ' || name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+    )
+    .pluck()
+    .all()
+    .filter((o) => !kvObjects(version).includes(o));
+  if (own.length > 0)
+    return `schema version ${version} with objects of its own (${own.slice(0, 5).join(', ')})`;
   const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
-  if (columns.length === 0) return whenNoKv;
+  if (columns.length === 0)
+    return version === 0 ? undefined : `schema version ${version} without a kv table`;
+  const want = kvColumns(Math.max(version, 1));
+  const names = columns.map((c) => c.name);
+  const odd = [
+    ...want.filter((n) => !names.includes(n)).map((n) => `no ${n}`),
+    ...names.filter((n) => !want.includes(n)),
+  ];
+  if (odd.length > 0)
+    return `its kv table's columns are not schema version ${version}'s (${odd.join(', ')})`;
   const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
-  if (pk('payload') === undefined) return 'its kv table has no payload column';
   const keyed = pk('category') === 1 && pk('key') === 2;
   return keyed && columns.every((c) => c.pk <= 2)
     ? undefined
@@ -112,12 +120,12 @@ export class JobFileReader {
   /** Why the file is not a job's though its header says it is (undefined: it is one). */
   notAJob(): string | undefined {
     if (this.version < 1) return undefined; // the header already says it
-    return notAJobFile(this.#db, this.version, 'its kv table is missing');
+    return notAJobFile(this.#db, this.version);
   }
 
   /** Rows not expired at `now`. */
   rowCount(now = Date.now()): number {
-    const sql = `SELECT COUNT(*) FROM kv WHERE 1${this.#live(now)}`;
+    const sql = `SELECT COUNT(*) FROM kv WHERE ${READABLE_ROWS}${this.#live(now)}`;
     return this.#db.prepare<[], number>(sql).pluck().get() ?? 0;
   }
 
@@ -125,7 +133,7 @@ export class JobFileReader {
   categories(now = Date.now()): IterableIterator<[Buffer, number]> {
     return this.#db
       .prepare<[], [Buffer, number]>(
-        `SELECT category, COUNT(*) FROM kv WHERE 1${this.#live(now)} GROUP BY category ORDER BY category`,
+        `SELECT category, COUNT(*) FROM kv WHERE ${READABLE_ROWS}${this.#live(now)} GROUP BY category ORDER BY category`,
       )
       .raw()
       .iterate();
@@ -154,7 +162,7 @@ export class JobFileReader {
     now = Date.now(),
   ): IterableIterator<Row> {
     const expires = this.#expiry ? 'expires_at' : 'NULL';
-    const sql = `SELECT key, payload, ${expires} FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}${this.#live(now)} ORDER BY key ${reverse ? 'DESC' : 'ASC'} LIMIT ?`;
+    const sql = `SELECT key, ${PAYLOAD}, ${expires} FROM kv WHERE category = ? AND key >= ?${stop === undefined ? '' : ' AND key < ?'}${this.#live(now)} ORDER BY key ${reverse ? 'DESC' : 'ASC'} LIMIT ?`;
     const params: (Uint8Array | number)[] = [category, start];
     if (stop !== undefined) params.push(stop);
     params.push(limit);

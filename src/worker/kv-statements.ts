@@ -6,6 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import { liveOnly } from './expiry.js';
+import { PAYLOAD } from './kv-table.js';
 import { type Lazy, lazy } from './lazy-statement.js';
 import { RangePages, type RowSizeHint } from './range-pages.js';
 
@@ -33,7 +34,7 @@ export class ReadStatements {
     const live = liveOnly(expiry);
     this.get = db
       .prepare<[Bytes, Bytes], Buffer>(
-        `SELECT payload FROM kv WHERE category = ? AND key = ?${live}`,
+        `SELECT ${PAYLOAD} FROM kv WHERE category = ? AND key = ?${live}`,
       )
       .pluck();
     this.exists = lazy(() =>
@@ -82,7 +83,7 @@ export class ReadStatements {
     this.counterRow = lazy(() =>
       db
         .prepare<[Bytes, Bytes], [Buffer, number | null]>(
-          `SELECT payload, ${expiry ? 'expires_at' : 'NULL'} FROM kv WHERE category = ? AND key = ?`,
+          `SELECT ${PAYLOAD}, ${expiry ? 'expires_at' : 'NULL'} FROM kv WHERE category = ? AND key = ?`,
         )
         .raw(),
     );
@@ -160,7 +161,8 @@ export function getManySql(n: number, markers: GetManyMarkers, expiry: boolean):
   return `WITH q(i, k) AS (VALUES ${keys})
     SELECT CAST(group_concat(
       CASE WHEN kv.payload IS NULL THEN x'${hexByte(markers.absent)}'
-           WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} THEN x'${hexByte(markers.large)}'
+           WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} OR typeof(kv.payload) <> 'blob'
+             THEN x'${hexByte(markers.large)}'
            ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload
       END, x'' ORDER BY q.i) AS BLOB)
     FROM q LEFT JOIN kv ON kv.category = ? AND kv.key = q.k${liveOnly(expiry)}`;

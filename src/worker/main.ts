@@ -8,7 +8,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
-import { fileMoved, linkedJobFile } from '../file-identity.js';
+import { fileMoved, unsafeJobFile } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -58,8 +58,8 @@ export function openJobFile(
   clock: JobClock,
 ): { backend: KvBackend; fileId: string | undefined } {
   const { dbPath } = req;
-  const linked = dbPath === ':memory:' ? undefined : linkedJobFile(dbPath);
-  if (linked !== undefined) throw Object.assign(new Error(linked.message), { code: linked.code });
+  const unsafe = dbPath === ':memory:' ? undefined : unsafeJobFile(dbPath);
+  if (unsafe !== undefined) throw Object.assign(new Error(unsafe.message), { code: unsafe.code });
   if (req.fileId !== undefined) {
     const moved = fileMoved(dbPath, req.fileId, 'while the job was released');
     if (moved !== undefined) throw Object.assign(new Error(moved.message), { code: moved.code });

@@ -7,6 +7,7 @@
 import type Database from 'better-sqlite3';
 import type { ByteWriter } from '../protocol/bytes.js';
 import { liveOnly } from './expiry.js';
+import { PAYLOAD } from './kv-table.js';
 import { lazy } from './lazy-statement.js';
 
 type Bytes = Uint8Array;
@@ -66,7 +67,7 @@ function pageQuery(dir: Direction, bound: Bound, later: boolean, expiry: boolean
   const from = dir === 'asc' && later ? '>' : '>=';
   // Below the last key, a descending page's range is closed even when the scan's is not.
   const closed = bound === 'closed' || (dir === 'desc' && later);
-  return `SELECT key, payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''}${liveOnly(expiry)} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
+  return `SELECT key, ${PAYLOAD} AS payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''}${liveOnly(expiry)} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
 }
 
 function byShape<T>(make: (dir: Direction, bound: Bound, later: boolean) => T): ByShape<T> {

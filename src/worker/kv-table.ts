@@ -1,0 +1,31 @@
+/*
+ * The kv table as this library makes it: its columns per schema version, and how a
+ * payload is read. Shared by the job's connection and the inspector (src/cli).
+ */
+import { EXPIRY_INDEX, EXPIRY_VERSION } from './expiry.js';
+
+/**
+ * A row's payload as bytes. The library writes only blobs, but a file edited elsewhere may
+ * hold text or a number, which better-sqlite3 would hand over as a string or a number: as a
+ * blob it reads as the same bytes through every read, pages and getMany's records included.
+ */
+export const PAYLOAD = 'CAST(payload AS BLOB)';
+
+/**
+ * The rows the library's reads can see, for counts that agree with them: those whose
+ * category and key are blobs (a row edited elsewhere to hold text there is in no range of
+ * bytes, so no read of the job finds it).
+ */
+export const READABLE_ROWS = "typeof(category) = 'blob' AND typeof(key) = 'blob'";
+
+/** The kv table's columns in a file of schema `version` (1 or later). */
+export function kvColumns(version: number): readonly string[] {
+  const base = ['category', 'key', 'payload'];
+  return version >= EXPIRY_VERSION ? [...base, 'expires_at'] : base;
+}
+
+/** The schema's objects in a file of schema `version`, as `type name`. */
+export function kvObjects(version: number): readonly string[] {
+  const table = ['table kv'];
+  return version >= EXPIRY_VERSION ? [...table, `index ${EXPIRY_INDEX}`] : table;
+}

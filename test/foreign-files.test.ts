@@ -1,0 +1,234 @@
+/*
+ * Files at a job's path that the library did not make as they are: edited by another tool,
+ * another program's database, a directory or a pipe, a 0.1-named file it must refuse, a
+ * released job's file emptied in place. Each is read right or refused with a clear Err,
+ * and a refused file is left byte for byte and name for name as it was (found by review;
+ * each case failed before its fix).
+ */
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  truncateSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { jobFileName, key, Persistency, prefixRange } from '../src/index.js';
+import { releaseIdleJobs } from '../src/persistency.js';
+import { ROOT_LOCK_FILE } from '../src/root-lock.js';
+import { unwrap, useTempDirs } from './support/env.js';
+import { FILE_MODES } from './support/modes.js';
+
+const tempDir = useTempDirs('persistency-foreign-');
+const KV =
+  'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID';
+
+/** Make job `id`'s file in `root` with `sql`; returns its path. */
+function made(root: string, id: string, sql: string): string {
+  const file = join(root, jobFileName(id));
+  const db = new Database(file);
+  db.exec(sql);
+  db.close();
+  return file;
+}
+
+/** The open of `id` is refused with `code`, saying `why`, and its file is left as it was. */
+async function refusedUntouched(root: string, id: string, code: string, why: RegExp) {
+  const file = join(root, jobFileName(id));
+  const before = readFileSync(file);
+  const p = unwrap(Persistency.open(root));
+  const r = await p.openJob(id);
+  expect(r.isErr() && [r.error.kind, r.error.code], id).toEqual(['Backend', code]);
+  expect(r.isErr() && r.error.message, id).toMatch(why);
+  unwrap(await p.close());
+  expect(readFileSync(file).equals(before), `${id}: file unchanged`).toBe(true);
+  expect(existsSync(`${file}-wal`), `${id}: no WAL made`).toBe(false);
+}
+
+describe.each(FILE_MODES)(
+  'a payload another tool stored as text or a number (%s)',
+  (_n, _m, options) => {
+    it('reads as the same bytes through get, getMany, scan and iterate; other jobs answer on', async () => {
+      const root = tempDir();
+      const stored: [string, string | number | bigint][] = [
+        ['text', 'text-payload'],
+        ['accented', 'héllo wörld'], // more bytes than characters
+        ['number', 42n],
+        ['real', 1.5],
+      ];
+      const db = new Database(join(root, jobFileName('edited')));
+      db.exec(`${KV}; PRAGMA user_version = 1`);
+      const insert = db.prepare('INSERT INTO kv VALUES (?, ?, ?)');
+      for (const [k, v] of stored) insert.run(Buffer.from('c'), Buffer.from(key(k).bytes), v);
+      insert.run(Buffer.from('c'), Buffer.from(key('blob').bytes), Buffer.from([1, 2]));
+      db.close();
+      const want = new Map<string, Uint8Array>([
+        ['text', new TextEncoder().encode('text-payload')],
+        ['accented', new TextEncoder().encode('héllo wörld')],
+        ['number', new TextEncoder().encode('42')],
+        ['real', new TextEncoder().encode('1.5')],
+        ['blob', Uint8Array.from([1, 2])],
+      ]);
+      const p = unwrap(Persistency.open(root, options));
+      const bystander = unwrap(await p.openJob('bystander'));
+      const job = unwrap(await p.openJob('edited'));
+      const names = [...want.keys()];
+      for (const name of names)
+        expect(unwrap(await job.get('c', key(name))), name).toEqual(want.get(name));
+      const many = unwrap(
+        await job.getMany(
+          'c',
+          names.map((n) => key(n)),
+        ),
+      );
+      expect(many).toEqual(names.map((n) => want.get(n)));
+      const sorted = [...names].sort((a, b) => Buffer.compare(key(a).bytes, key(b).bytes));
+      const rows = unwrap(await job.scan('c', prefixRange(key())));
+      expect(rows.map((r) => r.payload)).toEqual(sorted.map((n) => want.get(n)));
+      const iterated: Uint8Array[] = [];
+      for await (const row of job.iterate('c', prefixRange(key()), { pageSize: 2 }))
+        iterated.push(row.payload);
+      expect(iterated).toEqual(sorted.map((n) => want.get(n)));
+      const check = unwrap(
+        await job.atomic().check('c', key('number'), want.get('number')).commit(),
+      );
+      expect(check.ok).toBe(true);
+      expect(unwrap(await bystander.get('c', key('x')))).toBeUndefined();
+      unwrap(await p.close());
+    });
+  },
+);
+
+describe("another program's database, or one no put could be made in", () => {
+  const cases: [string, string, RegExp][] = [
+    [
+      'v1-foreign',
+      'CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 1',
+      /schema version 1 with objects of its own \(table users\)/,
+    ],
+    ['v1-empty', 'PRAGMA user_version = 1', /schema version 1 without a kv table/],
+    [
+      'v2-no-expiry',
+      `${KV}; PRAGMA user_version = 2`,
+      /columns are not schema version 2's \(no expires_at\)/,
+    ],
+    [
+      'trigger',
+      `${KV}; CREATE TRIGGER t BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'no'); END`,
+      /objects of its own \(trigger t\)/,
+    ],
+    [
+      'v1-trigger',
+      `${KV}; CREATE TRIGGER t BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'no'); END; PRAGMA user_version = 1`,
+      /objects of its own \(trigger t\)/,
+    ],
+    [
+      'extra-column',
+      KV.replace('payload BLOB NOT NULL,', 'payload BLOB NOT NULL, extra NOT NULL,'),
+      /columns are not schema version 0's \(extra\)/,
+    ],
+    [
+      'payload-index',
+      `${KV}; CREATE UNIQUE INDEX p ON kv (payload)`,
+      /objects of its own \(index p\)/,
+    ],
+    ['views-only', 'CREATE VIEW report AS SELECT 1 AS one', /objects of its own \(view report\)/],
+    [
+      'app-id',
+      `${KV}; PRAGMA application_id = 1234`,
+      /another application's id \(application_id 1234\)/,
+    ],
+  ];
+  it.each(cases)(
+    '%s: refused as not a job file (SQLITE_CORRUPT), and left untouched',
+    async (id, sql, why) => {
+      const root = tempDir();
+      made(root, id, sql);
+      await refusedUntouched(
+        root,
+        id,
+        'SQLITE_CORRUPT',
+        new RegExp(`not a job file: .*${why.source}`),
+      );
+    },
+  );
+
+  it("still opens the reference's file (version 0, its kv table alone) and a version 2 job file", async () => {
+    const root = tempDir();
+    made(root, 'reference', KV);
+    const p = unwrap(Persistency.open(root));
+    const job = unwrap(await p.openJob('reference'));
+    job.persistPut('c', key(1), Uint8Array.of(1), { expireInMs: 60_000 }); // migrates to 2
+    unwrap(await job.flush());
+    unwrap(await p.closeJob('reference'));
+    const again = unwrap(await p.openJob('reference'));
+    expect(unwrap(await again.get('c', key(1)))).toEqual(Uint8Array.of(1));
+    unwrap(await p.close());
+  });
+});
+
+describe('what is not a regular file at a job path', () => {
+  it('a directory or a named pipe: refused at open and at drop, and left as it is', async () => {
+    const root = tempDir();
+    mkdirSync(join(root, jobFileName('dir')));
+    execFileSync('mkfifo', [join(root, jobFileName('pipe'))]);
+    const p = unwrap(Persistency.open(root));
+    const cases: [string, string][] = [
+      ['dir', 'a directory'],
+      ['pipe', 'not a regular file'],
+    ];
+    for (const [id, what] of cases) {
+      for (const r of [await p.openJob(id), await p.dropJob(id)]) {
+        expect(r.isErr() && [r.error.kind, r.error.code], id).toEqual([
+          'Backend',
+          'SQLITE_CANTOPEN',
+        ]);
+        expect(r.isErr() && r.error.message, id).toContain(`is ${what}`);
+      }
+    }
+    unwrap(await p.close());
+    expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'dir.db', 'pipe.db'].sort());
+  });
+
+  it("a 0.1-named file the open refuses keeps its 0.1 name: a link, another program's database", async () => {
+    const root = tempDir();
+    symlinkSync(join(tempDir(), 'outside.db'), join(root, 'Alice.db'));
+    const legacy = new Database(join(root, 'Bob.db'));
+    legacy.exec('CREATE TABLE users (a)');
+    legacy.close();
+    const p = unwrap(Persistency.open(root));
+    const link = await p.openJob('Alice');
+    expect(link.isErr() && link.error.code).toBe('ELOOP');
+    const foreign = await p.openJob('Bob');
+    expect(foreign.isErr() && foreign.error.code).toBe('SQLITE_CORRUPT');
+    unwrap(await p.close());
+    expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'Alice.db', 'Bob.db'].sort());
+  });
+});
+
+describe.each(FILE_MODES)("a released job's file emptied in place (%s)", (_n, _m, options) => {
+  it('fails its next calls as damaged instead of starting over empty', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root, options));
+    p.events.on('writeFailed', () => {});
+    const job = unwrap(await p.openJob('j'));
+    for (let i = 0; i < 20; i++) job.persistPut('c', key(i), Uint8Array.of(i));
+    unwrap(await job.flush());
+    expect(await releaseIdleJobs(p)).toBe(1);
+    truncateSync(join(root, jobFileName('j')), 0);
+    const count = await job.count('c', prefixRange(key()));
+    expect(count.isErr() && [count.error.kind, count.error.code]).toEqual([
+      'Backend',
+      'SQLITE_CORRUPT',
+    ]);
+    expect(count.isErr() && count.error.message).toMatch(/emptied while the job was released/);
+    job.persistPut('c', key(100), Uint8Array.of(1));
+    expect((await job.flush()).isErr()).toBe(true);
+    unwrap(await p.close());
+    expect(readFileSync(join(root, jobFileName('j'))).length).toBe(0);
+  });
+});

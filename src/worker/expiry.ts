@@ -10,12 +10,9 @@ import type Database from 'better-sqlite3';
 /** The schema version that added expiry. */
 export const EXPIRY_VERSION = 2;
 
-/** The partial index over the rows that expire. */
-export const EXPIRY_INDEX = 'kv_expiry';
-
 /** Version 1 to 2, run in its own transaction by the first write that uses expiry. */
 export const EXPIRY_MIGRATION = `ALTER TABLE kv ADD COLUMN expires_at INTEGER;
-  CREATE INDEX ${EXPIRY_INDEX} ON kv (expires_at) WHERE expires_at IS NOT NULL`;
+  CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL`;
 
 /** Whether the file of `db` has the expiry column. */
 export function hasExpiry(db: Database.Database): boolean {

@@ -5,30 +5,32 @@
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { EXPIRY_VERSION } from './expiry.js';
-import { kvColumns, kvObjects, PAYLOAD, READABLE_ROWS } from './kv-table.js';
+import { kvColumns, PAYLOAD, READABLE_ROWS } from './kv-table.js';
 
 /**
  * Why a file whose header says schema `version` (0 up to this library's) is not a job file,
- * or undefined when it is one. A job file holds the kv table (and the index its version
- * adds) and no application id: anything more (tables, views, triggers, indexes) makes it
- * another program's database, or one whose triggers or indexes could refuse a put. From version
- * 1 on the kv table must be there, with exactly that version's columns, keyed by
- * (category, key), or a put could not replace a row; at version 0 it may be missing (the
- * library makes it in a new file). Checked before anything is written, at every open, and
- * by the inspector before it reads.
+ * or undefined when it is one. No application id; at version 0 (a file this library has not
+ * taken yet, or the reference's) nothing of its own but the kv table: tables, views,
+ * triggers or indexes make it another program's database, or one whose triggers could
+ * refuse every put. Later a job file may have gained such things (Litestream adds tables,
+ * a tool a trigger): its writes then answer for them. From version 1 on the kv table must be
+ * there. The kv table has exactly its version's columns, keyed by (category, key), or a put
+ * could not replace a row. Checked before anything is written, at every open, and by the
+ * inspector before it reads.
  */
 export function notAJobFile(db: Database.Database, version: number): string | undefined {
   const appId = db.pragma('application_id', { simple: true }) as number;
   if (appId !== 0) return `it carries another application's id (application_id ${appId})`;
-  const own = db
-    .prepare<[], string>(
-      "SELECT type || ' ' || name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
-    )
-    .pluck()
-    .all()
-    .filter((o) => !kvObjects(version).includes(o));
-  if (own.length > 0)
-    return `schema version ${version} with objects of its own (${own.slice(0, 5).join(', ')})`;
+  if (version === 0) {
+    const own = db
+      .prepare<[], string>(
+        "SELECT type || ' ' || name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND NOT (type = 'table' AND name = 'kv') ORDER BY type, name",
+      )
+      .pluck()
+      .all();
+    if (own.length > 0)
+      return `schema version 0 with objects of its own (${own.slice(0, 5).join(', ')})`;
+  }
   const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
   if (columns.length === 0)
     return version === 0 ? undefined : `schema version ${version} without a kv table`;

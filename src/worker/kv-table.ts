@@ -2,7 +2,7 @@
  * The kv table as this library makes it: its columns per schema version, and how a
  * payload is read. Shared by the job's connection and the inspector (src/cli).
  */
-import { EXPIRY_INDEX, EXPIRY_VERSION } from './expiry.js';
+import { EXPIRY_VERSION } from './expiry.js';
 
 /**
  * A row's payload as bytes. The library writes only blobs, but a file edited elsewhere may
@@ -22,10 +22,4 @@ export const READABLE_ROWS = "typeof(category) = 'blob' AND typeof(key) = 'blob'
 export function kvColumns(version: number): readonly string[] {
   const base = ['category', 'key', 'payload'];
   return version >= EXPIRY_VERSION ? [...base, 'expires_at'] : base;
-}
-
-/** The schema's objects in a file of schema `version`, as `type name`. */
-export function kvObjects(version: number): readonly string[] {
-  const table = ['table kv'];
-  return version >= EXPIRY_VERSION ? [...table, `index ${EXPIRY_INDEX}`] : table;
 }

@@ -278,7 +278,7 @@ export class JobRegistry {
     const attached = await client.open();
     this.#opening--;
     if (attached.isErr()) {
-      if (attached.error.kind === 'Backend') undoAdoption?.(); // the file refused, or no open
+      if (attached.error.kind !== 'Timeout') undoAdoption?.(); // refused: its thread let go
       this.#releaseShare(id, share);
       this.#threads.unpin(pin);
       return err(attached.error);

@@ -226,6 +226,51 @@ describe('what is not a regular file at a job path', () => {
   });
 });
 
+describe('a refused file that came with a -wal', () => {
+  /** Another program's WAL-mode database at `file`, its last write still in its -wal. */
+  function walDatabase(file: string): Database.Database {
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('wal_autocheckpoint = 0');
+    db.exec("CREATE TABLE users (name TEXT); INSERT INTO users VALUES ('ada')");
+    return db;
+  }
+
+  it('keeps its -wal: the file and the -wal are byte for byte as they were', async () => {
+    const root = tempDir();
+    const file = join(root, jobFileName('x'));
+    const other = walDatabase(file);
+    // Held open by a reader while the writer closes, so nothing checkpoints the -wal.
+    const reader = new Database(file, { readonly: true });
+    reader.prepare('SELECT count(*) FROM users').get();
+    other.close();
+    reader.close();
+    const before = [readFileSync(file), readFileSync(`${file}-wal`)];
+    const p = unwrap(Persistency.open(root));
+    const r = await p.openJob('x');
+    expect(r.isErr() && r.error.message).toMatch(/not a job file: .*objects of its own/);
+    unwrap(await p.close());
+    expect([readFileSync(file), readFileSync(`${file}-wal`)]).toEqual(before);
+  });
+
+  it('a 0.1-named file another connection holds (Busy) keeps its 0.1 name', async () => {
+    const root = tempDir();
+    const other = new Database(join(root, 'Bob.db'));
+    other.exec(`${KV}; PRAGMA user_version = 1`);
+    other.pragma('journal_mode = WAL');
+    other.pragma('locking_mode = EXCLUSIVE');
+    other.exec('BEGIN IMMEDIATE');
+    const p = unwrap(Persistency.open(root, { busyTimeoutMs: 100 }));
+    const r = await p.openJob('Bob');
+    expect(r.isErr() && r.error.kind).toBe('Busy');
+    unwrap(await p.close());
+    other.exec('COMMIT');
+    other.close();
+    expect(readdirSync(root).filter((f) => f.startsWith('Bob.db'))).toContain('Bob.db');
+    expect(existsSync(join(root, jobFileName('Bob')))).toBe(false);
+  });
+});
+
 describe.each(FILE_MODES)("a released job's file emptied in place (%s)", (_n, _m, options) => {
   it('fails its next calls as damaged instead of starting over empty', async () => {
     const root = tempDir();

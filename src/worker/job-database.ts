@@ -3,6 +3,7 @@
  * unknown (newer, or negative: damaged) schema version is refused before anything is
  * written. Runs inside the job's worker (src/worker/backend.ts holds the statements).
  */
+import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
@@ -162,7 +163,30 @@ export function openJobDatabase(
     if (elsewhere !== undefined) throw elsewhere;
     return { db, fileId };
   } catch (e) {
-    db.close();
+    if (memory) db.close();
+    else closeLeavingWal(db, path);
     throw e;
   }
+}
+
+/**
+ * Close a connection that refused its file (or failed to set it up) without touching the
+ * file. Closed last, a read-write connection would checkpoint a -wal the file came with
+ * into it and delete it; a read-only one closed after it does not. (An -shm index the open
+ * made stays: deleting one that another process may have started to share is not safe.)
+ */
+function closeLeavingWal(db: Database.Database, path: string): void {
+  if (!existsSync(`${path}-wal`)) {
+    db.close();
+    return;
+  }
+  let holder: Database.Database | undefined;
+  try {
+    holder = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
+    holder.pragma('user_version'); // joins the WAL: the last connection is now this one
+  } catch {
+    // Nothing holds the file: closing checkpoints it, as it did before.
+  }
+  db.close();
+  holder?.close();
 }

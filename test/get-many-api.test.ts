@@ -84,12 +84,17 @@ describe.each<[string, () => string, PersistencyOptions]>([
     }
   });
 
-  it('sends a long answer in parts while it reads, and settles one result in key order', async () => {
+  /** Job `id` holding the even rows of 0..9,999 (committed), and longList(). */
+  async function filled(id: string) {
     const p = unwrap(Persistency.instance(root(), options));
-    const job = unwrap(await p.openJob('parts'));
+    const job = unwrap(await p.openJob(id));
     for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
     unwrap(await job.flush());
-    const { keys, want } = longList();
+    return { job, ...longList() };
+  }
+
+  it('sends a long answer in parts while it reads, and settles one result in key order', async () => {
+    const { job, keys, want } = await filled('parts');
     const [got, again] = await Promise.all([job.getMany('c', keys), job.getMany('c', keys)]);
     expect(unwrap(got)).toEqual(want);
     expect(unwrap(again)).toEqual(want);
@@ -100,11 +105,7 @@ describe.each<[string, () => string, PersistencyOptions]>([
   });
 
   it('answers whole, with the write, a getMany after a write of its turn', async () => {
-    const p = unwrap(Persistency.instance(root(), options));
-    const job = unwrap(await p.openJob('dirty'));
-    for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
-    unwrap(await job.flush());
-    const { keys, want } = longList();
+    const { job, keys, want } = await filled('dirty');
     job.persistPut('c', key(19_998), hundred(7)); // the list's second key, not yet committed
     const got = unwrap(await job.getMany('c', keys));
     expect(got).toEqual([want[0], hundred(7), ...want.slice(2)]);
@@ -113,11 +114,7 @@ describe.each<[string, () => string, PersistencyOptions]>([
   });
 
   it('answers Err when reading fails after some parts were sent, and answers on', async () => {
-    const p = unwrap(Persistency.instance(root(), options));
-    const job = unwrap(await p.openJob('fails'));
-    for (let i = 0; i < 10_000; i += 2) job.persistPut('c', key(i), hundred(i));
-    unwrap(await job.flush());
-    const { keys, want } = longList();
+    const { job, keys, want } = await filled('fails');
     injectFault(job, 'getMany', 300); // after 300 statements: 9,600 keys, several parts
     const [failed, scan, after] = await Promise.all([
       job.getMany('c', keys),

@@ -72,8 +72,8 @@ function movedInfo(path: string, now: string | undefined, when: string): ErrorIn
 /**
  * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
  * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
- * the database is not a regular file (a directory, a device SQLite would write pages into,
- * a pipe).
+ * is not a regular file (a directory; a device SQLite would write pages into; a pipe, whose
+ * open would wait for a writer forever).
  */
 export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
   for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
@@ -86,11 +86,11 @@ export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
         code: 'ELOOP',
       };
     }
-    if (f === dbPath && !stat.isFile()) {
+    if (!stat.isFile()) {
       const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
       return {
         kind: 'Backend',
-        message: `${f} is ${what}; a job's file is a regular file (left as it is)`,
+        message: `${f} is ${what}; a job's files are regular files (left as it is)`,
         code: 'SQLITE_CANTOPEN',
       };
     }

@@ -139,14 +139,14 @@ export function adoptLegacyJobFile(
   if (from === undefined) return undefined;
   const refused = unsafe(from);
   if (refused !== undefined) throw Object.assign(new Error(refused.message), refused);
-  const moved = SIDECAR_SUFFIXES.filter((s) => lstatSync(from + s, { throwIfNoEntry: false }));
-  for (const suffix of moved) renameSync(from + suffix, to + suffix);
+  const there = (p: string) => lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+  for (const suffix of SIDECAR_SUFFIXES)
+    if (there(from + suffix)) renameSync(from + suffix, to + suffix);
   renameSync(from, to);
   return () => {
     try {
       renameSync(to, from);
-      for (const s of moved)
-        if (lstatSync(to + s, { throwIfNoEntry: false })) renameSync(to + s, from + s);
+      for (const s of SIDECAR_SUFFIXES) if (there(to + s)) renameSync(to + s, from + s);
     } catch {
       // Left at this version's name, where the next open finds it all the same.
     }

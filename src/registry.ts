@@ -352,13 +352,14 @@ export class JobRegistry {
     }
     await this.#lettingGo.get(id); // a thread that timed out opening the job may create it
     const dbPath = jobDbPath(this.#rootDir, stem);
-    const unsafe = unsafeJobFile(dbPath);
+    const legacy = legacyJobDbPath(this.#rootDir, id, true);
+    const unsafe =
+      unsafeJobFile(dbPath) ?? (legacy === undefined ? undefined : unsafeJobFile(legacy));
     if (unsafe !== undefined) return err(fromErrorInfo(unsafe));
     const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
     // A new file's side file, left by a crash while the job was made: a file, or nothing of ours.
     const side = dbPath + NEW_FILE_SUFFIX;
     if (lstatSync(side, { throwIfNoEntry: false })?.isFile() === true) files.push(side);
-    const legacy = legacyJobDbPath(this.#rootDir, id, true);
     if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
     const lock = RootLock.of(this.#rootDir);
     if (!files.some((f) => lstatSync(f, { throwIfNoEntry: false }) !== undefined)) {

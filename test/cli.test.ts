@@ -272,7 +272,7 @@ describe('missing root or job', () => {
       expectFailure(cli(...args), 2, '<root> is empty');
   });
 
-  it('exits 3 for a symbolic link or a directory named like a job file, as ls leaves them out', async () => {
+  it('exits 3 for a symbolic link or a directory named like a job file, or a pipe at its sidecar', async () => {
     const outside = tempDir();
     await seed(outside, { elsewhere: fillLog });
     const root = tempDir();
@@ -293,7 +293,20 @@ describe('missing root or job', () => {
       ['ls', root, 'dir'],
       ['scan', root, 'dir', 'log'],
     ])
-      expectFailure(cli(...args), 3, 'job "dir" is not a job', 'not a regular file');
+      expectFailure(cli(...args), 3, 'job "dir" is not a job', 'is a directory');
+    // A pipe at a sidecar: refused at once (SQLite's open of it would wait for a writer).
+    await seed(root, { piped: fillLog });
+    spawnSync('mkfifo', [join(root, 'piped.db-journal')]);
+    for (const args of [
+      ['ls', root, 'piped'],
+      ['check', root, 'piped'],
+    ])
+      expectFailure(
+        cli(...args),
+        3,
+        'job "piped" is not a job',
+        'piped.db-journal is not a regular file',
+      );
   });
 });
 

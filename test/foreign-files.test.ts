@@ -13,6 +13,7 @@ import {
   readFileSync,
   symlinkSync,
   truncateSync,
+  writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -66,6 +67,17 @@ describe.each(FILE_MODES)(
       for (const [k, v] of stored) insert.run(Buffer.from('c'), Buffer.from(key(k).bytes), v);
       insert.run(Buffer.from('c'), Buffer.from(key('blob').bytes), Buffer.from([1, 2]));
       db.close();
+      // A kv table made elsewhere without NOT NULL (the shape check looks at names and keys).
+      const loose = new Database(join(root, jobFileName('loose')));
+      loose.exec(`${KV.replace('payload BLOB NOT NULL', 'payload BLOB')}; PRAGMA user_version = 1`);
+      const put = loose.prepare('INSERT INTO kv VALUES (?, ?, ?)');
+      for (const [k, v] of [
+        ['a', Buffer.from('A')],
+        ['null', null],
+        ['z', Buffer.from('Z')],
+      ] as const)
+        put.run(Buffer.from('c'), Buffer.from(key(k).bytes), v);
+      loose.close();
       const want = new Map<string, Uint8Array>([
         ['text', new TextEncoder().encode('text-payload')],
         ['accented', new TextEncoder().encode('héllo wörld')],
@@ -98,6 +110,25 @@ describe.each(FILE_MODES)(
       );
       expect(check.ok).toBe(true);
       expect(unwrap(await bystander.get('c', key('x')))).toBeUndefined();
+      // A NULL payload reads as empty bytes everywhere, and nothing crashes.
+      const nulls = unwrap(await p.openJob('loose'));
+      const a = Uint8Array.from(Buffer.from('A'));
+      const z = Uint8Array.from(Buffer.from('Z'));
+      const empty = new Uint8Array(0);
+      expect(unwrap(await nulls.get('c', key('null')))).toEqual(empty);
+      expect(unwrap(await nulls.getMany('c', [key('a'), key('null'), key('z')]))).toEqual([
+        a,
+        empty,
+        z,
+      ]);
+      const scanned = unwrap(await nulls.scan('c', prefixRange(key())));
+      // In key order: strings sort by length first.
+      expect(scanned.map((r) => r.payload)).toEqual([a, z, empty]);
+      const pages: Uint8Array[] = [];
+      for await (const row of nulls.iterate('c', prefixRange(key()), { pageSize: 2 }))
+        pages.push(row.payload);
+      expect(pages).toEqual([a, z, empty]);
+      expect(unwrap(await nulls.count('c', prefixRange(key())))).toBe(3);
       unwrap(await p.close());
     });
   },
@@ -111,6 +142,11 @@ describe("another program's database, or one no put could be made in", () => {
       /schema version 1 without a kv table/,
     ],
     ['v1-empty', 'PRAGMA user_version = 1', /schema version 1 without a kv table/],
+    [
+      'v1-other-kv',
+      'CREATE TABLE kv (a); PRAGMA user_version = 1',
+      /\(no category, no key, no payload, a\)/,
+    ],
     [
       'v2-no-expiry',
       `${KV}; PRAGMA user_version = 2`,
@@ -173,9 +209,9 @@ describe("another program's database, or one no put could be made in", () => {
     unwrap(await p.close());
   });
 
-  it("still opens the reference's file (version 0, its kv table alone) and a version 2 job file", async () => {
+  it("still opens the reference's file (version 0, its kv table alone, names in any case) and a version 2 job file", async () => {
     const root = tempDir();
-    made(root, 'reference', KV);
+    made(root, 'reference', KV.replace('category BLOB', 'Category BLOB'));
     const p = unwrap(Persistency.open(root));
     const job = unwrap(await p.openJob('reference'));
     job.persistPut('c', key(1), Uint8Array.of(1), { expireInMs: 60_000 }); // migrates to 2
@@ -208,6 +244,51 @@ describe('what is not a regular file at a job path', () => {
     }
     unwrap(await p.close());
     expect(readdirSync(root).sort()).toEqual([ROOT_LOCK_FILE, 'dir.db', 'pipe.db'].sort());
+  });
+
+  it('a pipe at a -journal or a directory at a -wal: refused at once, never opened (a pipe would wait forever)', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root));
+    for (const id of ['pipe', 'dir']) {
+      unwrap(await p.openJob(id));
+      unwrap(await p.closeJob(id));
+    }
+    execFileSync('mkfifo', [join(root, `${jobFileName('pipe')}-journal`)]);
+    mkdirSync(join(root, `${jobFileName('dir')}-wal`));
+    const cases: [string, string][] = [
+      ['pipe', 'not a regular file'],
+      ['dir', 'a directory'],
+    ];
+    for (const [id, what] of cases) {
+      for (const r of [await p.openJob(id), await p.dropJob(id)]) {
+        expect(r.isErr() && r.error.code, id).toBe('SQLITE_CANTOPEN');
+        expect(r.isErr() && r.error.message, id).toContain(`is ${what}`);
+      }
+    }
+    unwrap(await p.close());
+    const left = [ROOT_LOCK_FILE, 'dir.db', 'dir.db-wal', 'pipe.db', 'pipe.db-journal'];
+    expect(readdirSync(root).sort()).toEqual(left.sort());
+  });
+
+  it('dropJob leaves a link, directory or pipe at a 0.1 name as it is, as openJob does', async () => {
+    const root = tempDir();
+    const target = join(tempDir(), 'precious.db');
+    writeFileSync(target, 'precious');
+    const kinds: [string, () => void, string][] = [
+      ['Alice', () => symlinkSync(target, join(root, 'Alice.db')), 'ELOOP'],
+      ['Bob', () => mkdirSync(join(root, 'Bob.db')), 'SQLITE_CANTOPEN'],
+      ['Carol', () => execFileSync('mkfifo', [join(root, 'Carol.db')]), 'SQLITE_CANTOPEN'],
+    ];
+    for (const [, make] of kinds) make();
+    const p = unwrap(Persistency.open(root));
+    for (const [id, , code] of kinds) {
+      for (const r of [await p.openJob(id), await p.dropJob(id)])
+        expect(r.isErr() && r.error.code, id).toBe(code);
+    }
+    unwrap(await p.close());
+    const left = [ROOT_LOCK_FILE, 'Alice.db', 'Bob.db', 'Carol.db'];
+    expect(readdirSync(root).sort()).toEqual(left.sort());
+    expect(readFileSync(target, 'utf8')).toBe('precious');
   });
 
   it("a 0.1-named file the open refuses keeps its 0.1 name: a link, another program's database", async () => {
@@ -251,6 +332,21 @@ describe('a refused file that came with a -wal', () => {
     expect(r.isErr() && r.error.message).toMatch(/not a job file: .*objects of its own/);
     unwrap(await p.close());
     expect([readFileSync(file), readFileSync(`${file}-wal`)]).toEqual(before);
+  });
+
+  it('a WAL-mode file closed cleanly (no -wal) gains no -wal or -shm from its refusal', async () => {
+    const root = tempDir();
+    for (const file of [join(root, jobFileName('x')), join(root, 'Bob.db')])
+      walDatabase(file).close();
+    const before = readdirSync(root).sort();
+    const p = unwrap(Persistency.open(root));
+    for (const id of ['x', 'Bob']) expect((await p.openJob(id)).isErr(), id).toBe(true);
+    unwrap(await p.close());
+    expect(
+      readdirSync(root)
+        .filter((f) => f !== ROOT_LOCK_FILE)
+        .sort(),
+    ).toEqual(before);
   });
 
   it('a 0.1-named file another connection holds (Busy) keeps its 0.1 name', async () => {

@@ -4,6 +4,7 @@
  */
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { unsafeJobFile } from '../file-identity.js';
 import { decodeKey } from '../keys.js';
 import {
   DB_SUFFIX,
@@ -211,11 +212,11 @@ export function requireJob(root: string, id: string): string {
       EXIT.notFound,
       `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
     );
-  // As for the library and the listing: a job is a regular file, never read through a link.
-  if (!found.isFile()) {
-    const what = found.isSymbolicLink() ? 'a symbolic link' : 'not a regular file';
-    throw new CliError(EXIT.notFound, `${label(id)} is not a job in ${dir}: ${path} is ${what}`);
-  }
+  // As for the library: a job's files are regular files, never read through a link (a pipe
+  // at a sidecar would hold SQLite's open forever).
+  const unsafe = unsafeJobFile(path);
+  if (unsafe !== undefined)
+    throw new CliError(EXIT.notFound, `${label(id)} is not a job in ${dir}: ${unsafe.message}`);
   return path;
 }
 

@@ -86,6 +86,7 @@ export function openJobDatabase(
   // The file SQLite is about to open: once the open is done the path must still name it, or
   // every later check (flush, close, reattach) would watch a file the job does not have.
   const before = memory ? undefined : fileIdOf(path);
+  const walBefore = !memory && existsSync(`${path}-wal`);
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
     : new Database(path, {
@@ -163,23 +164,20 @@ export function openJobDatabase(
     if (elsewhere !== undefined) throw elsewhere;
     return { db, fileId };
   } catch (e) {
-    if (memory) db.close();
-    else closeLeavingWal(db, path);
+    if (walBefore) closeLeavingWal(db, path);
+    else db.close();
     throw e;
   }
 }
 
 /**
- * Close a connection that refused its file (or failed to set it up) without touching the
- * file. Closed last, a read-write connection would checkpoint a -wal the file came with
- * into it and delete it; a read-only one closed after it does not. (An -shm index the open
- * made stays: deleting one that another process may have started to share is not safe.)
+ * Close a connection that refused a file that came with a -wal (or failed to set it up)
+ * without touching the file. Closed last, a read-write connection would checkpoint the -wal
+ * into the file and delete it; a read-only one closed after it does not. (An -shm index the
+ * open made stays: deleting one that another process may have started to share is not
+ * safe.) Without a -wal before, closing deletes the -wal and -shm the open made.
  */
 function closeLeavingWal(db: Database.Database, path: string): void {
-  if (!existsSync(`${path}-wal`)) {
-    db.close();
-    return;
-  }
   let holder: Database.Database | undefined;
   try {
     holder = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });

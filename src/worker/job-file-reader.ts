@@ -35,14 +35,14 @@ export function notAJobFile(db: Database.Database, version: number): string | un
   if (columns.length === 0)
     return version === 0 ? undefined : `schema version ${version} without a kv table`;
   const want = kvColumns(Math.max(version, 1));
-  const names = columns.map((c) => c.name);
+  const names = columns.map((c) => c.name.toLowerCase()); // as SQLite compares them
   const odd = [
     ...want.filter((n) => !names.includes(n)).map((n) => `no ${n}`),
     ...names.filter((n) => !want.includes(n)),
   ];
   if (odd.length > 0)
     return `its kv table's columns are not schema version ${version}'s (${odd.join(', ')})`;
-  const pk = (name: string) => columns.find((c) => c.name === name)?.pk;
+  const pk = (name: string) => columns.find((c) => c.name.toLowerCase() === name)?.pk;
   const keyed = pk('category') === 1 && pk('key') === 2;
   return keyed && columns.every((c) => c.pk <= 2)
     ? undefined

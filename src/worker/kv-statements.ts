@@ -154,13 +154,13 @@ const hexByte = (b: number): string => b.toString(16).padStart(2, '0');
  * the keys; the aggregate concatenates one record per key in that order (`||` and
  * group_concat copy the bytes of a UTF-8 database's text as they are, see
  * concatKeepsBytes; the CAST makes the whole a blob again). A LEFT JOIN miss has a NULL
- * payload; stored payloads are never NULL.
+ * key; a payload that is not a blob (see PAYLOAD) is read alone.
  */
 export function getManySql(n: number, markers: GetManyMarkers, expiry: boolean): string {
   const keys = Array.from({ length: n }, (_, i) => `(${i}, ?)`).join(', ');
   return `WITH q(i, k) AS (VALUES ${keys})
     SELECT CAST(group_concat(
-      CASE WHEN kv.payload IS NULL THEN x'${hexByte(markers.absent)}'
+      CASE WHEN kv.key IS NULL THEN x'${hexByte(markers.absent)}'
            WHEN length(kv.payload) > ${GET_MANY_INLINE_BYTES} OR typeof(kv.payload) <> 'blob'
              THEN x'${hexByte(markers.large)}'
            ELSE x'${hexByte(markers.present)}' || unhex(printf('%08x', length(kv.payload))) || kv.payload

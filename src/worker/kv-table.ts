@@ -6,10 +6,11 @@ import { EXPIRY_VERSION } from './expiry.js';
 
 /**
  * A row's payload as bytes. The library writes only blobs, but a file edited elsewhere may
- * hold text or a number, which better-sqlite3 would hand over as a string or a number: as a
- * blob it reads as the same bytes through every read, pages and getMany's records included.
+ * hold text or a number, which better-sqlite3 would hand over as a string or a number, or
+ * NULL (a kv table made elsewhere without NOT NULL): as a blob, NULL as an empty one, it
+ * reads as the same bytes through every read, pages and getMany's records included.
  */
-export const PAYLOAD = 'CAST(payload AS BLOB)';
+export const PAYLOAD = "coalesce(CAST(payload AS BLOB), x'')";
 
 /**
  * The rows the library's reads can see, for counts that agree with them: those whose

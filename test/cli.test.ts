@@ -307,6 +307,10 @@ describe('missing root or job', () => {
         'job "piped" is not a job',
         'piped.db-journal is not a regular file',
       );
+    // The listing goes on past it.
+    const listed = cli('ls', root);
+    expect(listed.status).toBe(5);
+    expect(lines(listed)).toContain(`piped\t${statSync(join(root, 'piped.db')).size}\terror`);
   });
 });
 

@@ -206,17 +206,11 @@ export function requireJob(root: string, id: string): string {
   const current = jobDbPath(dir, stem.stem);
   const entry = (path: string) => lstatSync(path, { throwIfNoEntry: false });
   const path = entry(current) !== undefined ? current : (legacyJobDbPath(dir, id) ?? current);
-  const found = entry(path);
-  if (found === undefined)
+  if (entry(path) === undefined)
     throw new CliError(
       EXIT.notFound,
       `${label(id)} not found in ${dir} (no file ${stem.stem}${DB_SUFFIX})`,
     );
-  // As for the library: a job's files are regular files, never read through a link (a pipe
-  // at a sidecar would hold SQLite's open forever).
-  const unsafe = unsafeJobFile(path);
-  if (unsafe !== undefined)
-    throw new CliError(EXIT.notFound, `${label(id)} is not a job in ${dir}: ${unsafe.message}`);
   return path;
 }
 
@@ -236,6 +230,11 @@ export function withJobFile<T>(
 }
 
 export function openJobFile(path: string, name: string, options: OpenOptions): JobFileReader {
+  // As for the library: a job's files are regular files, never read through a link (a pipe
+  // at a sidecar would hold SQLite's open forever).
+  const unsafe = unsafeJobFile(path);
+  if (unsafe !== undefined)
+    throw new CliError(EXIT.notFound, `${name} is not a job: ${unsafe.message}`);
   const job = mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () =>
     JobFileReader.open(path),
   );

@@ -6,7 +6,7 @@
  */
 import { lstatSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { JOB_SIDE_SUFFIXES } from './paths.js';
+import { JOB_SIDE_SUFFIXES, NEW_FILE_SUFFIX } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
 /**
@@ -72,8 +72,8 @@ function movedInfo(path: string, now: string | undefined, when: string): ErrorIn
 /**
  * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
  * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
- * is not a regular file (a directory; a device SQLite would write pages into; a pipe, whose
- * open would wait for a writer forever).
+ * one SQLite opens is not a regular file (a directory; a device SQLite would write pages
+ * into; a pipe, whose open would wait for a writer forever).
  */
 export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
   for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
@@ -86,7 +86,8 @@ export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
         code: 'ELOOP',
       };
     }
-    if (!stat.isFile()) {
+    // SQLite opens these; the side file of a new job's making is only ever replaced.
+    if (!stat.isFile() && !f.endsWith(NEW_FILE_SUFFIX)) {
       const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
       return {
         kind: 'Backend',

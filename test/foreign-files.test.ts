@@ -5,7 +5,7 @@
  * and a refused file is left byte for byte and name for name as it was (found by review;
  * each case failed before its fix).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -16,6 +16,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { jobFileName, key, Persistency, prefixRange } from '../src/index.js';
@@ -364,6 +366,73 @@ describe('a refused file that came with a -wal', () => {
     other.close();
     expect(readdirSync(root).filter((f) => f.startsWith('Bob.db'))).toContain('Bob.db');
     expect(existsSync(join(root, jobFileName('Bob')))).toBe(false);
+  });
+});
+
+// Found by review: with 3 or 4 descriptors free the open got far enough to refuse the file,
+// and the refusing connection, closed last, checkpointed the -wal into it.
+describe.each(['per-job', '1'])(
+  'a refused file with a -wal, near the descriptor limit (workerThreads %s)',
+  (mode) => {
+    it('keeps the file and its -wal as they were however few descriptors are free', async () => {
+      const fixture = fileURLToPath(
+        new URL('./fixtures/refused-near-fd-limit.ts', import.meta.url),
+      );
+      const { stdout } = await promisify(execFile)(
+        'bash',
+        [
+          '-c',
+          `ulimit -n 200 && exec "${process.execPath}" --import tsx "${fixture}" "$0" "$1"`,
+          tempDir(),
+          mode,
+        ],
+        { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
+      );
+      const results: { free: number; code: string; same: boolean }[] = JSON.parse(
+        stdout.trim().split('\n').at(-1) as string,
+      );
+      expect(results).toHaveLength(25);
+      for (const r of results) {
+        expect(r.same, `${r.free} free`).toBe(true);
+        expect(['EMFILE', 'SCHEMA_TOO_NEW'], `${r.free} free: ${r.code}`).toContain(r.code);
+      }
+      expect(results.at(-1)?.code).toBe('SCHEMA_TOO_NEW');
+    });
+  },
+);
+
+describe('counters on a payload another tool stored (a version-2 file, rows that expire)', () => {
+  it('add sees what reads see: text as its bytes, NULL as no counter, as on rows that do not expire', async () => {
+    const root = tempDir();
+    const far = Date.now() + 3_600_000;
+    const db = new Database(join(root, jobFileName('v2')));
+    db.exec(
+      `${KV.replace('payload BLOB NOT NULL,', 'payload BLOB, expires_at INTEGER,')}; PRAGMA user_version = 2`,
+    );
+    const insert = db.prepare('INSERT INTO kv VALUES (?, ?, ?, ?)');
+    for (const [k, v, at] of [
+      ['text', '12345678', far],
+      ['null', null, far],
+      ['plain', '12345678', null],
+    ] as const)
+      insert.run(Buffer.from('c'), Buffer.from(key(k).bytes), v, at);
+    db.close();
+    const p = unwrap(Persistency.open(root));
+    p.events.on('writeFailed', () => {});
+    const job = unwrap(await p.openJob('v2'));
+    for (const k of ['text', 'plain']) {
+      expect(unwrap(await job.atomic().add('c', key(k), 2).commit()), k).toEqual({ ok: true });
+      // '12345678' as bytes, 0x31..0x38, read as a counter and 2 added: the last byte 0x3a.
+      expect(Buffer.from(unwrap(await job.get('c', key(k))) as Uint8Array).toString('hex'), k).toBe(
+        '313233343536373a',
+      );
+    }
+    expect(unwrap(await job.atomic().add('c', key('null'), 1).commit())).toEqual({
+      ok: false,
+      reason: 'notCounter',
+    });
+    expect(unwrap(await job.get('c', key('null')))).toEqual(new Uint8Array(0));
+    unwrap(await p.close());
   });
 });
 

@@ -72,6 +72,37 @@ export function openJobDatabase(
   options: BackendOptions,
   image?: Uint8Array,
 ): { db: Database.Database; fileId: string | undefined } {
+  // A -wal the file came with must outlive a refusal: closed last, the refusing connection
+  // would checkpoint it into the file and delete it; a read-only one, opened first and
+  // closed after it, does not (and if it cannot open, nothing else is tried).
+  const walThere =
+    path !== ':memory:' && image === undefined && existsSync(path) && existsSync(`${path}-wal`);
+  const holder = walThere ? walHolder(path, options) : undefined;
+  try {
+    return openConnection(path, options, image);
+  } finally {
+    holder?.close();
+  }
+}
+
+/** A read-only connection that has read the file: one more on its WAL. */
+function walHolder(path: string, options: BackendOptions): Database.Database {
+  const timeout = options.statementBusyMs ?? options.busyTimeoutMs;
+  const holder = new Database(path, { readonly: true, fileMustExist: true, timeout });
+  try {
+    holder.pragma('user_version');
+    return holder;
+  } catch (e) {
+    holder.close();
+    throw e;
+  }
+}
+
+function openConnection(
+  path: string,
+  options: BackendOptions,
+  image: Uint8Array | undefined,
+): { db: Database.Database; fileId: string | undefined } {
   const memory = path === ':memory:';
   // A new file from the image, unless maxJobBytes is below its size: SQLite's own making
   // of the file then fails as the bound says.
@@ -86,7 +117,6 @@ export function openJobDatabase(
   // The file SQLite is about to open: once the open is done the path must still name it, or
   // every later check (flush, close, reattach) would watch a file the job does not have.
   const before = memory ? undefined : fileIdOf(path);
-  const walBefore = !memory && existsSync(`${path}-wal`);
   const db = image
     ? new Database(Buffer.from(image.buffer, image.byteOffset, image.byteLength))
     : new Database(path, {
@@ -164,27 +194,7 @@ export function openJobDatabase(
     if (elsewhere !== undefined) throw elsewhere;
     return { db, fileId };
   } catch (e) {
-    if (walBefore) closeLeavingWal(db, path);
-    else db.close();
+    db.close();
     throw e;
   }
-}
-
-/**
- * Close a connection that refused a file that came with a -wal (or failed to set it up)
- * without touching the file. Closed last, a read-write connection would checkpoint the -wal
- * into the file and delete it; a read-only one closed after it does not. (An -shm index the
- * open made stays: deleting one that another process may have started to share is not
- * safe.) Without a -wal before, closing deletes the -wal and -shm the open made.
- */
-function closeLeavingWal(db: Database.Database, path: string): void {
-  let holder: Database.Database | undefined;
-  try {
-    holder = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
-    holder.pragma('user_version'); // joins the WAL: the last connection is now this one
-  } catch {
-    // Nothing holds the file: closing checkpoints it, as it did before.
-  }
-  db.close();
-  holder?.close();
 }

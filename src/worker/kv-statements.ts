@@ -74,9 +74,9 @@ export class ReadStatements {
         `INSERT INTO kv (category, key, payload) VALUES (?, ?, ?)
          ON CONFLICT (category, key) DO UPDATE SET ${
            expiry
-             ? `payload = CASE WHEN ${expired} THEN excluded.payload ELSE persistency_add(payload, excluded.payload) END,
+             ? `payload = CASE WHEN ${expired} THEN excluded.payload ELSE persistency_add(${PAYLOAD}, excluded.payload) END,
                 expires_at = CASE WHEN ${expired} THEN NULL ELSE expires_at END`
-             : 'payload = persistency_add(payload, excluded.payload)'
+             : `payload = persistency_add(${PAYLOAD}, excluded.payload)`
          }`,
       ),
     );

@@ -5,7 +5,7 @@
  * and a refused file is left byte for byte and name for name as it was (found by review;
  * each case failed before its fix).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -16,13 +16,12 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { jobFileName, key, Persistency, prefixRange } from '../src/index.js';
 import { releaseIdleJobs } from '../src/persistency.js';
 import { ROOT_LOCK_FILE } from '../src/root-lock.js';
+import { underFdLimit } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { FILE_MODES } from './support/modes.js';
 
@@ -375,22 +374,11 @@ describe.each(['per-job', '1'])(
   'a refused file with a -wal, near the descriptor limit (workerThreads %s)',
   (mode) => {
     it('keeps the file and its -wal as they were however few descriptors are free', async () => {
-      const fixture = fileURLToPath(
-        new URL('./fixtures/refused-near-fd-limit.ts', import.meta.url),
-      );
-      const { stdout } = await promisify(execFile)(
-        'bash',
-        [
-          '-c',
-          `ulimit -n 200 && exec "${process.execPath}" --import tsx "${fixture}" "$0" "$1"`,
-          tempDir(),
-          mode,
-        ],
-        { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
-      );
-      const results: { free: number; code: string; same: boolean }[] = JSON.parse(
-        stdout.trim().split('\n').at(-1) as string,
-      );
+      const results = (await underFdLimit(200, 'refused-near-fd-limit.ts', tempDir(), mode)) as {
+        free: number;
+        code: string;
+        same: boolean;
+      }[];
       expect(results).toHaveLength(25);
       for (const r of results) {
         expect(r.same, `${r.free} free`).toBe(true);

@@ -4,31 +4,13 @@
  * at once (never a hang), in both threading modes; closing jobs frees descriptors again.
  * A released job taken up again then fails its calls the same way and stays open.
  */
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { underFdLimit } from './support/children.js';
 import { useTempDirs } from './support/env.js';
 
-const run = promisify(execFile);
-const FIXTURE = fileURLToPath(new URL('./fixtures/fd-exhaust.ts', import.meta.url));
-const REATTACH = fileURLToPath(new URL('./fixtures/reattach-emfile.ts', import.meta.url));
 const tempDir = useTempDirs('persistency-limits-');
-
-/** Run a fixture under `ulimit -n limit`; its last line of output, parsed. */
-async function underLimit(limit: number, fixture: string, mode: string): Promise<unknown> {
-  const { stdout } = await run(
-    'bash',
-    [
-      '-c',
-      `ulimit -n ${limit} && exec "${process.execPath}" --import tsx "${fixture}" "$0" "$1"`,
-      tempDir(),
-      mode,
-    ],
-    { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
-  );
-  return JSON.parse(stdout.trim().split('\n').at(-1) as string);
-}
+const underLimit = (limit: number, fixture: string, mode: string) =>
+  underFdLimit(limit, fixture, tempDir(), mode);
 
 interface Outcome {
   opened: number;
@@ -38,7 +20,7 @@ interface Outcome {
 
 describe.each(['per-job', '2'])('out of file descriptors (workerThreads %s)', (mode) => {
   it("an open that needs a descriptor is Err(Backend, 'EMFILE'), and closing jobs frees them", async () => {
-    const outcome = (await underLimit(120, FIXTURE, mode)) as Outcome;
+    const outcome = (await underLimit(120, 'fd-exhaust.ts', mode)) as Outcome;
     expect(outcome.opened).toBeGreaterThan(0);
     expect(outcome.failure).toMatchObject({ kind: 'Backend', code: 'EMFILE' });
     expect(outcome.reopenOk).toBe(true);
@@ -48,7 +30,7 @@ describe.each(['per-job', '2'])('out of file descriptors (workerThreads %s)', (m
 describe.each(['2', 'per-job'])('reattach out of descriptors (workerThreads %s)', (mode) => {
   it("a released job's next call is Err(Backend, 'EMFILE'), its write reported, the job kept open", async () => {
     // The fixture takes every descriptor left, then calls a released job.
-    expect(await underLimit(200, REATTACH, mode)).toEqual({
+    expect(await underLimit(200, 'reattach-emfile.ts', mode)).toEqual({
       read: { kind: 'Backend', code: 'EMFILE' },
       writeFailed: [{ reason: 'backend', count: 1, code: 'EMFILE' }],
       jobFailed: [],

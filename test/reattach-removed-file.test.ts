@@ -4,7 +4,6 @@
  * place, and a flush after writes made since is Err.
  */
 
-import { execFile } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -14,13 +13,12 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
 import { injectFault } from '../src/job.js';
 import { jobDbPath, jobFileStem, SIDECAR_SUFFIXES } from '../src/paths.js';
 import { releaseIdleJobs } from '../src/persistency.js';
+import { underFdLimit } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-removed-');
@@ -162,18 +160,11 @@ describe.each<[string, PersistencyOptions]>([
 // its message blaming descriptors (a review's reproduction).
 describe.each(['per-job', '1'])('near the descriptor limit (workerThreads %s)', (mode) => {
   it('a released job whose file was removed: the flush still says ENOENT', async () => {
-    const fixture = fileURLToPath(new URL('./fixtures/removed-near-fd-limit.ts', import.meta.url));
-    const { stdout } = await promisify(execFile)(
-      'bash',
-      [
-        '-c',
-        `ulimit -n 200 && exec "${process.execPath}" --import tsx "${fixture}" "$0" "$1"`,
-        tempDir(),
-        mode,
-      ],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
-    );
-    const flushed = JSON.parse(stdout.trim().split('\n').at(-1) as string);
+    const flushed = (await underFdLimit(200, 'removed-near-fd-limit.ts', tempDir(), mode)) as {
+      kind: string;
+      code: string;
+      message: string;
+    };
     expect([flushed.kind, flushed.code]).toEqual(['Backend', 'ENOENT']);
     expect(flushed.message).not.toContain('no file descriptor left');
   });

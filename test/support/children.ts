@@ -1,11 +1,12 @@
 // Fixtures in other processes and other threads, for the ownership tests: readiness,
 // answers and errors come over their stdout or messages, never from sleeps. Everything
 // started here is stopped by `stopChildren()` (call it in afterEach).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import type { ThreadOwnerMessage } from '../fixtures/thread-owner.js';
 
@@ -179,4 +180,27 @@ export function startThreadOwner(root: string, jobId: string): ThreadOwner {
       });
     });
   return { worker, next, exited };
+}
+
+/**
+ * Run test/fixtures/`name` in a child `node` under `ulimit -n limit`, with `args`; the last
+ * line it prints, parsed as JSON.
+ */
+export async function underFdLimit(
+  limit: number,
+  name: string,
+  ...args: string[]
+): Promise<unknown> {
+  const fixture = join(FIXTURES, name);
+  const { stdout } = await promisify(execFile)(
+    'bash',
+    [
+      '-c',
+      `ulimit -n ${limit} && exec "${process.execPath}" --import tsx "${fixture}" "$@"`,
+      'bash',
+      ...args,
+    ],
+    { cwd: REPO, timeout: 60_000 },
+  );
+  return JSON.parse(stdout.trim().split('\n').at(-1) as string);
 }

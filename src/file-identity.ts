@@ -1,12 +1,10 @@
 /*
  * A job's file is the one it opened, by device and inode: a file removed, replaced or
  * moved while the job is open or released must never be taken for it (CONTRACT.md
- * section 7). Checked at a reattach, at every flush and at close. And a job's files are
- * the root's own: a symbolic link in their place is refused, never followed.
+ * section 7). Checked at a reattach, at every flush and at close.
  */
-import { lstatSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { JOB_SIDE_SUFFIXES, NEW_FILE_SUFFIX } from './paths.js';
 import type { ErrorInfo } from './protocol/messages.js';
 
 /**
@@ -67,34 +65,4 @@ function movedInfo(path: string, now: string | undefined, when: string): ErrorIn
     message: `${path} ${what} ${when}: what was written to it is not in the file at that path`,
     code: now === undefined ? 'ENOENT' : 'ESTALE',
   };
-}
-
-/**
- * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
- * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
- * one SQLite opens is not a regular file (a directory; a device SQLite would write pages
- * into; a pipe, whose open would wait for a writer forever).
- */
-export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
-  for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
-    const stat = lstatSync(f, { throwIfNoEntry: false });
-    if (stat === undefined) continue;
-    if (stat.isSymbolicLink()) {
-      return {
-        kind: 'Backend',
-        message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
-        code: 'ELOOP',
-      };
-    }
-    // SQLite opens these; the side file of a new job's making is only ever replaced.
-    if (!stat.isFile() && !f.endsWith(NEW_FILE_SUFFIX)) {
-      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
-      return {
-        kind: 'Backend',
-        message: `${f} is ${what}; a job's files are regular files (left as it is)`,
-        code: 'SQLITE_CANTOPEN',
-      };
-    }
-  }
-  return undefined;
 }

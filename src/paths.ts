@@ -7,12 +7,14 @@
  * is `a.db`. Windows device names (CON, NUL, COM1, …) get their first letter escaped.
  *
  * Version 0.1 kept upper-case letters as they were; such a file (`Alice.db`) is still
- * found, and renamed to its new name when its job is opened.
+ * found, and renamed to its new name when its job is opened. And a job's files are the
+ * root's own regular files: a link, directory, device or pipe in their place is refused.
  */
 import { lstatSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
+import type { ErrorInfo } from './protocol/messages.js';
 
 /** Longest encoded stem: leaves room for `.db-wal` within the usual 255-byte name limit. */
 export const MAX_STEM_BYTES = 240;
@@ -121,23 +123,19 @@ export function legacyJobDbPath(
 
 /**
  * Give a 0.1 file of job `id` its name of this version (sidecars first, so that a crash
- * in between leaves the database where the next attempt finds it), unless `unsafe` says
- * why no job may be opened from it (thrown, the file left at its name). Returns how to
+ * in between leaves the database where the next attempt finds it), unless no job may be
+ * opened from it (unsafeJobFile: thrown, the file left at its name). Returns how to
  * give it its 0.1 name back, for an open that then refuses the file. The caller owns the
  * root and the job is not open.
  */
-export function adoptLegacyJobFile(
-  rootDir: string,
-  id: string,
-  unsafe: (dbPath: string) => { message: string; code?: string | undefined } | undefined,
-): (() => void) | undefined {
+export function adoptLegacyJobFile(rootDir: string, id: string): (() => void) | undefined {
   const stem = jobFileStem(id);
   if (!stem.ok) return undefined;
   const to = jobDbPath(rootDir, stem.stem);
   if (lstatSync(to, { throwIfNoEntry: false }) !== undefined) return undefined;
   const from = legacyJobDbPath(rootDir, id);
   if (from === undefined) return undefined;
-  const refused = unsafe(from);
+  const refused = unsafeJobFile(from);
   if (refused !== undefined) throw Object.assign(new Error(refused.message), refused);
   const there = (p: string) => lstatSync(p, { throwIfNoEntry: false }) !== undefined;
   for (const suffix of SIDECAR_SUFFIXES)
@@ -151,6 +149,36 @@ export function adoptLegacyJobFile(
       // Left at this version's name, where the next open finds it all the same.
     }
   };
+}
+
+/**
+ * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
+ * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
+ * one SQLite opens is not a regular file (a directory; a device SQLite would write pages
+ * into; a pipe, whose open would wait for a writer forever).
+ */
+export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
+  for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
+    const stat = lstatSync(f, { throwIfNoEntry: false });
+    if (stat === undefined) continue;
+    if (stat.isSymbolicLink()) {
+      return {
+        kind: 'Backend',
+        message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
+        code: 'ELOOP',
+      };
+    }
+    // SQLite opens these; the side file of a new job's making is only ever replaced.
+    if (!stat.isFile() && !f.endsWith(NEW_FILE_SUFFIX)) {
+      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
+      return {
+        kind: 'Backend',
+        message: `${f} is ${what}; a job's files are regular files (left as it is)`,
+        code: 'SQLITE_CANTOPEN',
+      };
+    }
+  }
+  return undefined;
 }
 
 /** Absolute path of a job's database file. */

@@ -10,7 +10,6 @@ import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow
 import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
 import { codeOf, PersistencyError } from './errors.js';
-import { unsafeJobFile } from './file-identity.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
@@ -22,6 +21,7 @@ import {
   legacyJobDbPath,
   NEW_FILE_SUFFIX,
   SIDECAR_SUFFIXES,
+  unsafeJobFile,
 } from './paths.js';
 import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
 import { Residency } from './residency.js';
@@ -263,7 +263,7 @@ export class JobRegistry {
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
       try {
-        undoAdoption = adoptLegacyJobFile(this.#rootDir, id, unsafeJobFile);
+        undoAdoption = adoptLegacyJobFile(this.#rootDir, id);
       } catch (e) {
         share.release();
         const message = `cannot rename the 0.1 file of job ${id}: ${(e as Error).message}`;

@@ -4,7 +4,6 @@
  */
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { unsafeJobFile } from '../file-identity.js';
 import { decodeKey } from '../keys.js';
 import {
   DB_SUFFIX,
@@ -14,6 +13,7 @@ import {
   legacyJobDbPath,
   SIDECAR_SUFFIXES,
   takenBackupName,
+  unsafeJobFile,
 } from '../paths.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
 import { JobFileReader } from '../worker/job-file-reader.js';

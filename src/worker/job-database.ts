@@ -76,7 +76,7 @@ export function openJobDatabase(
   // would checkpoint it into the file and delete it; a read-only one, opened first and
   // closed after it, does not (and if it cannot open, nothing else is tried).
   const walThere =
-    path !== ':memory:' && image === undefined && existsSync(path) && existsSync(`${path}-wal`);
+    path !== ':memory:' && image === undefined && existsSync(`${path}-wal`) && existsSync(path);
   const holder = walThere ? walHolder(path, options) : undefined;
   try {
     return openConnection(path, options, image);

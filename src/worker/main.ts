@@ -8,7 +8,8 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
 import { outOfFileDescriptors } from '../fd-limit.js';
-import { fileMoved, unsafeJobFile } from '../file-identity.js';
+import { fileMoved } from '../file-identity.js';
+import { unsafeJobFile } from '../paths.js';
 import {
   type ErrorInfo,
   type FromWorker,

@@ -14,7 +14,6 @@ import { lstatSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
-import type { ErrorInfo } from './protocol/messages.js';
 
 /** Longest encoded stem: leaves room for `.db-wal` within the usual 255-byte name limit. */
 export const MAX_STEM_BYTES = 240;
@@ -151,13 +150,20 @@ export function adoptLegacyJobFile(rootDir: string, id: string): (() => void) | 
   };
 }
 
+/** Why a job's files cannot be used, as an ErrorInfo (not named here: paths.ts is public). */
+export interface UnsafeJobFile {
+  readonly kind: 'Backend';
+  readonly message: string;
+  readonly code: 'ELOOP' | 'SQLITE_CANTOPEN';
+}
+
 /**
  * Why a job's files cannot be opened or deleted: one of them (the database or a sidecar)
  * is a symbolic link, which SQLite would follow out of the root or into a foreign file, or
  * one SQLite opens is not a regular file (a directory; a device SQLite would write pages
  * into; a pipe, whose open would wait for a writer forever).
  */
-export function unsafeJobFile(dbPath: string): ErrorInfo | undefined {
+export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
   for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
     const stat = lstatSync(f, { throwIfNoEntry: false });
     if (stat === undefined) continue;

@@ -389,7 +389,8 @@ export class Persistency {
 
 /**
  * @internal Release every job of `p` idle for at least `idleForMs` now, as the idle timer
- * would; resolves with how many were released once they have (tests use it in place of time).
+ * would; resolves with how many were released once they have, and a prestarted spare thread
+ * has booted, so that a test's next step does not race its start (tests use it in place of time).
  */
 export function releaseIdleJobs(p: Persistency, idleForMs = 0): Promise<number> {
   return releaseIdle(p, idleForMs);

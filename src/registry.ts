@@ -1,8 +1,7 @@
 /*
- * The jobs of one Persistency and their life: the registry of open jobs, opening (root
- * creation, attach to a thread), closing, dropping, the counters of `p.stats()`, and the
- * reporting of writes that failed (releasing jobs: residency.ts). `Persistency` is its
- * public face.
+ * The jobs of one Persistency (`Persistency` is its public face): the registry of open jobs,
+ * opening (root creation, attach to a thread), closing, dropping, the counters of
+ * `p.stats()` and the reporting of writes that failed. Releasing idle jobs: residency.ts.
  */
 import { lstatSync, mkdirSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
@@ -339,9 +338,11 @@ export class JobRegistry {
     }
   }
 
-  /** Release every resident job idle for `idleForMs`; resolves once they have. */
-  releaseIdle(idleForMs: number): Promise<number> {
-    return this.#residency.releaseIdle(idleForMs);
+  /** Release every resident job idle for `idleForMs`; resolves once they have and a spare booted. */
+  async releaseIdle(idleForMs: number): Promise<number> {
+    const released = await this.#residency.releaseIdle(idleForMs);
+    await this.#threads.spareBooted();
+    return released;
   }
 
   async #deleteFiles(id: string, stem: string): Promise<Result<void, PersistencyError>> {

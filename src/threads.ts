@@ -31,6 +31,8 @@ interface Thread {
   /** The jobs attached now (and attaches in progress): told if the thread dies. */
   readonly jobs: Set<OnThreadDeath>;
   readonly exited: Promise<void>;
+  /** Settles once the thread has loaded its modules (or exited without). */
+  readonly booted: Promise<void>;
   alive: boolean;
   /** Jobs waiting on the thread: while any does, the thread keeps the process alive. */
   waiting: number;
@@ -236,6 +238,11 @@ export class WorkerThreads {
     });
   }
 
+  /** Settles once the prestarted spare, if any, has booted or died (a test waits on it). */
+  spareBooted(): Promise<void> {
+    return this.#spare?.booted ?? Promise.resolve();
+  }
+
   /** Tell every thread to quit once it serves no job; resolves when all have exited. */
   async close(): Promise<void> {
     this.#closing = true;
@@ -252,6 +259,7 @@ export class WorkerThreads {
     worker.unref(); // a job's port keeps the process alive while it waits on the thread
     let failure: unknown;
     let exited!: () => void;
+    let booted!: () => void;
     const thread: Thread = {
       worker,
       jobs: new Set(),
@@ -261,7 +269,11 @@ export class WorkerThreads {
       exited: new Promise((resolve) => {
         exited = resolve;
       }),
+      booted: new Promise((resolve) => {
+        booted = resolve;
+      }),
     };
+    worker.once('message', () => booted());
     this.#running++;
     this.#all.add(thread);
     worker.on('error', (e) => {
@@ -285,6 +297,7 @@ export class WorkerThreads {
             );
       for (const died of [...thread.jobs]) died(error);
       thread.jobs.clear();
+      booted();
       exited();
     });
     return thread;

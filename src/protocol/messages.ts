@@ -146,6 +146,9 @@ export type ToThread =
   /** Exit once the thread serves no job (a spare, or a pool thread at shutdown). */
   | { readonly t: 'quit' };
 
+/** A thread's one message to the main thread: its modules are loaded (see WorkerThreads.booted). */
+export type FromThread = 'booted';
+
 /**
  * A frame travels as a bare Uint8Array; control messages are objects. Small byte messages
  * are copied (cheaper than a transfer), large ones transferred. Everything goes over the

@@ -7,11 +7,13 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { isMainThread, type MessagePort, parentPort } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import { outOfFileDescriptors } from '../fd-limit.js';
 import { fileMoved } from '../file-identity.js';
 import { unsafeJobFile } from '../paths.js';
 import {
   type ErrorInfo,
+  type FromThread,
   type FromWorker,
   type OpenRequest,
   type ToThread,
@@ -137,4 +139,8 @@ if (!isMainThread && parentPort) {
     if (m.dedicated) dedicated = true;
     attach(m.req, m.port);
   });
+  // better-sqlite3 loads SQLite's addon at its first open: load it now, so that a spare
+  // thread's first open is quicker and needs no descriptor but the job's own.
+  new Database(':memory:').close();
+  thread.postMessage('booted' satisfies FromThread);
 }

@@ -244,8 +244,8 @@ export class JobRegistry {
       journalSizeLimitBytes: o.journalSizeLimitBytes,
       maxJobBytes: o.maxJobBytes,
       verifyOnOpen: o.verifyOnOpen,
-      // A thread shared by several jobs must not spin on one job's port.
-      poll: shared ? undefined : pollSettings(o.pollMicros),
+      now: o.clock === Date.now ? undefined : o.clock(),
+      poll: shared ? undefined : pollSettings(o.pollMicros), // a shared thread never spins
       sliceMs: shared ? o.sliceMs : undefined,
     };
   }

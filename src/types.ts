@@ -190,8 +190,8 @@ export interface PersistencyOptions {
   readonly iteratorIdleMs?: number;
   /**
    * The clock expiry is measured by, in ms since the epoch: read on the main thread when a
-   * put with `expireInMs` is issued and, with each turn's requests, taken to the worker,
-   * whose reads and background removal go by it. For tests (a clock they move) and
+   * put with `expireInMs` is issued and, with a job's open and each turn's requests, taken to
+   * the worker, whose reads and background removal go by it. For tests (a clock they move) and
    * simulations. (default: `Date.now`)
    */
   readonly clock?: () => number;

@@ -86,6 +86,11 @@ export interface OpenRequest {
   /** 0 = no bound. */
   readonly maxJobBytes: number;
   readonly verifyOnOpen: boolean;
+  /**
+   * The injected clock's time (absent: the system's is the job's): a job's time until its
+   * first frame brings a NOW record, for the open and any message that comes first.
+   */
+  readonly now?: number | undefined;
   /** How the worker polls for the next request after answering one (absent: never). */
   readonly poll?: PollSettings | undefined;
   /**

@@ -89,6 +89,7 @@ if (!isMainThread && parentPort) {
   const attach = (req: OpenRequest, port: MessagePort, since = performance.now()): void => {
     let backend: KvBackend;
     const clock = new JobClock();
+    clock.injected = req.now;
     try {
       backend = openJobFile(req, clock).backend;
     } catch (e) {

@@ -748,6 +748,8 @@ describe('jobs left by other processes', () => {
     const a = Number(cli('count', join(copy, '..'), 'w', 'a').stdout);
     const b = Number(cli('count', join(copy, '..'), 'w', 'b').stdout);
     expect(a).toBe(b);
+    // The rows it reports are the copy's: counted in the copy's own snapshot.
+    expect(r.stdout).toBe(`backed up job "w" (${a + b} rows) to ${copy}\n`);
     expect(a).toBeGreaterThanOrEqual(20_000);
     expect(a).toBeLessThanOrEqual(written);
     expect(lines(cli('check', join(copy, '..'), 'w'))[0]).toBe('integrity_check: ok');
@@ -836,6 +838,6 @@ describe('backup', () => {
     const blocked = join(tempDir(), 'a-file');
     writeFileSync(blocked, 'in the way');
     const nowhere = join(blocked, 'copy.db');
-    expectFailure(cli('backup', root, 'j', nowhere), 5, `cannot create ${nowhere}`);
+    expectFailure(cli('backup', root, 'j', nowhere), 5, `cannot make the folder of ${nowhere}`);
   });
 });

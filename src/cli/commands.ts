@@ -2,8 +2,8 @@
  * The inspector's commands (ls, scan, count, check, backup) over job files read through the
  * SQL layer's reader, whether a running process owns their root or not.
  */
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { lstatSync, readdirSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
 import {
   DB_SUFFIX,
@@ -11,11 +11,16 @@ import {
   jobFileStem,
   jobFilesIn,
   legacyJobDbPath,
-  SIDECAR_SUFFIXES,
-  takenBackupName,
   unsafeJobFile,
 } from '../paths.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
+import {
+  copyNameFor,
+  destinationRefused,
+  nameCopy,
+  removeCopy,
+  syncPathNow,
+} from '../worker/backup-files.js';
 import { JobFileReader } from '../worker/job-file-reader.js';
 import { CliError, EXIT, type ExitCode, usage } from './help.js';
 import {
@@ -144,34 +149,25 @@ export async function backup(root: string, id: string, destArg: string): Promise
   const path = requireJob(root, id);
   const name = label(id);
   const dest = resolve(destArg);
-  const taken = takenBackupName(dest);
-  if (taken !== undefined)
-    throw new CliError(EXIT.failed, `${taken} already exists; backup never overwrites`);
+  const refused = destinationRefused(dest);
+  if (refused !== undefined) throw new CliError(EXIT.failed, refused.message);
   const job = openJobFile(path, name, {});
+  // As job.backup: the copy is written beside dest and named when whole and durable, so a
+  // backup killed midway leaves a `.backup-*` file, never a job missing rows at dest.
+  const partial = copyNameFor(dest);
+  let rows: number;
   try {
-    const rows = mapSqliteErrors(name, EXIT.failed, () => job.rowCount());
-    let fd: number;
-    try {
-      mkdirSync(dirname(dest), { recursive: true });
-      fd = openSync(dest, 'wx'); // claims the name: a racing writer of dest fails here, not later
-    } catch (e) {
-      throw new CliError(EXIT.failed, `cannot create ${dest}: ${describeError(e)}`);
-    }
-    closeSync(fd);
-    try {
-      // The source connection keeps its shared lock for the whole copy, so no owner can
-      // open the job and change it midway: the copy is one consistent snapshot.
-      await job.backup(dest);
-    } catch (e) {
-      for (const file of [dest, ...SIDECAR_SUFFIXES.map((s) => dest + s)])
-        rmSync(file, { force: true });
-      throw new CliError(EXIT.failed, `backup of ${name} to ${dest} failed: ${describeError(e)}`);
-    }
-    out.line(`backed up ${name} (${rows} rows) to ${dest}`);
-    return EXIT.ok;
+    rows = await job.backup(partial); // one snapshot: no owner changes the job midway
+    syncPathNow(partial, 'r+');
+    nameCopy(partial, dest);
+  } catch (e) {
+    removeCopy(partial);
+    throw new CliError(EXIT.failed, `backup of ${name} to ${dest} failed: ${describeError(e)}`);
   } finally {
     job.close();
   }
+  out.line(`backed up ${name} (${rows} rows) to ${dest}`);
+  return EXIT.ok;
 }
 
 export interface OpenOptions {

@@ -100,7 +100,9 @@ export function label(id: string): string {
 }
 
 export function describeError(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  if (e instanceof Error) return e.message;
+  const message = (e as { message?: unknown } | null)?.message; // an ErrorInfo
+  return typeof message === 'string' ? message : String(e);
 }
 
 export function oneLine(s: string): string {

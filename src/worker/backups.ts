@@ -6,23 +6,12 @@
  * rollback-journal mode (reading it leaves no -wal or -shm beside it), made durable, and
  * given the destination's name only then, without ever replacing a file there.
  */
-import {
-  close,
-  closeSync,
-  fsync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  open,
-  openSync,
-  rmSync,
-} from 'node:fs';
-import { dirname, join } from 'node:path';
+import { close, fsync, open } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
-import { SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
 import { type ErrorInfo, type FromWorker, toErrorInfo } from '../protocol/messages.js';
 import type { KvBackend } from './backend.js';
+import { copyNameFor, destinationRefused, nameCopy, removeCopy } from './backup-files.js';
 import { toRollbackJournal } from './job-file-reader.js';
 import { openSnapshot } from './snapshots.js';
 
@@ -68,11 +57,7 @@ export class Backups {
       this.#done(id, refused);
       return;
     }
-    // A short name of its own (a dot: never a job file), whatever the length of dest's;
-    // unique, not secret: node:crypto would cost every worker, and the global `crypto` can
-    // be switched off (--no-experimental-global-webcrypto).
-    const random = Math.random().toString(16).slice(2, 14).padEnd(12, '0');
-    const partial = join(dirname(dest), `.backup-${random}`);
+    const partial = copyNameFor(dest);
     let source: Database.Database;
     let failed: ErrorInfo | undefined;
     try {
@@ -130,15 +115,8 @@ export class Backups {
     toRollbackJournal(run.partial);
     await syncPath(run.partial, 'r+');
     if (!this.#running.has(id)) return; // the job was detached meanwhile: endAll answered
-    try {
-      linkSync(run.partial, run.dest); // fails if dest appeared meanwhile: never replaced
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
-      throw destinationTaken(run.dest);
-    }
+    nameCopy(run.partial, run.dest);
     run.linked = true;
-    rmSync(run.partial, { force: true });
-    syncFolder(run.dest);
   }
 
   /** The copy ended by itself (made, or failed with `error`), unless endAll answered first. */
@@ -161,14 +139,6 @@ function errorOf(e: unknown): ErrorInfo {
   return typeof info.kind === 'string' && typeof info.message === 'string'
     ? (info as ErrorInfo)
     : toErrorInfo(e, 'backup');
-}
-
-function destinationTaken(file: string): ErrorInfo {
-  return {
-    kind: 'InvalidArgument',
-    message: `backup: ${file} already exists; a backup never replaces a file`,
-    code: 'EEXIST',
-  };
 }
 
 /**
@@ -211,18 +181,6 @@ const STEP_PAGES = 100;
 /** About 64 MiB of 4 KiB pages. */
 const SYNC_EVERY_STEPS = 160;
 
-/** Why `dest` cannot be a backup's (undefined: its folder is made and it is free). */
-function destinationRefused(dest: string): ErrorInfo | undefined {
-  const taken = takenBackupName(dest);
-  if (taken !== undefined) return destinationTaken(taken);
-  try {
-    mkdirSync(dirname(dest), { recursive: true });
-  } catch (e) {
-    return toErrorInfo(e, `backup: cannot make the folder of ${dest}`);
-  }
-  return undefined;
-}
-
 /**
  * fsync `path` off the worker's thread. Callbacks rather than node:fs/promises, a module
  * of its own that every worker would load.
@@ -240,29 +198,4 @@ function syncPath(path: string, flags: string): Promise<void> {
       );
     });
   });
-}
-
-/** Make the new name in `file`'s folder durable. */
-function syncFolder(file: string): void {
-  try {
-    const fd = openSync(dirname(file), 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // A folder that cannot be synced (some file systems refuse) leaves the copy there all the same.
-  }
-}
-
-/** Remove a copy that will not be finished, and what SQLite left beside it; never throws. */
-function removeCopy(partial: string): void {
-  for (const file of [partial, ...SIDECAR_SUFFIXES.map((s) => partial + s)]) {
-    try {
-      rmSync(file, { force: true });
-    } catch {
-      // Nothing more can be done for it; the backup's outcome is reported all the same.
-    }
-  }
 }

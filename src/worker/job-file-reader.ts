@@ -200,20 +200,23 @@ export class JobFileReader {
   }
 
   /**
-   * Copy the committed state into `dest` (SQLite's online backup). The connection keeps
-   * its shared lock for the whole copy, so the copy is one consistent snapshot.
+   * Copy the committed state into `dest` (SQLite's online backup); resolves with the rows
+   * copied. The connection keeps its shared lock for the whole copy, so the copy (and the
+   * count) is one consistent snapshot.
    */
-  async backup(dest: string): Promise<void> {
+  async backup(dest: string): Promise<number> {
     // A read transaction open across the copy's steps: an owner writing meanwhile neither
     // restarts the copy nor shows in it.
     this.#db.exec('BEGIN');
+    let rows: number;
     try {
-      this.#db.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get();
+      rows = this.rowCount();
       await this.#db.backup(dest);
     } finally {
       this.#db.exec('COMMIT');
     }
     toRollbackJournal(dest);
+    return rows;
   }
 
   close(): void {

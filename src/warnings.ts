@@ -24,7 +24,7 @@ export function warnListenerThrew(event: string, thrown: unknown): void {
 
 /** Write failures that no listener received, reported per job at most once a second. */
 export class UnheardFailures {
-  readonly #pending = new Map<string, { count: number; first: Error }>();
+  readonly #pending = new Map<string, { writes: number; ops: number; first: Error }>();
   readonly #now: () => number;
   readonly #last = new Map<string, number>();
 
@@ -32,16 +32,17 @@ export class UnheardFailures {
     this.#now = now;
   }
 
-  /** `count` writes of `jobId` failed and no listener heard it. */
-  add(jobId: string, count: number, error: Error): void {
+  /** A write (batch) of `jobId`, of `ops` ops, failed and no listener heard it. */
+  add(jobId: string, ops: number, error: Error): void {
     const entry = this.#pending.get(jobId);
     if (entry !== undefined) {
-      entry.count += count;
+      entry.writes += 1;
+      entry.ops += ops;
       return;
     }
     const last = this.#last.get(jobId);
     const wait = last === undefined ? 0 : Math.max(0, last + UNHEARD_WARNING_MS - this.#now());
-    this.#pending.set(jobId, { count, first: error });
+    this.#pending.set(jobId, { writes: 1, ops, first: error });
     if (wait === 0) this.#report(jobId);
     else setTimeout(() => this.#report(jobId), wait).unref();
   }
@@ -51,8 +52,11 @@ export class UnheardFailures {
     if (entry === undefined) return;
     this.#pending.delete(jobId);
     this.#last.set(jobId, this.#now());
+    // Writes as a flush counts them (batches), then their ops when that says more.
+    const { writes, ops } = entry;
+    const what = `${writes} write(s)${ops === writes ? '' : ` (${ops} ops)`}`;
     process.emitWarning(
-      `job ${jobId}: ${entry.count} write(s) failed and no 'writeFailed' listener heard it; first: ${entry.first.message}`,
+      `job ${jobId}: ${what} failed and no 'writeFailed' listener heard it; first: ${entry.first.message}`,
       { type: NAME, code: 'PERSISTENCY_WRITE_FAILED', detail: entry.first.stack },
     );
   }

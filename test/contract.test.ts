@@ -1171,6 +1171,23 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       expect(seen[0]?.message).toContain('job unheard: 1 write(s) failed');
     });
 
+    it('counts failures in its warning as a flush does: writes (batches), then their ops', async () => {
+      const { p } = setup();
+      const warnings = catchWarnings();
+      const job = unwrap(await p.openJob('unheard-batch'));
+      job.persist([
+        { kind: 'put', category: 'c', key: key(1), payload: bytes('a') },
+        { kind: 'put', category: 'c', key: key(2), payload: bytes('b') },
+        { kind: 'put', category: '', key: key(3), payload: bytes('c') },
+      ]);
+      const flushed = await job.flush();
+      const seen = warnings.stop().filter((w) => w.message.includes('job unheard-batch:'));
+      expect(flushed.isErr() && flushed.error.count).toBe(1);
+      expect(seen.map((w) => w.message.split(' failed')[0])).toEqual([
+        'job unheard-batch: 1 write(s) (3 ops)',
+      ]);
+    });
+
     it('announces jobClosed for every open job on close()', async () => {
       const { p } = setup();
       await Promise.all([p.openJob('e1'), p.openJob('e2')]);

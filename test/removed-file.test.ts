@@ -1,7 +1,7 @@
 /*
  * CONTRACT.md section 7: a job whose file is removed, replaced or moved while it is open
  * makes the next flush() and closeJob() resolve Err(Backend) naming the file (it never
- * reports durable what is no longer in its file), and openJob recreates a missing root,
+ * reports durable what is no longer in its file, nor does an atomic commit or deleteAcked), and openJob recreates a missing root,
  * taking its ownership again.
  */
 import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
@@ -65,6 +65,33 @@ describe.each<[string, PersistencyOptions]>([
     const closed = await p.closeJob('r');
     expect(closed.isErr() && closed.error.code).toBe('ESTALE');
     unwrap(await p.close());
+  });
+
+  // Found by a review: both answered Ok, acknowledging what was in no file at the path.
+  it('the file removed: an atomic commit and deleteAcked are Err(Backend, ENOENT), not acknowledged', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.instance(root, options));
+    const job = unwrap(await p.openJob('g'));
+    job.persistPut('c', key(1), payload('kept'));
+    unwrap(await job.flush());
+    for (const s of ['', '-wal', '-shm']) rmSync(join(root, `g.db${s}`), { force: true });
+    const committed = await job.atomic().put('c', key(2), payload('new')).commit();
+    expect(committed.isErr() && [committed.error.kind, committed.error.code]).toEqual([
+      'Backend',
+      'ENOENT',
+    ]);
+    expect(committed.isErr() && committed.error.message).toContain(join(root, 'g.db'));
+    const deleted = await job.deleteAcked('c', key(1));
+    expect(deleted.isErr() && [deleted.error.kind, deleted.error.code]).toEqual([
+      'Backend',
+      'ENOENT',
+    ]);
+    // The batch was not applied: reads still see the job as it was.
+    expect(unwrap(await job.get('c', key(2)))).toBeUndefined();
+    expect(unwrap(await job.get('c', key(1)))).toEqual(payload('kept'));
+    const flushed = await job.flush();
+    expect(flushed.isErr() && flushed.error.code).toBe('ENOENT');
+    await p.close();
   });
 });
 

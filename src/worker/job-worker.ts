@@ -108,12 +108,10 @@ export class JobWorker {
       req.dbPath,
       snapshotBusyMs,
       this.#slice,
-      () => this.#fileMoved('while the job was open'),
+      () => this.#fileGone(),
       clock,
     );
-    this.#backups = new Backups(port, backend, req.dbPath, snapshotBusyMs, () =>
-      this.#fileMoved('while the job was open'),
-    );
+    this.#backups = new Backups(port, backend, req.dbPath, snapshotBusyMs, () => this.#fileGone());
     this.#sweep = new ExpirySweep(backend, clock, this.#watches, this.#replies);
     this.#poller = req.poll === undefined ? undefined : new Poller(port, req.poll);
   }
@@ -244,12 +242,16 @@ export class JobWorker {
           r.pos = r.end;
           break;
         }
-        case Tag.Atomic:
+        case Tag.Atomic: {
           if (this.#slice.shared) yield* commit.awaitWriteLock(buf, r.at);
           r.batch();
-          yield* commit.atomic(r);
+          // Acknowledged only if durable in the job's file: not once that file is gone.
+          const gone = this.#fileGone();
+          if (gone === undefined) yield* commit.atomic(r);
+          else this.#replies.error(gone);
           r.pos = r.end;
           break;
+        }
         case Tag.WatchOpen:
           r.watchOpen();
           this.#watches.open(r.iterator, r.cat, r.key, r.stop);
@@ -276,11 +278,14 @@ export class JobWorker {
           r.count();
           yield* reads.count(r.cat, r.key, r.stop);
           break;
-        case Tag.DeleteAcked:
+        case Tag.DeleteAcked: {
           if (this.#slice.shared) yield* commit.awaitWriteLock(buf, r.at);
           r.keyRequest();
-          commit.deleteAcked(buf, r.at, r.cat, r.key);
+          const gone = this.#fileGone();
+          if (gone === undefined) commit.deleteAcked(buf, r.at, r.cat, r.key);
+          else this.#replies.error(gone);
           break;
+        }
         case Tag.GetMany: {
           const keys = r.getMany(); // sets r.cat
           yield* reads.getMany(r.cat, keys, commit.clean);
@@ -307,7 +312,7 @@ export class JobWorker {
           this.#snapshots.close(r.iteratorId());
           break;
         case Tag.Flush:
-          commit.flush(buf, r.at, this.#fileMoved('while the job was open'));
+          commit.flush(buf, r.at, this.#fileGone());
           break;
         default:
           throw new Error(`persistency worker: unknown frame tag ${tag} at ${r.at}`);
@@ -320,8 +325,9 @@ export class JobWorker {
   // Writes
 
   /** Why the job's path no longer holds the file it opened, if it does not. */
-  #fileMoved(when: string): ErrorInfo | undefined {
-    return this.#fileId === undefined ? undefined : fileMoved(this.#path, this.#fileId, when);
+  #fileGone(): ErrorInfo | undefined {
+    const id = this.#fileId;
+    return id === undefined ? undefined : fileMoved(this.#path, id, 'while the job was open');
   }
 
   /** Commit the group's transaction, then send every reply of the group. */
@@ -346,7 +352,7 @@ export class JobWorker {
     });
     this.#sweep.cancel();
     let image: Uint8Array | undefined;
-    let error = how === 'close' ? this.#fileMoved('while the job was open') : undefined;
+    let error = how === 'close' ? this.#fileGone() : undefined;
     try {
       if (this.#memory) {
         this.#faults.fireSerialize();

@@ -7,14 +7,39 @@
 import { receiveMessageOnPort } from 'node:worker_threads';
 import type { FromWorker, ToWorker } from './protocol/messages.js';
 import type { Attachment } from './threads.js';
+import type { FrameWrites } from './turn-frame.js';
+
+const NO_WRITES: FrameWrites = { writes: 0, ops: 0 };
 
 export class ClientPort {
   #attachment: Attachment | undefined;
   #referenced = false;
   /** Messages waiting for the job to be attached (again), in order. */
-  #waiting: [ToWorker, ArrayBuffer[]][] = [];
-  /** Frames posted whose group has not replied yet. */
-  framesInFlight = 0;
+  #waiting: [ToWorker, ArrayBuffer[], FrameWrites][] = [];
+  /**
+   * The writes of each frame posted whose group has not replied yet: the thread replies
+   * after the group's commit, so these are the writes not known to be committed.
+   */
+  readonly #inFlight: FrameWrites[] = [];
+
+  get framesInFlight(): number {
+    return this.#inFlight.length;
+  }
+
+  /** A group's reply finished the oldest `frames` frames. */
+  settled(frames: number): void {
+    this.#inFlight.splice(0, frames);
+  }
+
+  /** The writes of frames the thread never confirmed (it died), summed; taken once. */
+  takeUnconfirmed(): FrameWrites {
+    const sum = { writes: 0, ops: 0 };
+    for (const f of this.#inFlight.splice(0)) {
+      sum.writes += f.writes;
+      sum.ops += f.ops;
+    }
+    return sum;
+  }
 
   get attached(): boolean {
     return this.#attachment !== undefined;
@@ -37,13 +62,13 @@ export class ClientPort {
    * Post to the thread if `now` (the job is attached and takes work), else keep the message
    * for the next attach; true if it was posted.
    */
-  post(msg: ToWorker, transfer: ArrayBuffer[] = [], now = true): boolean {
+  post(msg: ToWorker, transfer: ArrayBuffer[] = [], now = true, writes = NO_WRITES): boolean {
     const a = this.#attachment;
     if (!now || a === undefined) {
-      this.#waiting.push([msg, transfer]);
+      this.#waiting.push([msg, transfer, writes]);
       return false;
     }
-    if (msg instanceof Uint8Array) this.framesInFlight++;
+    if (msg instanceof Uint8Array) this.#inFlight.push(writes);
     a.port.postMessage(msg, transfer);
     return true;
   }
@@ -52,7 +77,7 @@ export class ClientPort {
   postWaiting(): void {
     const waiting = this.#waiting;
     this.#waiting = [];
-    for (const [msg, transfer] of waiting) this.post(msg, transfer);
+    for (const [msg, transfer, writes] of waiting) this.post(msg, transfer, true, writes);
   }
 
   /** What waited for an attach that will not come (it failed, or the thread died). */
@@ -76,13 +101,14 @@ export class ClientPort {
   detach(): Promise<void> {
     const a = this.#attachment as Attachment;
     this.#forget();
+    this.#inFlight.length = 0; // the thread answered every frame before it let go
     return a.detach();
   }
 
   /**
    * The thread died: hand `onMessage` what it sent before dying. False when one of those
    * messages detached the job (it closed or was released before the thread died);
-   * otherwise the port is closed and true.
+   * otherwise the port is closed and true (what it left unconfirmed: takeUnconfirmed).
    */
   drain(onMessage: (m: FromWorker) => void): boolean {
     const port = this.#attachment?.port;
@@ -101,6 +127,5 @@ export class ClientPort {
     if (this.#referenced) this.#attachment?.keepAlive(false);
     this.#attachment = undefined;
     this.#referenced = false;
-    this.framesInFlight = 0;
   }
 }

@@ -16,9 +16,9 @@ import type { ReplyExtras, ReplyValue } from './protocol/replies.js';
 import { batchOps } from './protocol/request-reader.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
-import { TurnFrame } from './turn-frame.js';
+import { type FrameWrites, TurnFrame } from './turn-frame.js';
 import { WorkerHolds } from './worker-holds.js';
-import { failUnsent } from './write-failures.js';
+import { failUnsent, reportUnconfirmed } from './write-failures.js';
 
 const NO_EXTRAS: ReplyExtras = { errors: [], attached: [] };
 
@@ -120,9 +120,9 @@ export class JobClient {
     return this.#turn.writer();
   }
 
-  /** Send the turn's frame now if it has grown large. */
-  sendIfLarge(w: ByteWriter): void {
-    this.#turn.sendIfLarge(w);
+  /** A fire-and-forget write of `ops` ops was just written into the frame `w`. */
+  wrote(w: ByteWriter, ops: number): void {
+    this.#turn.wrote(w, ops);
   }
 
   /**
@@ -139,12 +139,12 @@ export class JobClient {
 
   send(): void {
     const taken = this.#turn.take();
-    if (taken !== undefined) this.post(taken[0], taken[1]);
+    if (taken !== undefined) this.post(...taken);
   }
 
   /** Post to the worker, or keep it for when the job is attached again. */
-  post(msg: ToWorker, transfer: ArrayBuffer[] = []): void {
-    const posted = this.#link.post(msg, transfer, this.#state === 'attached');
+  post(msg: ToWorker, transfer: ArrayBuffer[] = [], writes?: FrameWrites): void {
+    const posted = this.#link.post(msg, transfer, this.#state === 'attached', writes);
     if (!posted && this.#state === 'released') {
       this.#host.reopened();
       void this.#attach();
@@ -339,6 +339,7 @@ export class JobClient {
       code: error.code,
     });
     this.#failUnsent(this.#deathError);
+    reportUnconfirmed(this.#host, this.#id, this.#link.takeUnconfirmed(), this.#deathError);
     this.#takeRelease()?.(false);
     this.holds.ended(this.notOpenError());
     if (wasOpen) this.#host.died(this, this.#deathError);
@@ -382,7 +383,7 @@ export class JobClient {
 
   /** A group's replies: how many frames it finished, then one record per read or flush. */
   #onReplies(bytes: Uint8Array, extras: ReplyExtras): void {
-    this.#link.framesInFlight -= this.#replies.settle(bytes, extras);
+    this.#link.settled(this.#replies.settle(bytes, extras));
     this.lastActive = performance.now();
     this.#updateRef();
   }

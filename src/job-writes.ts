@@ -129,7 +129,7 @@ export class JobWrites {
     }
     const w = this.#client.frame();
     writePut(w, cat, k, bytes);
-    this.#client.sendIfLarge(w);
+    this.#client.wrote(w, 1);
   }
 
   /**
@@ -184,7 +184,7 @@ export class JobWrites {
     ) {
       const w = this.#client.frame();
       writeAdd(w, cat, k, delta as number);
-      this.#client.sendIfLarge(w);
+      this.#client.wrote(w, 1);
       return;
     }
     let record: OpRecord;
@@ -247,6 +247,6 @@ export class JobWrites {
       this.#host.writeFailed(this.#id, 'invalid', ops, refusal(e, 'persist'), count);
       return;
     }
-    this.#client.sendIfLarge(w);
+    this.#client.wrote(w, records.length);
   }
 }

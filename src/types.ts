@@ -229,7 +229,11 @@ export interface PersistencyStats {
 export type WriteFailureReason =
   /** The write's arguments were refused before it was queued. */
   | 'invalid'
-  /** The job was closed (or its worker had died) when the write was issued. */
+  /**
+   * The job was closed (or its worker had died) when the write was issued, or its worker
+   * died before confirming the write committed (then one event for all such writes, with
+   * their ops' count and no ops listed).
+   */
   | 'closed'
   /** A string-id write named a job that is not open. */
   | 'notFound'

@@ -2,16 +2,18 @@
  * Every failed write is told twice: at once by a `writeFailed` event, and by the job's next
  * flush, which is `Err(WriteFailed)` (CONTRACT.md section 7). The worker counts what fails
  * in it; the ledger here counts the rest (writes refused before they were queued, sent
- * through a closed handle or by a string id of a job not open, or that never reached a
- * thread), per job id, so that a job closed and opened again still reports them.
+ * through a closed handle or by a string id of a job not open, that never reached a thread,
+ * or that a thread died before confirming), per job id, so that a job closed and opened again still reports them.
  */
 import { err, type Result } from 'neverthrow';
+import type { ClientHost } from './client-host.js';
 import { type PersistencyError, writesFailed } from './errors.js';
 import { MAX_BATCH_OPS } from './job-writes.js';
 import type { ToWorker } from './protocol/messages.js';
 import { recordsOf } from './protocol/request-reader.js';
 import { Tag } from './protocol/requests.js';
 import type { ReplyQueue } from './reply-queue.js';
+import type { FrameWrites } from './turn-frame.js';
 import type { TxOp } from './types.js';
 
 /** Failed writes (batches) not yet reported by a flush: how many, the first one's error. */
@@ -84,6 +86,22 @@ export function failUnsent(
     );
     if (record === FLUSH_TAG) sinceFlush = 0;
   });
+}
+
+/**
+ * Report the writes of the frames a thread that died never confirmed committed (it replies
+ * to a group after its commit): one `writeFailed` event with their ops' count (the ops went
+ * with the frames), and the job's next flush counts each write.
+ */
+export function reportUnconfirmed(
+  host: ClientHost,
+  jobId: string,
+  lost: FrameWrites,
+  error: PersistencyError,
+): void {
+  if (lost.writes === 0) return;
+  host.recordFailures(jobId, lost.writes, error);
+  host.writeFailed(jobId, 'closed', [], error, lost.ops, true);
 }
 
 /**

@@ -1,0 +1,60 @@
+/*
+ * Writes a job's worker never confirmed committed when it died (found by a review: they
+ * were lost with no `writeFailed` event, and the flush of the job opened again said Ok).
+ * The worker confirms a group's frames after its commit; the frames it had not confirmed
+ * when it died are reported: one `writeFailed` event with their ops' count, and the next
+ * flush of the job counts each write. Writes it did confirm are never reported.
+ */
+import { describe, expect, it } from 'vitest';
+import { key, Persistency, type PersistencyEvents, payload, prefixRange } from '../src/index.js';
+import { crashJobWorker } from '../src/job.js';
+import { unwrap, useTempDirs } from './support/env.js';
+import { ROOT_MODES } from './support/modes.js';
+
+const tempDir = useTempDirs('persistency-death-unconfirmed-');
+
+describe.each(ROOT_MODES)(
+  'writes a dying worker never confirmed (%s)',
+  (_name, memory, options) => {
+    it.each(['throw', 'exit'] as const)('are reported, and only they (%s)', async (how) => {
+      const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), options));
+      const reported: PersistencyEvents['writeFailed'][] = [];
+      p.events.on('writeFailed', (e) => reported.push(e));
+      const died = new Promise<PersistencyEvents['jobFailed']>((resolve) =>
+        p.events.on('jobFailed', resolve),
+      );
+      const job = unwrap(await p.openJob('j'));
+      for (let i = 0; i < 5; i++) job.persistPut('c', key(i), payload('kept'));
+      job.persist([
+        { kind: 'put', category: 'c', key: key(5), payload: payload('kept') },
+        { kind: 'put', category: 'c', key: key(6), payload: payload('kept') },
+      ]);
+      unwrap(await job.flush()); // confirmed: never reported
+      crashJobWorker(job, how);
+      // Issued before this thread hears of the death: their frame goes to the dying worker.
+      for (let i = 100; i < 200; i++) job.persistPut('c', key(i), payload('lost'));
+      job.persist([
+        { kind: 'put', category: 'c', key: key(300), payload: payload('lost') },
+        { kind: 'delete', category: 'c', key: key(0) },
+      ]);
+      expect((await died).error.code).toBe('WORKER_DIED');
+
+      expect(reported.map((e) => [e.jobId, e.reason, e.ops, e.count, e.error.code])).toEqual([
+        ['j', 'closed', [], 102, 'WORKER_DIED'],
+      ]);
+      const again = unwrap(await p.openJob('j'));
+      const flushed = await again.flush();
+      expect(flushed.isErr() && [flushed.error.kind, flushed.error.count]).toEqual([
+        'WriteFailed',
+        101, // writes (batches): 100 puts and one batch of 2
+      ]);
+      expect(flushed.isErr() && (flushed.error.cause as { code?: string }).code).toBe(
+        'WORKER_DIED',
+      );
+      expect((await again.flush()).isOk()).toBe(true); // reported once
+      // A file keeps what was confirmed; a `:memory:` job's database died with its worker.
+      expect(unwrap(await again.count('c', prefixRange(key())))).toBe(memory ? 0 : 7);
+      await p.close();
+    });
+  },
+);

@@ -7,6 +7,20 @@ import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limit
 import { OpKind } from './protocol/requests.js';
 
 export const MEMORY_ROOT = ':memory:';
+
+/**
+ * An injected clock's time for a job's open (undefined for the system clock), a number as
+ * a frame's NOW record takes it. A clock that throws leaves the job on the system's time
+ * until its first frame: an open never rejects.
+ */
+export function clockAtOpen(clock: () => number): number | undefined {
+  if (clock === Date.now) return undefined;
+  try {
+    return Number(clock());
+  } catch {
+    return undefined;
+  }
+}
 export const MAX_CATEGORY_BYTES = 0xffff;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();

@@ -13,7 +13,8 @@ import type { Failures } from './write-failures.js';
 /**
  * Report a write that did not reach the database (a `writeFailed` event); `count`
  * defaults to the number of `ops` (pass it when the ops cannot be listed). The job's next
- * flush reports it too, unless `counted` (the worker's flush counts it).
+ * flush reports it too, unless `counted` (the worker's flush counts it). `writes`: how many
+ * writes (batches) the event stands for (1 unless its ops are not listed).
  */
 export type ReportWriteFailure = (
   jobId: string,
@@ -22,6 +23,7 @@ export type ReportWriteFailure = (
   error: PersistencyError,
   count?: number,
   counted?: boolean,
+  writes?: number,
 ) => void;
 
 /** What a Job needs from the Persistency that owns it. */

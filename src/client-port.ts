@@ -7,38 +7,64 @@
 import { receiveMessageOnPort } from 'node:worker_threads';
 import type { FromWorker, ToWorker } from './protocol/messages.js';
 import type { Attachment } from './threads.js';
-import type { FrameWrites } from './turn-frame.js';
 
-const NO_WRITES: FrameWrites = { writes: 0, ops: 0 };
+/** Fire-and-forget writes (batches) and their ops, counted from the job's first on. */
+export interface WriteCount {
+  readonly writes: number;
+  readonly ops: number;
+}
+
+const NONE: WriteCount = { writes: 0, ops: 0 };
 
 export class ClientPort {
   #attachment: Attachment | undefined;
   #referenced = false;
   /** Messages waiting for the job to be attached (again), in order. */
-  #waiting: [ToWorker, ArrayBuffer[], FrameWrites][] = [];
+  #waiting: [ToWorker, ArrayBuffer[], WriteCount | undefined][] = [];
+  /** Per frame posted whose group has not replied yet: the writes issued up to its end. */
+  readonly #inFlight: WriteCount[] = [];
   /**
-   * The writes of each frame posted whose group has not replied yet: the thread replies
-   * after the group's commit, so these are the writes not known to be committed.
+   * The writes issued up to the end of the last frame posted, and those the thread has
+   * confirmed: a group replies after its commit, and a reply to a request says that every
+   * write issued before it was committed (or reported failed).
    */
-  readonly #inFlight: FrameWrites[] = [];
+  #posted = NONE;
+  #confirmed = NONE;
+  /** The fire-and-forget writes issued so far, and their ops. */
+  #writes = 0;
+  #ops = 0;
+
+  /** A fire-and-forget write of `ops` ops went into the turn's frame. */
+  wrote(ops: number): void {
+    this.#writes++;
+    this.#ops += ops;
+  }
+
+  /** The writes issued so far: a mark that the thread's replies confirm. */
+  issued(): WriteCount {
+    return { writes: this.#writes, ops: this.#ops };
+  }
 
   get framesInFlight(): number {
     return this.#inFlight.length;
   }
 
-  /** A group's reply finished the oldest `frames` frames. */
-  settled(frames: number): void {
+  /**
+   * A reply message finished the oldest `frames` frames and answered requests issued
+   * after the writes `answeredAfter`: the writes up to either are confirmed.
+   */
+  settled(frames: number, answeredAfter: WriteCount | undefined): void {
+    for (const upTo of [frames > 0 ? this.#inFlight[frames - 1] : undefined, answeredAfter])
+      if (upTo !== undefined && upTo.writes > this.#confirmed.writes) this.#confirmed = upTo;
     this.#inFlight.splice(0, frames);
   }
 
-  /** The writes of frames the thread never confirmed (it died), summed; taken once. */
-  takeUnconfirmed(): FrameWrites {
-    const sum = { writes: 0, ops: 0 };
-    for (const f of this.#inFlight.splice(0)) {
-      sum.writes += f.writes;
-      sum.ops += f.ops;
-    }
-    return sum;
+  /** The writes posted that the thread never confirmed (it died); taken once. */
+  takeUnconfirmed(): WriteCount {
+    const [posted, confirmed] = [this.#posted, this.#confirmed];
+    this.#confirmed = posted;
+    this.#inFlight.length = 0;
+    return { writes: posted.writes - confirmed.writes, ops: posted.ops - confirmed.ops };
   }
 
   get attached(): boolean {
@@ -62,13 +88,22 @@ export class ClientPort {
    * Post to the thread if `now` (the job is attached and takes work), else keep the message
    * for the next attach; true if it was posted.
    */
-  post(msg: ToWorker, transfer: ArrayBuffer[] = [], now = true, writes = NO_WRITES): boolean {
+  post(
+    msg: ToWorker,
+    transfer: ArrayBuffer[] = [],
+    now = true,
+    // A frame holds the writes issued up to its end, which is now.
+    upTo = msg instanceof Uint8Array ? this.issued() : undefined,
+  ): boolean {
     const a = this.#attachment;
     if (!now || a === undefined) {
-      this.#waiting.push([msg, transfer, writes]);
+      this.#waiting.push([msg, transfer, upTo]);
       return false;
     }
-    if (msg instanceof Uint8Array) this.#inFlight.push(writes);
+    if (msg instanceof Uint8Array) {
+      this.#posted = upTo ?? this.#posted;
+      this.#inFlight.push(this.#posted);
+    }
     a.port.postMessage(msg, transfer);
     return true;
   }
@@ -77,7 +112,7 @@ export class ClientPort {
   postWaiting(): void {
     const waiting = this.#waiting;
     this.#waiting = [];
-    for (const [msg, transfer, writes] of waiting) this.post(msg, transfer, true, writes);
+    for (const [msg, transfer, upTo] of waiting) this.post(msg, transfer, true, upTo);
   }
 
   /** What waited for an attach that will not come (it failed, or the thread died). */
@@ -101,7 +136,7 @@ export class ClientPort {
   detach(): Promise<void> {
     const a = this.#attachment as Attachment;
     this.#forget();
-    this.#inFlight.length = 0; // the thread answered every frame before it let go
+    this.takeUnconfirmed(); // none: the thread answered every frame before it let go
     return a.detach();
   }
 

@@ -16,7 +16,7 @@ import type { ReplyExtras, ReplyValue } from './protocol/replies.js';
 import { batchOps } from './protocol/request-reader.js';
 import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
-import { type FrameWrites, TurnFrame } from './turn-frame.js';
+import { TurnFrame } from './turn-frame.js';
 import { WorkerHolds } from './worker-holds.js';
 import { failUnsent, reportUnconfirmed } from './write-failures.js';
 
@@ -122,7 +122,8 @@ export class JobClient {
 
   /** A fire-and-forget write of `ops` ops was just written into the frame `w`. */
   wrote(w: ByteWriter, ops: number): void {
-    this.#turn.wrote(w, ops);
+    this.#link.wrote(ops);
+    this.#turn.sendIfLarge(w);
   }
 
   /**
@@ -132,19 +133,19 @@ export class JobClient {
   request<T>(flush = false, shape?: (reply: ReplyValue) => T): ResultAsync<T, PersistencyError> {
     this.#turn.readAdded();
     const failures = flush ? this.#host.takeFailures(this.#id) : undefined;
-    const reply = this.#replies.awaitReply<T>(failures, shape);
+    const reply = this.#replies.awaitReply<T>(failures, shape, this.#link.issued());
     this.#updateRef();
     return reply;
   }
 
   send(): void {
     const taken = this.#turn.take();
-    if (taken !== undefined) this.post(...taken);
+    if (taken !== undefined) this.post(taken[0], taken[1]);
   }
 
   /** Post to the worker, or keep it for when the job is attached again. */
-  post(msg: ToWorker, transfer: ArrayBuffer[] = [], writes?: FrameWrites): void {
-    const posted = this.#link.post(msg, transfer, this.#state === 'attached', writes);
+  post(msg: ToWorker, transfer: ArrayBuffer[] = []): void {
+    const posted = this.#link.post(msg, transfer, this.#state === 'attached');
     if (!posted && this.#state === 'released') {
       this.#host.reopened();
       void this.#attach();
@@ -383,7 +384,7 @@ export class JobClient {
 
   /** A group's replies: how many frames it finished, then one record per read or flush. */
   #onReplies(bytes: Uint8Array, extras: ReplyExtras): void {
-    this.#link.settled(this.#replies.settle(bytes, extras));
+    this.#link.settled(this.#replies.settle(bytes, extras), this.#replies.answeredAfter);
     this.lastActive = performance.now();
     this.#updateRef();
   }

@@ -81,8 +81,8 @@ export class Persistency {
 
   private constructor(rootDir: string, options: Required<PersistencyOptions>) {
     this.rootDir = rootDir;
-    this.#jobs = new JobRegistry(rootDir, options, (type, event) =>
-      emitToAll(this.events, this.#unheard, type, event),
+    this.#jobs = new JobRegistry(rootDir, options, (type, event, writes) =>
+      emitToAll(this.events, this.#unheard, type, event, writes),
     );
   }
 

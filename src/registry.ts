@@ -6,7 +6,7 @@
 import { lstatSync, mkdirSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
-import { MEMORY_ROOT } from './checks.js';
+import { clockAtOpen, MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
 import { codeOf, PersistencyError } from './errors.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
@@ -30,7 +30,12 @@ import type { PersistencyEvents, PersistencyOptions, PersistencyStats } from './
 import { pollSettings } from './worker/spawn.js';
 import { FailureLedger, listedOps } from './write-failures.js';
 
-type Emit = <K extends keyof PersistencyEvents>(type: K, event: PersistencyEvents[K]) => void;
+/** `writes`: how many writes (batches) a `writeFailed` stands for, for the unheard warning. */
+type Emit = <K extends keyof PersistencyEvents>(
+  t: K,
+  e: PersistencyEvents[K],
+  writes?: number,
+) => void;
 
 interface Slot {
   /** Resolves when the job is open (or failed to open). */
@@ -199,17 +204,12 @@ export class JobRegistry {
     return new PersistencyError('Closed', `the Persistency for ${this.#rootDir} is closed`);
   }
 
-  readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count, counted) => {
+  readonly writeFailed: ReportWriteFailure = (jobId, reason, ops, error, count, counted, n = 1) => {
     const listed = listedOps(ops);
-    // The next flush counts the failed write (one batch, whatever its size).
-    if (counted !== true) this.#failures.record(jobId, 1, error);
-    this.#emit('writeFailed', {
-      jobId,
-      reason,
-      ops: listed.ops,
-      count: count ?? listed.count,
-      error,
-    });
+    // The next flush counts the failed writes (n batches, whatever their size).
+    if (counted !== true) this.#failures.record(jobId, n, error);
+    const event = { jobId, reason, ops: listed.ops, count: count ?? listed.count, error };
+    this.#emit('writeFailed', event, n);
   };
 
   /**
@@ -244,7 +244,7 @@ export class JobRegistry {
       journalSizeLimitBytes: o.journalSizeLimitBytes,
       maxJobBytes: o.maxJobBytes,
       verifyOnOpen: o.verifyOnOpen,
-      now: o.clock === Date.now ? undefined : o.clock(),
+      now: clockAtOpen(o.clock),
       poll: shared ? undefined : pollSettings(o.pollMicros), // a shared thread never spins
       sliceMs: shared ? o.sliceMs : undefined,
     };

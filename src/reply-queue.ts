@@ -3,6 +3,7 @@
  * they come in request order, so the queue resolves them first in, first out.
  */
 import { err, ok, type Result, ResultAsync } from 'neverthrow';
+import type { WriteCount } from './client-port.js';
 import { PersistencyError } from './errors.js';
 import { ByteReader } from './protocol/bytes.js';
 import {
@@ -18,11 +19,19 @@ import { type Failures, flushOutcome } from './write-failures.js';
 /** Settles one request; a MORE_PARTS part never reaches one (the type keeps it out). */
 type Resolver = (r: Result<ReplyValue, PersistencyError>) => void;
 
+interface Waiting {
+  readonly settle: Resolver;
+  /** The writes issued before the request, which its reply says were committed. */
+  readonly after: WriteCount | undefined;
+}
+
 export class ReplyQueue {
-  #waiting: Resolver[] = [];
+  #waiting: Waiting[] = [];
   #head = 0;
   /** What has come so far of a scan's or getMany's reply that comes in parts. */
   readonly #partial = new PartialReply();
+  /** The writes the last request a reply answered was issued after (see Waiting). */
+  answeredAfter: WriteCount | undefined;
 
   /** Requests still waiting. */
   get pending(): number {
@@ -32,22 +41,26 @@ export class ReplyQueue {
   /**
    * A read or flush was just written into a frame: the next reply not yet awaited settles
    * the result. `earlier`: a flush's failures outside the worker, which it reports too;
-   * `shape`: what the result is made of the reply's value, as it settles (in issue order).
+   * `shape`: what the result is made of the reply's value, as it settles (in issue order);
+   * `after`: the writes issued before it.
    */
   awaitReply<T>(
     earlier?: Failures,
     shape?: (reply: ReplyValue) => T,
+    after?: WriteCount,
   ): ResultAsync<T, PersistencyError> {
     return new ResultAsync(
       new Promise<Result<T, PersistencyError>>((resolve) => {
         const settle = resolve as Resolver;
-        this.#waiting.push(
-          earlier !== undefined
-            ? (r) => settle(flushOutcome(earlier, r))
-            : shape !== undefined
-              ? (r) => settle(r.map(shape) as Result<ReplyValue, PersistencyError>)
-              : settle,
-        );
+        this.#waiting.push({
+          after,
+          settle:
+            earlier !== undefined
+              ? (r) => settle(flushOutcome(earlier, r))
+              : shape !== undefined
+                ? (r) => settle(r.map(shape) as Result<ReplyValue, PersistencyError>)
+                : settle,
+        });
       }),
     );
   }
@@ -59,10 +72,11 @@ export class ReplyQueue {
     while (!r.done) {
       const value = readReply(r, extras, this.#partial);
       if (value === MORE_PARTS) continue; // part of a long read: more of it follows
-      const resolve = this.#next();
-      if (resolve === undefined)
+      const waiting = this.#next();
+      if (waiting === undefined)
         throw new Error('persistency: a reply arrived with no request waiting');
-      resolve(value instanceof PersistencyError ? err(value) : ok(value));
+      this.answeredAfter = waiting.after ?? this.answeredAfter;
+      waiting.settle(value instanceof PersistencyError ? err(value) : ok(value));
     }
     return frames;
   }
@@ -70,16 +84,16 @@ export class ReplyQueue {
   /** The oldest waiting request (if any) fails with `error`. */
   failNext(error: PersistencyError): void {
     this.#partial.clear(); // parts received belong to the oldest request
-    this.#next()?.(err(error));
+    this.#next()?.settle(err(error));
   }
 
   /** Every waiting request fails with `error`. */
   failAll(error: PersistencyError): void {
     this.#partial.clear();
-    for (let r = this.#next(); r !== undefined; r = this.#next()) r(err(error));
+    for (let w = this.#next(); w !== undefined; w = this.#next()) w.settle(err(error));
   }
 
-  #next(): Resolver | undefined {
+  #next(): Waiting | undefined {
     const r = this.#waiting[this.#head];
     if (r === undefined) return undefined;
     this.#head++;

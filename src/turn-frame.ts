@@ -24,12 +24,6 @@ const FRAME_SEND_READS = 32;
  */
 const SHARED_RECORD_BYTES = 1024;
 
-/** The fire-and-forget writes (batches) of a frame, and their ops. */
-export interface FrameWrites {
-  writes: number;
-  ops: number;
-}
-
 export class TurnFrame {
   #writer: ByteWriter | undefined;
   #sizeHint = MIN_FRAME_BYTES;
@@ -50,8 +44,6 @@ export class TurnFrame {
   /** Calls that wrote into the current frame, and whether the last frame's were small. */
   #calls = 0;
   #smallCalls = true;
-  /** Fire-and-forget writes (batches) in the current frame, and their ops. */
-  #writes: FrameWrites = { writes: 0, ops: 0 };
 
   /** `send` takes the frame (see `take`) and posts it. */
   constructor(send: () => void, shared: () => boolean, clock?: () => number) {
@@ -76,7 +68,6 @@ export class TurnFrame {
     this.#writer = w;
     this.#reads = 0;
     this.#calls = 1;
-    this.#writes = { writes: 0, ops: 0 };
     queueMicrotask(() => {
       if (this.#writer === w) this.#send();
     });
@@ -92,15 +83,13 @@ export class TurnFrame {
     if (++this.#reads >= FRAME_SEND_READS) this.#send();
   }
 
-  /** A fire-and-forget write of `ops` ops was written into `w`: send now if it is large. */
-  wrote(w: ByteWriter, ops: number): void {
-    this.#writes.writes++;
-    this.#writes.ops += ops;
+  /** Send now if the frame has grown large. */
+  sendIfLarge(w: ByteWriter): void {
     if (w.pos >= FRAME_SEND_BYTES) this.#send();
   }
 
-  /** End the turn's frame: its bytes, what to transfer and its writes; undefined when empty. */
-  take(): [Uint8Array, ArrayBuffer[], FrameWrites] | undefined {
+  /** End the turn's frame: its bytes and what to transfer, or undefined when empty. */
+  take(): [Uint8Array, ArrayBuffer[]] | undefined {
     const w = this.#writer;
     if (w === undefined) return undefined;
     this.#writer = undefined;
@@ -113,7 +102,7 @@ export class TurnFrame {
     this.#smallCalls = w.pos - this.#start <= this.#calls * SHARED_RECORD_BYTES;
     const [bytes, transfer, handedOver] = takeBytes(w);
     if (!handedOver && w.buf.length <= COPY_LIMIT * 2) this.#idle = w;
-    return [bytes, transfer, this.#writes];
+    return [bytes, transfer];
   }
 
   /** Keep no spare buffer (a released job holds as little as it can). */

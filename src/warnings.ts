@@ -32,17 +32,17 @@ export class UnheardFailures {
     this.#now = now;
   }
 
-  /** A write (batch) of `jobId`, of `ops` ops, failed and no listener heard it. */
-  add(jobId: string, ops: number, error: Error): void {
+  /** `writes` writes (batches) of `jobId`, of `ops` ops, failed and no listener heard it. */
+  add(jobId: string, ops: number, error: Error, writes = 1): void {
     const entry = this.#pending.get(jobId);
     if (entry !== undefined) {
-      entry.writes += 1;
+      entry.writes += writes;
       entry.ops += ops;
       return;
     }
     const last = this.#last.get(jobId);
     const wait = last === undefined ? 0 : Math.max(0, last + UNHEARD_WARNING_MS - this.#now());
-    this.#pending.set(jobId, { writes: 1, ops, first: error });
+    this.#pending.set(jobId, { writes, ops, first: error });
     if (wait === 0) this.#report(jobId);
     else setTimeout(() => this.#report(jobId), wait).unref();
   }
@@ -72,12 +72,13 @@ export function emitToAll<K extends keyof PersistencyEvents>(
   unheard: UnheardFailures,
   type: K,
   event: PersistencyEvents[K],
+  writes?: number,
 ): void {
   const typed = events.all.get(type);
   const wild = events.all.get('*');
   if (type === 'writeFailed' && !typed?.length && !wild?.length) {
     const failure = event as PersistencyEvents['writeFailed'];
-    unheard.add(failure.jobId, failure.count, failure.error);
+    unheard.add(failure.jobId, failure.count, failure.error, writes);
     return;
   }
   for (const handler of typed?.slice() ?? []) {

@@ -7,13 +7,13 @@
  */
 import { err, type Result } from 'neverthrow';
 import type { ClientHost } from './client-host.js';
+import type { WriteCount } from './client-port.js';
 import { type PersistencyError, writesFailed } from './errors.js';
 import { MAX_BATCH_OPS } from './job-writes.js';
 import type { ToWorker } from './protocol/messages.js';
 import { recordsOf } from './protocol/request-reader.js';
 import { Tag } from './protocol/requests.js';
 import type { ReplyQueue } from './reply-queue.js';
-import type { FrameWrites } from './turn-frame.js';
 import type { TxOp } from './types.js';
 
 /** Failed writes (batches) not yet reported by a flush: how many, the first one's error. */
@@ -89,19 +89,17 @@ export function failUnsent(
 }
 
 /**
- * Report the writes of the frames a thread that died never confirmed committed (it replies
- * to a group after its commit): one `writeFailed` event with their ops' count (the ops went
- * with the frames), and the job's next flush counts each write.
+ * Report the writes a thread that died never confirmed committed (a group's reply confirms
+ * its frames, and a reply to a request every write issued before it): one `writeFailed`
+ * event with their ops' count (the ops went with the frames); the next flush counts each.
  */
 export function reportUnconfirmed(
   host: ClientHost,
   jobId: string,
-  lost: FrameWrites,
+  lost: WriteCount,
   error: PersistencyError,
 ): void {
-  if (lost.writes === 0) return;
-  host.recordFailures(jobId, lost.writes, error);
-  host.writeFailed(jobId, 'closed', [], error, lost.ops, true);
+  if (lost.writes > 0) host.writeFailed(jobId, 'closed', [], error, lost.ops, false, lost.writes);
 }
 
 /**

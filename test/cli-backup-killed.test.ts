@@ -1,5 +1,5 @@
 /*
- * The CLI's `backup` killed midway (found by a review): it used to copy straight into
+ * The CLI's `backup` killed midway, and refused (found by reviews): it used to copy straight into
  * <dest>, so an interrupted restore left a file there that opened as the job with its rows
  * missing. It now writes the copy beside <dest> and names it only once whole and durable,
  * as job.backup does. The child is stopped when its copy appears (a watch, not a sleep),
@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
 import { key, Persistency, prefixRange } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
@@ -55,4 +56,25 @@ it('a backup killed mid-copy leaves nothing at its destination, and the next one
   const copy = unwrap(await q.openJob('t'));
   expect(unwrap(await copy.count('c', prefixRange(key())))).toBe(8000);
   await q.close();
+});
+
+// Found by a review: the destination's folder was made before the job was opened, and
+// stayed behind when the job was refused.
+it('a refused job leaves no folder made for its copy', async () => {
+  const root = tempDir();
+  const db = new Database(join(root, 'j.db'));
+  db.exec(
+    'CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (category, key)) WITHOUT ROWID; PRAGMA user_version = 99',
+  );
+  db.close();
+  const other = tempDir();
+  const run = spawn(
+    process.execPath,
+    [CLI, 'backup', root, 'j', join(other, 'new', 'deep', 'j.db')],
+    {
+      stdio: 'ignore',
+    },
+  );
+  expect(await new Promise((resolve) => run.on('exit', resolve))).toBe(5);
+  expect(readdirSync(other)).toEqual([]);
 });

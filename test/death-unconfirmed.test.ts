@@ -58,3 +58,28 @@ describe.each(ROOT_MODES)(
     });
   },
 );
+
+it('the unheard-failure warning counts those writes as the flush does', async () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.message);
+  process.on('warning', onWarning);
+  const p = unwrap(Persistency.open(tempDir()));
+  const died = new Promise<unknown>((resolve) => p.events.on('jobFailed', resolve));
+  const job = unwrap(await p.openJob('unheard-death'));
+  unwrap(await job.flush());
+  crashJobWorker(job, 'exit');
+  for (let i = 0; i < 50; i++) job.persistPut('c', key(i), payload('lost'));
+  job.persist([
+    { kind: 'put', category: 'c', key: key(100), payload: payload('lost') },
+    { kind: 'put', category: 'c', key: key(101), payload: payload('lost') },
+  ]);
+  await died;
+  const again = unwrap(await p.openJob('unheard-death'));
+  const flushed = await again.flush(); // after the warning: emitted on a tick of the death
+  process.off('warning', onWarning);
+  expect(flushed.isErr() && flushed.error.count).toBe(51);
+  expect(
+    warnings.filter((w) => w.includes('job unheard-death:')).map((w) => w.split(' failed')[0]),
+  ).toEqual(['job unheard-death: 51 write(s) (52 ops)']);
+  await p.close();
+});

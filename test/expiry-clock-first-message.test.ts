@@ -51,3 +51,31 @@ describe.each(FILE_MODES)('an injected clock from the open on (%s)', (_name, _me
     await q.close();
   });
 });
+
+// Found by a review: reading the clock for an open made openJob reject when it threw, and
+// a reattach hang. A clock that throws is the caller's bug; the open still settles.
+describe.each(FILE_MODES)('a clock that throws at an open (%s)', (_name, _memory, options) => {
+  it('openJob and a reattach settle, on the system time until a frame brings the clock', async () => {
+    let broken = true;
+    const clock = () => {
+      if (broken) throw new Error('clock broken');
+      return Date.UTC(2026, 0, 1);
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    const p = unwrap(Persistency.open(tempDir(), { ...options, clock }));
+    const job = unwrap(await p.openJob('e'));
+    broken = false;
+    job.persistPut('s', key('a'), payload('A'));
+    unwrap(await job.flush());
+    expect(await releaseIdleJobs(p)).toBe(1);
+    const got = job.get('s', key('a')); // its frame reads the clock, then the reattach does
+    broken = true;
+    expect(unwrap(await got)).toEqual(payload('A'));
+    broken = false;
+    await p.close();
+    process.off('unhandledRejection', onUnhandled);
+    expect(unhandled).toEqual([]);
+  });
+});

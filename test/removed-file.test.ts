@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyOptions, payload } from '../src/index.js';
+import { injectFault } from '../src/job.js';
 import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 import { Child, stopChildren } from './support/children.js';
 import { unwrap, useTempDirs } from './support/env.js';
@@ -91,6 +92,29 @@ describe.each<[string, PersistencyOptions]>([
     expect(unwrap(await job.get('c', key(1)))).toEqual(payload('kept'));
     const flushed = await job.flush();
     expect(flushed.isErr() && flushed.error.code).toBe('ENOENT');
+    await p.close();
+  });
+
+  // Found by a review of the above: a later redo of the group's writes applied them anyway.
+  it('the file removed: a refused atomic commit and deleteAcked are not redone with their group', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.instance(root, options));
+    p.events.on('writeFailed', () => {});
+    const job = unwrap(await p.openJob('h'));
+    job.persistPut('c', key(1), payload('kept'));
+    unwrap(await job.flush());
+    for (const s of ['', '-wal', '-shm']) rmSync(join(root, `h.db${s}`), { force: true });
+    injectFault(job, 'rollback', 1); // SQLite drops the group's transaction at the 2nd write
+    job.persistPut('c', key(10), payload('A')); // begins the group's transaction
+    const committed = job.atomic().put('c', key(2), payload('X')).commit();
+    const deleted = job.deleteAcked('c', key(1));
+    job.persistPut('c', key(11), payload('B')); // fails: the group's writes are redone
+    const got = [job.get('c', key(2)), job.get('c', key(1)), job.get('c', key(10))] as const;
+    expect((await committed).isErr() && (await deleted).isErr()).toBe(true);
+    const [two, one, ten] = await Promise.all(got);
+    expect(unwrap(two)).toBeUndefined();
+    expect(unwrap(one)).toEqual(payload('kept'));
+    expect(unwrap(ten)).toEqual(payload('A')); // the redo did run
     await p.close();
   });
 });

@@ -149,9 +149,12 @@ export async function backup(root: string, id: string, destArg: string): Promise
   const path = requireJob(root, id);
   const name = label(id);
   const dest = resolve(destArg);
-  const refused = destinationRefused(dest);
-  if (refused !== undefined) throw new CliError(EXIT.failed, refused.message);
   const job = openJobFile(path, name, {});
+  const refused = destinationRefused(dest); // makes dest's folder: only for a job that opened
+  if (refused !== undefined) {
+    job.close();
+    throw new CliError(EXIT.failed, refused.message);
+  }
   // As job.backup: the copy is written beside dest and named when whole and durable, so a
   // backup killed midway leaves a `.backup-*` file, never a job missing rows at dest.
   const partial = copyNameFor(dest);

@@ -359,6 +359,12 @@ export class GroupCommit {
     this.#tx.batchFailed(r, error);
   }
 
+  /** The write at `at` is refused with `error` before anything of it is applied: never redone. */
+  refuse(buf: Uint8Array, at: number, error: ErrorInfo): void {
+    this.#tx.notApplied(buf, at);
+    this.#replies.error(error);
+  }
+
   deleteAcked(buf: Uint8Array, at: number, cat: Uint8Array, key: Uint8Array): void {
     const notBegun = this.#tx.begin(buf, at);
     if (notBegun !== undefined) {

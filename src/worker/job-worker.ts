@@ -248,7 +248,7 @@ export class JobWorker {
           // Acknowledged only if durable in the job's file: not once that file is gone.
           const gone = this.#fileGone();
           if (gone === undefined) yield* commit.atomic(r);
-          else this.#replies.error(gone);
+          else commit.refuse(buf, r.at, gone);
           r.pos = r.end;
           break;
         }
@@ -283,7 +283,7 @@ export class JobWorker {
           r.keyRequest();
           const gone = this.#fileGone();
           if (gone === undefined) commit.deleteAcked(buf, r.at, r.cat, r.key);
-          else this.#replies.error(gone);
+          else commit.refuse(buf, r.at, gone);
           break;
         }
         case Tag.GetMany: {

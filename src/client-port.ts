@@ -115,10 +115,15 @@ export class ClientPort {
     for (const [msg, transfer, upTo] of waiting) this.post(msg, transfer, true, upTo);
   }
 
-  /** What waited for an attach that will not come (it failed, or the thread died). */
+  /**
+   * What waited for an attach that will not come (it failed, or the thread died), for the
+   * caller to report with the turn's frame: every write issued and not posted. With no
+   * frame in flight (a refused reattach), nothing issued so far is left to confirm.
+   */
   takeWaiting(): ToWorker[] {
     const waiting = this.#waiting.map(([msg]) => msg);
     this.#waiting = [];
+    if (this.#inFlight.length === 0) this.#posted = this.#confirmed = this.issued();
     return waiting;
   }
 

@@ -5,11 +5,14 @@
  * when it died are reported: one `writeFailed` event with their ops' count, and the next
  * flush of the job counts each write. Writes it did confirm are never reported.
  */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, type PersistencyEvents, payload, prefixRange } from '../src/index.js';
 import { crashJobWorker } from '../src/job.js';
+import { releaseIdleJobs } from '../src/persistency.js';
 import { unwrap, useTempDirs } from './support/env.js';
-import { ROOT_MODES } from './support/modes.js';
+import { FILE_MODES, ROOT_MODES } from './support/modes.js';
 
 const tempDir = useTempDirs('persistency-death-unconfirmed-');
 
@@ -82,4 +85,36 @@ it('the unheard-failure warning counts those writes as the flush does', async ()
     warnings.filter((w) => w.includes('job unheard-death:')).map((w) => w.split(' failed')[0]),
   ).toEqual(['job unheard-death: 51 write(s) (52 ops)']);
   await p.close();
+});
+
+// Found by a review: writes a refused reattach had reported were reported again, and
+// counted twice, when the worker of the next reattach died.
+describe.each(FILE_MODES)('a refused reattach, then a death (%s)', (_name, _memory, options) => {
+  it('reports each lost write once', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root, options));
+    const written: PersistencyEvents['writeFailed'][] = [];
+    p.events.on('writeFailed', (e) => written.push(e));
+    const died = new Promise<unknown>((resolve) => p.events.on('jobFailed', resolve));
+    const job = unwrap(await p.openJob('r'));
+    job.persistPut('c', key(1), payload('one'));
+    unwrap(await job.flush());
+    expect(await releaseIdleJobs(p)).toBe(1);
+    const other = new Database(join(root, 'r.db'), { timeout: 0 });
+    other.pragma('locking_mode = EXCLUSIVE');
+    other.exec('BEGIN IMMEDIATE');
+    for (let i = 0; i < 10; i++) job.persistPut('c', key(100 + i), payload('refused'));
+    expect((await job.get('c', key(1))).isErr()).toBe(true); // the reattach is refused (Busy)
+    other.close();
+    expect(written.map((e) => e.reason)).toEqual(Array(10).fill('backend'));
+    written.length = 0;
+    crashJobWorker(job, 'exit'); // reattaches; the worker dies before the next frame
+    for (let i = 0; i < 3; i++) job.persistPut('c', key(200 + i), payload('lost'));
+    await died;
+    expect(written.map((e) => [e.reason, e.count])).toEqual([['closed', 3]]);
+    const again = unwrap(await p.openJob('r'));
+    const flushed = await again.flush();
+    expect(flushed.isErr() && flushed.error.count).toBe(13); // 10 refused, no flush since; 3 lost
+    await p.close();
+  });
 });

@@ -7,6 +7,9 @@ import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limit
 import { OpKind } from './protocol/requests.js';
 
 export const MEMORY_ROOT = ':memory:';
+export const MAX_CATEGORY_BYTES = 0xffff;
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextEncoder();
 
 /**
  * An injected clock's time for a job's open (undefined for the system clock), a number as
@@ -21,9 +24,6 @@ export function clockAtOpen(clock: () => number): number | undefined {
     return undefined;
   }
 }
-export const MAX_CATEGORY_BYTES = 0xffff;
-const EMPTY = new Uint8Array(0);
-const utf8 = new TextEncoder();
 
 /** Invalid input found while validating; carries the user-facing message. */
 export class Refused extends Error {}

@@ -30,9 +30,10 @@ export class ClientPort {
    */
   #posted = NONE;
   #confirmed = NONE;
-  /** The fire-and-forget writes issued so far, and their ops. */
+  /** The fire-and-forget writes issued so far, and their ops; the last mark taken of them. */
   #writes = 0;
   #ops = 0;
+  #mark = NONE;
 
   /** A fire-and-forget write of `ops` ops went into the turn's frame. */
   wrote(ops: number): void {
@@ -40,9 +41,10 @@ export class ClientPort {
     this.#ops += ops;
   }
 
-  /** The writes issued so far: a mark that the thread's replies confirm. */
+  /** The writes issued so far: a mark that the thread's replies confirm (reads share one). */
   issued(): WriteCount {
-    return { writes: this.#writes, ops: this.#ops };
+    if (this.#mark.writes !== this.#writes) this.#mark = { writes: this.#writes, ops: this.#ops };
+    return this.#mark;
   }
 
   get framesInFlight(): number {

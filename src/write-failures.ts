@@ -3,7 +3,8 @@
  * flush, which is `Err(WriteFailed)` (CONTRACT.md section 7). The worker counts what fails
  * in it; the ledger here counts the rest (writes refused before they were queued, sent
  * through a closed handle or by a string id of a job not open, that never reached a thread,
- * or that a thread died before confirming), per job id, so that a job closed and opened again still reports them.
+ * or that a thread died before confirming), per job id, so that a job closed and opened
+ * again still reports them.
  */
 import { err, type Result } from 'neverthrow';
 import type { ClientHost } from './client-host.js';

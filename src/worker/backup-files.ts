@@ -5,7 +5,17 @@
  * process killed midway leaves that side file, never a partial copy at the destination
  * (which would open as a job missing rows).
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import {
+  close,
+  closeSync,
+  fsync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  open,
+  openSync,
+  rmSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
 import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
@@ -55,7 +65,26 @@ export function nameCopy(partial: string, dest: string): void {
   syncFolder(dest);
 }
 
-/** fsync `path`, opened with `flags` (`r+` for a file, `r` for a folder). */
+/**
+ * fsync `path` off the worker's thread. Callbacks rather than node:fs/promises, a module
+ * of its own that every worker would load.
+ */
+export function syncPath(path: string, flags: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    open(path, flags, (openError, fd) => {
+      if (openError !== null) return reject(openError);
+      fsync(fd, (syncError) =>
+        close(fd, (closeError) => {
+          const error = syncError ?? closeError;
+          if (error !== null) reject(error);
+          else resolve();
+        }),
+      );
+    });
+  });
+}
+
+/** fsync `path`, opened with `flags` (`r+` for a file, `r` for a folder), on this thread. */
 export function syncPathNow(path: string, flags: string): void {
   const fd = openSync(path, flags);
   try {

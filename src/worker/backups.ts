@@ -6,12 +6,11 @@
  * rollback-journal mode (reading it leaves no -wal or -shm beside it), made durable, and
  * given the destination's name only then, without ever replacing a file there.
  */
-import { close, fsync, open } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { type ErrorInfo, type FromWorker, toErrorInfo } from '../protocol/messages.js';
 import type { KvBackend } from './backend.js';
-import { copyNameFor, destinationRefused, nameCopy, removeCopy } from './backup-files.js';
+import { copyNameFor, destinationRefused, nameCopy, removeCopy, syncPath } from './backup-files.js';
 import { toRollbackJournal } from './job-file-reader.js';
 import { openSnapshot } from './snapshots.js';
 
@@ -180,22 +179,3 @@ class BackgroundSync {
 const STEP_PAGES = 100;
 /** About 64 MiB of 4 KiB pages. */
 const SYNC_EVERY_STEPS = 160;
-
-/**
- * fsync `path` off the worker's thread. Callbacks rather than node:fs/promises, a module
- * of its own that every worker would load.
- */
-function syncPath(path: string, flags: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    open(path, flags, (openError, fd) => {
-      if (openError !== null) return reject(openError);
-      fsync(fd, (syncError) =>
-        close(fd, (closeError) => {
-          const error = syncError ?? closeError;
-          if (error !== null) reject(error);
-          else resolve();
-        }),
-      );
-    });
-  });
-}

@@ -1,6 +1,6 @@
 /*
  * job.backup at its edges, from an adversarial review (each failed before its fix): a long
- * destination name, a job whose file was replaced, a released job whose file is gone, two
+ * destination name, a job whose file was replaced (no folder made for the copy is left), a released job whose file is gone, two
  * backups racing for one destination, a close racing a backup, a process without the global
  * `crypto`. Both threading modes, file and `:memory:` roots where they apply.
  */
@@ -137,10 +137,10 @@ describe.each(FILE_MODES)(
       const dbPath = jobDbPath(root, stemOf('j'));
       copyFileSync(jobDbPath(root, stemOf('other')), `${dbPath}.new`);
       renameSync(`${dbPath}.new`, dbPath); // j's path now holds another tenant's file
-      const dest = join(tempDir(), 'j.db');
-      const r = await job.backup(dest);
+      const base = tempDir();
+      const r = await job.backup(join(base, 'made', 'for', 'it', 'j.db'));
       expect(r.isErr() && r.error.code).toBe('ESTALE');
-      expect(readdirSync(join(dest, '..'))).toEqual([]);
+      expect(readdirSync(base)).toEqual([]); // nor the folders made for the copy
     });
 
     it('is Err, not a hang, for a released job whose file is gone', async () => {

@@ -14,13 +14,7 @@ import {
   unsafeJobFile,
 } from '../paths.js';
 import { SCHEMA_VERSION } from '../worker/backend.js';
-import {
-  copyNameFor,
-  destinationRefused,
-  nameCopy,
-  removeCopy,
-  syncPathNow,
-} from '../worker/backup-files.js';
+import { nameCopy, placeCopy, removeCopy, syncPathNow } from '../worker/backup-files.js';
 import { JobFileReader } from '../worker/job-file-reader.js';
 import { CliError, EXIT, type ExitCode, usage } from './help.js';
 import {
@@ -150,21 +144,20 @@ export async function backup(root: string, id: string, destArg: string): Promise
   const name = label(id);
   const dest = resolve(destArg);
   const job = openJobFile(path, name, {});
-  const refused = destinationRefused(dest); // makes dest's folder: only for a job that opened
-  if (refused !== undefined) {
+  const place = placeCopy(dest); // makes dest's folder: only for a job that opened
+  if (place.refused !== undefined) {
     job.close();
-    throw new CliError(EXIT.failed, refused.message);
+    throw new CliError(EXIT.failed, place.refused.message);
   }
   // As job.backup: the copy is written beside dest and named when whole and durable, so a
   // backup killed midway leaves a `.backup-*` file, never a job missing rows at dest.
-  const partial = copyNameFor(dest);
   let rows: number;
   try {
-    rows = await job.backup(partial); // one snapshot: no owner changes the job midway
-    syncPathNow(partial, 'r+');
-    nameCopy(partial, dest);
+    rows = await job.backup(place.partial); // one snapshot: no owner changes the job midway
+    syncPathNow(place.partial, 'r+');
+    nameCopy(place.partial, dest);
   } catch (e) {
-    removeCopy(partial);
+    removeCopy(place);
     throw new CliError(EXIT.failed, `backup of ${name} to ${dest} failed: ${describeError(e)}`);
   } finally {
     job.close();

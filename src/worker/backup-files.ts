@@ -14,22 +14,34 @@ import {
   mkdirSync,
   open,
   openSync,
+  rmdirSync,
   rmSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
 import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
 
-/** Why `dest` cannot be a backup's (undefined: its folder is made and it is free). */
-export function destinationRefused(dest: string): ErrorInfo | undefined {
+/**
+ * Where a backup to `dest` writes its copy: refused (why), or `partial`, a name of its own
+ * beside dest, with dest's folder made; `made` is the first folder this made, which
+ * `removeCopy` removes again (when empty) so that a failed backup leaves nothing behind.
+ */
+export type CopyPlace = { readonly refused: ErrorInfo } | (Copy & { readonly refused?: undefined });
+
+export interface Copy {
+  readonly partial: string;
+  readonly made: string | undefined;
+}
+
+export function placeCopy(dest: string): CopyPlace {
   const taken = takenBackupName(dest);
-  if (taken !== undefined) return destinationTaken(taken);
+  if (taken !== undefined) return { refused: destinationTaken(taken) };
   try {
-    mkdirSync(dirname(dest), { recursive: true });
+    const made = mkdirSync(dirname(dest), { recursive: true });
+    return { partial: copyNameFor(dest), made };
   } catch (e) {
-    return toErrorInfo(e, `backup: cannot make the folder of ${dest}`);
+    return { refused: toErrorInfo(e, `backup: cannot make the folder of ${dest}`) };
   }
-  return undefined;
 }
 
 function destinationTaken(file: string): ErrorInfo {
@@ -45,7 +57,7 @@ function destinationTaken(file: string): ErrorInfo {
  * (a dot: never a job file), whatever the length of dest's; unique, not secret (node:crypto
  * would cost every worker, and the global `crypto` can be switched off).
  */
-export function copyNameFor(dest: string): string {
+function copyNameFor(dest: string): string {
   const random = Math.random().toString(16).slice(2, 14).padEnd(12, '0');
   return join(dirname(dest), `.backup-${random}`);
 }
@@ -61,7 +73,7 @@ export function nameCopy(partial: string, dest: string): void {
     if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
     throw destinationTaken(dest);
   }
-  removeCopy(partial); // the copy stays, under dest's name
+  removeCopy({ partial, made: undefined }); // the copy stays, under dest's name; its folder too
   syncFolder(dest);
 }
 
@@ -103,13 +115,25 @@ function syncFolder(file: string): void {
   }
 }
 
-/** Remove a copy that will not be finished, and what SQLite left beside it; never throws. */
-export function removeCopy(partial: string): void {
+/**
+ * Remove a copy that will not be finished, what SQLite left beside it and the folders made
+ * for it, if nothing else is in them; never throws.
+ */
+export function removeCopy({ partial, made }: Copy): void {
   for (const file of [partial, ...SIDECAR_SUFFIXES.map((s) => partial + s)]) {
     try {
       rmSync(file, { force: true });
     } catch {
       // Nothing more can be done for it; the backup's outcome is reported all the same.
     }
+  }
+  if (made === undefined) return;
+  for (let folder = dirname(partial); ; folder = dirname(folder)) {
+    try {
+      rmdirSync(folder); // only an empty folder: anything put there meanwhile stays
+    } catch {
+      return;
+    }
+    if (folder === made || dirname(folder) === folder) return;
   }
 }

@@ -10,14 +10,14 @@ import type { MessagePort } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { type ErrorInfo, type FromWorker, toErrorInfo } from '../protocol/messages.js';
 import type { KvBackend } from './backend.js';
-import { copyNameFor, destinationRefused, nameCopy, removeCopy, syncPath } from './backup-files.js';
+import { type Copy, nameCopy, placeCopy, removeCopy, syncPath } from './backup-files.js';
 import { toRollbackJournal } from './job-file-reader.js';
 import { openSnapshot } from './snapshots.js';
 
 interface Running {
   readonly source: Database.Database;
-  /** The copy being written, linked to the destination when done. */
-  readonly partial: string;
+  /** The copy being written, linked to the destination when done, and the folders made for it. */
+  readonly place: Copy;
   readonly dest: string;
   /** The copy has the destination's name: the backup is made, whatever happens next. */
   linked: boolean;
@@ -51,36 +51,33 @@ export class Backups {
    * `dest`, which must not exist; `backupDone` answers when it is there or has failed.
    */
   start(id: number, dest: string): void {
-    const refused = destinationRefused(dest) ?? this.#fileMoved();
-    if (refused !== undefined) {
-      this.#done(id, refused);
+    const place = placeCopy(dest);
+    if (place.refused !== undefined) {
+      this.#done(id, place.refused);
       return;
     }
-    const partial = copyNameFor(dest);
-    let source: Database.Database;
-    let failed: ErrorInfo | undefined;
+    let source: Database.Database | undefined;
+    let failed = this.#fileMoved();
     try {
-      source = openSnapshot(this.#path, this.#backend, this.#busyMs);
-    } catch (e) {
-      this.#done(id, toErrorInfo(e, 'backup'));
-      return;
-    }
-    try {
-      source.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get(); // the snapshot begins
-      failed = this.#fileMoved(); // the snapshot is of the file at the path: the job's own?
+      if (failed === undefined) {
+        source = openSnapshot(this.#path, this.#backend, this.#busyMs);
+        source.prepare('SELECT 1 FROM sqlite_schema LIMIT 1').get(); // the snapshot begins
+        failed = this.#fileMoved(); // the snapshot is of the file at the path: the job's own?
+      }
     } catch (e) {
       failed = toErrorInfo(e, 'backup');
     }
-    if (failed !== undefined) {
-      source.close();
+    if (failed !== undefined || source === undefined) {
+      source?.close();
+      removeCopy(place);
       this.#done(id, failed);
       return;
     }
-    const run: Running = { source, partial, dest, linked: false };
+    const run: Running = { source, place, dest, linked: false };
     this.#running.set(id, run);
-    const flusher = new BackgroundSync(partial);
+    const flusher = new BackgroundSync(place.partial);
     source
-      .backup(partial, { progress: () => flusher.step() })
+      .backup(place.partial, { progress: () => flusher.step() })
       .then(async () => {
         source.close();
         await flusher.idle();
@@ -103,7 +100,7 @@ export class Backups {
         continue;
       }
       run.source.close(); // the copy's next step fails, and is ignored
-      removeCopy(run.partial);
+      removeCopy(run.place);
       this.#done(id, error);
     }
     this.#running.clear();
@@ -111,10 +108,10 @@ export class Backups {
 
   /** Turn the finished copy into the destination: rollback-journal mode, durable, linked. */
   async #finish(id: number, run: Running): Promise<void> {
-    toRollbackJournal(run.partial);
-    await syncPath(run.partial, 'r+');
+    toRollbackJournal(run.place.partial);
+    await syncPath(run.place.partial, 'r+');
     if (!this.#running.has(id)) return; // the job was detached meanwhile: endAll answered
-    nameCopy(run.partial, run.dest);
+    nameCopy(run.place.partial, run.dest);
     run.linked = true;
   }
 
@@ -124,7 +121,7 @@ export class Backups {
     if (run === undefined) return;
     this.#running.delete(id);
     if (run.source.open) run.source.close();
-    if (error !== undefined && !run.linked) removeCopy(run.partial);
+    if (error !== undefined && !run.linked) removeCopy(run.place);
     this.#done(id, run.linked ? undefined : error);
   }
 

@@ -5,7 +5,7 @@
  */
 import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import type { ErrorInfo } from './protocol/messages.js';
+import { type ErrorInfo, toErrorInfo } from './protocol/messages.js';
 
 /**
  * Whether `stat` reports real birth times here. Where Node cannot use statx (an old kernel,
@@ -33,9 +33,17 @@ export function fileIdOf(path: string): string | undefined {
   return BIRTH_TIME_KEPT ? `${st.dev}:${st.ino}:${st.birthtimeNs}` : `${st.dev}:${st.ino}`;
 }
 
-/** Why `path` is no longer the file `fileId` names, or undefined when it still is. */
+/**
+ * Why `path` is no longer the file `fileId` names, or undefined when it still is; a path
+ * that cannot be looked at (its folder replaced by a file, no permission) is not the file.
+ */
 export function fileMoved(path: string, fileId: string, when: string): ErrorInfo | undefined {
-  const now = fileIdOf(path);
+  let now: string | undefined;
+  try {
+    now = fileIdOf(path);
+  } catch (e) {
+    return toErrorInfo(e, `${path} cannot be looked at ${when}`);
+  }
   return now === fileId ? undefined : movedInfo(path, now, when);
 }
 

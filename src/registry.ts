@@ -3,26 +3,18 @@
  * opening (root creation, attach to a thread), closing, dropping, the counters of
  * `p.stats()` and the reporting of writes that failed. Releasing idle jobs: residency.ts.
  */
-import { lstatSync, mkdirSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { clockAtOpen, MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
+import { deleteJobFiles } from './drop-files.js';
 import { codeOf, PersistencyError } from './errors.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
-import {
-  adoptLegacyJobFile,
-  jobDbPath,
-  jobFileStem,
-  jobFilesIn,
-  legacyJobDbPath,
-  NEW_FILE_SUFFIX,
-  SIDECAR_SUFFIXES,
-  unsafeJobFile,
-} from './paths.js';
-import { fromErrorInfo, type OpenRequest } from './protocol/messages.js';
+import { adoptLegacyJobFile, jobDbPath, jobFileStem, jobFilesIn } from './paths.js';
+import type { OpenRequest } from './protocol/messages.js';
 import { Residency } from './residency.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
 import { WorkerThreads } from './threads.js';
@@ -352,39 +344,8 @@ export class JobRegistry {
       return ok(undefined);
     }
     await this.#lettingGo.get(id); // a thread that timed out opening the job may create it
-    const dbPath = jobDbPath(this.#rootDir, stem);
-    const legacy = legacyJobDbPath(this.#rootDir, id, true);
-    const unsafe =
-      unsafeJobFile(dbPath) ?? (legacy === undefined ? undefined : unsafeJobFile(legacy));
-    if (unsafe !== undefined) return err(fromErrorInfo(unsafe));
-    const files = [dbPath, ...SIDECAR_SUFFIXES.map((s) => dbPath + s)];
-    // A new file's side file, left by a crash while the job was made: a file, or nothing of ours.
-    const side = dbPath + NEW_FILE_SUFFIX;
-    if (lstatSync(side, { throwIfNoEntry: false })?.isFile() === true) files.push(side);
-    if (legacy !== undefined) files.push(legacy, ...SIDECAR_SUFFIXES.map((s) => legacy + s));
-    const lock = RootLock.of(this.#rootDir);
-    if (!files.some((f) => lstatSync(f, { throwIfNoEntry: false }) !== undefined)) {
-      // Nothing to delete, so nothing is: a job another owner is making meanwhile keeps its
-      // new file. Only an instance of this thread that holds the job can be told apart here.
-      const held = lock.heldByAnother(dbPath, this);
-      if (held !== undefined) return err(held);
-    } else {
-      // Own the root first: never delete a job another process or instance may be using.
-      const owned = lock.acquire(dbPath, this);
-      if (owned.isErr()) return err(owned.error);
-      try {
-        for (const f of files) await rm(f, { force: true });
-      } catch (e) {
-        return err(
-          new PersistencyError('Backend', `dropJob ${id}: ${(e as Error).message}`, {
-            cause: e,
-            code: codeOf(e),
-          }),
-        );
-      } finally {
-        owned.value.release();
-      }
-    }
+    const deleted = await deleteJobFiles(this.#rootDir, id, stem, this);
+    if (deleted.isErr()) return deleted;
     this.#emit('jobClosed', { jobId: id, dropped: true });
     return ok(undefined);
   }

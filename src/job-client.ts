@@ -114,10 +114,13 @@ export class JobClient {
   // -------------------------------------------------------------------------------------
   // Frames
 
-  /** The current turn's frame, started on first use and sent at the end of the turn. */
-  frame(): ByteWriter {
+  /**
+   * The current turn's frame, started on first use and sent at the end of the turn; with
+   * `write`, one record written into it (see TurnFrame.write).
+   */
+  frame(write?: (w: ByteWriter) => void): ByteWriter {
     if (!this.#turn.open) this.lastActive = performance.now();
-    return this.#turn.writer();
+    return write === undefined ? this.#turn.writer() : this.#turn.write(write);
   }
 
   /** A fire-and-forget write of `ops` ops was just written into the frame `w`. */
@@ -376,8 +379,6 @@ export class JobClient {
         if (this.#state !== 'releasing') return;
         this.#takeRelease()?.(false);
         this.#serve();
-        return;
-      default:
         return;
     }
   }

@@ -20,6 +20,7 @@ import type { JobClient } from './job-client.js';
 import { isKeyValue, type Key, keyBytes } from './keys.js';
 import { MAX_KEY_BYTES, rowFits } from './limits.js';
 import { toPayload } from './payload.js';
+import type { ByteWriter } from './protocol/bytes.js';
 import { writeAdd, writeBatch, writePut } from './protocol/requests.js';
 import type { PutOptions, TxOp } from './types.js';
 
@@ -238,12 +239,10 @@ export class JobWrites {
       return;
     }
     // From here on no caller code runs: the records are checked bytes.
-    const w = this.#client.frame();
-    const start = w.pos;
+    let w: ByteWriter;
     try {
-      writeBatch(w, records, body);
+      w = this.#client.frame((frame) => writeBatch(frame, records, body));
     } catch (e) {
-      w.pos = start; // never leave half a batch in the frame
       this.#host.writeFailed(this.#id, 'invalid', ops, refusal(e, 'persist'), count);
       return;
     }

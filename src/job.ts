@@ -351,7 +351,11 @@ export class Job {
     }
     // A getter may have closed the job meanwhile.
     if (!client.running) return errAsync(client.notOpenError());
-    write(client.frame());
+    try {
+      client.frame(write);
+    } catch (e) {
+      return errAsync(refusal(e, what));
+    }
     return client.request<T>(what === 'flush', shape);
   }
 }

@@ -2,7 +2,14 @@
  * The frame of one job's current turn: the requests a turn issues travel to the worker
  * as one message, sent at the end of the turn (a microtask) or early once it is large.
  */
-import { ByteWriter, COPY_LIMIT, takeBytes } from './protocol/bytes.js';
+import { Refused } from './checks.js';
+import {
+  ByteWriter,
+  COPY_LIMIT,
+  MAX_MESSAGE_BYTES,
+  MessageTooLarge,
+  takeBytes,
+} from './protocol/bytes.js';
 import { writeNow } from './protocol/requests.js';
 
 /**
@@ -45,11 +52,20 @@ export class TurnFrame {
   #calls = 0;
   #smallCalls = true;
 
+  /** The most bytes a frame holds (tests set less). */
+  readonly #limit: number;
+
   /** `send` takes the frame (see `take`) and posts it. */
-  constructor(send: () => void, shared: () => boolean, clock?: () => number) {
+  constructor(
+    send: () => void,
+    shared: () => boolean,
+    clock?: () => number,
+    limit = MAX_MESSAGE_BYTES,
+  ) {
     this.#send = send;
     this.#shared = shared;
     this.#clock = clock;
+    this.#limit = limit;
   }
 
   /** The current turn's writer, started on first use; sent at the end of the turn. */
@@ -60,7 +76,9 @@ export class TurnFrame {
     const shared = this.#smallCalls && this.#shared();
     const idle = this.#idle;
     const w =
-      idle !== undefined && idle.shared === shared ? idle : new ByteWriter(this.#sizeHint, shared);
+      idle !== undefined && idle.shared === shared
+        ? idle
+        : new ByteWriter(this.#sizeHint, shared, this.#limit);
     this.#idle = undefined;
     w.pos = 0;
     if (this.#clock !== undefined) writeNow(w, this.#clock());
@@ -72,6 +90,27 @@ export class TurnFrame {
       if (this.#writer === w) this.#send();
     });
     return w;
+  }
+
+  /**
+   * Write one record with `write` into the turn's frame. One that would take the frame past
+   * what a message carries goes in a frame of its own, after this one is sent; one too large
+   * even for that is Refused. Nothing of a record that failed stays in a frame.
+   */
+  write(write: (w: ByteWriter) => void): ByteWriter {
+    for (let alone = false; ; alone = true) {
+      const w = this.writer();
+      const start = w.pos;
+      try {
+        write(w);
+        return w;
+      } catch (e) {
+        w.pos = start;
+        if (!(e instanceof MessageTooLarge)) throw e;
+        if (alone || start === this.#start) throw new Refused(`a request too large: ${e.message}`);
+      }
+      this.#send();
+    }
   }
 
   get open(): boolean {

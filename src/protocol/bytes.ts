@@ -18,6 +18,15 @@ export function takeBytes(w: ByteWriter): [Uint8Array, ArrayBuffer[], boolean] {
 }
 
 /**
+ * The most bytes one message carries: a posted buffer of 2^32 bytes is detached and never
+ * arrives (Node 20), with no error on either side.
+ */
+export const MAX_MESSAGE_BYTES = 2 ** 32 - 1;
+
+/** A record that would take its message past MAX_MESSAGE_BYTES; nothing of it was kept. */
+export class MessageTooLarge extends RangeError {}
+
+/**
  * A growable byte buffer with big-endian writers; `shared`: in a SharedArrayBuffer, which a
  * post hands to the other thread without copying or detaching it.
  */
@@ -26,10 +35,13 @@ export class ByteWriter {
   pos = 0;
   #view: DataView;
   readonly shared: boolean;
+  /** The most bytes it grows to (tests set less). */
+  readonly #limit: number;
 
-  constructor(size = 4096, shared = false) {
+  constructor(size = 4096, shared = false, limit = MAX_MESSAGE_BYTES) {
     this.shared = shared;
-    this.buf = this.#alloc(size);
+    this.#limit = limit;
+    this.buf = this.#alloc(Math.min(size, limit));
     this.#view = new DataView(this.buf.buffer);
   }
 
@@ -40,8 +52,12 @@ export class ByteWriter {
   reserve(n: number): void {
     const need = this.pos + n;
     if (need <= this.buf.length) return;
+    if (need > this.#limit) {
+      throw new MessageTooLarge(`a message of ${need} bytes; one carries at most ${this.#limit}`);
+    }
     let size = this.buf.length * 2;
     while (size < need) size *= 2;
+    size = Math.min(size, this.#limit);
     const next = this.#alloc(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;

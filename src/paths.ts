@@ -10,7 +10,7 @@
  * found, and renamed to its new name when its job is opened. And a job's files are the
  * root's own regular files: a link, directory, device or pipe in their place is refused.
  */
-import { lstatSync, readdirSync, renameSync } from 'node:fs';
+import { lstatSync, readdirSync, renameSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
@@ -154,7 +154,7 @@ export function adoptLegacyJobFile(rootDir: string, id: string): (() => void) | 
 export interface UnsafeJobFile {
   readonly kind: 'Backend';
   readonly message: string;
-  readonly code: 'ELOOP' | 'SQLITE_CANTOPEN';
+  readonly code: 'ELOOP' | 'SQLITE_CANTOPEN' | 'EMLINK';
 }
 
 /**
@@ -175,7 +175,8 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
       };
     }
     // SQLite opens these; the side file of a new job's making is only ever replaced.
-    if (!stat.isFile() && !f.endsWith(NEW_FILE_SUFFIX)) {
+    if (f.endsWith(NEW_FILE_SUFFIX)) continue;
+    if (!stat.isFile()) {
       const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
       return {
         kind: 'Backend',
@@ -183,8 +184,22 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
         code: 'SQLITE_CANTOPEN',
       };
     }
+    // A second name shares the file with another job or program, whose writes (to an -shm
+    // above all) would land in this job's. A crash while a new job was made leaves one.
+    if (stat.nlink > 1 && !(f === dbPath && sameFile(stat, dbPath + NEW_FILE_SUFFIX))) {
+      return {
+        kind: 'Backend',
+        message: `${f} has ${stat.nlink} names (hard links); a job's files are its own (left as it is)`,
+        code: 'EMLINK',
+      };
+    }
   }
   return undefined;
+}
+
+function sameFile(stat: Stats, other: string): boolean {
+  const o = lstatSync(other, { throwIfNoEntry: false });
+  return o !== undefined && o.ino === stat.ino && o.dev === stat.dev && stat.nlink === 2;
 }
 
 /** Absolute path of a job's database file. */

@@ -33,6 +33,7 @@ const KV =
 function made(root: string, id: string, sql: string): string {
   const file = join(root, jobFileName(id));
   const db = new Database(file);
+  db.unsafeMode(true); // lets a case write sqlite_master through writable_schema
   db.exec(sql);
   db.close();
   return file;
@@ -167,6 +168,30 @@ describe("another program's database, or one no put could be made in", () => {
       'payload-index',
       `${KV}; CREATE UNIQUE INDEX p ON kv (payload)`,
       /objects of its own \(index p\)/,
+    ],
+    // A put is INSERT OR REPLACE: a clash on another unique index would delete that row.
+    [
+      'v0-unique-column',
+      KV.replace('payload BLOB NOT NULL', 'payload BLOB NOT NULL UNIQUE'),
+      /unique indexes besides its key \(sqlite_autoindex_kv_\d\)/,
+    ],
+    [
+      'v1-unique-index',
+      `${KV}; CREATE UNIQUE INDEX p ON kv (payload); PRAGMA user_version = 1`,
+      /unique indexes besides its key \(p\)/,
+    ],
+    [
+      'v0-generated-column',
+      KV.replace(
+        'payload BLOB NOT NULL,',
+        'payload BLOB NOT NULL, extra AS (length(payload)) STORED,',
+      ),
+      /columns are not schema version 0's \(extra\)/,
+    ],
+    [
+      'v0-sqlite-names', // names only SQLite may give, set through writable_schema
+      `${KV}; CREATE TABLE users (id); PRAGMA writable_schema = ON; UPDATE sqlite_master SET name = 'sqlite_users', tbl_name = 'sqlite_users', sql = replace(sql, 'TABLE users', 'TABLE sqlite_users') WHERE name = 'users'; PRAGMA writable_schema = OFF`,
+      /objects of its own \(table sqlite_users\)/,
     ],
     ['views-only', 'CREATE VIEW report AS SELECT 1 AS one', /objects of its own \(view report\)/],
     [

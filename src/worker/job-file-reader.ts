@@ -14,8 +14,8 @@ import { kvColumns, PAYLOAD, READABLE_ROWS } from './kv-table.js';
  * triggers or indexes make it another program's database, or one whose triggers could
  * refuse every put. Later a job file may have gained such things (Litestream adds tables,
  * a tool a trigger): its writes then answer for them. From version 1 on the kv table must be
- * there. The kv table has exactly its version's columns, keyed by (category, key), or a put
- * could not replace a row. Checked before anything is written, at every open, and by the
+ * there. The kv table has exactly its version's columns, keyed by (category, key) with no
+ * other unique index, or a put could not replace its row, or would replace another's. Checked before anything is written, at every open, and by the
  * inspector before it reads.
  */
 export function notAJobFile(db: Database.Database, version: number): string | undefined {
@@ -24,14 +24,15 @@ export function notAJobFile(db: Database.Database, version: number): string | un
   if (version === 0) {
     const own = db
       .prepare<[], string>(
-        "SELECT type || ' ' || name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND NOT (type = 'table' AND name = 'kv') ORDER BY type, name",
+        `SELECT type || ' ' || name FROM sqlite_master WHERE name NOT IN (${SQLITE_OWN}) AND NOT (type = 'index' AND name LIKE 'sqlite\\_autoindex\\_kv\\_%' ESCAPE '\\') AND NOT (type = 'table' AND name = 'kv') ORDER BY type, name`,
       )
       .pluck()
       .all();
     if (own.length > 0)
       return `schema version 0 with objects of its own (${own.slice(0, 5).join(', ')})`;
   }
-  const columns = db.pragma('table_info(kv)') as { name: string; pk: number }[];
+  // table_xinfo: generated columns too, which table_info leaves out.
+  const columns = db.pragma('table_xinfo(kv)') as { name: string; pk: number }[];
   if (columns.length === 0)
     return version === 0 ? undefined : `schema version ${version} without a kv table`;
   const want = kvColumns(Math.max(version, 1));
@@ -44,10 +45,21 @@ export function notAJobFile(db: Database.Database, version: number): string | un
     return `its kv table's columns are not schema version ${version}'s (${odd.join(', ')})`;
   const pk = (name: string) => columns.find((c) => c.name.toLowerCase() === name)?.pk;
   const keyed = pk('category') === 1 && pk('key') === 2;
-  return keyed && columns.every((c) => c.pk <= 2)
+  if (!keyed || columns.some((c) => c.pk > 2))
+    return 'its kv table is not keyed by (category, key)';
+  // A put is INSERT OR REPLACE: a clash on any other unique index would delete that row.
+  const unique = (db.pragma('index_list(kv)') as { name: string; unique: number; origin: string }[])
+    .filter((i) => i.unique === 1 && i.origin !== 'pk')
+    .map((i) => i.name);
+  return unique.length === 0
     ? undefined
-    : 'its kv table is not keyed by (category, key)';
+    : `its kv table has unique indexes besides its key (${unique.slice(0, 5).join(', ')})`;
 }
+
+/** The names SQLite itself gives objects it makes (ANALYZE's statistics, AUTOINCREMENT's). */
+const SQLITE_OWN = ['sequence', 'stat1', 'stat2', 'stat3', 'stat4']
+  .map((n) => `'sqlite_${n}'`)
+  .join(', ');
 
 /**
  * Why the file at `path` cannot be whole: SQLite writes whole pages, and reads the missing

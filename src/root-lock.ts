@@ -20,7 +20,7 @@
  * released: deleting it would let two processes lock two different files of that name.
  * Its name starts with a dot, which no job file's name can (see paths.ts).
  */
-import { accessSync, existsSync, constants as fsConstants, realpathSync } from 'node:fs';
+import { accessSync, existsSync, constants as fsConstants, lstatSync, realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
@@ -122,17 +122,45 @@ export class RootLock {
   }
 }
 
-/** Open the lock file (creating it) and take its exclusive lock, held until `close()`. */
+/**
+ * Open the lock file (creating it) and take its exclusive lock, held until `close()`. Two
+ * openers racing for a free lock can each hold the shared lock SQLite takes first and so
+ * keep each other from the exclusive one: both back off and try again, a few times.
+ */
 function lockExclusively(
   path: string,
   jobFile: string,
 ): Result<Database.Database, PersistencyError> {
+  const unsafe = unsafeLockFile(path, jobFile);
+  if (unsafe !== undefined) return err(unsafe);
+  for (let attempt = 1; ; attempt++) {
+    const taken = tryLock(path, jobFile);
+    if (!(taken instanceof Raced)) return taken;
+    if (attempt === RACE_ATTEMPTS) return err(busyError(path, jobFile, taken.error));
+    Atomics.wait(PAUSE, 0, 0, 1 + Math.random() * 4); // ms; a race is over in one
+  }
+}
+
+const RACE_ATTEMPTS = 10;
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
+/** Another opener holds the shared lock too: neither can take the exclusive one now. */
+class Raced {
+  constructor(readonly error: unknown) {}
+}
+
+function tryLock(
+  path: string,
+  jobFile: string,
+): Result<Database.Database, PersistencyError> | Raced {
   let db: Database.Database | undefined;
+  let shared = false;
   try {
     // timeout 0: a held lock is an answer (Busy), not something to wait out.
     db = new Database(path, { timeout: 0 });
     db.pragma('locking_mode = EXCLUSIVE');
     db.pragma('journal_mode = MEMORY');
+    shared = true; // the shared lock is taken: no owner holds the exclusive one
     // The write, rolled back, proves the lock is exclusive: SQLite opens a file it cannot
     // write read-only, and a read-only descriptor gets only a shared lock, which a second
     // such opener would share.
@@ -140,17 +168,29 @@ function lockExclusively(
     return ok(db);
   } catch (e) {
     db?.close();
-    if (isBusy(e)) {
-      return err(
-        new PersistencyError(
-          'Busy',
-          `${jobFile}: its root ${dirname(path)} is owned by another process or Persistency instance (it holds the lock on ${path}; one owner per root at a time)`,
-          { code: codeOf(e), cause: e },
-        ),
-      );
-    }
-    return err(lockError(path, `${jobFile}: cannot lock its root`, e));
+    if (!isBusy(e)) return err(lockError(path, `${jobFile}: cannot lock its root`, e));
+    return shared ? new Raced(e) : err(busyError(path, jobFile, e));
   }
+}
+
+function busyError(path: string, jobFile: string, e: unknown): PersistencyError {
+  return new PersistencyError(
+    'Busy',
+    `${jobFile}: its root ${dirname(path)} is owned by another process or Persistency instance (it holds the lock on ${path}; one owner per root at a time)`,
+    { code: codeOf(e), cause: e },
+  );
+}
+
+/** A lock file that is a link or not a regular file is never opened (SQLite would follow it). */
+function unsafeLockFile(path: string, jobFile: string): PersistencyError | undefined {
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (stat === undefined || stat.isFile()) return undefined;
+  const what = stat.isSymbolicLink() ? 'a symbolic link' : 'not a regular file';
+  return new PersistencyError(
+    'Backend',
+    `${jobFile}: cannot lock its root: ${path} is ${what}; the lock file is never reached through links (left as it is)`,
+    { code: stat.isSymbolicLink() ? 'ELOOP' : 'SQLITE_CANTOPEN' },
+  );
 }
 
 function isBusy(e: unknown): boolean {

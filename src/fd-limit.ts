@@ -27,6 +27,7 @@ const DEFINITE = new Set([
   'ENOENT',
   'ESTALE',
   'ELOOP',
+  'EMLINK',
   'SQLITE_CORRUPT',
   'SQLITE_NOTADB',
   'SQLITE_FULL',

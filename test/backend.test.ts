@@ -106,6 +106,24 @@ describe('KvBackend.open', () => {
     );
   });
 
+  // Found by a review: a text expiry made the idle worker's expiry timer fire every ms.
+  it('an expires_at another tool stored as text or a blob never expires: no next expiry', () => {
+    const file = fresh();
+    const raw = new Database(file);
+    raw.exec(
+      "CREATE TABLE kv (category BLOB NOT NULL, key BLOB NOT NULL, payload BLOB NOT NULL, expires_at INTEGER, PRIMARY KEY (category, key)) WITHOUT ROWID; CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL; INSERT INTO kv VALUES (x'63', x'01', x'01', 'soon'), (x'63', x'02', x'02', x'00'); PRAGMA user_version = 2",
+    );
+    raw.close();
+    const b = KvBackend.open(file, options);
+    try {
+      expect(b.nextExpiry()).toBeUndefined();
+      b.db.exec("INSERT INTO kv VALUES (x'63', x'03', x'03', 12345)");
+      expect(b.nextExpiry()).toBe(12345); // numbers sort before text and blobs
+    } finally {
+      b.close();
+    }
+  });
+
   it('half-open ranges, open-ended stop and limits in both directions', () => {
     const b = KvBackend.open(fresh(), options);
     try {

@@ -151,11 +151,13 @@ describe('corrupt files at open', () => {
     expect(opened._unsafeUnwrapErr().message).toMatch(/quick_check/);
   });
 
-  it('a non-SQLite file with the job name: Err(Backend, SQLITE_NOTADB), file untouched', async () => {
+  // SQLite says NOTADB; the contract's code for a damaged file is SQLITE_CORRUPT (review).
+  it('a non-SQLite file with the job name: Err(Backend, SQLITE_CORRUPT), file untouched', async () => {
     const text = 'not a database\n'.repeat(500);
     const { opened } = await damaged((f) => writeFileSync(f, text));
     expect(opened.isErr()).toBe(true);
-    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_NOTADB' });
+    expect(opened._unsafeUnwrapErr()).toMatchObject({ kind: 'Backend', code: 'SQLITE_CORRUPT' });
+    expect(opened._unsafeUnwrapErr().message).toMatch(/not a database/);
   });
 
   it('a damaged header: Err at open, never a hang', async () => {

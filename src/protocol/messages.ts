@@ -37,10 +37,12 @@ export function writesFailedInfo(count: number, first: ErrorInfo): ErrorInfo {
 
 /** Map a thrown value to the error shape that crosses the thread boundary. */
 export function toErrorInfo(e: unknown, context?: string): ErrorInfo {
-  // Every Backend error has a code: better-sqlite3's binding errors carry none.
-  const code =
+  // Every Backend error has a code: better-sqlite3's binding errors carry none. A damaged
+  // header is SQLite's NOTADB: damage all the same (CONTRACT.md section 7).
+  const raw =
     codeOf(e) ??
     (e instanceof RangeError && /too big/.test(e.message) ? 'SQLITE_TOOBIG' : 'SQLITE_ERROR');
+  const code = raw === 'SQLITE_NOTADB' ? 'SQLITE_CORRUPT' : raw;
   const message = e instanceof Error ? e.message : String(e);
   const kind: PersistencyErrorKind =
     code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED'

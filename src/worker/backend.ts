@@ -238,7 +238,9 @@ export class KvBackend {
 
   /** The earliest expiry of any row (undefined: none). */
   nextExpiry(): number | undefined {
-    return this.#expiry?.next().get() ?? undefined;
+    // Another tool may have stored text or a blob there: such a row never expires.
+    const next = this.#expiry?.next().get();
+    return typeof next === 'number' ? next : undefined;
   }
 
   /** Delete up to `max` rows expired at `now`, earliest first; their categories and keys. */

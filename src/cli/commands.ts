@@ -2,7 +2,7 @@
  * The inspector's commands (ls, scan, count, check, backup) over job files read through the
  * SQL layer's reader, whether a running process owns their root or not.
  */
-import { lstatSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { decodeKey } from '../keys.js';
 import {
@@ -227,6 +227,14 @@ export function openJobFile(path: string, name: string, options: OpenOptions): J
   const unsafe = unsafeJobFile(path);
   if (unsafe !== undefined)
     throw new CliError(EXIT.notFound, `${name} is not a job: ${unsafe.message}`);
+  // SQLite would play a journal back into the file at the first read (a job file, in WAL
+  // mode, never has one of its own).
+  if (existsSync(`${path}-journal`)) {
+    throw new CliError(
+      EXIT.failed,
+      `${name} has a rollback journal beside it (${path}-journal): reading would play it back into the file, which the inspector never changes; open the job with the library, or move the journal away`,
+    );
+  }
   const job = mapSqliteErrors(name, options.damageCode ?? EXIT.failed, () =>
     JobFileReader.open(path),
   );

@@ -3,7 +3,7 @@ import { compareBytes } from './codec/key.js';
 import { counterBytes, inInt64 } from './counter.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
-import { MAX_KEY_BYTES, ROW_OVERHEAD, rowFits, SQLITE_MAX_LENGTH } from './limits.js';
+import { MAX_KEY_BYTES, rowTooBig } from './limits.js';
 import { OpKind } from './protocol/requests.js';
 
 export const MEMORY_ROOT = ':memory:';
@@ -275,12 +275,8 @@ export function checkedOp(
           `${where}: payload of ${payload.length} bytes exceeds the limit of ${maxPayloadBytes}`,
         );
       }
-      if (!rowFits(cat.length, k.length, payload.length)) {
-        const row = cat.length + k.length + payload.length + ROW_OVERHEAD;
-        throw new Refused(
-          `${where}: a row of ${row} bytes (category, key, payload and ${ROW_OVERHEAD} of header) exceeds SQLite's limit of ${SQLITE_MAX_LENGTH}`,
-        );
-      }
+      const tooBig = rowTooBig(where, cat.length, k.length, payload.length);
+      if (tooBig !== undefined) throw new Refused(tooBig);
       const expireInMs = o.expireInMs;
       if (expireInMs === undefined)
         return {
@@ -378,6 +374,8 @@ export function checkedAdd(
     throw new Refused(`${where}: delta must be a safe integer or a bigint, got ${describe(delta)}`);
   if (!inInt64(n)) throw new Refused(`${where}: delta ${n} is outside int64`);
   const last = counterBytes(n);
+  const tooBig = rowTooBig(where, category.length, k.length, last.length);
+  if (tooBig !== undefined) throw new Refused(tooBig);
   return { kind: OpKind.Add, category, key: k, last, lastLength: last.length };
 }
 

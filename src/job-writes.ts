@@ -15,10 +15,11 @@ import {
   refusal,
 } from './checks.js';
 import type { JobHost } from './client-host.js';
+import { COUNTER_BYTES } from './counter.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
 import { isKeyValue, type Key, keyBytes } from './keys.js';
-import { MAX_KEY_BYTES, rowFits } from './limits.js';
+import { rowFits } from './limits.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import { writeAdd, writeBatch, writePut } from './protocol/requests.js';
@@ -179,7 +180,7 @@ export class JobWrites {
     if (
       cat !== undefined &&
       k !== undefined &&
-      k.length <= MAX_KEY_BYTES &&
+      rowFits(cat.length, k.length, COUNTER_BYTES) &&
       Number.isSafeInteger(delta) &&
       this.#client.running
     ) {

@@ -18,3 +18,15 @@ export const MAX_KEY_BYTES = SQLITE_MAX_LENGTH - ROW_OVERHEAD - 1;
 export function rowFits(category: number, key: number, payload: number): boolean {
   return category + key + payload + ROW_OVERHEAD <= SQLITE_MAX_LENGTH;
 }
+
+/** Why a row of these parts cannot be stored (for `where`), or undefined when it fits. */
+export function rowTooBig(
+  where: string,
+  category: number,
+  key: number,
+  payload: number,
+): string | undefined {
+  if (rowFits(category, key, payload)) return undefined;
+  const row = category + key + payload + ROW_OVERHEAD;
+  return `${where}: a row of ${row} bytes (category, key, payload and ${ROW_OVERHEAD} of header) exceeds SQLite's limit of ${SQLITE_MAX_LENGTH}`;
+}

@@ -26,7 +26,9 @@ export function warnListenerThrew(event: string, thrown: unknown): void {
 export class UnheardFailures {
   readonly #pending = new Map<string, { writes: number; ops: number; first: Error }>();
   readonly #now: () => number;
+  /** When each job's last warning went; pruned of those past the interval as it grows. */
   readonly #last = new Map<string, number>();
+  #pruneAt = PRUNE_FROM;
 
   constructor(now: () => number = () => performance.now()) {
     this.#now = now;
@@ -51,6 +53,7 @@ export class UnheardFailures {
     const entry = this.#pending.get(jobId);
     if (entry === undefined) return;
     this.#pending.delete(jobId);
+    if (this.#last.size >= this.#pruneAt) this.#prune();
     this.#last.set(jobId, this.#now());
     // Writes as a flush counts them (batches), then their ops when that says more.
     const { writes, ops } = entry;
@@ -60,7 +63,22 @@ export class UnheardFailures {
       { type: NAME, code: 'PERSISTENCY_WRITE_FAILED', detail: entry.first.stack },
     );
   }
+
+  /** Jobs whose last warning is remembered (tests). */
+  get remembered(): number {
+    return this.#last.size;
+  }
+
+  /** Forget the jobs whose last warning is older than the interval: none of them waits. */
+  #prune(): void {
+    const before = this.#now() - UNHEARD_WARNING_MS;
+    for (const [id, at] of this.#last) if (at <= before) this.#last.delete(id);
+    this.#pruneAt = Math.max(PRUNE_FROM, this.#last.size * 2);
+  }
 }
+
+/** Jobs remembered before the first pruning. */
+const PRUNE_FROM = 1024;
 
 /**
  * Emit to every listener of `type`, then of `'*'`, whatever one of them throws (mitt

@@ -308,6 +308,26 @@ describe('the real row limit (better-sqlite3: the longest string V8 can make)', 
     expect(failed).toHaveLength(1);
   });
 
+  // Found by a review: an add's row was checked by its key alone, and failed in the worker.
+  it('a counter add whose row is over it is refused up front, as the same put is', async () => {
+    const p = Persistency.instance(freshRoot())._unsafeUnwrap();
+    const failed = collect(p);
+    const job = (await p.openJob('add'))._unsafeUnwrap();
+    const category = 'c'.repeat(300);
+    const k = rawKey(new Uint8Array(MAX_KEY_BYTES - 200)); // a valid key; the row is not
+    job.persistPut(category, k, new Uint8Array(8));
+    job.persistAdd(category, k, 1);
+    expect(failed.map((e) => [e.reason, e.error.kind])).toEqual([
+      ['invalid', 'InvalidArgument'],
+      ['invalid', 'InvalidArgument'],
+    ]);
+    expect(failed[1]?.error.message).toContain(`limit of ${SQLITE_MAX_LENGTH}`);
+    const atomic = await job.atomic().add(category, k, 1).commit();
+    expect(atomic.isErr() && atomic.error.kind).toBe('InvalidArgument');
+    const flushed = await job.flush();
+    expect(flushed.isErr() && flushed.error.count).toBe(2);
+  });
+
   it('a key over it is refused by rawKey, and maxPayloadBytes above it by instance()', () => {
     expect(() => rawKey(new Uint8Array(MAX_KEY_BYTES + 1))).toThrow(/exceed the limit/);
     const r = Persistency.instance(freshRoot(), { maxPayloadBytes: SQLITE_MAX_LENGTH + 1 });

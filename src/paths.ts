@@ -10,8 +10,8 @@
  * found, and renamed to its new name when its job is opened. And a job's files are the
  * root's own regular files: a link, directory, device or pipe in their place is refused.
  */
-import { lstatSync, readdirSync, renameSync, type Stats } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, realpathSync, renameSync, type Stats } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
 
@@ -200,6 +200,29 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
 function sameFile(stat: Stats, other: string): boolean {
   const o = lstatSync(other, { throwIfNoEntry: false });
   return o !== undefined && o.ino === stat.ino && o.dev === stat.dev && stat.nlink === 2;
+}
+
+/** The longest database path SQLite's unix file system layer opens, measured. */
+export const MAX_DB_PATH_BYTES = 504;
+
+/**
+ * Why job file `stem` cannot be opened in `rootDir`: its whole path (through any link in
+ * the root's, as SQLite resolves it) is longer than SQLite opens. Checked before any file
+ * is made, so such an id is refused, never half made.
+ */
+export function jobPathTooLong(rootDir: string, stem: string): PersistencyError | undefined {
+  let root: string;
+  try {
+    root = realpathSync(rootDir);
+  } catch {
+    root = resolve(rootDir); // not made yet
+  }
+  const path = jobDbPath(root, stem);
+  const bytes = Buffer.byteLength(path);
+  if (bytes <= MAX_DB_PATH_BYTES) return undefined;
+  return invalidArgument(
+    `job file ${path} is a path of ${bytes} bytes; SQLite opens at most ${MAX_DB_PATH_BYTES}: use a shorter root or job id`,
+  );
 }
 
 /** Absolute path of a job's database file. */

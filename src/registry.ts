@@ -13,7 +13,7 @@ import { codeOf, PersistencyError } from './errors.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
-import { adoptLegacyJobFile, jobDbPath, jobFileStem, jobFilesIn } from './paths.js';
+import { adoptLegacyJobFile, jobDbPath, jobFileStem, jobFilesIn, jobPathTooLong } from './paths.js';
 import type { OpenRequest } from './protocol/messages.js';
 import { Residency } from './residency.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
@@ -120,6 +120,9 @@ export class JobRegistry {
     if (!file.ok) return errAsync(file.error);
     const slot = this.#slots.get(id);
     if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
+    const tooLong =
+      this.#rootDir === MEMORY_ROOT ? undefined : jobPathTooLong(this.#rootDir, file.stem);
+    if (tooLong !== undefined) return errAsync(tooLong);
     const previous = slot?.closing;
     const next: Slot = {
       ready: (previous ?? Promise.resolve()).then(() =>

@@ -48,6 +48,35 @@ export function fileMoved(path: string, fileId: string, when: string): ErrorInfo
 }
 
 /**
+ * A job's database file and its WAL as its connection opened them. SQLite goes on writing
+ * to a WAL removed under it, and what it writes there is lost with the connection.
+ */
+export class OpenedFiles {
+  readonly #path: string;
+  readonly #fileId: string;
+  readonly #walId: string | undefined;
+
+  constructor(path: string, fileId: string) {
+    this.#path = path;
+    this.#fileId = fileId;
+    try {
+      this.#walId = fileIdOf(`${path}-wal`); // made by the connection's first read
+    } catch {
+      this.#walId = undefined;
+    }
+  }
+
+  /** Why the job's path or its WAL no longer holds the file opened, or undefined. */
+  moved(when: string): ErrorInfo | undefined {
+    const wal = this.#walId;
+    return (
+      fileMoved(this.#path, this.#fileId, when) ??
+      (wal === undefined ? undefined : fileMoved(`${this.#path}-wal`, wal, when))
+    );
+  }
+}
+
+/**
  * Why the file at `path`, `now` once a connection has opened it, is not the one it opened
  * (`before`, read just before) or, for a reattach, not the one the job `had`; undefined when
  * it is. Only device and inode must match `before`: opening a file of an overlay's lower

@@ -1,5 +1,5 @@
 /*
- * CONTRACT.md section 7: a job whose file is removed, replaced or moved while it is open
+ * CONTRACT.md section 7: a job whose file (or its -wal) is removed, replaced or moved while it is open
  * makes the next flush() and closeJob() resolve Err(Backend) naming the file (it never
  * reports durable what is no longer in its file, nor does an atomic commit or deleteAcked), and openJob recreates a missing root,
  * taking its ownership again.
@@ -45,6 +45,32 @@ describe.each<[string, PersistencyOptions]>([
     unwrap(await b.flush());
     const again = unwrap(await p.openJob('a'));
     expect(unwrap(await again.get('c', key(1)))).toBeUndefined(); // its file went with the root
+    unwrap(await p.close());
+  });
+
+  // Found by a review: SQLite goes on writing to a WAL removed under it, and a flush said Ok
+  // for writes that were then in no file (and lost with the process).
+  it.each([
+    ['removed', 'ENOENT'],
+    ['replaced', 'ESTALE'],
+  ])('its -wal %s: flush and closeJob are Err(Backend, %s) naming the -wal', async (how, code) => {
+    const root = tempDir();
+    const p = unwrap(Persistency.instance(root, options));
+    const job = unwrap(await p.openJob('w'));
+    job.persistPut('c', key(1), payload('before'));
+    unwrap(await job.flush());
+    const wal = join(root, 'w.db-wal');
+    if (how === 'removed') rmSync(wal);
+    else {
+      copyFileSync(wal, `${wal}.copy`);
+      renameSync(`${wal}.copy`, wal);
+    }
+    job.persistPut('c', key(2), payload('after'));
+    const flushed = await job.flush();
+    expect(flushed.isErr() && [flushed.error.kind, flushed.error.code]).toEqual(['Backend', code]);
+    expect(flushed.isErr() && flushed.error.message).toContain(wal);
+    const closed = await p.closeJob('w');
+    expect(closed.isErr() && closed.error.code).toBe(code);
     unwrap(await p.close());
   });
 

@@ -13,7 +13,7 @@
  * SliceClock) and resumes from the event loop; the job's later messages wait meanwhile.
  */
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
-import { fileMoved } from '../file-identity.js';
+import { OpenedFiles } from '../file-identity.js';
 import {
   type ErrorInfo,
   type FromWorker,
@@ -47,9 +47,8 @@ export class JobWorker {
   readonly #port: MessagePort;
   readonly #backend: KvBackend;
   readonly #memory: boolean;
-  readonly #path: string;
-  /** The file opened (device and inode); undefined for `:memory:`. */
-  readonly #fileId: string | undefined;
+  /** The file and WAL opened (device and inode); undefined for `:memory:`. */
+  readonly #files: OpenedFiles | undefined;
   readonly #commit: GroupCommit;
   readonly #replies: GroupReplies;
   readonly #reads: JobReads;
@@ -87,8 +86,8 @@ export class JobWorker {
     this.#clock = clock;
     this.#backend = backend;
     this.#memory = req.dbPath === ':memory:';
-    this.#path = req.dbPath;
-    this.#fileId = backend.fileId;
+    const fileId = backend.fileId;
+    this.#files = fileId === undefined ? undefined : new OpenedFiles(req.dbPath, fileId);
     this.#detached = detached;
     this.#replies = new GroupReplies(port, () => this.#watches.take());
     const snapshotBusyMs = Math.min(req.statementBusyMs ?? req.busyTimeoutMs, req.busyTimeoutMs);
@@ -324,10 +323,9 @@ export class JobWorker {
   // -------------------------------------------------------------------------------------
   // Writes
 
-  /** Why the job's path no longer holds the file it opened, if it does not. */
+  /** Why the job's path (or its WAL) no longer holds the file it opened, if it does not. */
   #fileGone(): ErrorInfo | undefined {
-    const id = this.#fileId;
-    return id === undefined ? undefined : fileMoved(this.#path, id, 'while the job was open');
+    return this.#files?.moved('while the job was open');
   }
 
   /** Commit the group's transaction, then send every reply of the group. */

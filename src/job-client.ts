@@ -135,7 +135,7 @@ export class JobClient {
    */
   request<T>(flush = false, shape?: (reply: ReplyValue) => T): ResultAsync<T, PersistencyError> {
     this.#turn.readAdded();
-    const failures = flush ? this.#host.takeFailures(this.#id) : undefined;
+    const failures = flush ? { earlier: this.#host.takeFailures(this.#id) } : undefined;
     const reply = this.#replies.awaitReply<T>(failures, shape, this.#link.issued());
     this.#updateRef();
     return reply;
@@ -300,10 +300,12 @@ export class JobClient {
 
   /** The port closed after `closed` or `released`: let go of the thread. */
   #detached(m: Extract<FromWorker, { t: 'closed' | 'released' }>): void {
-    // The worker's count of failed writes goes on in the ledger, for the next flush.
+    // The worker's count of failed writes goes to a flush issued meanwhile, else the ledger.
     if (m.unflushed !== undefined) {
       const failed = fromErrorInfo(m.unflushed);
-      this.#host.recordFailures(this.#id, failed.count ?? 1, failed.cause as PersistencyError);
+      const [count, first] = [failed.count ?? 1, failed.cause as PersistencyError];
+      if (!this.#replies.lateFailures(count, first))
+        this.#host.recordFailures(this.#id, count, first);
     }
     const exited = this.#link.detach();
     this.#host.resident(this, false);

@@ -19,8 +19,14 @@ import { type Failures, flushOutcome } from './write-failures.js';
 /** Settles one request; a MORE_PARTS part never reaches one (the type keeps it out). */
 type Resolver = (r: Result<ReplyValue, PersistencyError>) => void;
 
+/** A flush's failures outside the worker, which it reports too (more may come: lateFailures). */
+interface FlushFailures {
+  earlier: Failures | undefined;
+}
+
 interface Waiting {
   readonly settle: Resolver;
+  readonly flush: FlushFailures | undefined;
   /** The writes issued before the request, which its reply says were committed. */
   readonly after: WriteCount | undefined;
 }
@@ -40,12 +46,12 @@ export class ReplyQueue {
 
   /**
    * A read or flush was just written into a frame: the next reply not yet awaited settles
-   * the result. `earlier`: a flush's failures outside the worker, which it reports too;
+   * the result. `flush`: a flush's failures outside the worker, which it reports too;
    * `shape`: what the result is made of the reply's value, as it settles (in issue order);
    * `after`: the writes issued before it.
    */
   awaitReply<T>(
-    earlier?: Failures,
+    flush?: FlushFailures,
     shape?: (reply: ReplyValue) => T,
     after?: WriteCount,
   ): ResultAsync<T, PersistencyError> {
@@ -54,9 +60,10 @@ export class ReplyQueue {
         const settle = resolve as Resolver;
         this.#waiting.push({
           after,
+          flush,
           settle:
-            earlier !== undefined
-              ? (r) => settle(flushOutcome(earlier, r))
+            flush !== undefined
+              ? (r) => settle(flushOutcome(flush.earlier, r))
               : shape !== undefined
                 ? (r) => settle(r.map(shape) as Result<ReplyValue, PersistencyError>)
                 : settle,
@@ -79,6 +86,22 @@ export class ReplyQueue {
       waiting.settle(value instanceof PersistencyError ? err(value) : ok(value));
     }
     return frames;
+  }
+
+  /**
+   * Writes the worker failed before a release, told as it released: the first flush still
+   * waiting (issued while the job released, so after those writes) reports them. False
+   * when no flush waits.
+   */
+  lateFailures(count: number, first: PersistencyError): boolean {
+    for (let i = this.#head; i < this.#waiting.length; i++) {
+      const f = this.#waiting[i]?.flush;
+      if (f === undefined) continue;
+      if (f.earlier === undefined) f.earlier = { count, first };
+      else f.earlier.count += count;
+      return true;
+    }
+    return false;
   }
 
   /** The oldest waiting request (if any) fails with `error`. */

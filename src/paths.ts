@@ -99,6 +99,24 @@ export function jobIdFromStem(stem: string): string | undefined {
 }
 
 /**
+ * Job `id`'s file stem in `rootDir`: this version's, or, when that name would be too long
+ * and a 0.1 file of the job is there, its 0.1 name, which the job then keeps (0.1 did not
+ * escape upper-case letters, so its names can be shorter).
+ */
+export function jobStemIn(rootDir: string, id: unknown): ReturnType<typeof jobFileStem> {
+  const now = jobFileStem(id);
+  if (now.ok) return now;
+  const old = jobFileStem(id, SAFE_BEFORE_0_2);
+  if (!old.ok) return now;
+  try {
+    // The exact name: where names ignore case, a lookup could find another job's file.
+    return readdirSync(rootDir).includes(old.stem + DB_SUFFIX) ? old : now;
+  } catch {
+    return now; // no root yet
+  }
+}
+
+/**
  * The 0.1 name of job `id`'s file, if it differs from this version's and the file is there
  * (`orSidecar`: or one of its sidecars, left by a drop cut short, which a drop removes too).
  */

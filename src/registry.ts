@@ -13,7 +13,14 @@ import { codeOf, PersistencyError } from './errors.js';
 import { closeJobHandle, Job, jobClient } from './job.js';
 import { JobClient } from './job-client.js';
 import { describe } from './keys.js';
-import { adoptLegacyJobFile, jobDbPath, jobFileStem, jobFilesIn, jobPathTooLong } from './paths.js';
+import {
+  adoptLegacyJobFile,
+  jobDbPath,
+  jobFileStem,
+  jobFilesIn,
+  jobPathTooLong,
+  jobStemIn,
+} from './paths.js';
 import type { OpenRequest } from './protocol/messages.js';
 import { Residency } from './residency.js';
 import { RootLock, type RootLockShare } from './root-lock.js';
@@ -116,7 +123,7 @@ export class JobRegistry {
 
   open(id: string): ResultAsync<Job, PersistencyError> {
     if (this.#closed) return errAsync(this.closedError());
-    const file = jobFileStem(id);
+    const file = this.#stem(id);
     if (!file.ok) return errAsync(file.error);
     const slot = this.#slots.get(id);
     if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
@@ -162,7 +169,7 @@ export class JobRegistry {
   }
 
   drop(id: string): ResultAsync<void, PersistencyError> {
-    const file = jobFileStem(id);
+    const file = this.#stem(id);
     if (!file.ok) return errAsync(file.error);
     // The drop occupies the id's slot until the files are gone, so an openJob issued
     // meanwhile waits for it instead of opening a file about to be deleted.
@@ -224,7 +231,11 @@ export class JobRegistry {
 
   /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */
   #dbPath(id: string): string {
-    return jobDbPath(this.#rootDir, (jobFileStem(id) as { stem: string }).stem);
+    return jobDbPath(this.#rootDir, (this.#stem(id) as { stem: string }).stem);
+  }
+
+  #stem(id: string): ReturnType<typeof jobFileStem> {
+    return this.#rootDir === MEMORY_ROOT ? jobFileStem(id) : jobStemIn(this.#rootDir, id);
   }
 
   #openRequest(id: string, image: Uint8Array | undefined): OpenRequest {

@@ -1,11 +1,15 @@
 // Job id → file name: the mapping is safe, injective and reversible.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { key, Persistency, payload } from '../src/index.js';
 import { jobFileStem, jobIdFromStem, MAX_STEM_BYTES } from '../src/paths.js';
 import { unwrap, useTempDirs } from './support/env.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url)); // built by npm test
 
 const stem = (id: string) => {
   const r = jobFileStem(id);
@@ -118,6 +122,35 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
     renameSync(join(root, '%41lice.db'), join(root, 'Alice.db'));
     unwrap(await p.dropJob('Alice'));
     expect(existsSync(join(root, 'Alice.db'))).toBe(false);
+    unwrap(await p.close());
+  });
+
+  // Found by a review: listed, but refused by openJob and dropJob (InvalidArgument).
+  it('whose new name would be too long keep their 0.1 name: listed, opened with their rows, read by the CLI, dropped', async () => {
+    const root = tempDir();
+    const id = 'A'.repeat(100); // 0.1: a 100-byte name; now each letter would be %41
+    const maker = unwrap(Persistency.open(root));
+    const tmp = unwrap(await maker.openJob('tmp'));
+    tmp.persistPut('c', key(1), payload('precious'));
+    unwrap(await maker.close());
+    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
+
+    const p = unwrap(Persistency.open(root));
+    expect(unwrap(await p.listJobs())).toEqual([id]);
+    const job = unwrap(await p.openJob(id));
+    expect(unwrap(await job.get('c', key(1)))).toEqual(payload('precious'));
+    job.persistPut('c', key(2), payload('more'));
+    unwrap(await p.closeJob(id));
+    expect(readdirSync(root).filter((f) => f.endsWith('.db'))).toEqual([`${id}.db`]);
+    const scanned = execFileSync(process.execPath, [CLI, 'count', root, id, 'c'], {
+      encoding: 'utf8',
+    });
+    expect(scanned.trim()).toBe('2');
+    unwrap(await p.dropJob(id));
+    expect(readdirSync(root).filter((f) => f.startsWith('A'))).toEqual([]);
+    // An id whose new name is too long and that has no 0.1 file is refused as before.
+    const other = await p.openJob('B'.repeat(100));
+    expect(other.isErr() && other.error.kind).toBe('InvalidArgument');
     unwrap(await p.close());
   });
 

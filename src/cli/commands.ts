@@ -8,8 +8,8 @@ import { decodeKey } from '../keys.js';
 import {
   DB_SUFFIX,
   jobDbPath,
-  jobFileStem,
   jobFilesIn,
+  jobStemIn,
   legacyJobDbPath,
   unsafeJobFile,
 } from '../paths.js';
@@ -192,9 +192,9 @@ export function requireRoot(root: string): string {
 
 /** The job's database path; the job must exist (its owner may be running). */
 export function requireJob(root: string, id: string): string {
-  const stem = jobFileStem(id);
-  if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
   const dir = requireRoot(root);
+  const stem = jobStemIn(dir, id);
+  if (!stem.ok) throw usage(`job id ${JSON.stringify(id)}: ${stem.error.message}`);
   const current = jobDbPath(dir, stem.stem);
   const entry = (path: string) => lstatSync(path, { throwIfNoEntry: false });
   const path = entry(current) !== undefined ? current : (legacyJobDbPath(dir, id) ?? current);

@@ -12,6 +12,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   statSync,
   symlinkSync,
   truncateSync,
@@ -785,6 +786,19 @@ describe('litestream-config', () => {
       'duration',
     );
     expectFailure(cli('litestream-config', join(root, 'missing'), 's3://b'), 3, 'does not exist');
+  });
+
+  // Found by a review: the configuration named a path the job's next open renamed away.
+  it('warns of a job that still has its 0.1 name, which its next open changes', async () => {
+    const root = tempDir();
+    await seed(root, { Alice: fillLog });
+    renameSync(join(root, '%41lice.db'), join(root, 'Alice.db')); // as 0.1 named it
+    const r = cli('litestream-config', root, 's3://bucket/app');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(
+      'job "Alice" still has its 0.1 name (Alice.db); its next open renames it to %41lice.db',
+    );
+    expect(lines(r)).toContain(`  - path: ${JSON.stringify(join(root, 'Alice.db'))}`);
   });
 });
 

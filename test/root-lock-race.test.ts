@@ -24,7 +24,7 @@ describe.each(['per-job', 'pool'])('two processes opening one job at once (%s)',
       );
       const results = said.map((l) => l.split(' ')[1]).sort();
       rounds.push(results.join('/'));
-      const index = said.findIndex((l) => l === `${k} ok`);
+      const index = said.indexOf(`${k} ok`);
       if (index >= 0) {
         children[index]?.proc.stdin?.write(`close ${k}\n`);
         await children[index]?.waitForLine((l) => l === `${k} closed`, `close ${k}`);

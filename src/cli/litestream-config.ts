@@ -6,10 +6,10 @@
  */
 import { readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { jobFilesIn } from '../paths.js';
+import { DB_SUFFIX, jobFilesIn, jobStemIn } from '../paths.js';
 import { requireRoot } from './commands.js';
 import { usage } from './help.js';
-import { out } from './output.js';
+import { out, warn } from './output.js';
 import type { Values } from './prefix-syntax.js';
 
 /** Litestream's duration syntax (Go's): e.g. 1s, 500ms, 1m30s. */
@@ -28,7 +28,13 @@ export function litestreamConfig(root: string, replica: string, values: Values):
   out.line(`# Litestream 0.3 configuration for the ${jobs.length} job files of ${dir}`);
   out.line('# made by `persistency litestream-config`; make it again when jobs are added.');
   out.line('dbs:');
-  for (const { name } of jobs) {
+  for (const { id, name } of jobs) {
+    const now = jobStemIn(dir, id);
+    if (now.ok && now.stem + DB_SUFFIX !== name) {
+      warn(
+        `job ${JSON.stringify(id)} still has its 0.1 name (${name}); its next open renames it to ${now.stem}${DB_SUFFIX}, which this configuration does not name: open the job once, then make the configuration again`,
+      );
+    }
     out.line(`  - path: ${yamlString(resolve(dir, name))}`);
     out.line('    replicas:');
     const target = url

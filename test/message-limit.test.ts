@@ -12,6 +12,21 @@ import { Refused } from '../src/checks.js';
 import { ByteWriter, MAX_MESSAGE_BYTES, MessageTooLarge } from '../src/protocol/bytes.js';
 import { TurnFrame } from '../src/turn-frame.js';
 
+/** A turn's frames of at most 1,000 bytes, and the bytes of each frame sent. */
+function smallFrames(): { frame: TurnFrame; sent: number[][] } {
+  const sent: number[][] = [];
+  const frame: TurnFrame = new TurnFrame(
+    () => {
+      const taken = frame.take();
+      if (taken !== undefined) sent.push([...taken[0]]);
+    },
+    () => false,
+    undefined,
+    1_000,
+  );
+  return { frame, sent };
+}
+
 describe('a message at its limit', () => {
   it('is one byte under 2^32', () => {
     expect(MAX_MESSAGE_BYTES).toBe(2 ** 32 - 1);
@@ -28,16 +43,7 @@ describe('a message at its limit', () => {
   });
 
   it('a record that would pass the limit goes in a frame of its own, after the frame so far', () => {
-    const sent: number[][] = [];
-    const frame: TurnFrame = new TurnFrame(
-      () => {
-        const taken = frame.take();
-        if (taken !== undefined) sent.push([...taken[0]]);
-      },
-      () => false,
-      undefined,
-      1_000,
-    );
+    const { frame, sent } = smallFrames();
     frame.write((w) => w.bytes(new Uint8Array(600).fill(1)));
     const w = frame.write((w) => w.bytes(new Uint8Array(600).fill(2)));
     expect(sent).toEqual([new Array(600).fill(1)]); // the first record went alone
@@ -47,16 +53,7 @@ describe('a message at its limit', () => {
   });
 
   it('a record too large for a frame of its own is Refused, and the frame keeps what it had', () => {
-    const sent: number[][] = [];
-    const frame: TurnFrame = new TurnFrame(
-      () => {
-        const taken = frame.take();
-        if (taken !== undefined) sent.push([...taken[0]]);
-      },
-      () => false,
-      undefined,
-      1_000,
-    );
+    const { frame, sent } = smallFrames();
     frame.write((w) => w.bytes(new Uint8Array(10).fill(1)));
     expect(() => frame.write((w) => w.bytes(new Uint8Array(1_001)))).toThrow(Refused);
     expect(sent).toEqual([new Array(10).fill(1)]); // sent before the record was tried alone

@@ -11,7 +11,7 @@
  * root's own regular files: a link, directory, device or pipe in their place is refused.
  */
 import { lstatSync, readdirSync, realpathSync, renameSync, type Stats } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import { describe } from './keys.js';
 
@@ -108,9 +108,11 @@ export function jobStemIn(rootDir: string, id: unknown): ReturnType<typeof jobFi
   if (now.ok) return now;
   const old = jobFileStem(id, SAFE_BEFORE_0_2);
   if (!old.ok) return now;
+  const name = old.stem + DB_SUFFIX;
   try {
-    // The exact name: where names ignore case, a lookup could find another job's file.
-    return readdirSync(rootDir).includes(old.stem + DB_SUFFIX) ? old : now;
+    if (lstatSync(join(rootDir, name), { throwIfNoEntry: false }) === undefined) return now;
+    // The exact name: where names ignore case, the lookup may have found another job's file.
+    return readdirSync(rootDir).includes(name) ? old : now;
   } catch {
     return now; // no root yet
   }
@@ -220,6 +222,9 @@ function sameFile(stat: Stats, other: string): boolean {
   return o !== undefined && o.ino === stat.ino && o.dev === stat.dev && stat.nlink === 2;
 }
 
+/** The name of a root's lock file (src/root-lock.ts): a dot, which no job file's name has. */
+export const ROOT_LOCK_FILE = '.persistency-owner';
+
 /** The longest database path SQLite's unix file system layer opens, measured. */
 export const MAX_DB_PATH_BYTES = 504;
 
@@ -229,18 +234,29 @@ export const MAX_DB_PATH_BYTES = 504;
  * is made, so such an id is refused, never half made.
  */
 export function jobPathTooLong(rootDir: string, stem: string): PersistencyError | undefined {
-  let root: string;
-  try {
-    root = realpathSync(rootDir);
-  } catch {
-    root = resolve(rootDir); // not made yet
+  const root = realPathOf(rootDir);
+  // The root's lock file has a longer name than a short id's file.
+  for (const path of [jobDbPath(root, stem), join(root, ROOT_LOCK_FILE)]) {
+    const bytes = Buffer.byteLength(path);
+    if (bytes <= MAX_DB_PATH_BYTES) continue;
+    return invalidArgument(
+      `${path} would be a path of ${bytes} bytes; SQLite opens at most ${MAX_DB_PATH_BYTES}: use a shorter root or job id`,
+    );
   }
-  const path = jobDbPath(root, stem);
-  const bytes = Buffer.byteLength(path);
-  if (bytes <= MAX_DB_PATH_BYTES) return undefined;
-  return invalidArgument(
-    `job file ${path} is a path of ${bytes} bytes; SQLite opens at most ${MAX_DB_PATH_BYTES}: use a shorter root or job id`,
-  );
+  return undefined;
+}
+
+/** `path` with every link resolved, as far as it exists (the rest is appended as it is). */
+function realPathOf(path: string): string {
+  const rest: string[] = [];
+  for (let at = resolve(path); ; at = dirname(at)) {
+    try {
+      return join(realpathSync(at), ...rest.reverse());
+    } catch {
+      if (dirname(at) === at) return resolve(path);
+      rest.push(basename(at));
+    }
+  }
 }
 
 /** Absolute path of a job's database file. */

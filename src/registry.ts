@@ -50,6 +50,8 @@ export class JobRegistry {
   readonly #slots = new Map<string, Slot>();
   /** In-memory jobs keep their database image here between close and reopen. */
   readonly #images = new Map<string, Uint8Array>();
+  /** The file stem of each job opening or open (see #stem). */
+  readonly #stems = new Map<string, string>();
   readonly #jobHost: JobHost;
   readonly #clientHost: ClientHost;
   /** Failed writes per job id that no flush has reported yet. */
@@ -230,20 +232,18 @@ export class JobRegistry {
   }
 
   /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */
-  #dbPath(id: string): string {
-    return jobDbPath(this.#rootDir, (this.#stem(id) as { stem: string }).stem);
-  }
-
+  /** Job `id`'s file stem: this version's, or a 0.1 one it keeps (paths.ts jobStemIn). */
   #stem(id: string): ReturnType<typeof jobFileStem> {
     return this.#rootDir === MEMORY_ROOT ? jobFileStem(id) : jobStemIn(this.#rootDir, id);
   }
 
   #openRequest(id: string, image: Uint8Array | undefined): OpenRequest {
-    const memory = this.#rootDir === MEMORY_ROOT;
+    const stem = this.#stems.get(id);
+    if (stem === undefined) throw new Error(`persistency: job ${id} is neither opening nor open`);
     const o = this.#options;
     const shared = o.workerThreads !== 'per-job';
     return {
-      dbPath: memory ? MEMORY_ROOT : this.#dbPath(id),
+      dbPath: this.#rootDir === MEMORY_ROOT ? MEMORY_ROOT : jobDbPath(this.#rootDir, stem),
       image,
       busyTimeoutMs: o.busyTimeoutMs,
       statementBusyMs: shared ? o.sliceMs : undefined,
@@ -259,12 +259,16 @@ export class JobRegistry {
   /** Open job `id`; `opened` registers it before anyone hears of it (jobOpened, listJobs). */
   async #start(id: string, opened: (job: Job) => void): Promise<Result<Job, PersistencyError>> {
     if (this.#closed) return err(this.closedError());
+    // Looked up again: a drop the open waited for may have taken a 0.1 file it would keep.
+    const file = this.#stem(id);
+    if (!file.ok) return err(file.error);
+    const stem = file.stem;
     let share: RootLockShare | undefined;
     let undoAdoption: (() => void) | undefined; // a 0.1 file renamed for this open
     if (this.#rootDir !== MEMORY_ROOT) {
       const root = this.#ensureRoot();
       if (root.isErr()) return err(root.error);
-      const owned = RootLock.of(this.#rootDir).acquire(this.#dbPath(id), this);
+      const owned = RootLock.of(this.#rootDir).acquire(jobDbPath(this.#rootDir, stem), this);
       if (owned.isErr()) return err(owned.error);
       share = owned.value;
       try {
@@ -278,11 +282,13 @@ export class JobRegistry {
     const pin = this.#threads.pin();
     // The image stays listed (listJobs) until the job is.
     const image = this.#images.get(id);
+    this.#stems.set(id, stem); // fixed while the job is open: its attaches open this file
     const client = new JobClient(id, this.#clientHost, image, pin);
     this.#opening++;
     const attached = await client.open();
     this.#opening--;
     if (attached.isErr()) {
+      this.#stems.delete(id);
       if (attached.error.kind !== 'Timeout') undoAdoption?.(); // refused: its thread let go
       this.#releaseShare(id, share);
       this.#threads.unpin(pin);
@@ -300,7 +306,10 @@ export class JobRegistry {
 
   /** The job is no longer open: unregister it and let go of its pin. */
   #forget(id: string, slot: Slot, client: JobClient): void {
-    if (this.#slots.get(id) === slot) this.#slots.delete(id);
+    if (this.#slots.get(id) === slot) {
+      this.#slots.delete(id);
+      this.#stems.delete(id);
+    }
     if (client.forgotten) return;
     client.forgotten = true;
     this.#openJobs--;

@@ -27,8 +27,9 @@ import { err, ok, type Result } from 'neverthrow';
 import { codeOf, PersistencyError } from './errors.js';
 import { fileIdOf } from './file-identity.js';
 
-/** The name of a root's lock file. */
-export const ROOT_LOCK_FILE = '.persistency-owner';
+import { ROOT_LOCK_FILE } from './paths.js';
+
+export { ROOT_LOCK_FILE };
 
 /** One holder's part in a held {@link RootLock}; releasing it twice is a no-op. */
 export interface RootLockShare {

@@ -117,9 +117,14 @@ export class TurnFrame {
     return this.#writer !== undefined;
   }
 
-  /** A read was written: send now if the turn holds many. */
+  /**
+   * A read was written: send now if the turn holds many, or many bytes (a write's record,
+   * written straight into the frame, then never takes it past what a message carries).
+   */
   readAdded(): void {
-    if (++this.#reads >= FRAME_SEND_READS) this.#send();
+    const w = this.#writer;
+    if (++this.#reads >= FRAME_SEND_READS || (w !== undefined && w.pos >= FRAME_SEND_BYTES))
+      this.#send();
   }
 
   /** Send now if the frame has grown large. */

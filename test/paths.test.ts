@@ -154,6 +154,25 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
     unwrap(await p.close());
   });
 
+  // Found by a review: the open looked the file up again after the drop and opened <root>/undefined.db.
+  it('such a job dropped and opened in one go: the open is refused, and no file is made', async () => {
+    const root = tempDir();
+    const id = 'A'.repeat(100);
+    const maker = unwrap(Persistency.open(root));
+    unwrap(await maker.openJob('tmp'));
+    unwrap(await maker.close());
+    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
+    const p = unwrap(Persistency.open(root));
+    const dropped = p.dropJob(id);
+    const opened = p.openJob(id); // looked up while the 0.1 file is still there
+    unwrap(await dropped);
+    const r = await opened;
+    expect(r.isErr() && r.error.kind).toBe('InvalidArgument'); // no 0.1 file now: no name
+    expect(readdirSync(root).filter((f) => f.endsWith('.db'))).toEqual([]);
+    expect(unwrap(await p.listJobs())).toEqual([]);
+    await p.close();
+  });
+
   it('a drop removes the side files of a 0.1 name even when its database is gone', async () => {
     const root = tempDir();
     const p = unwrap(Persistency.open(root));

@@ -157,7 +157,7 @@ export async function backup(root: string, id: string, destArg: string): Promise
     syncPathNow(place.partial, 'r+');
     nameCopy(place.partial, dest);
   } catch (e) {
-    removeCopy(place);
+    removeCopy(place.partial);
     throw new CliError(EXIT.failed, `backup of ${name} to ${dest} failed: ${describeError(e)}`);
   } finally {
     job.close();

@@ -14,7 +14,6 @@ import {
   mkdirSync,
   open,
   openSync,
-  rmdirSync,
   rmSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -23,22 +22,19 @@ import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
 
 /**
  * Where a backup to `dest` writes its copy: refused (why), or `partial`, a name of its own
- * beside dest, with dest's folder made; `made` is the first folder this made, which
- * `removeCopy` removes again (when empty) so that a failed backup leaves nothing behind.
+ * beside dest, with dest's folder made. A folder made stays if the backup fails: another
+ * backup may be about to write its copy there.
  */
-export type CopyPlace = { readonly refused: ErrorInfo } | (Copy & { readonly refused?: undefined });
-
-export interface Copy {
-  readonly partial: string;
-  readonly made: string | undefined;
-}
+export type CopyPlace =
+  | { readonly refused: ErrorInfo }
+  | { readonly refused?: undefined; readonly partial: string };
 
 export function placeCopy(dest: string): CopyPlace {
   const taken = takenBackupName(dest);
   if (taken !== undefined) return { refused: destinationTaken(taken) };
   try {
-    const made = mkdirSync(dirname(dest), { recursive: true });
-    return { partial: copyNameFor(dest), made };
+    mkdirSync(dirname(dest), { recursive: true });
+    return { partial: copyNameFor(dest) };
   } catch (e) {
     return { refused: toErrorInfo(e, `backup: cannot make the folder of ${dest}`) };
   }
@@ -73,7 +69,7 @@ export function nameCopy(partial: string, dest: string): void {
     if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
     throw destinationTaken(dest);
   }
-  removeCopy({ partial, made: undefined }); // the copy stays, under dest's name; its folder too
+  removeCopy(partial); // the copy stays, under dest's name
   syncFolder(dest);
 }
 
@@ -115,25 +111,13 @@ function syncFolder(file: string): void {
   }
 }
 
-/**
- * Remove a copy that will not be finished, what SQLite left beside it and the folders made
- * for it, if nothing else is in them; never throws.
- */
-export function removeCopy({ partial, made }: Copy): void {
+/** Remove a copy that will not be finished, and what SQLite left beside it; never throws. */
+export function removeCopy(partial: string): void {
   for (const file of [partial, ...SIDECAR_SUFFIXES.map((s) => partial + s)]) {
     try {
       rmSync(file, { force: true });
     } catch {
       // Nothing more can be done for it; the backup's outcome is reported all the same.
     }
-  }
-  if (made === undefined) return;
-  for (let folder = dirname(partial); ; folder = dirname(folder)) {
-    try {
-      rmdirSync(folder); // only an empty folder: anything put there meanwhile stays
-    } catch {
-      return;
-    }
-    if (folder === made || dirname(folder) === folder) return;
   }
 }

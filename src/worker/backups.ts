@@ -10,14 +10,14 @@ import type { MessagePort } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { type ErrorInfo, type FromWorker, toErrorInfo } from '../protocol/messages.js';
 import type { KvBackend } from './backend.js';
-import { type Copy, nameCopy, placeCopy, removeCopy, syncPath } from './backup-files.js';
+import { nameCopy, placeCopy, removeCopy, syncPath } from './backup-files.js';
 import { toRollbackJournal } from './job-file-reader.js';
 import { openSnapshot } from './snapshots.js';
 
 interface Running {
   readonly source: Database.Database;
-  /** The copy being written, linked to the destination when done, and the folders made for it. */
-  readonly place: Copy;
+  /** The copy being written, linked to the destination when done. */
+  readonly partial: string;
   readonly dest: string;
   /** The copy has the destination's name: the backup is made, whatever happens next. */
   linked: boolean;
@@ -69,11 +69,11 @@ export class Backups {
     }
     if (failed !== undefined || source === undefined) {
       source?.close();
-      removeCopy(place);
+      removeCopy(place.partial);
       this.#done(id, failed);
       return;
     }
-    const run: Running = { source, place, dest, linked: false };
+    const run: Running = { source, partial: place.partial, dest, linked: false };
     this.#running.set(id, run);
     const flusher = new BackgroundSync(place.partial);
     source
@@ -100,7 +100,7 @@ export class Backups {
         continue;
       }
       run.source.close(); // the copy's next step fails, and is ignored
-      removeCopy(run.place);
+      removeCopy(run.partial);
       this.#done(id, error);
     }
     this.#running.clear();
@@ -108,10 +108,10 @@ export class Backups {
 
   /** Turn the finished copy into the destination: rollback-journal mode, durable, linked. */
   async #finish(id: number, run: Running): Promise<void> {
-    toRollbackJournal(run.place.partial);
-    await syncPath(run.place.partial, 'r+');
+    toRollbackJournal(run.partial);
+    await syncPath(run.partial, 'r+');
     if (!this.#running.has(id)) return; // the job was detached meanwhile: endAll answered
-    nameCopy(run.place.partial, run.dest);
+    nameCopy(run.partial, run.dest);
     run.linked = true;
   }
 
@@ -121,7 +121,7 @@ export class Backups {
     if (run === undefined) return;
     this.#running.delete(id);
     if (run.source.open) run.source.close();
-    if (error !== undefined && !run.linked) removeCopy(run.place);
+    if (error !== undefined && !run.linked) removeCopy(run.partial);
     this.#done(id, run.linked ? undefined : error);
   }
 

@@ -80,7 +80,7 @@ export class Job {
     this.#iteratorChannel = {
       page: (write) => this.#request('iterate', () => write),
       post: (write) => {
-        if (client.running) write(client.frame());
+        if (client.running) client.frame(write);
       },
       held: (delta) => {
         client.holds.count += delta;

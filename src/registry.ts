@@ -125,10 +125,10 @@ export class JobRegistry {
 
   open(id: string): ResultAsync<Job, PersistencyError> {
     if (this.#closed) return errAsync(this.closedError());
-    const file = this.#stem(id);
-    if (!file.ok) return errAsync(file.error);
     const slot = this.#slots.get(id);
     if (slot !== undefined && slot.closing === undefined) return new ResultAsync(slot.ready);
+    const file = this.#stem(id);
+    if (!file.ok) return errAsync(file.error);
     const tooLong =
       this.#rootDir === MEMORY_ROOT ? undefined : jobPathTooLong(this.#rootDir, file.stem);
     if (tooLong !== undefined) return errAsync(tooLong);
@@ -171,7 +171,8 @@ export class JobRegistry {
   }
 
   drop(id: string): ResultAsync<void, PersistencyError> {
-    const file = this.#stem(id);
+    const open = this.#stems.get(id); // the file an open job keeps, even if it is gone
+    const file = open === undefined ? this.#stem(id) : { ok: true as const, stem: open };
     if (!file.ok) return errAsync(file.error);
     // The drop occupies the id's slot until the files are gone, so an openJob issued
     // meanwhile waits for it instead of opening a file about to be deleted.
@@ -306,12 +307,10 @@ export class JobRegistry {
 
   /** The job is no longer open: unregister it and let go of its pin. */
   #forget(id: string, slot: Slot, client: JobClient): void {
-    if (this.#slots.get(id) === slot) {
-      this.#slots.delete(id);
-      this.#stems.delete(id);
-    }
+    if (this.#slots.get(id) === slot) this.#slots.delete(id);
     if (client.forgotten) return;
     client.forgotten = true;
+    this.#stems.delete(id); // a later open of the id looks its file up again
     this.#openJobs--;
     this.#threads.unpin(client.pin);
     this.#releaseShare(id, this.#rootShares.get(client));

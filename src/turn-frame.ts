@@ -68,9 +68,14 @@ export class TurnFrame {
     this.#limit = limit;
   }
 
-  /** The current turn's writer, started on first use; sent at the end of the turn. */
+  /**
+   * The current turn's writer, started on first use; sent at the end of the turn, or before
+   * a record is added to it once it is large (a record written straight into the frame, as
+   * a put is, then never takes it past what a message carries).
+   */
   writer(): ByteWriter {
     this.#calls++;
+    if (this.#writer !== undefined && this.#writer.pos >= FRAME_SEND_BYTES) this.#send();
     if (this.#writer !== undefined) return this.#writer;
     // Reuse the last frame's writer when its bytes were copied out, not handed over.
     const shared = this.#smallCalls && this.#shared();
@@ -117,14 +122,9 @@ export class TurnFrame {
     return this.#writer !== undefined;
   }
 
-  /**
-   * A read was written: send now if the turn holds many, or many bytes (a write's record,
-   * written straight into the frame, then never takes it past what a message carries).
-   */
+  /** A read was written: send now if the turn holds many. */
   readAdded(): void {
-    const w = this.#writer;
-    if (++this.#reads >= FRAME_SEND_READS || (w !== undefined && w.pos >= FRAME_SEND_BYTES))
-      this.#send();
+    if (++this.#reads >= FRAME_SEND_READS) this.#send();
   }
 
   /** Send now if the frame has grown large. */

@@ -54,9 +54,13 @@ export class JobWatches {
     }
     if (!client.running) return endedFeed(client.notOpenError());
     const feed = new ChangeFeed(this.#channel, maxQueued);
+    try {
+      client.frame((w) => writeWatchOpen(w, feed.id, cat, bounds[0], bounds[1]));
+    } catch (e) {
+      return endedFeed(refusal(e, 'watch')); // bounds too large for one message
+    }
     this.#feeds.set(feed.id, feed);
     client.holds.count += 1; // a watched job stays resident: its watch lives in the worker
-    writeWatchOpen(client.frame(), feed.id, cat, bounds[0], bounds[1]);
     return feed;
   }
 
@@ -64,7 +68,7 @@ export class JobWatches {
     if (!this.#feeds.delete(id)) return;
     const client = this.#client;
     client.holds.count -= 1;
-    if (client.running) writeWatchClose(client.frame(), id);
+    if (client.running) client.frame((w) => writeWatchClose(w, id));
   }
 
   #endAll(error: PersistencyError): void {

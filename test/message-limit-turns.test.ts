@@ -2,9 +2,10 @@
  * Turns near the limit of one message between threads, with the limit lowered to 4 MiB
  * (the real one is MAX_MESSAGE_BYTES, just under 4 GiB): a batch or atomic commit that
  * would take the turn's frame past it goes in a frame of its own and everything stays in
- * order; one too large even alone is refused with an event; a put after large reads in the
- * same turn is neither thrown nor lost (found by a review of the change that capped
- * messages: the reads had filled the frame the put was written straight into).
+ * order; one too large even alone is refused with an event; a put after large reads or
+ * watches in the same turn is neither thrown nor lost, and a watch too large for the frame
+ * goes alone (found by reviews of the change that capped messages: the reads or watches had
+ * filled the frame a put was written straight into, and a watch left half its record).
  */
 import { describe, expect, it, vi } from 'vitest';
 
@@ -114,5 +115,58 @@ describe.each<[string, { workerThreads: 'per-job' | number }]>([
     await p.close();
     expect(thrown).toBeUndefined();
     expect(flushed.isOk()).toBe(true);
+  });
+});
+
+describe.each<[string, { workerThreads: 'per-job' | number }]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('two watches with large bounds in one turn (%s)', (_n, options) => {
+  it('neither throws, and the job keeps working', async () => {
+    const p = unwrap(Persistency.open(tempDir(), options));
+    const failed: unknown[] = [];
+    p.events.on('jobFailed', (e) => failed.push(e));
+    const job = unwrap(await p.openJob('j'));
+    const part = new Uint8Array(65_535).fill(7);
+    const big = (n: number) => key(n, ...Array.from({ length: 20 }, () => part)); // ~1.25 MiB
+    // The second did not fit the frame: it threw, and left half its record there.
+    const feeds = [
+      job.watch('c', { start: big(1), stop: big(2) }),
+      job.watch('c', { start: big(3), stop: big(4) }),
+    ];
+    job.persistPut('d', key(1), payload('one'));
+    unwrap(await job.flush());
+    expect(unwrap(await job.get('d', key(1)))).toEqual(payload('one'));
+    expect(failed).toEqual([]);
+    for (const feed of feeds) await feed.return?.();
+    await p.close();
+  });
+});
+
+describe.each<[string, { workerThreads: 'per-job' | number }]>([
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+])('a put after a watch with large bounds in one turn (%s)', (_n, options) => {
+  it('persistPut does not throw and the put is stored', async () => {
+    const p = unwrap(Persistency.open(tempDir(), options));
+    const job = unwrap(await p.openJob('j'));
+    const part = new Uint8Array(65_535).fill(7);
+    const big = (n: number) => key(n, ...Array.from({ length: 20 }, () => part)); // ~1.25 MiB
+    const feed = job.watch('c', { start: big(1), stop: big(2) }); // ~2.5 MiB of frame, not sent
+    let thrown: unknown;
+    try {
+      job.persistPut('c', key(2), new Uint8Array(1536 * 1024)); // would take it past 4 MiB
+    } catch (e) {
+      thrown = e;
+    }
+    const flushed = await job.flush();
+    const stored = unwrap(await job.get('c', key(2)));
+    await feed.return?.();
+    await p.close();
+    expect({
+      thrown: thrown === undefined ? 'none' : String(thrown),
+      flush: flushed.isOk() ? 'Ok' : flushed.error.kind,
+      stored: stored?.length,
+    }).toEqual({ thrown: 'none', flush: 'Ok', stored: 1536 * 1024 });
   });
 });

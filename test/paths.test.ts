@@ -1,6 +1,6 @@
 // Job id → file name: the mapping is safe, injective and reversible.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -170,6 +170,27 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
     expect(r.isErr() && r.error.kind).toBe('InvalidArgument'); // no 0.1 file now: no name
     expect(readdirSync(root).filter((f) => f.endsWith('.db'))).toEqual([]);
     expect(unwrap(await p.listJobs())).toEqual([]);
+    await p.close();
+  });
+
+  // Found by a review: both looked the file up again, found none, and refused the id.
+  it('such an open job whose file was removed: openJob gives the open job, dropJob closes it', async () => {
+    const root = tempDir();
+    const id = 'A'.repeat(100);
+    const maker = unwrap(Persistency.open(root));
+    unwrap(await maker.openJob('tmp'));
+    unwrap(await maker.close());
+    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
+    const p = unwrap(Persistency.open(root));
+    const job = unwrap(await p.openJob(id));
+    rmSync(join(root, `${id}.db`));
+    expect(unwrap(await p.openJob(id))).toBe(job);
+    const dropped = await p.dropJob(id); // the close says the file went, as for any job
+    expect(dropped.isErr() && [dropped.error.kind, dropped.error.code]).toEqual([
+      'Backend',
+      'ENOENT',
+    ]);
+    expect(p.hasJob(id)).toBe(false);
     await p.close();
   });
 

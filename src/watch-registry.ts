@@ -54,13 +54,16 @@ export class JobWatches {
     }
     if (!client.running) return endedFeed(client.notOpenError());
     const feed = new ChangeFeed(this.#channel, maxQueued);
+    // Registered first: the turn's frame is shared memory only while the job is watched.
+    this.#feeds.set(feed.id, feed);
+    client.holds.count += 1; // a watched job stays resident: its watch lives in the worker
     try {
       client.frame((w) => writeWatchOpen(w, feed.id, cat, bounds[0], bounds[1]));
     } catch (e) {
+      this.#feeds.delete(feed.id);
+      client.holds.count -= 1;
       return endedFeed(refusal(e, 'watch')); // bounds too large for one message
     }
-    this.#feeds.set(feed.id, feed);
-    client.holds.count += 1; // a watched job stays resident: its watch lives in the worker
     return feed;
   }
 

@@ -18,7 +18,7 @@ import { ReplyQueue } from './reply-queue.js';
 import type { Attachment } from './threads.js';
 import { TurnFrame } from './turn-frame.js';
 import { WorkerHolds } from './worker-holds.js';
-import { failUnsent, reportUnconfirmed } from './write-failures.js';
+import { failUnsent, handOverUnflushed, reportUnconfirmed } from './write-failures.js';
 
 const NO_EXTRAS: ReplyExtras = { errors: [], attached: [] };
 
@@ -300,12 +300,10 @@ export class JobClient {
 
   /** The port closed after `closed` or `released`: let go of the thread. */
   #detached(m: Extract<FromWorker, { t: 'closed' | 'released' }>): void {
-    // The worker's count of failed writes goes to a flush issued meanwhile, else the ledger.
     if (m.unflushed !== undefined) {
-      const failed = fromErrorInfo(m.unflushed);
-      const [count, first] = [failed.count ?? 1, failed.cause as PersistencyError];
-      if (!this.#replies.lateFailures(count, first))
-        this.#host.recordFailures(this.#id, count, first);
+      const record = (n: number, first: PersistencyError) =>
+        this.#host.recordFailures(this.#id, n, first);
+      handOverUnflushed(fromErrorInfo(m.unflushed), this.#replies, record);
     }
     const exited = this.#link.detach();
     this.#host.resident(this, false);

@@ -90,6 +90,19 @@ export function failUnsent(
 }
 
 /**
+ * The worker's count of failed writes no flush reported, handed over as it let go of the
+ * job: the first flush issued meanwhile reports them, else the next one (`record`: the ledger).
+ */
+export function handOverUnflushed(
+  failed: PersistencyError,
+  replies: ReplyQueue,
+  record: (count: number, first: PersistencyError) => void,
+): void {
+  const [count, first] = [failed.count ?? 1, failed.cause as PersistencyError];
+  if (!replies.lateFailures(count, first)) record(count, first);
+}
+
+/**
  * Report the writes a thread that died never confirmed committed (a group's reply confirms
  * its frames, and a reply to a request every write issued before it): one `writeFailed`
  * event with their ops' count (the ops went with the frames); the next flush counts each.

@@ -101,6 +101,17 @@ describe('jobFileStem', () => {
 describe('job files named by version 0.1 (upper-case letters kept)', () => {
   const tempDir = useTempDirs('persistency-legacy-names-');
 
+  /** A root holding a 0.1 file of an id whose new name would be 300 bytes, and a Persistency. */
+  async function rootWithLongLegacyJob() {
+    const root = tempDir();
+    const id = 'A'.repeat(100);
+    const maker = unwrap(Persistency.open(root));
+    unwrap(await maker.openJob('tmp'));
+    unwrap(await maker.close());
+    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
+    return { root, id, p: unwrap(Persistency.open(root)) };
+  }
+
   it('are found, renamed to their new names on open with their data, listed by the CLI, and dropped', async () => {
     const root = tempDir();
     let p = unwrap(Persistency.instance(root));
@@ -156,13 +167,7 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
 
   // Found by a review: the open looked the file up again after the drop and opened <root>/undefined.db.
   it('such a job dropped and opened in one go: the open is refused, and no file is made', async () => {
-    const root = tempDir();
-    const id = 'A'.repeat(100);
-    const maker = unwrap(Persistency.open(root));
-    unwrap(await maker.openJob('tmp'));
-    unwrap(await maker.close());
-    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
-    const p = unwrap(Persistency.open(root));
+    const { root, id, p } = await rootWithLongLegacyJob();
     const dropped = p.dropJob(id);
     const opened = p.openJob(id); // looked up while the 0.1 file is still there
     unwrap(await dropped);
@@ -175,13 +180,7 @@ describe('job files named by version 0.1 (upper-case letters kept)', () => {
 
   // Found by a review: both looked the file up again, found none, and refused the id.
   it('such an open job whose file was removed: openJob gives the open job, dropJob closes it', async () => {
-    const root = tempDir();
-    const id = 'A'.repeat(100);
-    const maker = unwrap(Persistency.open(root));
-    unwrap(await maker.openJob('tmp'));
-    unwrap(await maker.close());
-    renameSync(join(root, 'tmp.db'), join(root, `${id}.db`));
-    const p = unwrap(Persistency.open(root));
+    const { root, id, p } = await rootWithLongLegacyJob();
     const job = unwrap(await p.openJob(id));
     rmSync(join(root, `${id}.db`));
     expect(unwrap(await p.openJob(id))).toBe(job);

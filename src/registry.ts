@@ -232,7 +232,6 @@ export class JobRegistry {
     }
   }
 
-  /** The file of job `id` (an id that reached here was checked by `jobFileStem`). */
   /** Job `id`'s file stem: this version's, or a 0.1 one it keeps (paths.ts jobStemIn). */
   #stem(id: string): ReturnType<typeof jobFileStem> {
     return this.#rootDir === MEMORY_ROOT ? jobFileStem(id) : jobStemIn(this.#rootDir, id);

@@ -108,14 +108,23 @@ export function jobStemIn(rootDir: string, id: unknown): ReturnType<typeof jobFi
   if (now.ok) return now;
   const old = jobFileStem(id, SAFE_BEFORE_0_2);
   if (!old.ok) return now;
-  const name = old.stem + DB_SUFFIX;
   try {
-    if (lstatSync(join(rootDir, name), { throwIfNoEntry: false }) === undefined) return now;
-    // The exact name: where names ignore case, the lookup may have found another job's file.
-    return readdirSync(rootDir).includes(name) ? old : now;
+    return anyExactlyIn(rootDir, [old.stem + DB_SUFFIX]) ? old : now;
   } catch {
     return now; // no root yet
   }
+}
+
+/**
+ * Whether one of `names` is in `rootDir` under exactly that name: where names ignore case,
+ * a lookup may find another job's file, so a name found is checked in the listing (read
+ * only then).
+ */
+function anyExactlyIn(rootDir: string, names: readonly string[]): boolean {
+  const there = (n: string) => lstatSync(join(rootDir, n), { throwIfNoEntry: false }) !== undefined;
+  if (!names.some(there)) return false;
+  const entries = new Set(readdirSync(rootDir));
+  return names.some((n) => entries.has(n));
 }
 
 /**
@@ -132,12 +141,7 @@ export function legacyJobDbPath(
   if (!now.ok || !old.ok || old.stem === now.stem) return undefined;
   const name = old.stem + DB_SUFFIX;
   const names = orSidecar ? [name, ...SIDECAR_SUFFIXES.map((s) => name + s)] : [name];
-  const there = (n: string) => lstatSync(join(rootDir, n), { throwIfNoEntry: false }) !== undefined;
-  if (!names.some(there)) return undefined;
-  // Where names ignore case, that lookup may have found another job's file: ask for the
-  // exact names.
-  const entries = new Set(readdirSync(rootDir));
-  return names.some((n) => entries.has(n)) ? join(rootDir, name) : undefined;
+  return anyExactlyIn(rootDir, names) ? join(rootDir, name) : undefined;
 }
 
 /**
@@ -187,23 +191,15 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
   for (const f of [dbPath, ...JOB_SIDE_SUFFIXES.map((s) => dbPath + s)]) {
     const stat = lstatSync(f, { throwIfNoEntry: false });
     if (stat === undefined) continue;
-    if (stat.isSymbolicLink()) {
-      return {
-        kind: 'Backend',
-        message: `${f} is a symbolic link; a job's files are never reached through links (left as it is)`,
-        code: 'ELOOP',
-      };
-    }
     // SQLite opens these; the side file of a new job's making is only ever replaced.
-    if (f.endsWith(NEW_FILE_SUFFIX)) continue;
-    if (!stat.isFile()) {
-      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
-      return {
-        kind: 'Backend',
-        message: `${f} is ${what}; a job's files are regular files (left as it is)`,
-        code: 'SQLITE_CANTOPEN',
-      };
+    const side = f.endsWith(NEW_FILE_SUFFIX);
+    const odd = irregularFile(stat);
+    if (odd !== undefined && (odd.code === 'ELOOP' || !side)) {
+      const rule = odd.code === 'ELOOP' ? 'never reached through links' : 'regular files';
+      const message = `${f} is ${odd.what}; a job's files are ${rule} (left as it is)`;
+      return { kind: 'Backend', message, code: odd.code };
     }
+    if (side) continue;
     // A second name shares the file with another job or program, whose writes (to an -shm
     // above all) would land in this job's. A crash while a new job was made leaves one.
     if (stat.nlink > 1 && !(f === dbPath && sameFile(stat, dbPath + NEW_FILE_SUFFIX))) {
@@ -215,6 +211,22 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * What a path whose `lstat` is `stat` holds when SQLite must not open it: a link (SQLite
+ * would follow it) or not a regular file (a device it would write pages into, a pipe whose
+ * open waits forever). Undefined for a regular file or nothing.
+ */
+export function irregularFile(
+  stat: Stats | undefined,
+): { what: string; code: 'ELOOP' | 'SQLITE_CANTOPEN' } | undefined {
+  if (stat === undefined || stat.isFile()) return undefined;
+  if (stat.isSymbolicLink()) return { what: 'a symbolic link', code: 'ELOOP' };
+  return {
+    what: stat.isDirectory() ? 'a directory' : 'not a regular file',
+    code: 'SQLITE_CANTOPEN',
+  };
 }
 
 function sameFile(stat: Stats, other: string): boolean {
@@ -247,7 +259,7 @@ export function jobPathTooLong(rootDir: string, stem: string): PersistencyError 
 }
 
 /** `path` with every link resolved, as far as it exists (the rest is appended as it is). */
-function realPathOf(path: string): string {
+export function realPathOf(path: string): string {
   const rest: string[] = [];
   for (let at = resolve(path); ; at = dirname(at)) {
     try {

@@ -20,14 +20,14 @@
  * released: deleting it would let two processes lock two different files of that name.
  * Its name starts with a dot, which no job file's name can (see paths.ts).
  */
-import { accessSync, existsSync, constants as fsConstants, lstatSync, realpathSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { accessSync, existsSync, constants as fsConstants, lstatSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
 import { codeOf, PersistencyError } from './errors.js';
 import { fileIdOf } from './file-identity.js';
 
-import { ROOT_LOCK_FILE } from './paths.js';
+import { irregularFile, ROOT_LOCK_FILE, realPathOf } from './paths.js';
 
 export { ROOT_LOCK_FILE };
 
@@ -66,7 +66,7 @@ export class RootLock {
 
   /** The lock of `rootDir` that every instance of this thread shares. */
   static of(rootDir: string): RootLock {
-    const path = join(realRoot(rootDir), ROOT_LOCK_FILE);
+    const path = join(realPathOf(rootDir), ROOT_LOCK_FILE);
     // Kept in the map from its first share (acquire) to its last: use it at once.
     return RootLock.#held.get(path) ?? new RootLock(path);
   }
@@ -184,13 +184,12 @@ function busyError(path: string, jobFile: string, e: unknown): PersistencyError 
 
 /** A lock file that is a link or not a regular file is never opened (SQLite would follow it). */
 function unsafeLockFile(path: string, jobFile: string): PersistencyError | undefined {
-  const stat = lstatSync(path, { throwIfNoEntry: false });
-  if (stat === undefined || stat.isFile()) return undefined;
-  const what = stat.isSymbolicLink() ? 'a symbolic link' : 'not a regular file';
+  const odd = irregularFile(lstatSync(path, { throwIfNoEntry: false }));
+  if (odd === undefined) return undefined;
   return new PersistencyError(
     'Backend',
-    `${jobFile}: cannot lock its root: ${path} is ${what}; the lock file is never reached through links (left as it is)`,
-    { code: stat.isSymbolicLink() ? 'ELOOP' : 'SQLITE_CANTOPEN' },
+    `${jobFile}: cannot lock its root: ${path} is ${odd.what}; the lock file is never reached through links (left as it is)`,
+    { code: odd.code },
   );
 }
 
@@ -213,13 +212,4 @@ function lockError(path: string, context: string, e: unknown): PersistencyError 
     }
   }
   return new PersistencyError('Backend', `${context}: ${path}: ${why}`, { code, cause: e });
-}
-
-/** The root's real path where it exists (a root reached through a link is the same root). */
-function realRoot(rootDir: string): string {
-  try {
-    return realpathSync(rootDir);
-  } catch {
-    return resolve(rootDir);
-  }
 }

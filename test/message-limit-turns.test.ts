@@ -17,6 +17,10 @@ vi.mock('../src/protocol/bytes.js', async (original) => ({
 const { key, Persistency, payload, prefixRange } = await import('../src/index.js');
 const { unwrap, useTempDirs } = await import('./support/env.js');
 const tempDir = useTempDirs('persistency-message-turns-');
+const THREAD_MODES: [string, { workerThreads: 'per-job' | number }][] = [
+  ['per-job', { workerThreads: 'per-job' }],
+  ['2 threads', { workerThreads: 2 }],
+];
 
 describe.each<[string, boolean, { workerThreads: 'per-job' | number }]>([
   ['per-job', false, { workerThreads: 'per-job' }],
@@ -81,10 +85,7 @@ describe.each<[string, boolean, { workerThreads: 'per-job' | number }]>([
   });
 });
 
-describe.each<[string, { workerThreads: 'per-job' | number }]>([
-  ['per-job', { workerThreads: 'per-job' }],
-  ['2 threads', { workerThreads: 2 }],
-])('a put after large reads in one turn (%s)', (_n, options) => {
+describe.each(THREAD_MODES)('a put after large reads in one turn (%s)', (_n, options) => {
   it('persistPut does not throw; the reads and the put are answered in order', async () => {
     const p = unwrap(Persistency.open(tempDir(), options));
     const failures: unknown[] = [];
@@ -118,10 +119,7 @@ describe.each<[string, { workerThreads: 'per-job' | number }]>([
   });
 });
 
-describe.each<[string, { workerThreads: 'per-job' | number }]>([
-  ['per-job', { workerThreads: 'per-job' }],
-  ['2 threads', { workerThreads: 2 }],
-])('two watches with large bounds in one turn (%s)', (_n, options) => {
+describe.each(THREAD_MODES)('two watches with large bounds in one turn (%s)', (_n, options) => {
   it('neither throws, and the job keeps working', async () => {
     const p = unwrap(Persistency.open(tempDir(), options));
     const failed: unknown[] = [];
@@ -143,30 +141,30 @@ describe.each<[string, { workerThreads: 'per-job' | number }]>([
   });
 });
 
-describe.each<[string, { workerThreads: 'per-job' | number }]>([
-  ['per-job', { workerThreads: 'per-job' }],
-  ['2 threads', { workerThreads: 2 }],
-])('a put after a watch with large bounds in one turn (%s)', (_n, options) => {
-  it('persistPut does not throw and the put is stored', async () => {
-    const p = unwrap(Persistency.open(tempDir(), options));
-    const job = unwrap(await p.openJob('j'));
-    const part = new Uint8Array(65_535).fill(7);
-    const big = (n: number) => key(n, ...Array.from({ length: 20 }, () => part)); // ~1.25 MiB
-    const feed = job.watch('c', { start: big(1), stop: big(2) }); // ~2.5 MiB of frame, not sent
-    let thrown: unknown;
-    try {
-      job.persistPut('c', key(2), new Uint8Array(1536 * 1024)); // would take it past 4 MiB
-    } catch (e) {
-      thrown = e;
-    }
-    const flushed = await job.flush();
-    const stored = unwrap(await job.get('c', key(2)));
-    await feed.return?.();
-    await p.close();
-    expect({
-      thrown: thrown === undefined ? 'none' : String(thrown),
-      flush: flushed.isOk() ? 'Ok' : flushed.error.kind,
-      stored: stored?.length,
-    }).toEqual({ thrown: 'none', flush: 'Ok', stored: 1536 * 1024 });
-  });
-});
+describe.each(THREAD_MODES)(
+  'a put after a watch with large bounds in one turn (%s)',
+  (_n, options) => {
+    it('persistPut does not throw and the put is stored', async () => {
+      const p = unwrap(Persistency.open(tempDir(), options));
+      const job = unwrap(await p.openJob('j'));
+      const part = new Uint8Array(65_535).fill(7);
+      const big = (n: number) => key(n, ...Array.from({ length: 20 }, () => part)); // ~1.25 MiB
+      const feed = job.watch('c', { start: big(1), stop: big(2) }); // ~2.5 MiB of frame, not sent
+      let thrown: unknown;
+      try {
+        job.persistPut('c', key(2), new Uint8Array(1536 * 1024)); // would take it past 4 MiB
+      } catch (e) {
+        thrown = e;
+      }
+      const flushed = await job.flush();
+      const stored = unwrap(await job.get('c', key(2)));
+      await feed.return?.();
+      await p.close();
+      expect({
+        thrown: thrown === undefined ? 'none' : String(thrown),
+        flush: flushed.isOk() ? 'Ok' : flushed.error.kind,
+        stored: stored?.length,
+      }).toEqual({ thrown: 'none', flush: 'Ok', stored: 1536 * 1024 });
+    });
+  },
+);

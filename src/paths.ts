@@ -213,13 +213,20 @@ export function unsafeJobFile(dbPath: string): UnsafeJobFile | undefined {
   return undefined;
 }
 
+/** What `lstat` tells of a file's kind (node:fs's Stats, not named: this module is public). */
+interface FileKind {
+  isFile(): boolean;
+  isSymbolicLink(): boolean;
+  isDirectory(): boolean;
+}
+
 /**
  * What a path whose `lstat` is `stat` holds when SQLite must not open it: a link (SQLite
  * would follow it) or not a regular file (a device it would write pages into, a pipe whose
  * open waits forever). Undefined for a regular file or nothing.
  */
 export function irregularFile(
-  stat: Stats | undefined,
+  stat: FileKind | undefined,
 ): { what: string; code: 'ELOOP' | 'SQLITE_CANTOPEN' } | undefined {
   if (stat === undefined || stat.isFile()) return undefined;
   if (stat.isSymbolicLink()) return { what: 'a symbolic link', code: 'ELOOP' };

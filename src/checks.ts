@@ -1,5 +1,5 @@
 import { lengthNow, realBytes } from './bytes.js';
-import { compareBytes } from './codec/key.js';
+import { rangeAfter } from './codec/key.js';
 import { counterBytes, inInt64 } from './counter.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
@@ -225,25 +225,6 @@ export function checkedBatchBody(records: readonly OpRecord[]): number {
   if (body > MAX_BATCH_BYTES)
     throw new Refused(`persist: a batch encodes to at most ${MAX_BATCH_BYTES} bytes, got ${body}`);
   return body;
-}
-
-/**
- * The range `[start, stop)` (empty `stop`: no bound) narrowed to what comes strictly after
- * `after` in scan order; undefined when nothing can. Appending a 0 byte gives the least
- * key above `after`; with `reverse`, `after` itself is the (exclusive) stop.
- */
-export function rangeAfter(
-  [start, stop]: [Uint8Array, Uint8Array],
-  after: Uint8Array,
-  reverse: boolean,
-): [Uint8Array, Uint8Array] | undefined {
-  if (reverse) {
-    if (after.length === 0) return undefined; // nothing is below the empty key
-    return stop.length === 0 || compareBytes(after, stop) < 0 ? [start, after] : [start, stop];
-  }
-  const next = new Uint8Array(after.length + 1);
-  next.set(after);
-  return compareBytes(next, start) > 0 ? [next, stop] : [start, stop];
 }
 
 /**

@@ -20,7 +20,7 @@ const sha = (file: string) => createHash('sha256').update(readFileSync(file)).di
 const scanAll = (b: KvBackend, ...args: [Uint8Array, Uint8Array, Uint8Array, boolean, number]) => {
   const w = new ByteWriter(64);
   let n = 0;
-  for (const rows of b.scanPages(() => w, ...args)) n += rows;
+  for (const page of b.scanPages(() => w, ...args)) n += page.rows;
   const r = new ByteReader(w.buf.subarray(0, w.pos));
   const rows: (readonly [Uint8Array, Uint8Array])[] = [];
   for (let i = 0; i < n; i++) rows.push([r.blob().slice(), r.blob().slice()]);

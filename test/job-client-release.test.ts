@@ -77,7 +77,7 @@ const released: FromWorker = {
   error: undefined,
   unflushed: undefined,
   polls: { tried: 0, caught: 0, busy: 0 },
-  reads: { batched: 0, parts: 0, slices: 0, besidePaused: 0 },
+  reads: { batched: 0, parts: 0, readAhead: 0, slices: 0, besidePaused: 0 },
 };
 
 describe('JobClient releases', () => {

@@ -140,6 +140,26 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
+/**
+ * The range `[start, stop)` (empty `stop`: no bound) narrowed to what comes strictly after
+ * `after` in scan order; undefined when nothing can. A scan's cursor is applied this way,
+ * and the worker guesses a pager's next page with it. Appending a 0 byte gives the least
+ * key above `after`; with `reverse`, `after` itself is the (exclusive) stop.
+ */
+export function rangeAfter(
+  [start, stop]: [Uint8Array, Uint8Array],
+  after: Uint8Array,
+  reverse: boolean,
+): [Uint8Array, Uint8Array] | undefined {
+  if (reverse) {
+    if (after.length === 0) return undefined; // nothing is below the empty key
+    return stop.length === 0 || compareBytes(after, stop) < 0 ? [start, after] : [start, stop];
+  }
+  const next = new Uint8Array(after.length + 1);
+  next.set(after);
+  return compareBytes(next, start) > 0 ? [next, stop] : [start, stop];
+}
+
 /** The bytes of a Key, or of a genuine Uint8Array; InvalidArgument otherwise. */
 export function bytesOf(k: Key | Uint8Array, what: string): Uint8Array {
   if (isKeyValue(k)) return keyBytes(k);

@@ -134,6 +134,8 @@ export interface ReadStats {
   readonly batched: number;
   /** Parts of long scans and getManys sent before the read finished. */
   readonly parts: number;
+  /** Scans answered from a page read ahead for a pager (src/worker/page-ahead.ts). */
+  readonly readAhead: number;
   /** Times the job gave its thread to the other jobs on it before finishing its work. */
   readonly slices: number;
   /** Requests of the job taken up while another job's work on the thread was paused. */

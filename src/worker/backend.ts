@@ -55,6 +55,7 @@ export class KvBackend {
   readonly #anyFrom: Lazy<[Bytes, Bytes], number>;
   readonly #anyInRange: Lazy<[Bytes, Bytes, Bytes], number>;
   readonly #putRun: Lazy<[readonly Bytes[]]>;
+  readonly #totalChanges: Lazy<[], number>;
   #reads: ReadStatements;
   #expiry: ExpiryStatements | undefined;
   /** `getMany` statements by key count, prepared when first needed. */
@@ -78,6 +79,7 @@ export class KvBackend {
     this.db = db;
     this.fileId = fileId;
     this.#put = db.prepare('INSERT OR REPLACE INTO kv (category, key, payload) VALUES (?, ?, ?)');
+    this.#totalChanges = lazy(() => db.prepare<[], number>('SELECT total_changes()').pluck());
     this.#putRun = lazy(() =>
       db.prepare<[readonly Bytes[]]>(
         `INSERT OR REPLACE INTO kv (category, key, payload) VALUES ${Array(PUT_RUN).fill('(?, ?, ?)').join(', ')}`,
@@ -326,7 +328,7 @@ export class KvBackend {
   /**
    * Write the rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or
    * reversed, at most `limit` of them (-1: no limit), into `w` as row records, a page at a
-   * time (see RangePages), yielding each page's row count. Pages read a long range faster
+   * time (see RangePages), yielding each page's row count and last key. Pages read a long range faster
    * than one `iterate()` or one `all()` (README, Performance), and between pages the worker
    * may serve another job.
    */
@@ -337,7 +339,7 @@ export class KvBackend {
     stop: Bytes,
     reverse: boolean,
     limit: number,
-  ): Generator<number, void, void> {
+  ): Generator<{ rows: number; last: Buffer | undefined }, void, void> {
     const range = { category, start, stop, reverse };
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     let after: Bytes | undefined;
@@ -346,11 +348,19 @@ export class KvBackend {
       const out = w();
       const page = this.#reads.pages.page(out, range, after, want);
       if (page.built !== undefined) out.bytes(page.built);
-      yield page.rows;
+      yield page;
       if (page.rows < want) return;
       left -= want;
       after = page.last;
     }
+  }
+
+  /**
+   * Rows inserted, changed or deleted through this connection since it opened: unchanged
+   * means no row changed (a rollback only undoes changes that counted).
+   */
+  changes(): number {
+    return this.#totalChanges().get() as number;
   }
 
   count(category: Bytes, start: Bytes, stop: Bytes): number {

@@ -173,6 +173,7 @@ export class JobWorker {
       this.#replies.answered = false;
       if (yield* this.#group(msg)) return;
       if (this.#sweep.due()) yield* this.#sweep.run(this.#waiting);
+      if (this.#inbox.length === 0) yield* this.#reads.ahead.readAhead();
       // Later messages come from the port's listener (other jobs of the thread go first),
       // or, right after an answer, from the poll.
       msg = this.#inbox.shift() ?? (this.#replies.answered ? this.#poller?.next() : undefined);
@@ -378,6 +379,7 @@ export class JobWorker {
       reads: {
         batched: this.#reads.batched,
         parts: this.#reads.parts,
+        readAhead: this.#reads.ahead.served,
         slices: this.#slices,
         besidePaused: this.#besidePaused,
       },

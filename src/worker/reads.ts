@@ -19,6 +19,7 @@ import { endOf, getKeyAt, type RequestReader } from '../protocol/request-reader.
 import { GET_RUN_MAX, type GetManyMarkers, type KvBackend } from './backend.js';
 import type { Faults } from './faults.js';
 import type { GroupReplies } from './group-replies.js';
+import { PageAhead } from './page-ahead.js';
 import { type Pause, RANGE_CHUNK, type SliceClock } from './slice.js';
 
 /**
@@ -55,6 +56,8 @@ export class JobReads {
   batched = 0;
   /** Parts of long scans and getManys sent before the read finished (tests). */
   parts = 0;
+  /** A pager's next page, read before it is asked for. */
+  readonly ahead: PageAhead;
   readonly #backend: KvBackend;
   readonly #replies: GroupReplies;
   readonly #faults: Faults;
@@ -71,11 +74,13 @@ export class JobReads {
     this.#replies = replies;
     this.#faults = faults;
     this.#slice = slice;
+    this.ahead = new PageAhead(backend, slice);
   }
 
-  /** The group ended: keep no frame alive. */
+  /** The group ended: keep no frame alive, nor a page read ahead that it did not ask for. */
   endGroup(): void {
     this.#shortRunFrame = undefined;
+    this.ahead.endGroup();
   }
 
   get(cat: Uint8Array, key: Uint8Array): void {
@@ -266,15 +271,26 @@ export class JobReads {
     stream: boolean,
   ): Generator<Pause, void, void> {
     const replies = this.#replies;
+    const request = { cat, start, stop, reverse, limit };
+    if (this.ahead.answer(request, replies)) {
+      replies.ok();
+      return;
+    }
     let at = beginRows(replies.w);
+    let rows = 0;
+    let bytes = 0;
+    let last: Uint8Array | undefined;
     try {
       let n = 0;
       const writer = () => replies.w;
-      for (const rows of this.#backend.scanPages(writer, cat, start, stop, reverse, limit)) {
-        n += rows;
+      for (const page of this.#backend.scanPages(writer, cat, start, stop, reverse, limit)) {
+        n += page.rows;
+        last = page.last ?? last;
         const w = replies.w;
         if (stream && (w.pos - at >= PART_BYTES || this.#slice.due())) {
           endRows(w, at, n, true);
+          bytes += w.pos - at;
+          rows += n;
           replies.send(0);
           this.parts++;
           at = beginRows(replies.w);
@@ -283,10 +299,14 @@ export class JobReads {
         if (this.#slice.due()) yield 'slice';
       }
       endRows(replies.w, at, n);
+      bytes += replies.w.pos - at;
+      rows += n;
     } catch (e) {
       replies.failedAt(at, e);
+      this.ahead.failed();
       return;
     }
     replies.ok();
+    this.ahead.read(request, rows, last, bytes);
   }
 }

@@ -6,8 +6,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compareKeys, type Key, key, Persistency, payload } from '../src/index.js';
+import { type Key, key, Persistency, payload } from '../src/index.js';
 import { unwrap, useTempDirs } from './support/env.js';
+import { modelPage } from './support/rows.js';
 
 useTempDirs('persistency-cursor-');
 const RUNS = Number(process.env.FC_NUM_RUNS ?? 60);
@@ -42,15 +43,7 @@ describe('scan after', () => {
             const rows = unwrap(
               await job.scan('c', range, { reverse, limit, ...(cursor ? { after: cursor } : {}) }),
             );
-            const expected = [...model]
-              .filter(inRange)
-              .filter((i) => {
-                if (cursor === undefined) return true;
-                const c = compareKeys(key(i), cursor);
-                return reverse ? c < 0 : c > 0;
-              })
-              .sort((a, b) => (reverse ? b - a : a - b))
-              .slice(0, limit);
+            const expected = modelPage([...model].filter(inRange), cursor, reverse, limit);
             expect(rows.map((r) => hex(r.key))).toEqual(expected.map((i) => hex(key(i))));
             for (const i of expected) seen.push(i);
             if (rows.length < limit) break;

@@ -8,7 +8,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  compareKeys,
   type Job,
   type Key,
   key,
@@ -20,6 +19,7 @@ import { closeJobHandle, injectFault } from '../src/job.js';
 import { testClock } from './support/changes.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { ROOT_MODES } from './support/modes.js';
+import { modelPage } from './support/rows.js';
 
 const tempDir = useTempDirs('persistency-page-ahead-');
 const RUNS = Number(process.env.FC_NUM_RUNS ?? 40);
@@ -125,14 +125,7 @@ describe.each(MODES)('pages read ahead (%s)', (_name, memory, options) => {
                 },
               ),
             );
-            const want = [...model]
-              .filter((i) => {
-                if (cursor === undefined) return true;
-                const c = compareKeys(key(i), cursor);
-                return reverse ? c < 0 : c > 0;
-              })
-              .sort((a, b) => (reverse ? b - a : a - b))
-              .slice(0, limit);
+            const want = modelPage(model, cursor, reverse, limit);
             expect(rows.map((r) => hex(r.key))).toEqual(want.map((i) => hex(key(i))));
             for (const r of rows) {
               const i = want[rows.indexOf(r)] as number;

@@ -1,7 +1,7 @@
 /*
  * Reading the rows of iterators in tests.
  */
-import { decodeKey, type KvRow } from '../../src/index.js';
+import { compareKeys, decodeKey, type Key, type KvRow, key } from '../../src/index.js';
 
 /** The i64 key parts of rows, as numbers. */
 export const ids = (rows: readonly KvRow[]): number[] =>
@@ -12,4 +12,24 @@ export async function all(it: AsyncIterable<KvRow>): Promise<KvRow[]> {
   const rows: KvRow[] = [];
   for await (const row of it) rows.push(row);
   return rows;
+}
+
+/**
+ * The page a scan of keys `key(i)` gives over the rows `model`: those past `cursor` in scan
+ * order (below it with `reverse`), at most `limit`.
+ */
+export function modelPage(
+  model: Iterable<number>,
+  cursor: Key | undefined,
+  reverse: boolean,
+  limit: number,
+): number[] {
+  return [...model]
+    .filter((i) => {
+      if (cursor === undefined) return true;
+      const c = compareKeys(key(i), cursor);
+      return reverse ? c < 0 : c > 0;
+    })
+    .sort((a, b) => (reverse ? b - a : a - b))
+    .slice(0, limit);
 }

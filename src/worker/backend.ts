@@ -363,6 +363,11 @@ export class KvBackend {
     return this.#totalChanges().get() as number;
   }
 
+  /** What `scanPages` would write of the same range, in bytes of keys and payloads, without reading a payload. */
+  scanBytes(category: Bytes, start: Bytes, stop: Bytes, reverse: boolean, limit: number): number {
+    return this.#reads.pages.bytes({ category, start, stop, reverse }, limit);
+  }
+
   count(category: Bytes, start: Bytes, stop: Bytes): number {
     return (
       (stop.length === 0

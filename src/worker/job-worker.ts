@@ -173,7 +173,7 @@ export class JobWorker {
       this.#replies.answered = false;
       if (yield* this.#group(msg)) return;
       if (this.#sweep.due()) yield* this.#sweep.run(this.#waiting);
-      if (this.#inbox.length === 0) yield* this.#reads.ahead.readAhead();
+      yield* this.#reads.ahead.readAhead(); // a pager's next page (see PageAhead)
       // Later messages come from the port's listener (other jobs of the thread go first),
       // or, right after an answer, from the poll.
       msg = this.#inbox.shift() ?? (this.#replies.answered ? this.#poller?.next() : undefined);

@@ -13,8 +13,8 @@ import type { GroupReplies } from './group-replies.js';
 import type { Pause, SliceClock } from './slice.js';
 
 /**
- * A page is read ahead only after a page of at most this many bytes of rows, and dropped
- * if it grows past twice that: one is held per job.
+ * A page is read ahead only after a page of at most this many bytes of rows, and only if
+ * its own keys and payloads come to at most this many.
  */
 export const READ_AHEAD_MAX_BYTES = 256 * 1024;
 
@@ -54,7 +54,10 @@ export class PageAhead {
   served = 0;
   readonly #backend: KvBackend;
   readonly #slice: SliceClock;
-  /** The request that would go on from the last scan, had it filled its limit. */
+  /**
+   * The request that would go on from the last scan, had it filled its limit: copies, since
+   * a request's bytes are views of the frame it came in, which may be large.
+   */
   #expected: PageRequest | undefined;
   /** A pager's next page, to read before the job sleeps. */
   #due: PageRequest | undefined;
@@ -67,12 +70,13 @@ export class PageAhead {
 
   /**
    * Answer `request` with the page read ahead for it, when it is that page and still what a
-   * read would give; false to read it as usual (then call `read`).
+   * read would give; false to read it as usual (then call `read`). Either way the held page
+   * is let go: a job holds one only until its next scan.
    */
   answer(request: PageRequest, replies: GroupReplies): boolean {
     const held = this.#held;
-    if (held === undefined || !sameRequest(held.request, request)) return false;
     this.#held = undefined;
+    if (held === undefined || !sameRequest(held.request, request)) return false;
     const b = this.#backend;
     if (b.expiry || held.changes !== b.changes()) return false;
     const w = replies.w;
@@ -84,17 +88,9 @@ export class PageAhead {
     return true;
   }
 
-  /** `request` was read: `rows` rows of `bytes` bytes, the last one's key `last`. */
+  /** `request` was read: `rows` rows of `bytes` bytes of records, the last one's key `last`. */
   read(request: PageRequest, rows: number, last: Uint8Array | undefined, bytes: number): void {
     this.#wentOn(request, rows, last, bytes);
-  }
-
-  /**
-   * The job's group ended: a page read ahead after the group before it and not asked for
-   * in this one is dropped, so a job holds one only until its next request.
-   */
-  endGroup(): void {
-    this.#held = undefined;
   }
 
   /** A scan failed: no pager goes on from it. */
@@ -103,25 +99,42 @@ export class PageAhead {
     this.#due = undefined;
   }
 
+  /** The job's group ended: a held page that its writes made stale is let go at once. */
+  endGroup(): void {
+    if (this.#held !== undefined && this.#held.changes !== this.#backend.changes())
+      this.#held = undefined;
+  }
+
   #wentOn(request: PageRequest, rows: number, last: Uint8Array | undefined, bytes: number): void {
     const pager = this.#expected !== undefined && sameRequest(this.#expected, request);
-    this.#expected = undefined;
-    this.#due = undefined;
-    // Rows with expiry drop out of a page by the clock alone, which no change count shows.
+    this.failed();
     if (last === undefined || request.limit <= 0 || rows < request.limit) return;
     if (bytes > READ_AHEAD_MAX_BYTES) return;
+    // Rows with expiry drop out of a page by the clock alone, which no change count shows.
     if (this.#backend.expiry) return;
     const next = rangeAfter([request.start, request.stop], last, request.reverse);
     if (next === undefined) return;
-    this.#expected = { ...request, start: next[0], stop: next[1] };
+    const { cat, reverse, limit } = request;
+    this.#expected = {
+      cat: cat.slice(),
+      start: next[0].slice(),
+      stop: next[1].slice(),
+      reverse,
+      limit,
+    };
     if (pager) this.#due = this.#expected;
   }
 
   /**
-   * Read the page a pager asks for next, if one is due, outside any transaction (a page read
-   * inside one could show writes its rollback takes back). On a shared thread it pauses
-   * between SQLite's pages when the others are due; this job's requests wait meanwhile, so
-   * nothing changes its rows before the page is held. A failure is left to the scan itself.
+   * Read the page a pager asks for next, if one is due and no longer than
+   * READ_AHEAD_MAX_BYTES, outside any transaction (a page read inside one could show writes
+   * its rollback takes back). Its length is summed first from the rows' headers, which
+   * steps over its rows once more: cheap for small rows, and large rows after small pages
+   * are what it keeps out of memory. It runs right after the answer, whatever waits: the
+   * job's next request (most often that page) waits for at most one such page. On a shared
+   * thread it pauses between SQLite's pages when the others are due; this job's requests
+   * wait meanwhile, so nothing changes its rows before the page is held. A failure is left
+   * to the scan that asks for the page, which reads it again.
    */
   *readAhead(): Generator<Pause, void, void> {
     const request = this.#due;
@@ -129,16 +142,16 @@ export class PageAhead {
     const b = this.#backend;
     if (request === undefined || b.db.inTransaction) return;
     this.#held = undefined;
-    const w = new ByteWriter(16 * 1024);
-    let rows = 0;
-    let last: Uint8Array | undefined;
     try {
-      const changes = b.changes();
       const { cat, start, stop, reverse, limit } = request;
+      if (b.scanBytes(cat, start, stop, reverse, limit) > READ_AHEAD_MAX_BYTES) return;
+      const changes = b.changes();
+      const w = new ByteWriter(16 * 1024);
+      let rows = 0;
+      let last: Uint8Array | undefined;
       for (const page of b.scanPages(() => w, cat, start, stop, reverse, limit)) {
         rows += page.rows;
         last = page.last ?? last;
-        if (w.pos > 2 * READ_AHEAD_MAX_BYTES) return;
         if (this.#slice.due()) yield 'slice';
       }
       this.#held = { request, records: w.buf.subarray(0, w.pos), rows, last, changes };

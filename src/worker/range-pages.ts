@@ -63,11 +63,17 @@ type Bound = 'open' | 'closed';
 type ByShape<T> = Record<Direction, Record<Bound, readonly [T, T]>>;
 
 /** The WHERE of each shape: ascending pages go on after the last key, descending ones below it. */
-function pageQuery(dir: Direction, bound: Bound, later: boolean, expiry: boolean): string {
+function pageQuery(
+  dir: Direction,
+  bound: Bound,
+  later: boolean,
+  expiry: boolean,
+  columns = `key, ${PAYLOAD} AS payload`,
+): string {
   const from = dir === 'asc' && later ? '>' : '>=';
   // Below the last key, a descending page's range is closed even when the scan's is not.
   const closed = bound === 'closed' || (dir === 'desc' && later);
-  return `SELECT key, ${PAYLOAD} AS payload FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''}${liveOnly(expiry)} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
+  return `SELECT ${columns} FROM kv WHERE category = ? AND key ${from} ?${closed ? ' AND key < ?' : ''}${liveOnly(expiry)} ORDER BY key ${dir.toUpperCase()} LIMIT ?`;
 }
 
 function byShape<T>(make: (dir: Direction, bound: Bound, later: boolean) => T): ByShape<T> {
@@ -111,6 +117,11 @@ export class RangePages {
    * undefined until the first page asks.
    */
   #records: ByShape<() => RecordsStatement> | null | undefined;
+  /**
+   * The bytes of a page's keys and payloads from their lengths alone: `octet_length` of a
+   * column is read from the row's header, not from the value (so not from overflow pages).
+   */
+  readonly #bytes: ByShape<() => Database.Statement<(Bytes | number)[], number>>;
 
   /**
    * `expiry`: the file has expiry, whose expired rows the pages leave out. `concatWorks`:
@@ -129,6 +140,16 @@ export class RangePages {
     this.#concatWorks = concatWorks;
     this.#rows = byShape((dir, bound, later) =>
       lazy(() => db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw()),
+    );
+    const lengths = 'octet_length(key) + octet_length(payload) AS n';
+    this.#bytes = byShape((dir, bound, later) =>
+      lazy(() =>
+        db
+          .prepare<(Bytes | number)[], number>(
+            `SELECT total(n) FROM (${pageQuery(dir, bound, later, expiry, lengths)})`,
+          )
+          .pluck(),
+      ),
     );
   }
 
@@ -165,9 +186,9 @@ export class RangePages {
     after: Bytes | undefined,
     want: number,
   ): { rows: number; last: Buffer | undefined; built: Buffer | undefined } {
-    const { stop, reverse } = range;
+    const { reverse } = range;
     const args = RangePages.#args(range, after, want);
-    const shape = [reverse ? 'desc' : 'asc', stop.length === 0 ? 'open' : 'closed'] as const;
+    const shape = RangePages.#shape(range);
     const later = after === undefined ? 0 : 1;
     let rows = 0;
     let last: Buffer | undefined;
@@ -201,6 +222,17 @@ export class RangePages {
     }
     if (last !== undefined && after !== undefined) inKeyOrder(after, last, reverse);
     return { rows, last, built };
+  }
+
+  /** The bytes of the keys and payloads of the first `want` rows of `range`, read from their lengths. */
+  bytes(range: Range, want: number): number {
+    const shape = RangePages.#shape(range);
+    const bytes = this.#bytes[shape[0]][shape[1]][0]();
+    return bytes.get(...RangePages.#args(range, undefined, want)) as number;
+  }
+
+  static #shape({ stop, reverse }: Range): readonly [Direction, Bound] {
+    return [reverse ? 'desc' : 'asc', stop.length === 0 ? 'open' : 'closed'];
   }
 
   static #args(

@@ -77,7 +77,7 @@ export class JobReads {
     this.ahead = new PageAhead(backend, slice);
   }
 
-  /** The group ended: keep no frame alive, nor a page read ahead that it did not ask for. */
+  /** The group ended: keep no frame alive, nor a page read ahead that its writes made stale. */
   endGroup(): void {
     this.#shortRunFrame = undefined;
     this.ahead.endGroup();

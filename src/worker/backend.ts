@@ -20,7 +20,7 @@ import {
   ReadStatements,
 } from './kv-statements.js';
 import { type Lazy, lazy } from './lazy-statement.js';
-import { concatKeepsBytes, inKeyOrder, type RowSizeHint } from './range-pages.js';
+import { concatKeepsBytes, type Extent, inKeyOrder, type RowSizeHint } from './range-pages.js';
 
 export { type BackendOptions, SCHEMA_VERSION } from './job-database.js';
 export { GET_MANY_INLINE_BYTES, type GetManyMarkers } from './kv-statements.js';
@@ -363,9 +363,9 @@ export class KvBackend {
     return this.#totalChanges().get() as number;
   }
 
-  /** What `scanPages` would write of the same range, in bytes of keys and payloads, without reading a payload. */
-  scanBytes(category: Bytes, start: Bytes, stop: Bytes, reverse: boolean, limit: number): number {
-    return this.#reads.pages.bytes({ category, start, stop, reverse }, limit);
+  /** What `scanPages` would write of the same range (see Extent), without reading a payload. */
+  scanExtent(category: Bytes, start: Bytes, stop: Bytes, reverse: boolean, limit: number): Extent {
+    return this.#reads.pages.extent({ category, start, stop, reverse }, limit);
   }
 
   count(category: Bytes, start: Bytes, stop: Bytes): number {

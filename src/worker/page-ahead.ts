@@ -144,9 +144,11 @@ export class PageAhead {
     this.#held = undefined;
     try {
       const { cat, start, stop, reverse, limit } = request;
-      if (b.scanBytes(cat, start, stop, reverse, limit) > READ_AHEAD_MAX_BYTES) return;
+      const extent = b.scanExtent(cat, start, stop, reverse, limit);
+      if (extent.bytes > READ_AHEAD_MAX_BYTES) return;
       const changes = b.changes();
-      const w = new ByteWriter(16 * 1024);
+      // The records: two u32 lengths a row besides the bytes.
+      const w = new ByteWriter(extent.bytes + 8 * extent.rows + 64);
       let rows = 0;
       let last: Uint8Array | undefined;
       for (const page of b.scanPages(() => w, cat, start, stop, reverse, limit)) {

@@ -99,6 +99,12 @@ export interface Range {
  */
 const LARGE_ROW_BYTES = 64 * 1024;
 
+/** The first rows of a range: how many, and the bytes of their keys and payloads. */
+export interface Extent {
+  readonly rows: number;
+  readonly bytes: number;
+}
+
 /** What the pages of one job have shown of its rows' size, shared by its connections. */
 export interface RowSizeHint {
   large: boolean;
@@ -118,10 +124,11 @@ export class RangePages {
    */
   #records: ByShape<() => RecordsStatement> | null | undefined;
   /**
-   * The bytes of a page's keys and payloads from their lengths alone: `octet_length` of a
-   * column is read from the row's header, not from the value (so not from overflow pages).
+   * A page's row count and bytes of keys and payloads, from their lengths: `octet_length`
+   * of a column comes from the row's header and copies no value (stepping over a row that
+   * spills onto overflow pages still reads them: this table is a b-tree of whole rows).
    */
-  readonly #bytes: ByShape<() => Database.Statement<(Bytes | number)[], number>>;
+  readonly #extents: ByShape<() => Database.Statement<(Bytes | number)[], [number, number]>>;
 
   /**
    * `expiry`: the file has expiry, whose expired rows the pages leave out. `concatWorks`:
@@ -142,13 +149,13 @@ export class RangePages {
       lazy(() => db.prepare<(Bytes | number)[], Row>(pageQuery(dir, bound, later, expiry)).raw()),
     );
     const lengths = 'octet_length(key) + octet_length(payload) AS n';
-    this.#bytes = byShape((dir, bound, later) =>
+    this.#extents = byShape((dir, bound, later) =>
       lazy(() =>
         db
-          .prepare<(Bytes | number)[], number>(
-            `SELECT total(n) FROM (${pageQuery(dir, bound, later, expiry, lengths)})`,
+          .prepare<(Bytes | number)[], [number, number]>(
+            `SELECT total(n), count(*) FROM (${pageQuery(dir, bound, later, expiry, lengths)})`,
           )
-          .pluck(),
+          .raw(),
       ),
     );
   }
@@ -224,11 +231,18 @@ export class RangePages {
     return { rows, last, built };
   }
 
-  /** The bytes of the keys and payloads of the first `want` rows of `range`, read from their lengths. */
-  bytes(range: Range, want: number): number {
+  /**
+   * The first `want` rows of `range`: how many, and the bytes of their keys and payloads,
+   * read from their lengths.
+   */
+  extent(range: Range, want: number): Extent {
     const shape = RangePages.#shape(range);
-    const bytes = this.#bytes[shape[0]][shape[1]][0]();
-    return bytes.get(...RangePages.#args(range, undefined, want)) as number;
+    const statement = this.#extents[shape[0]][shape[1]][0]();
+    const [bytes, rows] = statement.get(...RangePages.#args(range, undefined, want)) as [
+      number,
+      number,
+    ];
+    return { rows, bytes };
   }
 
   static #shape({ stop, reverse }: Range): readonly [Direction, Bound] {

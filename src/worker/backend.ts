@@ -328,9 +328,9 @@ export class KvBackend {
   /**
    * Write the rows of `[start, stop)` (an empty `stop`: no upper bound) in key order, or
    * reversed, at most `limit` of them (-1: no limit), into `w` as row records, a page at a
-   * time (see RangePages), yielding each page's row count and last key. Pages read a long range faster
-   * than one `iterate()` or one `all()` (README, Performance), and between pages the worker
-   * may serve another job.
+   * time (see RangePages), yielding each page's row count and last key. Pages read a long
+   * range faster than one `iterate()` or one `all()` (README, Performance), and between
+   * pages the worker may serve another job.
    */
   *scanPages(
     w: () => ByteWriter,

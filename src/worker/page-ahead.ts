@@ -1,9 +1,9 @@
 /*
- * A pager's next page, read while the job is otherwise idle. Paging with `after` is one
- * request after another, so the worker would wait while the caller decodes each page: once
- * a scan asks for exactly the page after a limited scan that filled its limit, the job is
- * taken for a pager and the page after that is read ahead, to answer the next such scan if
- * no row of the job has changed since (SQLite's total_changes).
+ * A pager's next page, read right after the page before it is answered. Paging with
+ * `after` is one request after another, so the worker would wait while the caller decodes
+ * each page: once a scan asks for exactly the page after a limited scan that filled its
+ * limit, the job is taken for a pager and the page after that is read ahead, to answer the
+ * next such scan if no row of the job has changed since (SQLite's total_changes).
  */
 import { rangeAfter } from '../codec/key.js';
 import { ByteWriter } from '../protocol/bytes.js';

@@ -28,7 +28,7 @@ export async function deleteJobFiles(
   owner: object,
 ): Promise<Result<void, PersistencyError>> {
   try {
-    return await deleteFiles(rootDir, stem, id, owner);
+    return await deleteFiles(rootDir, id, stem, owner);
   } catch (e) {
     const message = `dropJob ${id}: ${(e as Error).message}`;
     return err(new PersistencyError('Backend', message, { cause: e, code: codeOf(e) }));
@@ -37,8 +37,8 @@ export async function deleteJobFiles(
 
 async function deleteFiles(
   rootDir: string,
-  stem: string,
   id: string,
+  stem: string,
   owner: object,
 ): Promise<Result<void, PersistencyError>> {
   const dbPath = jobDbPath(rootDir, stem);

@@ -26,7 +26,6 @@ import Database from 'better-sqlite3';
 import { err, ok, type Result } from 'neverthrow';
 import { codeOf, PersistencyError } from './errors.js';
 import { fileIdOf } from './file-identity.js';
-
 import { irregularFile, ROOT_LOCK_FILE, realPathOf } from './paths.js';
 
 export { ROOT_LOCK_FILE };

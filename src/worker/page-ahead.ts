@@ -84,13 +84,8 @@ export class PageAhead {
     w.bytes(held.records);
     endRows(w, at, held.rows);
     this.served++;
-    this.#wentOn(request, held.rows, held.last, held.records.length);
+    this.read(request, held.rows, held.last, held.records.length);
     return true;
-  }
-
-  /** `request` was read: `rows` rows of `bytes` bytes of records, the last one's key `last`. */
-  read(request: PageRequest, rows: number, last: Uint8Array | undefined, bytes: number): void {
-    this.#wentOn(request, rows, last, bytes);
   }
 
   /** A scan failed: no pager goes on from it. */
@@ -105,7 +100,11 @@ export class PageAhead {
       this.#held = undefined;
   }
 
-  #wentOn(request: PageRequest, rows: number, last: Uint8Array | undefined, bytes: number): void {
+  /**
+   * `request` was answered: `rows` rows of `bytes` bytes of records, the last one's key
+   * `last`. Expect the page after it, and read that one ahead if this one was expected.
+   */
+  read(request: PageRequest, rows: number, last: Uint8Array | undefined, bytes: number): void {
     const pager = this.#expected !== undefined && sameRequest(this.#expected, request);
     this.failed();
     if (last === undefined || request.limit <= 0 || rows < request.limit) return;

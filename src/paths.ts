@@ -305,6 +305,19 @@ export function jobFilesIn(
 }
 
 /**
+ * The database a backup named `dest` would be a side file of, if any: SQLite reads a
+ * database's `-wal`, `-shm` and `-journal` as part of it (a copy there would be taken for
+ * that database's journal, then replaced or deleted), and opening or dropping a job removes
+ * its `.db-new`. Such names are refused whether or not that database exists yet.
+ */
+export function backupSideOf(dest: string): string | undefined {
+  const suffix =
+    SIDECAR_SUFFIXES.find((s) => dest.endsWith(s)) ??
+    (dest.endsWith(DB_SUFFIX + NEW_FILE_SUFFIX) ? NEW_FILE_SUFFIX : undefined);
+  return suffix === undefined ? undefined : dest.slice(0, -suffix.length);
+}
+
+/**
  * The file that keeps `dest` from being a new copy of a job (a backup): `dest` itself, or a
  * journal of that name, which would be read as part of the copy. A dangling symlink counts
  * (writing through it would create its target). Undefined when `dest` is free.

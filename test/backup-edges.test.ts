@@ -1,17 +1,18 @@
 /*
- * job.backup at its edges, from an adversarial review (each failed before its fix): a long
+ * job.backup at its edges, from adversarial reviews (each failed before its fix): a long
  * destination name, a job whose file was replaced, a released job whose file is gone, two
  * backups racing for one destination, a close racing a backup, a process without the global
- * `crypto`. Both threading modes, file and `:memory:` roots where they apply.
+ * `crypto`, destinations named as side files of a database. Both threading modes, file and
+ * `:memory:` roots where they apply.
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { jobFileName, key, Persistency, payload, prefixRange } from '../src/index.js';
+import { type Job, jobFileName, key, Persistency, payload, prefixRange } from '../src/index.js';
 import { jobClient } from '../src/job.js';
 import {
   DB_SUFFIX,
@@ -178,5 +179,68 @@ it('makes a backup in a process whose global crypto is switched off, its worker 
     backup: 'ok',
     jobStillServes: true,
     rows: 1,
+  });
+});
+
+describe.each(FILE_MODES)('backup to a side file name (%s)', (_name, _memory, options) => {
+  // Before the fix each was Ok, and then: the copy at a live job's -journal made the job's
+  // iterators, backups and the CLI fail (SQLITE_READONLY_ROLLBACK) until its next open
+  // deleted the copy; at a -wal, -new or the lock's -journal, an open or a new owner
+  // replaced or deleted it.
+  it('is InvalidArgument, writes nothing, and leaves the jobs whole', async () => {
+    const root = tempDir();
+    const p = unwrap(Persistency.open(root, options));
+    try {
+      const live = unwrap(await p.openJob('live'));
+      const closed = unwrap(await p.openJob('closed'));
+      const source = unwrap(await p.openJob('source'));
+      for (const job of [live, closed, source]) {
+        for (let i = 0; i < 10; i++) job.persistPut('c', key(i), payload(job.id, i));
+        unwrap(await job.flush());
+      }
+      unwrap(await p.closeJob('closed'));
+      const names = [
+        `${jobFileName('live')}-journal`,
+        `${jobFileName('live')}-wal`,
+        `${jobFileName('live')}-shm`,
+        `${jobFileName('live')}-new`,
+        `${jobFileName('closed')}-wal`,
+        `${jobFileName('never-opened')}-new`,
+        `${jobFileName('never-opened')}-journal`,
+        '.persistency-owner-journal',
+      ];
+      const elsewhere = tempDir();
+      const dests = [
+        ...names.map((n) => join(root, n)),
+        join(elsewhere, 'copy.db-wal'),
+        join(elsewhere, 'copy-journal'),
+      ];
+      for (const dest of dests) {
+        // The live job's own -wal and -shm are there: left as they are.
+        const there = existsSync(dest);
+        const r = await source.backup(dest);
+        expect(r.isErr() && r.error, dest).toMatchObject({
+          kind: 'InvalidArgument',
+          code: 'EINVAL',
+          message: expect.stringContaining(`${dest} is the name of a side file of`),
+        });
+        expect(existsSync(dest), dest).toBe(there);
+      }
+      // Names that only look alike are copies like any other.
+      for (const ok of [join(elsewhere, 'copy-new'), join(elsewhere, 'wal'), join(root, 'x.dbnew')])
+        unwrap(await source.backup(ok));
+      expect(rowsIn(join(elsewhere, 'copy-new'))).toBe(10);
+      const readAll = async (job: Job): Promise<number> => {
+        let n = 0;
+        for await (const _row of job.iterate('c', prefixRange(key()))) n++;
+        return n;
+      };
+      expect(await readAll(live)).toBe(10);
+      unwrap(await live.backup(join(elsewhere, 'live.db')));
+      expect(rowsIn(join(elsewhere, 'live.db'))).toBe(10);
+      expect(await readAll(unwrap(await p.openJob('closed')))).toBe(10);
+    } finally {
+      expect((await p.close()).isOk()).toBe(true);
+    }
   });
 });

@@ -854,4 +854,19 @@ describe('backup', () => {
     const nowhere = join(blocked, 'copy.db');
     expectFailure(cli('backup', root, 'j', nowhere), 5, `cannot make the folder of ${nowhere}`);
   });
+
+  it("refuses a destination named as a side file of a database: the live root's own too", async () => {
+    const root = tempDir();
+    await seed(root, { j: fillLog });
+    for (const dest of [
+      join(root, 'j.db-journal'),
+      join(root, 'j.db-wal'),
+      join(root, 'k.db-new'),
+      join(tempDir(), 'copy.db-shm'),
+    ]) {
+      expectFailure(cli('backup', root, 'j', dest), 5, `${dest} is the name of a side file of`);
+      expect(existsSync(dest)).toBe(false);
+    }
+    expect(lines(cli('check', root, 'j'))).toEqual(['integrity_check: ok', 'schema version: 1']);
+  });
 });

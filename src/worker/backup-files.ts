@@ -17,7 +17,7 @@ import {
   rmSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
+import { backupSideOf, SIDECAR_SUFFIXES, takenBackupName } from '../paths.js';
 import { type ErrorInfo, toErrorInfo } from '../protocol/messages.js';
 
 /**
@@ -30,6 +30,8 @@ export type CopyPlace =
   | { readonly refused?: undefined; readonly partial: string };
 
 export function placeCopy(dest: string): CopyPlace {
+  const sideOf = backupSideOf(dest);
+  if (sideOf !== undefined) return { refused: sideFileName(dest, sideOf) };
   const taken = takenBackupName(dest);
   if (taken !== undefined) return { refused: destinationTaken(taken) };
   try {
@@ -38,6 +40,14 @@ export function placeCopy(dest: string): CopyPlace {
   } catch (e) {
     return { refused: toErrorInfo(e, `backup: cannot make the folder of ${dest}`) };
   }
+}
+
+function sideFileName(dest: string, database: string): ErrorInfo {
+  return {
+    kind: 'InvalidArgument',
+    message: `backup: ${dest} is the name of a side file of ${database} (SQLite reads a database's -wal, -shm and -journal as part of it, and a job's .db-new is removed when it opens or is dropped), so the copy would not last there; choose another name`,
+    code: 'EINVAL',
+  };
 }
 
 function destinationTaken(file: string): ErrorInfo {

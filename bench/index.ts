@@ -10,12 +10,14 @@
  *   npm run bench -- atomic [--quick] CAS and add vs Deno KV, persistAdd vs persistPut, watch cost
  *   npm run bench -- backup [--quick] job.backup of a 1 GiB job: a writer's stall vs peer copies
  *   npm run bench -- sds [--quick]    a durable @waku/sds history vs SDS's in-memory one
+ *   npm run bench -- commits [--quick] durable commits over 1, 200 and 500 files (plain better-sqlite3)
  *
  * To add a benchmark, export `run…Bench(options)` from its own file and add it to BENCHES.
  */
 import { runAtomicBench } from './atomic.js';
 import { runBackupBench } from './backup.js';
 import { runCodecBench } from './codec.js';
+import { runCommitsBench } from './commits.js';
 import { runPeersBench } from './peers.js';
 import { runReadsBench } from './reads.js';
 import { runSdsBench } from './sds.js';
@@ -29,6 +31,7 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<void>> = {
   atomic: runAtomicBench,
   backup: runBackupBench,
   codec: runCodecBench,
+  commits: runCommitsBench,
   peers: runPeersBench,
   reads: runReadsBench,
   sds: runSdsBench,

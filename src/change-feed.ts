@@ -117,10 +117,18 @@ export class ChangeFeed implements AsyncIterableIterator<Change[]> {
   #finish(end: PersistencyError | 'done'): void {
     if (this.#end !== undefined) return;
     this.#end = end;
-    if (!this.#stopped) {
-      this.#stopped = true;
-      this.#channel.stop(this.id);
+    try {
+      if (!this.#stopped) {
+        this.#stopped = true;
+        this.#channel.stop(this.id);
+      }
+    } finally {
+      this.#settleWaiting(end);
     }
+  }
+
+  /** Every next() waiting when the feed ended: the first rejects with `end`, the rest are done. */
+  #settleWaiting(end: PersistencyError | 'done'): void {
     const waiting = this.#waiting;
     this.#waiting = [];
     for (const w of waiting) {

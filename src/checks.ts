@@ -5,6 +5,7 @@ import { invalidArgument, PersistencyError } from './errors.js';
 import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
 import { MAX_KEY_BYTES, rowTooBig } from './limits.js';
 import { OpKind } from './protocol/requests.js';
+import { warnClockThrew } from './warnings.js';
 
 export const MEMORY_ROOT = ':memory:';
 export const MAX_CATEGORY_BYTES = 0xffff;
@@ -17,10 +18,19 @@ const utf8 = new TextEncoder();
  * until its first frame: an open never rejects.
  */
 export function clockAtOpen(clock: () => number): number | undefined {
-  if (clock === Date.now) return undefined;
+  return clock === Date.now ? undefined : clockTime(clock);
+}
+
+/**
+ * An injected clock's time, or undefined when it throws: a frame then carries no time and
+ * the worker goes on by the last it had, so no call fails or throws for the clock (a
+ * warning says so, once per process).
+ */
+export function clockTime(clock: () => number): number | undefined {
   try {
     return Number(clock());
-  } catch {
+  } catch (e) {
+    warnClockThrew(e);
     return undefined;
   }
 }

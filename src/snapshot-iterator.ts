@@ -202,8 +202,11 @@ export class SnapshotIterator implements AsyncIterableIterator<KvRow> {
     this.#request = undefined;
     this.#rows = [];
     this.#at = 0;
-    if (this.#holding) this.#channel.post((w) => writeIterStep(w, Tag.IterClose, this.#id));
-    this.#release();
+    try {
+      if (this.#holding) this.#channel.post((w) => writeIterStep(w, Tag.IterClose, this.#id));
+    } finally {
+      this.#release();
+    }
   }
 
   /** While the snapshot is held, end it once `next()` has not been called for `idleMs`. */

@@ -2,7 +2,7 @@
  * The frame of one job's current turn: the requests a turn issues travel to the worker
  * as one message, sent at the end of the turn (a microtask) or early once it is large.
  */
-import { Refused } from './checks.js';
+import { clockTime, Refused } from './checks.js';
 import {
   ByteWriter,
   COPY_LIMIT,
@@ -86,7 +86,8 @@ export class TurnFrame {
         : new ByteWriter(this.#sizeHint, shared, this.#limit);
     this.#idle = undefined;
     w.pos = 0;
-    if (this.#clock !== undefined) writeNow(w, this.#clock());
+    const now = this.#clock === undefined ? undefined : clockTime(this.#clock);
+    if (now !== undefined) writeNow(w, now);
     this.#start = w.pos;
     this.#writer = w;
     this.#reads = 0;

@@ -1,6 +1,7 @@
 /*
  * What the library tells the process when nobody else hears it: a listener that threw,
- * and write failures no listener received (CONTRACT.md section 7). Both go through
+ * an injected clock that threw, and write failures no listener received (CONTRACT.md
+ * section 7). Both go through
  * `process.emitWarning` with the name `PersistencyWarning`, which Node prints to stderr
  * unless the application listens for 'warning' itself. And the delivery of events that
  * makes them so.
@@ -20,6 +21,23 @@ export function warnListenerThrew(event: string, thrown: unknown): void {
     code: 'PERSISTENCY_LISTENER_THREW',
     detail: thrown instanceof Error ? thrown.stack : undefined,
   });
+}
+
+let clockWarned = false;
+
+/** The injected `clock` threw: frames go without its time (see `clockTime`); said once. */
+export function warnClockThrew(thrown: unknown): void {
+  if (clockWarned) return;
+  clockWarned = true;
+  const what = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+  process.emitWarning(
+    `the clock option threw (${what}); expiry goes by the last time the clock gave until it answers again (said once)`,
+    {
+      type: NAME,
+      code: 'PERSISTENCY_CLOCK_THREW',
+      detail: thrown instanceof Error ? thrown.stack : undefined,
+    },
+  );
 }
 
 /** Write failures that no listener received, reported per job at most once a second. */

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { fileIdOf, openedElsewhere } from '../file-identity.js';
 import { EXPIRY_VERSION } from './expiry.js';
-import { cutShort, notAJobFile } from './job-file-reader.js';
+import { cutShort, notAJobFile, walHolder } from './job-file-reader.js';
 import { createJobFile, newJobFileImage, removeSideFile } from './new-job-file.js';
 
 /**
@@ -77,24 +77,13 @@ export function openJobDatabase(
   // closed after it, does not (and if it cannot open, nothing else is tried).
   const walThere =
     path !== ':memory:' && image === undefined && existsSync(`${path}-wal`) && existsSync(path);
-  const holder = walThere ? walHolder(path, options) : undefined;
+  const holder = walThere
+    ? walHolder(path, options.statementBusyMs ?? options.busyTimeoutMs)
+    : undefined;
   try {
     return openConnection(path, options, image);
   } finally {
     holder?.close();
-  }
-}
-
-/** A read-only connection that has read the file: one more on its WAL. */
-function walHolder(path: string, options: BackendOptions): Database.Database {
-  const timeout = options.statementBusyMs ?? options.busyTimeoutMs;
-  const holder = new Database(path, { readonly: true, fileMustExist: true, timeout });
-  try {
-    holder.pragma('user_version');
-    return holder;
-  } catch (e) {
-    holder.close();
-    throw e;
   }
 }
 

@@ -85,9 +85,13 @@ export class JobFileReader {
   /** `PRAGMA user_version` of the file. */
   readonly version: number;
 
-  private constructor(db: Database.Database, version: number) {
+  /** Whether the connection could write (opened while the job had no WAL). */
+  readonly #mayWrite: boolean;
+
+  private constructor(db: Database.Database, version: number, mayWrite: boolean) {
     this.#db = db;
     this.version = version;
+    this.#mayWrite = mayWrite;
   }
 
   /**
@@ -104,7 +108,7 @@ export class JobFileReader {
     const db = new Database(path, { readonly: live, fileMustExist: true, timeout: 0 });
     try {
       if (!live) db.pragma('query_only = ON');
-      return new JobFileReader(db, db.pragma('user_version', { simple: true }) as number);
+      return new JobFileReader(db, db.pragma('user_version', { simple: true }) as number, !live);
     } catch (e) {
       db.close();
       throw e;
@@ -231,8 +235,44 @@ export class JobFileReader {
     return rows;
   }
 
+  /**
+   * Close. A connection that could write, closed last, checkpoints the WAL into the file and
+   * deletes it: if an owner came, wrote and went meanwhile (or died), its frames are there,
+   * and a read-only holder opened first keeps this close from being the last. Between the
+   * look at the WAL and the close an owner's release could still leave it frames: that
+   * narrow window stays (better-sqlite3 cannot turn off the checkpoint at close).
+   */
   close(): void {
-    this.#db.close();
+    const path = this.#db.name;
+    let holder: Database.Database | undefined;
+    if (this.#mayWrite && (statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0) > 0) {
+      try {
+        holder = walHolder(path, 0);
+      } catch {
+        // No holder (the file gone, a lock held): close as before.
+      }
+    }
+    try {
+      this.#db.close();
+    } finally {
+      holder?.close();
+    }
+  }
+}
+
+/**
+ * A read-only connection that has read the file: one more on its WAL, so that a connection
+ * that could write, closed before it, is not the last and neither checkpoints nor deletes
+ * the WAL; being read-only, it cannot either when it closes last.
+ */
+export function walHolder(path: string, timeout: number): Database.Database {
+  const holder = new Database(path, { readonly: true, fileMustExist: true, timeout });
+  try {
+    holder.pragma('user_version');
+    return holder;
+  } catch (e) {
+    holder.close();
+    throw e;
   }
 }
 

@@ -171,6 +171,8 @@ export class JobRegistry {
   }
 
   drop(id: string): ResultAsync<void, PersistencyError> {
+    // Closed, or closing: its jobs' last commits may still be on their way to these files.
+    if (this.#closed) return errAsync(this.closedError());
     const open = this.#stems.get(id); // the file an open job keeps, even if it is gone
     const file = open === undefined ? this.#stem(id) : { ok: true as const, stem: open };
     if (!file.ok) return errAsync(file.error);

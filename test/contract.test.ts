@@ -597,6 +597,21 @@ describe.each(roots)('contract with a %s root', (mode, makeRoot) => {
       expect(p2).not.toBe(p);
     });
 
+    it('dropJob during and after close() is Err(Closed), and the job keeps its rows', async () => {
+      // From a review: it deleted the job's files, even those close() was committing.
+      const { p, root, job } = await openNew('j');
+      job.persistPut('c', key(1), bytes('x'));
+      const closing = p.close();
+      expectErr(await p.dropJob('j'), 'Closed');
+      expect((await closing).isOk()).toBe(true);
+      expectErr(await p.dropJob('j'), 'Closed');
+      if (root === ':memory:') return; // nothing of a memory root outlives its instance
+      const p2 = unwrap(Persistency.instance(root));
+      const again = unwrap(await p2.openJob('j'));
+      expect(text(unwrap(await again.get('c', key(1))))).toBe('x');
+      await p2.close();
+    });
+
     it('refuses job ids that cannot be stored: empty and over-long', async () => {
       const { p } = setup();
       expectErr(await p.openJob(''), 'InvalidArgument');

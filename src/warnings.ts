@@ -1,10 +1,9 @@
 /*
  * What the library tells the process when nobody else hears it: a listener that threw,
  * an injected clock that threw, and write failures no listener received (CONTRACT.md
- * section 7). Both go through
- * `process.emitWarning` with the name `PersistencyWarning`, which Node prints to stderr
- * unless the application listens for 'warning' itself. And the delivery of events that
- * makes them so.
+ * section 7). All go through `process.emitWarning` with the name `PersistencyWarning`,
+ * which Node prints to stderr unless the application listens for 'warning' itself. And
+ * the delivery of events that makes them so.
  */
 import type { Emitter } from 'mitt';
 import type { PersistencyEvents } from './types.js';

@@ -136,8 +136,9 @@ library, name it after the job's file (e.g. <other root>/<job>.db).
 
 <dest> must not exist (nor its -wal, -shm or -journal): the inspector never overwrites.
 Nor may it be named as a side file of a database (ending in -wal, -shm, -journal or
-.db-new), where the copy would not last. Its folder is made if missing. The copy is in rollback-journal mode, so reading it leaves
-no -wal or -shm beside it; the library turns WAL back on when it opens it as a job.
+.db-new), where the copy would not last. Its folder is made if missing. The copy is in
+rollback-journal mode, so reading it leaves no -wal or -shm beside it; the library turns
+WAL back on when it opens it as a job.
 A job its owner has open is backed up all the same: the copy is the committed state as
 of the moment the copy began, and the owner's writes go on meanwhile.
 

@@ -78,6 +78,25 @@ async function frozenScan(
   return { cli, done };
 }
 
+/**
+ * With an owner's frames in the WAL, let the frozen CLI finish: it must read everything,
+ * exit 0, and leave the .db and the WAL as they were (the .db alone still 20,000 rows).
+ */
+async function thawLeavesFiles(
+  scan: { cli: ChildProcess; done: Promise<number | null> },
+  db: string,
+): Promise<void> {
+  const wal = walSize(db);
+  const file = hash(db);
+  expect(wal).toBeGreaterThan(0);
+  await thaw(scan);
+  expect({ file: hash(db), wal: walSize(db), rows: rowsInFileAlone(db) }).toEqual({
+    file,
+    wal,
+    rows: 20_000,
+  });
+}
+
 /** Let the frozen CLI finish; it must read everything and exit 0. */
 async function thaw({
   cli,
@@ -109,15 +128,7 @@ it('started on a released job: an owner that takes it up, writes and is released
     unwrap(await job.flush());
     expect(await releaseIdleJobs(p)).toBe(1);
     // The reader held the owner's checkpoint back: its frame is in the WAL.
-    const wal = walSize(db);
-    const file = hash(db);
-    expect(wal).toBeGreaterThan(0);
-    await thaw(scan);
-    expect({ file: hash(db), wal: walSize(db), rows: rowsInFileAlone(db) }).toEqual({
-      file,
-      wal,
-      rows: 20_000,
-    });
+    await thawLeavesFiles(scan, db);
     // The owner's row is there for the owner.
     expect(unwrap(await job.get('c', key(1_000_000)))).toEqual(new Uint8Array([1, 2, 3]));
   } finally {
@@ -137,15 +148,7 @@ it('started on a closed job: an owner process that opens it, writes and is kille
   const owner = new Child('owner.ts', [root, 'j']);
   await owner.waitForLine((line) => line === 'ready', 'ready');
   await owner.kill();
-  const wal = walSize(db);
-  const file = hash(db);
-  expect(wal).toBeGreaterThan(0);
-  await thaw(scan);
-  expect({ file: hash(db), wal: walSize(db), rows: rowsInFileAlone(db) }).toEqual({
-    file,
-    wal,
-    rows: 20_000,
-  });
+  await thawLeavesFiles(scan, db);
   // The next owner finds the dead one's row.
   const q = unwrap(Persistency.open(root));
   try {

@@ -18,7 +18,7 @@ import {
 } from '../src/index.js';
 import { jobDbPath, jobFileStem } from '../src/paths.js';
 import { releaseIdleJobs } from '../src/persistency.js';
-import { unwrap, useTempDirs } from './support/env.js';
+import { orHang, unwrap, useTempDirs } from './support/env.js';
 
 const tempDir = useTempDirs('persistency-reattach-');
 
@@ -48,15 +48,6 @@ async function releasedAndTaken(options: PersistencyOptions): Promise<Setup> {
   other.pragma('locking_mode = EXCLUSIVE');
   other.exec('BEGIN IMMEDIATE');
   return { p, job, other, written, failed };
-}
-
-/** Resolves 'hung' if `promise` has not settled within `ms` (a hang detector, not a sync). */
-function orHang<T>(promise: PromiseLike<T>, ms: number): Promise<T | 'hung'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const hung = new Promise<'hung'>((resolve) => {
-    timer = setTimeout(() => resolve('hung'), ms);
-  });
-  return Promise.race([promise, hung]).finally(() => clearTimeout(timer));
 }
 
 describe('per-job: a refused reattach', () => {

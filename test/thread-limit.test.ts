@@ -8,16 +8,10 @@
  * threads start again so do opens. Both threading modes, file and ':memory:' roots.
  */
 import { describe, expect, it, vi } from 'vitest';
-import {
-  type Job,
-  key,
-  Persistency,
-  type PersistencyEvents,
-  type PersistencyOptions,
-  payload,
-} from '../src/index.js';
+import { type Job, key, Persistency, type PersistencyEvents, payload } from '../src/index.js';
 import { releaseIdleJobs } from '../src/persistency.js';
-import { unwrap, useTempDirs } from './support/env.js';
+import { orHang, unwrap, useTempDirs } from './support/env.js';
+import { ROOT_MODES } from './support/modes.js';
 
 const threads = vi.hoisted(() => ({ refuse: false, refused: 0 }));
 vi.mock('../src/worker/spawn.js', async (importOriginal) => {
@@ -36,29 +30,13 @@ vi.mock('../src/worker/spawn.js', async (importOriginal) => {
 
 const tempDir = useTempDirs('persistency-thread-limit-');
 
-/** Resolves 'hung' if `promise` has not settled within `ms` (a hang detector, not a sync). */
-function orHang<T>(promise: PromiseLike<T>, ms: number): Promise<T | 'hung'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const hung = new Promise<'hung'>((resolve) => {
-    timer = setTimeout(() => resolve('hung'), ms);
-  });
-  return Promise.race([promise, hung]).finally(() => clearTimeout(timer));
-}
-
 async function roundTrip(job: Job, n: number): Promise<void> {
   job.persistPut('c', key(n), payload(n));
   unwrap(await job.flush());
   expect(unwrap(await job.get('c', key(n)))).toEqual(payload(n));
 }
 
-const MODES: [string, PersistencyOptions, boolean][] = [
-  ['per-job, file root', { workerThreads: 'per-job' }, false],
-  ['2 threads, file root', { workerThreads: 2 }, false],
-  ['per-job, :memory: root', { workerThreads: 'per-job' }, true],
-  ['2 threads, :memory: root', { workerThreads: 2 }, true],
-];
-
-describe.each(MODES)('out of threads (%s)', (_name, options, memory) => {
+describe.each(ROOT_MODES)('out of threads (%s)', (_name, memory, options) => {
   it("an open that needs a thread is Err(Backend, 'ERR_WORKER_INIT_FAILED'); the others go on", async () => {
     threads.refuse = false;
     const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), options));

@@ -31,3 +31,12 @@ export function unwrap<T>(r: Result<T, PersistencyError>): T {
   if (r.isErr()) throw new Error(`expected Ok, got Err(${r.error.kind}): ${r.error.message}`);
   return r.value;
 }
+
+/** Resolves 'hung' if `promise` has not settled within `ms` (a hang detector, not a sync). */
+export function orHang<T>(promise: PromiseLike<T>, ms: number): Promise<T | 'hung'> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<'hung'>((resolve) => {
+    timer = setTimeout(() => resolve('hung'), ms);
+  });
+  return Promise.race([promise, hung]).finally(() => clearTimeout(timer));
+}

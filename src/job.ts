@@ -288,7 +288,7 @@ export class Job {
    * The rows of `range` (as `scan`), read lazily a page (`pageSize` rows) at a time from a
    * snapshot taken at the first `next()`: later writes are not seen. `break` lets go of the
    * snapshot at once; a failure rejects `next()` (the one place the API rejects).
-   * @example for await (const { key, payload } of job.iterate('log', prefixRange(key('c1')))) use(key, payload);
+   * @example for await (const row of job.iterate('log', prefixRange(key('c1')))) use(row.key, row.payload);
    */
   iterate(
     category: string,

@@ -236,7 +236,7 @@ describe('help and usage errors', () => {
     expectFailure(cli('count', root, 'j', 'log', '--prefix', '{"u8": 256}'), 2, 'u8(256)');
     expectFailure(cli('scan', root, 'j', 'log', '--decode', 'string,float'), 2, '"float"');
     expectFailure(cli('scan', root, 'j', 'log', '--payload', 'base64'), 2, '"base64"');
-    expectFailure(cli('scan', root, '', 'log'), 2, 'job id is empty');
+    expectFailure(cli('scan', root, '', 'log'), 2, '<job> is empty');
   });
 });
 
@@ -271,6 +271,22 @@ describe('missing root or job', () => {
       ['litestream-config', '', join(tempDir(), 'replica')],
     ])
       expectFailure(cli(...args), 2, '<root> is empty');
+  });
+
+  it('is a usage error (2) for any other empty argument: a category, a destination, a job', async () => {
+    // From a review: an empty category scanned nothing and counted 0 (exit 0), and an empty
+    // destination was the working directory.
+    const root = tempDir();
+    await seed(root, { j: fillLog });
+    for (const [args, name] of [
+      [['scan', root, 'j', ''], '<category>'],
+      [['count', root, 'j', ''], '<category>'],
+      [['backup', root, 'j', ''], '<dest>'],
+      [['ls', root, ''], '<job>'],
+      [['check', root, ''], '<job>'],
+      [['litestream-config', root, ''], '<replica>'],
+    ] as const)
+      expectFailure(cli(...args), 2, `${name} is empty`);
   });
 
   it('exits 3 for a symbolic link or a directory named like a job file, or a pipe at its sidecar', async () => {

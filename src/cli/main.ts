@@ -41,7 +41,7 @@ With a job: one line per category of that job, in byte order:
   <category> TAB <rows>
 
 Job ids and categories print as they are, or as a JSON string when they hold anything
-but visible characters and inner spaces.
+but visible characters and inner spaces, or start with a double quote.
 
 Exit codes: 0 ok, 2 usage, 3 root or job not found, 4 job in use, 5 other failure.
 `,
@@ -202,6 +202,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         `${name} takes ${min === max ? min : `${min} to ${max}`} arguments, got ${positionals.length} (usage: ${first})`,
       );
     }
+    // An empty argument is a mistake (an unset variable), never a name: '' as a path is
+    // the working directory, and no job has an empty category.
+    const empty = positionals.indexOf('');
+    if (empty >= 0) throw usage(`${argumentNames(command.help)[empty] ?? 'an argument'} is empty`);
     return await command.run(positionals, values);
   } catch (e) {
     const failure =
@@ -266,4 +270,16 @@ if (isEntryPoint()) {
     throw e;
   });
   process.exitCode = await main(process.argv.slice(2));
+}
+
+/** A command's argument names, from its usage line: `<root>`, `<job>`... (`[job]` as `<job>`). */
+function argumentNames(help: string): string[] {
+  const names: string[] = [];
+  // "Usage: persistency <command> <root> ... [options]"
+  for (const token of (help.split('\n')[0] ?? '').split(' ').slice(3)) {
+    if (token.startsWith('[-') || token === '[options]') break;
+    if (/^<[^>]+>$/.test(token)) names.push(token);
+    else if (/^\[[^\]]+\]$/.test(token)) names.push(`<${token.slice(1, -1)}>`);
+  }
+  return names;
 }

@@ -2,8 +2,16 @@ import { lengthNow, realBytes } from './bytes.js';
 import { rangeAfter } from './codec/key.js';
 import { counterBytes, inInt64 } from './counter.js';
 import { invalidArgument, PersistencyError } from './errors.js';
-import { describe, describeThrown, isKeyValue, keyBytes, prefixRange } from './keys.js';
-import { MAX_KEY_BYTES, rowTooBig } from './limits.js';
+import {
+  describe,
+  describeThrown,
+  isKeyValue,
+  type Key,
+  keyBytes,
+  liveKeyBytes,
+  prefixRange,
+} from './keys.js';
+import { MAX_GET_MANY_KEYS, MAX_KEY_BYTES, rowTooBig } from './limits.js';
 import { OpKind } from './protocol/requests.js';
 import { warnClockThrew } from './warnings.js';
 
@@ -77,10 +85,20 @@ export function categoryBytes(category: unknown, where: string): Uint8Array {
   return bytes;
 }
 
+/** `k` itself, checked as `checkedKey` checks it. */
+function checkedKeyValue(k: unknown, where: string, name: string): Key {
+  checkedKey(k, where, name);
+  return k as Key;
+}
+
 export function checkedKey(k: unknown, where: string, name: string): Uint8Array {
   if (!isKeyValue(k))
     throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
-  const bytes = keyBytes(k);
+  const bytes = liveKeyBytes(k);
+  if (bytes === undefined)
+    throw new Refused(
+      `${where}: ${name} is a Key whose memory was detached (its ArrayBuffer was transferred; a reply's rows share one buffer): copy what you transfer`,
+    );
   if (bytes.length > MAX_KEY_BYTES)
     throw new Refused(
       `${where}: ${name} of ${bytes.length} bytes exceeds the limit of ${MAX_KEY_BYTES}`,
@@ -109,11 +127,13 @@ export function checkedLength(list: unknown, where: string, name: string): numbe
  */
 export function checkedKeys(keys: unknown, where: string): Uint8Array[] {
   const n = checkedLength(keys, where, 'keys');
+  if (n > MAX_GET_MANY_KEYS)
+    throw new Refused(`${where}: at most ${MAX_GET_MANY_KEYS} keys a call, got ${n}`);
   const list = keys as readonly unknown[];
   const out = new Array<Uint8Array>(n);
   for (let i = 0; i < n; i++) {
     const k = list[i];
-    const bytes = isKeyValue(k) ? keyBytes(k) : undefined;
+    const bytes = isKeyValue(k) ? liveKeyBytes(k) : undefined;
     out[i] =
       bytes !== undefined && bytes.length <= MAX_KEY_BYTES
         ? bytes
@@ -135,9 +155,7 @@ export function checkedRange(range: unknown, where: string): [Uint8Array, Uint8A
 
 /** A prefix's range as start and stop bytes. */
 export function prefixBounds(prefix: unknown, where: string): [Uint8Array, Uint8Array] {
-  if (!isKeyValue(prefix))
-    throw new Refused(`${where}: prefix must be a Key, got ${describe(prefix)}`);
-  const { start, stop } = prefixRange(prefix);
+  const { start, stop } = prefixRange(checkedKeyValue(prefix, where, 'prefix'));
   return [keyBytes(start), stop === undefined ? EMPTY : keyBytes(stop)];
 }
 

@@ -18,15 +18,13 @@ import type { JobHost } from './client-host.js';
 import { COUNTER_BYTES } from './counter.js';
 import { invalidArgument, type PersistencyError } from './errors.js';
 import type { JobClient } from './job-client.js';
-import { isKeyValue, type Key, keyBytes } from './keys.js';
-import { rowFits } from './limits.js';
+import { isKeyValue, type Key, liveKeyBytes } from './keys.js';
+import { MAX_BATCH_OPS, rowFits } from './limits.js';
 import { toPayload } from './payload.js';
 import type { ByteWriter } from './protocol/bytes.js';
 import { writeAdd, writeBatch, writePut } from './protocol/requests.js';
 import type { PutOptions, TxOp } from './types.js';
 
-/** The most ops one atomic batch may hold. */
-export const MAX_BATCH_OPS = 1 << 22;
 /** Categories remembered as bytes per job (the cache is emptied when full). */
 const CATEGORY_CACHE = 1024;
 
@@ -117,7 +115,7 @@ export class JobWrites {
     // the general path, which validates and reports.
     const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
     const bytes = realBytes(payload);
-    const k = isKeyValue(key) ? keyBytes(key) : undefined;
+    const k = isKeyValue(key) ? liveKeyBytes(key) : undefined;
     if (
       cat === undefined ||
       bytes === undefined ||
@@ -176,7 +174,7 @@ export class JobWrites {
   persistAdd(category: string, key: Key, delta: number | bigint): void {
     // The hot path: a known category, a real Key, a safe integer.
     const cat = typeof category === 'string' ? this.#categories.get(category) : undefined;
-    const k = isKeyValue(key) ? keyBytes(key) : undefined;
+    const k = isKeyValue(key) ? liveKeyBytes(key) : undefined;
     if (
       cat !== undefined &&
       k !== undefined &&

@@ -44,7 +44,7 @@ export {
   type PartTypeMap,
 } from './codec/decode.js';
 export { encodeParts, type KeyPart } from './codec/encode.js';
-export { adoptKey, adoptKeyAt, isKeyValue, Key, keyBytes } from './codec/key.js';
+export { adoptKey, adoptKeyAt, isKeyValue, Key, keyBytes, liveKeyBytes } from './codec/key.js';
 export { f64, text } from './codec/ordered.js';
 export {
   type IntWidth,

@@ -1,6 +1,6 @@
 /*
- * What SQLite, as better-sqlite3 opens it, can store: one home for the limits that the
- * input checks enforce and the README states.
+ * What SQLite, as better-sqlite3 opens it, can store, and how many items one call may
+ * carry: one home for the limits that the input checks enforce and the README states.
  */
 import { constants } from 'node:buffer';
 
@@ -30,3 +30,7 @@ export function rowTooBig(
   const row = category + key + payload + ROW_OVERHEAD;
   return `${where}: a row of ${row} bytes (category, key, payload and ${ROW_OVERHEAD} of header) exceeds SQLite's limit of ${SQLITE_MAX_LENGTH}`;
 }
+/** The most ops one atomic batch may hold. */
+export const MAX_BATCH_OPS = 1 << 22;
+/** The most keys one getMany may read: a list claiming more is refused before any is read. */
+export const MAX_GET_MANY_KEYS = 1 << 22;

@@ -374,8 +374,11 @@ export class Persistency {
       run(job);
       return;
     }
-    const label = typeof jobId === 'string' ? jobId : describe(jobId);
-    this.#jobs.writeFailed(label, 'notFound', ops, this.#jobs.notFound(jobId), count);
+    // A write under an id that is not a string is reported under a description of it,
+    // and counted by no job's flush: it names none (a job '7' is not the number 7).
+    const named = typeof jobId === 'string';
+    const label = named ? jobId : describe(jobId);
+    this.#jobs.writeFailed(label, 'notFound', ops, this.#jobs.notFound(jobId), count, !named);
   }
 
   #read<T>(

@@ -40,6 +40,8 @@ export class TurnFrame {
   readonly #send: () => void;
   /** An injected clock: each frame starts with its time (a NOW record). */
   readonly #clock: (() => number) | undefined;
+  /** The clock is being read: a write it makes must not read it again. */
+  #readingClock = false;
   /**
    * Whether frames go in shared memory: while the job is watched, the worker's change
    * records then point into the frame for a put's key and payload instead of copying them
@@ -77,6 +79,10 @@ export class TurnFrame {
     this.#calls++;
     if (this.#writer !== undefined && this.#writer.pos >= FRAME_SEND_BYTES) this.#send();
     if (this.#writer !== undefined) return this.#writer;
+    // The time first: a clock that writes to this job comes back here and starts the frame
+    // (without a time: the worker goes by the last), which this call then writes into.
+    const now = this.#readClock();
+    if (this.#writer !== undefined) return this.#writer;
     // Reuse the last frame's writer when its bytes were copied out, not handed over.
     const shared = this.#smallCalls && this.#shared();
     const idle = this.#idle;
@@ -86,7 +92,6 @@ export class TurnFrame {
         : new ByteWriter(this.#sizeHint, shared, this.#limit);
     this.#idle = undefined;
     w.pos = 0;
-    const now = this.#clock === undefined ? undefined : clockTime(this.#clock);
     if (now !== undefined) writeNow(w, now);
     this.#start = w.pos;
     this.#writer = w;
@@ -96,6 +101,18 @@ export class TurnFrame {
       if (this.#writer === w) this.#send();
     });
     return w;
+  }
+
+  /** The injected clock's time for a new frame; undefined without one, or inside its call. */
+  #readClock(): number | undefined {
+    const clock = this.#clock;
+    if (clock === undefined || this.#readingClock) return undefined;
+    this.#readingClock = true;
+    try {
+      return clockTime(clock);
+    } finally {
+      this.#readingClock = false;
+    }
   }
 
   /**

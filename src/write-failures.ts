@@ -10,7 +10,7 @@ import { err, type Result } from 'neverthrow';
 import type { ClientHost } from './client-host.js';
 import type { WriteCount } from './client-port.js';
 import { type PersistencyError, writesFailed } from './errors.js';
-import { MAX_BATCH_OPS } from './job-writes.js';
+import { MAX_BATCH_OPS } from './limits.js';
 import type { ToWorker } from './protocol/messages.js';
 import { recordsOf } from './protocol/request-reader.js';
 import { Tag } from './protocol/requests.js';

@@ -50,7 +50,7 @@ import {
   u32,
   u64,
 } from '../src/index.js';
-import { MAX_BATCH_OPS } from '../src/job-writes.js';
+import { MAX_BATCH_OPS } from '../src/limits.js';
 import { ROOT_LOCK_FILE } from '../src/root-lock.js';
 import { unwrap, useTempDirs } from './support/env.js';
 import { mulberry32 } from './support/random.js';

@@ -9,6 +9,11 @@ import { isKeyValue, type Key, keyBytes } from './key.js';
 import { INT64_MAX, INT64_MIN, SIGN_FLIP, SizedInt, TWO_32, WIDTHS } from './sized-int.js';
 
 const MAX_LENGTH_PREFIXED = 0xffff;
+/**
+ * Empty arrays and objects one encoding may hold. They add no bytes, so no size limit would
+ * stop a list (a proxy, say) that claims billions of them: visiting 2^32 took minutes.
+ */
+const MAX_EMPTY_CONTAINERS = 1 << 20;
 const MAX_NESTING = 64;
 
 /**
@@ -46,6 +51,8 @@ export class PartError extends Error {
 /** The codec's writer: the protocol's byte buffer, plus what encoding nested parts needs. */
 class Writer extends ByteWriter {
   busy = false;
+  /** Arrays and objects in this encoding that added no bytes (see MAX_EMPTY_CONTAINERS). */
+  empties = 0;
   readonly #ancestors: object[] = [];
 
   take(): Uint8Array {
@@ -130,6 +137,7 @@ class Writer extends ByteWriter {
       throw new PartError('', `nesting deeper than ${MAX_NESTING} levels`);
     }
     this.#ancestors.push(v);
+    const start = this.pos;
     try {
       if (isArray) {
         const arr = v as readonly unknown[];
@@ -147,6 +155,9 @@ class Writer extends ByteWriter {
       }
     } finally {
       this.#ancestors.pop();
+    }
+    if (this.pos === start && ++this.empties > MAX_EMPTY_CONTAINERS) {
+      throw new PartError('', `more than ${MAX_EMPTY_CONTAINERS} empty arrays and objects`);
     }
   }
 
@@ -278,6 +289,7 @@ export function encodeParts(parts: readonly unknown[], what: 'key' | 'payload'):
   const w = shared.busy ? new Writer(64) : shared;
   w.busy = true;
   w.pos = 0;
+  w.empties = 0;
   let i = 0;
   try {
     for (; i < parts.length; i++) w.part(parts[i], 0);

@@ -8,6 +8,7 @@ import { invalidArgument } from '../errors.js';
 
 let wrapKey: (bytes: Uint8Array, from?: number, to?: number) => Key;
 let unwrapKey: (k: Key) => Uint8Array;
+let liveKey: (k: Key) => Uint8Array | undefined;
 let isKey: (v: unknown) => v is Key;
 
 /** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
@@ -50,20 +51,33 @@ export class Key {
   static {
     wrapKey = (bytes, from = 0, to = bytes.length) => new Key(MINT, bytes, from, to);
     unwrapKey = (k) => k.#view();
+    liveKey = (k) => k.#liveView();
     isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
   }
 
   /**
-   * The key's bytes as a view of their own, made once. A buffer someone detached (transferred
-   * away) reads as empty, as a view of it would, so `equals` answers instead of throwing.
+   * The key's bytes as a view of their own, made once; undefined once their buffer was
+   * detached (transferred away: the keys and payloads of a reply's rows share one buffer).
    */
-  #view(): Uint8Array {
+  #liveView(): Uint8Array | undefined {
     const bytes = this.#bytes;
-    if ((this.#from === 0 && this.#to === bytes.length) || bytes.length === 0) return bytes;
+    if (bytes.length === 0) return this.#to > this.#from ? undefined : bytes;
+    if (this.#from === 0 && this.#to === bytes.length) return bytes;
     const view = bytes.subarray(this.#from, this.#to);
     this.#bytes = view;
     this.#from = 0;
     this.#to = view.length;
+    return view;
+  }
+
+  /** The key's bytes; a key whose buffer was detached is InvalidArgument, never read as another. */
+  #view(): Uint8Array {
+    const view = this.#liveView();
+    if (view === undefined) {
+      throw invalidArgument(
+        "a Key whose memory was detached (its ArrayBuffer was transferred; a reply's rows share one buffer, so transferring one row's payload.buffer detaches them all): copy what you transfer",
+      );
+    }
     return view;
   }
 
@@ -72,7 +86,7 @@ export class Key {
    * @example key('ab').bytes // Uint8Array(4) [0, 2, 97, 98]
    */
   get bytes(): Uint8Array {
-    return this.#bytes.slice(this.#from, this.#to);
+    return this.#view().slice();
   }
 
   /**
@@ -88,8 +102,9 @@ export class Key {
    * @example key('c1', 3).equals(toKey(['c1', 3])) // true
    */
   equals(other: Key | Uint8Array): boolean {
-    const b = isKey(other) ? other.#view() : realBytes(other);
-    return b !== undefined && compareBytes(this.#view(), b) === 0;
+    const a = this.#liveView();
+    const b = isKey(other) ? other.#liveView() : realBytes(other);
+    return a !== undefined && b !== undefined && compareBytes(a, b) === 0;
   }
 
   /**
@@ -97,7 +112,8 @@ export class Key {
    * @example String(key('ab', 0)) // '000261628000000000000000'
    */
   toString(): string {
-    const bytes = this.#view();
+    const bytes = this.#liveView();
+    if (bytes === undefined) return '(detached)';
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('hex');
   }
 
@@ -110,9 +126,17 @@ export class Key {
   }
 }
 
-/** Internal: the key's own bytes, without the defensive copy of `Key#bytes`. */
+/**
+ * Internal: the key's own bytes, without the defensive copy of `Key#bytes`; InvalidArgument
+ * (thrown) when its buffer was detached.
+ */
 export function keyBytes(k: Key): Uint8Array {
   return unwrapKey(k);
+}
+
+/** Internal: the key's own bytes, or undefined when its buffer was detached (the fast paths). */
+export function liveKeyBytes(k: Key): Uint8Array | undefined {
+  return liveKey(k);
 }
 
 /** Internal: whether `v` is a genuine Key (a brand check, unlike `instanceof`). */

@@ -97,8 +97,7 @@ export class JobWrites {
     } catch (e) {
       return { list, error: refusal(e, 'persist'), count: n };
     }
-    this.#batch(list, records);
-    return undefined;
+    return this.#batch(list, records);
   }
 
   /**
@@ -194,7 +193,7 @@ export class JobWrites {
       this.#host.writeFailed(this.#id, 'invalid', [], refusal(e, 'persistAdd'), 1);
       return;
     }
-    this.#batch([], [record], 1);
+    this.#report(this.#batch([], [record], 1));
   }
 
   #checkedOp(op: unknown, where: string): OpRecord {
@@ -217,34 +216,36 @@ export class JobWrites {
       this.#host.writeFailed(this.#id, 'invalid', [op], refusal(e, 'write'));
       return;
     }
-    this.#batch([op], [record]);
+    this.#report(this.#batch([op], [record]));
+  }
+
+  /** Report a write refused after its ops were checked (see `#batch`). */
+  #report(refused: Refusal | undefined): void {
+    if (refused !== undefined)
+      this.#host.writeFailed(this.#id, 'invalid', refused.list, refused.error, refused.count);
   }
 
   /**
-   * Append one atomic batch of checked records to the turn's frame. No caller code runs
-   * here (it all ran in `checkedOp`), so nothing can call back into the job mid-record.
+   * Append one atomic batch of checked records to the turn's frame, or answer why it is
+   * refused as a whole (too large to encode or to send); nothing is queued then. A closed
+   * job is reported here. No caller code runs here (it all ran in `checkedOp`), so nothing
+   * can call back into the job mid-record.
    */
-  #batch(ops: readonly TxOp[], records: readonly OpRecord[], count?: number): void {
+  #batch(ops: readonly TxOp[], records: readonly OpRecord[], count?: number): Refusal | undefined {
     if (!this.#client.running) {
       this.#host.writeFailed(this.#id, 'closed', ops, this.#client.notOpenError(), count);
-      return;
+      return undefined;
     }
-    if (records.length === 0) return; // an empty batch is a no-op
-    let body: number;
-    try {
-      body = checkedBatchBody(records);
-    } catch (e) {
-      this.#host.writeFailed(this.#id, 'invalid', ops, refusal(e, 'persist'), count);
-      return;
-    }
-    // From here on no caller code runs: the records are checked bytes.
+    if (records.length === 0) return undefined; // an empty batch is a no-op
     let w: ByteWriter;
     try {
+      const body = checkedBatchBody(records);
+      // From here on no caller code runs: the records are checked bytes.
       w = this.#client.frame((frame) => writeBatch(frame, records, body));
     } catch (e) {
-      this.#host.writeFailed(this.#id, 'invalid', ops, refusal(e, 'persist'), count);
-      return;
+      return { list: ops, error: refusal(e, 'persist'), count };
     }
     this.#client.wrote(w, records.length);
+    return undefined;
   }
 }

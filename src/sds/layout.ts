@@ -51,10 +51,33 @@ export function messageKey(channelId: string, lamportTimestamp: bigint, messageI
   return key(channelId, u64(lamportTimestamp), text(messageId));
 }
 
-/** The ops that store `message` (and its hint) under `at`. */
+/**
+ * Message ids longer than this (UTF-16 units) are read back before they are stored: SDS's
+ * wire codec (protons-runtime's UTF-8 reader, which works in chunks of 8,192 units) can
+ * read a longer one back as another string.
+ */
+const ID_READ_BACK_FROM = 4096;
+
+/**
+ * The ops that store `message` (and its hint) under `at`. A message whose encoding would
+ * not read back with its own id and timestamp is InvalidArgument (thrown): stored, it
+ * could never be loaded again, nor its channel with it.
+ */
 export function storeOps(at: Key, message: ContentMessage): [TxOp, TxOp] {
+  const bytes = message.encode();
+  if (message.messageId.length > ID_READ_BACK_FROM) {
+    const back = Message.decode(bytes);
+    if (
+      back === undefined ||
+      back.messageId !== message.messageId ||
+      back.lamportTimestamp !== message.lamportTimestamp
+    )
+      throw invalidArgument(
+        `sds history: message id of ${message.messageId.length} UTF-16 units does not read back from SDS's encoding as it was written (SDS's UTF-8 reader splits long strings), so it could not be loaded again`,
+      );
+  }
   return [
-    { kind: 'put', category: HISTORY_CATEGORY, key: at, payload: message.encode() },
+    { kind: 'put', category: HISTORY_CATEGORY, key: at, payload: bytes },
     hintOp(at, message),
   ];
 }
@@ -99,7 +122,7 @@ export function decodeStored(
       `${where}: the row at key ${at} is not an SDS content message`,
       { code: 'SDS_UNDECODABLE' },
     );
-  if (!messageKey(channelId, message.lamportTimestamp, message.messageId).equals(at))
+  if (!keyOf(channelId, message)?.equals(at))
     return new PersistencyError(
       'Backend',
       `${where}: the row at key ${at} holds message ${message.messageId} of lamport timestamp ${message.lamportTimestamp}, which belongs elsewhere`,
@@ -108,6 +131,15 @@ export function decodeStored(
   if (hint !== undefined) message.retrievalHint = hint;
   shareIds(message, ids);
   return message;
+}
+
+/** The key `message` is stored under, or undefined when it has none (an id no key holds). */
+function keyOf(channelId: string, message: ContentMessage): Key | undefined {
+  try {
+    return messageKey(channelId, message.lamportTimestamp, message.messageId);
+  } catch {
+    return undefined; // a lone surrogate in an id read back from a file: not where it is
+  }
 }
 
 /**

@@ -13,35 +13,11 @@ import {
 } from './keys.js';
 import { MAX_GET_MANY_KEYS, MAX_KEY_BYTES, rowTooBig } from './limits.js';
 import { OpKind } from './protocol/requests.js';
-import { warnClockThrew } from './warnings.js';
 
 export const MEMORY_ROOT = ':memory:';
 export const MAX_CATEGORY_BYTES = 0xffff;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
-
-/**
- * An injected clock's time for a job's open (undefined for the system clock), a number as
- * a frame's NOW record takes it. A clock that throws leaves the job on the system's time
- * until its first frame: an open never rejects.
- */
-export function clockAtOpen(clock: () => number): number | undefined {
-  return clock === Date.now ? undefined : clockTime(clock);
-}
-
-/**
- * An injected clock's time, or undefined when it throws: a frame then carries no time and
- * the worker goes on by the last it had, so no call fails or throws for the clock (a
- * warning says so, once per process).
- */
-export function clockTime(clock: () => number): number | undefined {
-  try {
-    return Number(clock());
-  } catch (e) {
-    warnClockThrew(e);
-    return undefined;
-  }
-}
 
 /** Invalid input found while validating; carries the user-facing message. */
 export class Refused extends Error {}

@@ -6,8 +6,9 @@
 import { mkdirSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
-import { clockAtOpen, MEMORY_ROOT } from './checks.js';
+import { MEMORY_ROOT } from './checks.js';
 import type { ClientHost, JobHost, ReportWriteFailure } from './client-host.js';
+import { clockAtOpen } from './clock.js';
 import { deleteJobFiles } from './drop-files.js';
 import { codeOf, PersistencyError } from './errors.js';
 import { closeJobHandle, Job, jobClient } from './job.js';

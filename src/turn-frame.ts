@@ -2,7 +2,8 @@
  * The frame of one job's current turn: the requests a turn issues travel to the worker
  * as one message, sent at the end of the turn (a microtask) or early once it is large.
  */
-import { clockTime, Refused } from './checks.js';
+import { Refused } from './checks.js';
+import { clockTime } from './clock.js';
 import {
   ByteWriter,
   COPY_LIMIT,

@@ -104,7 +104,9 @@ export function checkedLength(list: unknown, where: string, name: string): numbe
 export function checkedKeys(keys: unknown, where: string): Uint8Array[] {
   const n = checkedLength(keys, where, 'keys');
   if (n > MAX_GET_MANY_KEYS)
-    throw new Refused(`${where}: at most ${MAX_GET_MANY_KEYS} keys a call, got ${n}`);
+    throw new Refused(
+      `${where}: ${n} keys cannot travel in one request (at most ${MAX_GET_MANY_KEYS}, 4 bytes a key at the least)`,
+    );
   const list = keys as readonly unknown[];
   const out = new Array<Uint8Array>(n);
   for (let i = 0; i < n; i++) {

@@ -3,6 +3,7 @@
  * carry: one home for the limits that the input checks enforce and the README states.
  */
 import { constants } from 'node:buffer';
+import { MAX_MESSAGE_BYTES } from './protocol/bytes.js';
 
 /**
  * SQLite's length limit for a BLOB and for a whole row: better-sqlite3 lowers SQLite's
@@ -32,5 +33,9 @@ export function rowTooBig(
 }
 /** The most ops one atomic batch may hold. */
 export const MAX_BATCH_OPS = 1 << 22;
-/** The most keys one getMany may read: a list claiming more is refused before any is read. */
-export const MAX_GET_MANY_KEYS = 1 << 22;
+/**
+ * The most keys one getMany request can carry in one message (4 bytes a key at the least):
+ * the contract sets no other limit than memory, and a list claiming more (a proxy, say) is
+ * refused before any key is read.
+ */
+export const MAX_GET_MANY_KEYS = Math.floor(MAX_MESSAGE_BYTES / 4);

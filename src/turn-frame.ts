@@ -81,9 +81,13 @@ export class TurnFrame {
     if (this.#writer !== undefined && this.#writer.pos >= FRAME_SEND_BYTES) this.#send();
     if (this.#writer !== undefined) return this.#writer;
     // The time first: a clock that writes to this job comes back here and starts the frame
-    // (without a time: the worker goes by the last), which this call then writes into.
+    // (without a time), which this call then gives the time and writes into.
     const now = this.#readClock();
-    if (this.#writer !== undefined) return this.#writer;
+    if (this.#writer !== undefined) {
+      // Started by a write the clock made, without a time: the turn's reads go by this one.
+      if (now !== undefined) writeNow(this.#writer, now);
+      return this.#writer;
+    }
     // Reuse the last frame's writer when its bytes were copied out, not handed over.
     const shared = this.#smallCalls && this.#shared();
     const idle = this.#idle;

@@ -6,9 +6,11 @@
  *   frame, and then the flush never settled or the worker died with the writes before it
  *   (and, on a shared thread, its other jobs); the codec threw TypeErrors or read it as an
  *   empty key (`prefixRange` of it spanned the whole category);
- * - a list claiming 2^32 - 1 keys for getMany (the process died out of memory) or 2^32 - 1
- *   empty arrays for key() and payloads (minutes of encoding nothing);
- * - a clock that writes to the job (its writes vanished);
+ * - a list claiming 2^32 - 1 keys for getMany (the process died out of memory: now refused,
+ *   since no request message can carry it) or 2^32 - 1 empty arrays for key() and payloads
+ *   (minutes of encoding nothing);
+ * - a clock that writes to the job (its writes vanished; then, in a first fix, the turn
+ *   its write started went without the clock's time, so expired rows were read);
  * - a string-id write under an id that is not a string (the next flush of the job whose
  *   name it printed as failed).
  * Both threading modes, file and ':memory:' roots where a job is involved.
@@ -126,31 +128,55 @@ describe.each(ROOT_MODES)('odd arguments (%s)', (_name, memory, options) => {
       const job = unwrap(await p.openJob('j'));
       const r = await job.getMany('c', huge(key(1)));
       expect(r.isErr() && r.error).toMatchObject({ kind: 'InvalidArgument' });
-      expect(r.isErr() && r.error.message).toMatch(/at most 4194304 keys a call/);
+      expect(r.isErr() && r.error.message).toMatch(/4294967295 keys cannot travel in one request/);
       expect(unwrap(await job.getMany('c', [key(1)]))).toEqual([undefined]);
     } finally {
       await p.close();
     }
   });
 
-  it('a clock that writes to the job: its write lands, in order before the call that read it', async () => {
-    let audit = true;
-    let p: Persistency | undefined;
+  it("a clock that writes to the job: its write lands, and the turn's reads go by its time", async () => {
+    let time = 1_000_000;
+    let audit = false;
     let job: Job | undefined;
     const clock = () => {
       if (audit && job !== undefined) {
         audit = false;
         job.persistPut('audit', key('clock'), payload('read'));
       }
-      return 1_000_000;
+      return time;
     };
-    p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), { ...options, clock }));
+    const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), { ...options, clock }));
     try {
       job = unwrap(await p.openJob('j'));
-      job.persistPut('c', key(1), payload(1));
+      job.persistPut('c', key(1), payload(1), { expireInMs: 1000 });
       unwrap(await job.flush());
-      expect(unwrap(await job.get('audit', key('clock')))).toEqual(payload('read'));
       expect(unwrap(await job.get('c', key(1)))).toEqual(payload(1));
+      time += 5000; // key 1 has expired by the clock
+      audit = true; // the next frame's reading of the clock writes to the job
+      const seen = unwrap(await job.get('c', key(1)));
+      expect(unwrap(await job.get('audit', key('clock')))).toEqual(payload('read'));
+      expect(seen).toBeUndefined();
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a clock that records every reading: each lands, and expiry still follows the clock', async () => {
+    let time = 1_000_000;
+    let job: Job | undefined;
+    const clock = () => {
+      job?.persistAdd('audit', key('reads'), 1);
+      return time;
+    };
+    const p = unwrap(Persistency.open(memory ? ':memory:' : tempDir(), { ...options, clock }));
+    try {
+      job = unwrap(await p.openJob('j'));
+      job.persistPut('c', key(1), payload(1), { expireInMs: 1000 });
+      unwrap(await job.flush());
+      time += 5000;
+      expect(unwrap(await job.get('c', key(1)))).toBeUndefined();
+      expect(unwrap(await job.get('audit', key('reads')))).toBeDefined();
     } finally {
       await p.close();
     }

@@ -1,5 +1,5 @@
 import { lengthNow, realBytes } from './bytes.js';
-import { rangeAfter } from './codec/key.js';
+import { DETACHED, rangeAfter } from './codec/key.js';
 import { counterBytes, inInt64 } from './counter.js';
 import { invalidArgument, PersistencyError } from './errors.js';
 import {
@@ -61,20 +61,11 @@ export function categoryBytes(category: unknown, where: string): Uint8Array {
   return bytes;
 }
 
-/** `k` itself, checked as `checkedKey` checks it. */
-function checkedKeyValue(k: unknown, where: string, name: string): Key {
-  checkedKey(k, where, name);
-  return k as Key;
-}
-
 export function checkedKey(k: unknown, where: string, name: string): Uint8Array {
   if (!isKeyValue(k))
     throw new Refused(`${where}: ${name} must be a Key (use key(...)), got ${describe(k)}`);
   const bytes = liveKeyBytes(k);
-  if (bytes === undefined)
-    throw new Refused(
-      `${where}: ${name} is a Key whose memory was detached (its ArrayBuffer was transferred; a reply's rows share one buffer): copy what you transfer`,
-    );
+  if (bytes === undefined) throw new Refused(`${where}: ${name} is a Key ${DETACHED}`);
   if (bytes.length > MAX_KEY_BYTES)
     throw new Refused(
       `${where}: ${name} of ${bytes.length} bytes exceeds the limit of ${MAX_KEY_BYTES}`,
@@ -133,7 +124,8 @@ export function checkedRange(range: unknown, where: string): [Uint8Array, Uint8A
 
 /** A prefix's range as start and stop bytes. */
 export function prefixBounds(prefix: unknown, where: string): [Uint8Array, Uint8Array] {
-  const { start, stop } = prefixRange(checkedKeyValue(prefix, where, 'prefix'));
+  checkedKey(prefix, where, 'prefix');
+  const { start, stop } = prefixRange(prefix as Key);
   return [keyBytes(start), stop === undefined ? EMPTY : keyBytes(stop)];
 }
 

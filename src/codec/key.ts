@@ -7,9 +7,12 @@ import { describe } from '../describe.js';
 import { invalidArgument } from '../errors.js';
 
 let wrapKey: (bytes: Uint8Array, from?: number, to?: number) => Key;
-let unwrapKey: (k: Key) => Uint8Array;
 let liveKey: (k: Key) => Uint8Array | undefined;
 let isKey: (v: unknown) => v is Key;
+
+/** Why a Key whose buffer was detached is refused wherever it is given. */
+export const DETACHED =
+  "whose memory was detached (its ArrayBuffer was transferred; a reply's rows share one buffer, so transferring one row's payload.buffer detaches them all): copy what you transfer";
 
 /** Only this module can mint a Key: `private` binds TypeScript callers, not JavaScript. */
 const MINT: unique symbol = Symbol('Key.mint');
@@ -45,12 +48,11 @@ export class Key {
     this.#bytes = bytes;
     this.#from = from;
     this.#to = to;
-    Object.freeze(this); // private fields stay writable: #view() may still make the view
+    Object.freeze(this); // private fields stay writable: #liveView() may still make the view
   }
 
   static {
     wrapKey = (bytes, from = 0, to = bytes.length) => new Key(MINT, bytes, from, to);
-    unwrapKey = (k) => k.#view();
     liveKey = (k) => k.#liveView();
     isKey = (v): v is Key => typeof v === 'object' && v !== null && #bytes in v;
   }
@@ -70,23 +72,12 @@ export class Key {
     return view;
   }
 
-  /** The key's bytes; a key whose buffer was detached is InvalidArgument, never read as another. */
-  #view(): Uint8Array {
-    const view = this.#liveView();
-    if (view === undefined) {
-      throw invalidArgument(
-        "a Key whose memory was detached (its ArrayBuffer was transferred; a reply's rows share one buffer, so transferring one row's payload.buffer detaches them all): copy what you transfer",
-      );
-    }
-    return view;
-  }
-
   /**
    * A copy of the encoded bytes (the key itself never changes).
    * @example key('ab').bytes // Uint8Array(4) [0, 2, 97, 98]
    */
   get bytes(): Uint8Array {
-    return this.#view().slice();
+    return keyBytes(this).slice();
   }
 
   /**
@@ -131,7 +122,9 @@ export class Key {
  * (thrown) when its buffer was detached.
  */
 export function keyBytes(k: Key): Uint8Array {
-  return unwrapKey(k);
+  const bytes = liveKey(k);
+  if (bytes === undefined) throw invalidArgument(`a Key ${DETACHED}`);
+  return bytes;
 }
 
 /** Internal: the key's own bytes, or undefined when its buffer was detached (the fast paths). */
